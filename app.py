@@ -1,0 +1,89 @@
+"""Composition root: ``create_app()`` wires config, extensions, blueprints, errors and CLI.
+
+WSGI entry: ``gunicorn "app:create_app()"``. The factory has no side effects: it writes nothing,
+trains nothing and opens no network connection.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from dotenv import load_dotenv
+from flask import Flask
+
+import churn_app
+from portal import cli, errors, formatting
+from portal.config import Config
+from portal.extensions import csrf, db, login_manager, migrate
+from portal.security import require_login, set_security_headers
+
+NAV = [
+    ("dashboard.index", "Dashboard"),
+    ("customers.index", "Customers"),
+    ("tiers.index", "Tiers"),
+    ("bundles.index", "Bundles"),
+    ("churn.index", "Churn"),
+    ("campaigns.index", "Campaigns"),
+    ("imports.index", "Imports"),
+    ("registry.index", "Models"),
+]
+
+
+def create_app(config: Config | Mapping | None = None) -> Flask:
+    """Build the Loyalist app from ``config`` (a Config, a mapping, or the environment)."""
+    app = Flask(__name__, instance_relative_config=True, template_folder="templates", static_folder="static")
+    configure(app, config)
+    register_extensions(app)
+    register_blueprints(app)
+    register_security(app)
+    errors.register(app)
+    formatting.register(app, NAV)
+    cli.register(app)
+    return app
+
+
+def configure(app: Flask, config: Config | Mapping | None) -> None:
+    if config is None:
+        load_dotenv()
+        config = Config()
+    app.config.from_mapping(config.as_dict() if isinstance(config, Config) else dict(config))
+
+
+def register_extensions(app: Flask) -> None:
+    from portal import db_events
+    from portal.models import User
+
+    db.init_app(app)
+    db_events.register(app)
+    migrate.init_app(app, db, directory=str(app.root_path + "/migrations"), render_as_batch=True)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please log in to see this page."
+    login_manager.session_protection = "strong"
+    csrf.init_app(app)
+
+    @login_manager.user_loader
+    def load_user(user_id: str):
+        return db.session.get(User, int(user_id)) if user_id.isdigit() else None
+
+
+def register_blueprints(app: Flask) -> None:
+    from portal import health, webhooks
+    from portal.admin.views import bp as admin_bp
+    from portal.auth.views import bp as auth_bp
+    from portal.bundles.views import bp as bundles_bp
+    from portal.campaigns.views import bp as campaigns_bp
+    from portal.customers.views import bp as customers_bp
+    from portal.dashboard.views import bp as dashboard_bp
+    from portal.imports.views import bp as imports_bp
+    from portal.registry.views import bp as registry_bp
+    from portal.tiers.views import bp as tiers_bp
+
+    for bp in (auth_bp, health.bp, dashboard_bp, customers_bp, tiers_bp, bundles_bp, churn_app.bp,
+               campaigns_bp, imports_bp, registry_bp, admin_bp, webhooks.bp):
+        app.register_blueprint(bp)
+    csrf.exempt(webhooks.bp)  # Twilio signs these instead (X-Twilio-Signature)
+
+
+def register_security(app: Flask) -> None:
+    app.before_request(require_login)
+    app.after_request(set_security_headers)

@@ -1,0 +1,73 @@
+"""Configuration read from the environment (or ``.env``); tests use ``TestConfig`` or a dict."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTANCE = ROOT / "instance"
+SECRET_FILE = INSTANCE / "secret_key"
+
+
+def _read_secret() -> str | None:
+    """SECRET_KEY from the environment, else the one ``flask init-db`` wrote to instance/."""
+    if os.environ.get("SECRET_KEY"):
+        return os.environ["SECRET_KEY"]
+    if SECRET_FILE.exists():
+        return SECRET_FILE.read_text().strip() or None
+    return None
+
+
+def _database_url() -> str:
+    url = os.environ.get("DATABASE_URL") or f"sqlite:///{INSTANCE / 'loyalist.db'}"
+    # Heroku-style URLs and plain postgresql:// both go through psycopg 3.
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
+
+
+class Config:
+    """Settings for a real run; every value can come from the environment."""
+
+    def __init__(self) -> None:
+        self.SECRET_KEY = _read_secret()
+        self.SQLALCHEMY_DATABASE_URI = _database_url()
+        self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+        self.REDIS_URL = os.environ.get("REDIS_URL") or None
+        self.TWILIO_ACCOUNT_SID = os.environ.get("TWILIO_ACCOUNT_SID")
+        self.TWILIO_AUTH_TOKEN = os.environ.get("TWILIO_AUTH_TOKEN")
+        self.TWILIO_FROM = os.environ.get("TWILIO_FROM")
+        self.TWILIO_MESSAGING_SERVICE_SID = os.environ.get("TWILIO_MESSAGING_SERVICE_SID")
+        self.TWILIO_API_BASE = os.environ.get("TWILIO_API_BASE")
+        self.PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL")
+        self.MODELS_DIR = os.environ.get("MODELS_DIR") or str(ROOT / "Models")
+        self.UPLOAD_DIR = os.environ.get("UPLOAD_DIR") or str(INSTANCE / "uploads")
+        self.MAX_CONTENT_LENGTH = int(os.environ.get("MAX_UPLOAD_MB", "200")) * 1024 * 1024
+        self.SESSION_COOKIE_HTTPONLY = True
+        self.SESSION_COOKIE_SAMESITE = "Lax"
+        self.SESSION_COOKIE_SECURE = os.environ.get("SESSION_COOKIE_SECURE", "").lower() in {"1", "true", "yes"}
+        self.REMEMBER_COOKIE_HTTPONLY = True
+        self.WTF_CSRF_TIME_LIMIT = None
+        self.JOBS_INLINE = False  # tests may run jobs synchronously
+        self.TESTING = False
+
+    def as_dict(self) -> dict:
+        """All upper-case settings, for ``app.config.from_mapping``."""
+        return {k: v for k, v in vars(self).items() if k.isupper()}
+
+
+class TestConfig(Config):
+    """Settings for the test suite: CSRF stays on; DATABASE_URL (if set) picks PostgreSQL."""
+
+    def __init__(self, database_url: str | None = None, models_dir: str | None = None) -> None:
+        super().__init__()
+        self.TESTING = True
+        self.JOBS_INLINE = True  # jobs run at once; tests/web/test_jobs.py exercises the thread and RQ runners
+        self.PASSWORD_HASH_METHOD = "scrypt:1024:8:1"  # cheap scrypt: same code path, fast tests
+        self.SECRET_KEY = "test-only-secret"
+        if database_url:
+            self.SQLALCHEMY_DATABASE_URI = database_url
+        if models_dir:
+            self.MODELS_DIR = models_dir

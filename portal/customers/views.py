@@ -1,0 +1,56 @@
+"""Customer list and customer page (features, tier, churn, consent, purchases)."""
+from datetime import datetime, time, timezone
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from sqlalchemy import select
+
+from portal.customers.forms import ConsentForm
+from portal.extensions import db
+from portal.models import ConsentEvent, PurchaseLine, Product, TierChange
+from portal.services import customers as customer_service
+from portal.services.listing import Page
+
+bp = Blueprint("customers", __name__)
+
+
+@bp.route("/customers")
+def index():
+    params = request.args
+    sort_key = params.get("sort", "")
+    sort = customer_service.SORTS.get(sort_key.lstrip("-"))
+    query = customer_service.filtered_customers(params, current_user)
+    from portal.models import Customer
+
+    page = Page.from_request(query, key=Customer.id, sort=sort, descending=sort_key.startswith("-"))
+    return render_template("customers/index.html", page=page, params=params)
+
+
+@bp.route("/customers/<int:customer_id>", methods=["GET", "POST"])
+def detail(customer_id: int):
+    customer = customer_service.get_for_user(customer_id, current_user)
+    if customer is None:
+        abort(404)
+    form = ConsentForm()
+    if form.validate_on_submit():
+        effective = datetime.combine(form.effective.data, time(12), tzinfo=timezone.utc) if form.effective.data else None
+        try:
+            customer_service.set_consent(customer, form.status.data, (form.source.data or "staff").strip(),
+                                         effective, current_user.email)
+        except customer_service.ConsentError as exc:
+            form.status.errors.append(str(exc))
+        else:
+            db.session.commit()
+            flash("Consent recorded.", "success")
+            return redirect(url_for("customers.detail", customer_id=customer.id))
+    consent_events = db.session.scalars(select(ConsentEvent).where(ConsentEvent.customer_id == customer.id)
+                                        .order_by(ConsentEvent.id.desc()).limit(20)).all()
+    tier_changes = db.session.scalars(select(TierChange).where(TierChange.customer_id == customer.id)
+                                      .order_by(TierChange.id.desc()).limit(20)).all()
+    lines_query = (select(PurchaseLine, Product.name.label("product_name"))
+                   .join(Product, PurchaseLine.product_id == Product.id)
+                   .where(PurchaseLine.customer_id == customer.id))
+    page = Page.from_request(lines_query, key=PurchaseLine.id, sort=PurchaseLine.purchased_at,
+                             descending=True, scalars=False, size=25)
+    return render_template("customers/detail.html", customer=customer, form=form, page=page,
+                           consent_events=consent_events, tier_changes=tier_changes)

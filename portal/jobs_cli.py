@@ -1,0 +1,27 @@
+"""``flask worker``: an RQ worker for imports, training and SMS (needs REDIS_URL)."""
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from portal.jobs import QUEUE_NAME
+
+
+@click.command("worker")
+@click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
+@with_appcontext
+def worker_command(burst: bool):
+    """Run a background worker on REDIS_URL (jobs run inside this app's context)."""
+    url = current_app.config.get("REDIS_URL")
+    if not url:
+        click.echo("REDIS_URL is not set: without it jobs run inside the web process; no worker is needed.", err=True)
+        raise SystemExit(1)
+    from redis import Redis
+    from rq import Queue, Worker
+
+    connection = Redis.from_url(url)
+    worker = Worker([Queue(QUEUE_NAME, connection=connection)], connection=connection)
+    click.echo(f"worker {worker.name} listening on queue {QUEUE_NAME}")
+    worker.work(burst=burst, with_scheduler=False)
+
+
+commands = [worker_command]

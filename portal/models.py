@@ -1,0 +1,408 @@
+"""Database tables (SQLAlchemy 2 typed models). Models never commit; services do.
+
+Money is NUMERIC in the database. Timestamps are stored in UTC.
+"""
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from decimal import Decimal
+
+from flask import current_app, has_app_context
+from flask_login import UserMixin
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from portal.extensions import db
+
+
+def utcnow() -> datetime:
+    """Callable default so every row gets its own timestamp (not one fixed at import)."""
+    return datetime.now(timezone.utc)
+
+
+UTCDateTime = DateTime(timezone=True)
+MONEY = Numeric(14, 2)
+PRICE = Numeric(14, 4)
+QTY = Numeric(14, 3)
+
+ROLES = ("admin", "manager", "marketer")
+CONSENT = ("opted_in", "opted_out", "unknown")
+
+
+class Store(db.Model):
+    __tablename__ = "stores"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    currency: Mapped[str] = mapped_column(String(3), default="USD")
+    phone_region: Mapped[str] = mapped_column(String(2), default="US")
+    contact_line: Mapped[str] = mapped_column(String(200), default="")
+    sender_name: Mapped[str] = mapped_column(String(40), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class User(UserMixin, db.Model):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    store: Mapped[Store | None] = relationship()
+
+    def set_password(self, password: str) -> None:
+        """Hash with werkzeug's scrypt (a memory-hard KDF); the plain text is never stored.
+
+        Tests lower scrypt's cost through PASSWORD_HASH_METHOD; production keeps the default.
+        """
+        method = current_app.config.get("PASSWORD_HASH_METHOD", "scrypt") if has_app_context() else "scrypt"
+        self.password_hash = generate_password_hash(password, method=method)
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login refuses inactive users
+        return bool(self.active)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+class LoginAttempt(db.Model):
+    """One row per login attempt: throttling reads the recent failures per account and per address."""
+
+    __tablename__ = "login_attempts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), index=True)
+    address: Mapped[str] = mapped_column(String(64), index=True)
+    success: Mapped[bool] = mapped_column(Boolean, default=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class Customer(db.Model):
+    """A customer with their latest scores, denormalised so lists filter and sort with indexes."""
+
+    __tablename__ = "customers"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    phone: Mapped[str | None] = mapped_column(String(20), index=True)  # E.164
+    email: Mapped[str | None] = mapped_column(String(254))
+    store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"), index=True)
+    sms_consent: Mapped[str] = mapped_column(String(12), default="unknown")
+    sms_consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sms_consent_source: Mapped[str | None] = mapped_column(String(40))
+    sms_consent_by: Mapped[str | None] = mapped_column(String(254))
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Features as of the last scoring run (see preprocessing.features).
+    monetary: Mapped[Decimal | None] = mapped_column(MONEY)
+    frequency: Mapped[int | None] = mapped_column(Integer)
+    recency: Mapped[int | None] = mapped_column(Integer)
+    total_quantity: Mapped[float | None] = mapped_column(Float)
+    num_unique_products: Mapped[int | None] = mapped_column(Integer)
+    avg_price_per_unit: Mapped[float | None] = mapped_column(Float)
+    store_visit_frequency: Mapped[int | None] = mapped_column(Integer)
+    active_days: Mapped[int | None] = mapped_column(Integer)
+    avg_purchase_gap_days: Mapped[float | None] = mapped_column(Float)
+    first_purchase_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_purchase_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    spend_12m: Mapped[Decimal | None] = mapped_column(MONEY)
+    # Model outputs.
+    tier: Mapped[str | None] = mapped_column(String(16))
+    churn_probability: Mapped[float | None] = mapped_column(Float)
+    churn_band: Mapped[str | None] = mapped_column(String(8))
+    churn_reasons: Mapped[list | None] = mapped_column(JSON)
+    p_alive: Mapped[float | None] = mapped_column(Float)
+    expected_purchases_90d: Mapped[float | None] = mapped_column(Float)
+    clv_12m: Mapped[Decimal | None] = mapped_column(MONEY)
+    scored_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_sms_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    store: Mapped[Store | None] = relationship()
+
+    __table_args__ = (
+        Index("ix_customers_store_tier", "store_id", "tier"),
+        Index("ix_customers_store_band", "store_id", "churn_band"),
+        Index("ix_customers_churn_probability", "churn_probability"),
+        Index("ix_customers_monetary", "monetary"),
+        Index("ix_customers_name", "name"),
+    )
+
+    @property
+    def first_name(self) -> str:
+        return (self.name or "").split(" ")[0]
+
+
+class ConsentEvent(db.Model):
+    """The legal record of every SMS consent change; kept even when a customer is erased."""
+
+    __tablename__ = "consent_events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    status: Mapped[str] = mapped_column(String(12))
+    source: Mapped[str] = mapped_column(String(40))  # import | staff | sms_keyword | twilio_21610
+    keyword: Mapped[str | None] = mapped_column(String(20))
+    effective_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    user_email: Mapped[str | None] = mapped_column(String(254))
+    detail: Mapped[str | None] = mapped_column(String(400))
+
+
+class Product(db.Model):
+    __tablename__ = "products"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(300), default="")
+    category: Mapped[str | None] = mapped_column(String(120))
+    price: Mapped[Decimal | None] = mapped_column(PRICE)
+
+
+class StockLevel(db.Model):
+    __tablename__ = "stock_levels"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id"))
+    initial_stock: Mapped[Decimal | None] = mapped_column(QTY)
+    total_sold: Mapped[Decimal | None] = mapped_column(QTY)
+    as_of: Mapped[date | None] = mapped_column(Date)
+    import_id: Mapped[int | None] = mapped_column(ForeignKey("imports.id"))
+    product: Mapped[Product] = relationship()
+    __table_args__ = (UniqueConstraint("product_id", "store_id", name="uq_stock_product_store"),)
+
+
+class PurchaseLine(db.Model):
+    """One purchase line. Transactions are the lines sharing ``transaction_ref``.
+
+    Natural key: (transaction_ref, product, line_no) where line_no is the n-th identical line
+    within the transaction, so re-importing a file adds nothing twice.
+    """
+
+    __tablename__ = "purchase_lines"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    transaction_ref: Mapped[str] = mapped_column(String(100))
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))
+    line_no: Mapped[int] = mapped_column(Integer, default=0)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"))
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id"))
+    purchased_at: Mapped[datetime] = mapped_column(DateTime)  # store-local wall time, as imported
+    quantity: Mapped[Decimal] = mapped_column(QTY)
+    unit_price: Mapped[Decimal] = mapped_column(PRICE)
+    amount: Mapped[Decimal] = mapped_column(MONEY)
+    coupon_code: Mapped[str | None] = mapped_column(String(40))
+    import_id: Mapped[int | None] = mapped_column(ForeignKey("imports.id"), index=True)
+    __table_args__ = (
+        UniqueConstraint("transaction_ref", "product_id", "line_no", name="uq_line_natural_key"),
+        Index("ix_lines_customer_date", "customer_id", "purchased_at"),
+        Index("ix_lines_store_date", "store_id", "purchased_at"),
+    )
+
+
+class ImportRun(db.Model):
+    """One uploaded or CLI-imported file and its outcome (the imports history)."""
+
+    __tablename__ = "imports"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # transactions | stock | customers
+    filename: Mapped[str] = mapped_column(String(255))
+    stored_path: Mapped[str | None] = mapped_column(String(500))
+    store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"))
+    user_email: Mapped[str | None] = mapped_column(String(254))
+    source: Mapped[str] = mapped_column(String(8), default="web")  # web | cli
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    layout: Mapped[str | None] = mapped_column(String(40))
+    mapping: Mapped[dict | None] = mapped_column(JSON)
+    options: Mapped[dict | None] = mapped_column(JSON)
+    message: Mapped[str | None] = mapped_column(Text)
+    total_rows: Mapped[int] = mapped_column(Integer, default=0)
+    valid_rows: Mapped[int] = mapped_column(Integer, default=0)
+    rejected_rows: Mapped[int] = mapped_column(Integer, default=0)
+    new_rows: Mapped[int] = mapped_column(Integer, default=0)
+    duplicate_rows: Mapped[int] = mapped_column(Integer, default=0)
+    anonymous_rows: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    undone_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    undone_by: Mapped[str | None] = mapped_column(String(254))
+    job_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class ImportProblem(db.Model):
+    """A rejected row or a warning of an import: row number, column, value and reason."""
+
+    __tablename__ = "import_problems"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    import_id: Mapped[int] = mapped_column(ForeignKey("imports.id"), index=True)
+    row: Mapped[int] = mapped_column(Integer)
+    column: Mapped[str] = mapped_column(String(100))
+    value: Mapped[str | None] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(String(300))
+    severity: Mapped[str] = mapped_column(String(8), default="error")
+
+
+class Job(db.Model):
+    """A background job's state, kept in the database so every web worker can show it."""
+
+    __tablename__ = "jobs"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    func: Mapped[str] = mapped_column(String(200))
+    kwargs: Mapped[dict | None] = mapped_column(JSON)
+    title: Mapped[str] = mapped_column(String(200), default="")
+    status: Mapped[str] = mapped_column(String(12), default="queued")  # queued|running|done|failed
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    message: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict | None] = mapped_column(JSON)
+    user_email: Mapped[str | None] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Setting(db.Model):
+    """An admin's override of a setting; defaults live in code (portal/services/settings.py)."""
+
+    __tablename__ = "settings"
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(254))
+
+
+class AuditEntry(db.Model):
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    user_email: Mapped[str | None] = mapped_column(String(254), index=True)
+    action: Mapped[str] = mapped_column(String(60), index=True)
+    target: Mapped[str | None] = mapped_column(String(200))
+    detail: Mapped[dict | None] = mapped_column(JSON)
+    address: Mapped[str | None] = mapped_column(String(64))
+
+
+class TierChange(db.Model):
+    __tablename__ = "tier_changes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    old_tier: Mapped[str | None] = mapped_column(String(16))
+    new_tier: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(200))
+
+
+class ModelRecord(db.Model):
+    """A trained model file and its manifest entry, so every host can verify it runs the same model."""
+
+    __tablename__ = "model_records"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(40), index=True)  # segmentation | churn | bundles | clv
+    files: Mapped[dict] = mapped_column(JSON)  # file name -> sha256
+    trained_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    manifest: Mapped[dict] = mapped_column(JSON)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class BundleRule(db.Model):
+    __tablename__ = "bundle_rules"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("model_records.id"), index=True)
+    antecedents: Mapped[list] = mapped_column(JSON)  # product external ids
+    consequents: Mapped[list] = mapped_column(JSON)
+    antecedent_names: Mapped[str] = mapped_column(Text, default="")
+    consequent_names: Mapped[str] = mapped_column(Text, default="")
+    support: Mapped[float] = mapped_column(Float)
+    confidence: Mapped[float] = mapped_column(Float)
+    lift: Mapped[float] = mapped_column(Float)
+    baskets: Mapped[int] = mapped_column(Integer)
+
+
+class SavedSegment(db.Model):
+    __tablename__ = "saved_segments"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+    list_name: Mapped[str] = mapped_column(String(40), default="customers")
+    query: Mapped[str] = mapped_column(Text, default="")
+    owner_email: Mapped[str] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Campaign(db.Model):
+    __tablename__ = "campaigns"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+    store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"))
+    audience: Mapped[str] = mapped_column(Text, default="")  # the list filter query string
+    template: Mapped[str] = mapped_column(Text)
+    control_share: Mapped[float] = mapped_column(Float, default=0.1)
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    exclusions: Mapped[dict | None] = mapped_column(JSON)
+    created_by: Mapped[str | None] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    scheduled_for: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class OutboxMessage(db.Model):
+    """One campaign recipient: fixed when the campaign is created; unique per (campaign, customer)."""
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    group: Mapped[str] = mapped_column(String(8))  # message | control
+    phone: Mapped[str | None] = mapped_column(String(20))
+    body: Mapped[str | None] = mapped_column(Text)
+    coupon_code: Mapped[str | None] = mapped_column(String(40), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(80))
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    message_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    error_code: Mapped[int | None] = mapped_column(Integer)
+    error_message: Mapped[str | None] = mapped_column(String(400))
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    redeemed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    redeemed_by: Mapped[str | None] = mapped_column(String(254))
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "customer_id", name="uq_outbox_campaign_customer"),
+        Index("ix_outbox_campaign_status", "campaign_id", "status"),
+    )
+
+
+class SmsEvent(db.Model):
+    """A Twilio webhook as received (status callback or inbound reply), for idempotency and audit."""
+
+    __tablename__ = "sms_events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10))  # status | inbound
+    message_sid: Mapped[str | None] = mapped_column(String(64), index=True)
+    status: Mapped[str | None] = mapped_column(String(20))
+    error_code: Mapped[int | None] = mapped_column(Integer)
+    from_phone: Mapped[str | None] = mapped_column(String(20))
+    keyword: Mapped[str | None] = mapped_column(String(20))
+    payload: Mapped[dict | None] = mapped_column(JSON)
+    dedupe_key: Mapped[str] = mapped_column(String(120), unique=True)
+    applied: Mapped[bool] = mapped_column(Boolean, default=False)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

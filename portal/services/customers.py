@@ -1,0 +1,100 @@
+"""Customer queries and consent: the one place list filters and store scoping are applied."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import or_, select
+
+from portal.extensions import db
+from portal.models import ConsentEvent, Customer, Store
+from portal.security import scope_to_user
+from portal.services import audit
+
+SORTS = {
+    "name": Customer.name,
+    "monetary": Customer.monetary,
+    "frequency": Customer.frequency,
+    "recency": Customer.recency,
+    "churn_probability": Customer.churn_probability,
+    "clv_12m": Customer.clv_12m,
+    "last_purchase_at": Customer.last_purchase_at,
+}
+FILTER_KEYS = ("q", "store", "tier", "band", "consent", "min_recency", "max_recency", "days_since_sms")
+
+
+class ConsentError(ValueError):
+    """A consent change that cannot be recorded; the message is for the user."""
+
+
+def filtered_customers(params: Mapping[str, str], user=None, include_erased: bool = False):
+    """A ``select(Customer)`` for the list filters in ``params``, scoped to ``user``'s store.
+
+    Args:
+        params: the query-string filters (q, store, tier, band, consent, min_recency, max_recency,
+            days_since_sms); unknown keys are ignored. ``tier=none`` selects customers without a tier.
+        user: the logged-in user (None: the CLI, all stores).
+    """
+    query = select(Customer)
+    if not include_erased:
+        query = query.where(Customer.erased_at.is_(None))
+    if user is not None:
+        query = scope_to_user(query, Customer.store_id, user)
+    q = (params.get("q") or "").strip()
+    if q:
+        like = f"%{q}%"
+        query = query.where(or_(Customer.external_id == q, Customer.name.ilike(like),
+                                Customer.phone.like(f"%{q.replace(' ', '')}%"), Customer.email.ilike(like)))
+    store = (params.get("store") or "").strip()
+    if store:
+        query = query.join(Store, Customer.store_id == Store.id).where(
+            or_(Store.name == store, Store.id == (int(store) if store.isdigit() else -1)))
+    tier = (params.get("tier") or "").strip()
+    if tier:
+        query = query.where(Customer.tier.is_(None) if tier.lower() == "none" else Customer.tier == tier)
+    band = (params.get("band") or "").strip()
+    if band:
+        query = query.where(Customer.churn_band == band)
+    consent = (params.get("consent") or "").strip()
+    if consent:
+        query = query.where(Customer.sms_consent == consent)
+    for key, op in (("min_recency", "ge"), ("max_recency", "le")):
+        raw = (params.get(key) or "").strip()
+        if raw.isdigit():
+            col = Customer.recency
+            query = query.where(col >= int(raw) if op == "ge" else col <= int(raw))
+    sms_days = (params.get("days_since_sms") or "").strip()
+    if sms_days.isdigit():
+        cutoff = datetime.now(timezone.utc) - timedelta(days=int(sms_days))
+        query = query.where(or_(Customer.last_sms_at.is_(None), Customer.last_sms_at <= cutoff))
+    return query
+
+
+def get_for_user(customer_id: int, user) -> Customer | None:
+    """A customer the user may see, or None (a manager of another store gets None, i.e. 404)."""
+    query = scope_to_user(select(Customer).where(Customer.id == customer_id), Customer.store_id, user)
+    return db.session.scalar(query)
+
+
+def set_consent(customer: Customer, status: str, source: str, effective_at: datetime | None = None,
+                user_email: str | None = None, keyword: str | None = None, detail: str | None = None) -> None:
+    """Record an SMS consent change with its legal trail; the caller commits.
+
+    An opt-in needs a date and a source; an opt-out always wins and is recorded as given.
+    """
+    if status not in {"opted_in", "opted_out"}:
+        raise ConsentError("Consent must be opted_in or opted_out.")
+    effective_at = effective_at or datetime.now(timezone.utc)
+    if effective_at.tzinfo is None:
+        effective_at = effective_at.replace(tzinfo=timezone.utc)
+    if status == "opted_in" and not source:
+        raise ConsentError("An opt-in needs its source (e.g. signed form at the till).")
+    before = customer.sms_consent
+    customer.sms_consent = status
+    customer.sms_consent_at = effective_at
+    customer.sms_consent_source = source
+    customer.sms_consent_by = user_email
+    db.session.add(ConsentEvent(customer_id=customer.id, status=status, source=source, keyword=keyword,
+                                effective_at=effective_at, user_email=user_email, detail=detail))
+    audit.record("customer.consent", customer.external_id,
+                 {"before": before, "after": status, "source": source}, user_email)

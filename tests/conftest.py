@@ -1,0 +1,168 @@
+"""Shared fixtures: app, db, client (CSRF on), runner, login_as(role), factories.
+
+The suite runs on SQLite by default; with DATABASE_URL set it runs on that database instead
+(CI runs it again on PostgreSQL). Tables are created once per session and emptied after each test.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from app import create_app
+from portal.config import TestConfig
+from portal.extensions import db as _db
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+PASSWORD = "correct-horse-battery"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long-running test (run once in CI, not on both backends)")
+    config.addinivalue_line("markers", "browser: drives Chromium with Playwright")
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory):
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return _normalise(url)
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+
+
+def _normalise(url: str) -> str:
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("Models"))
+
+
+@pytest.fixture(scope="session")
+def _app(database_url, models_dir, tmp_path_factory):
+    config = TestConfig(database_url=database_url, models_dir=models_dir)
+    config.UPLOAD_DIR = str(tmp_path_factory.mktemp("uploads"))
+    app = create_app(config)
+    with app.app_context():
+        _db.drop_all()
+        _db.create_all()
+    return app
+
+
+@pytest.fixture()
+def app(_app):
+    with _app.app_context():
+        yield _app
+        _db.session.remove()
+        _empty_tables()
+
+
+def _empty_tables():
+    engine = _db.engine
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            names = ", ".join(f'"{t.name}"' for t in _db.metadata.sorted_tables)
+            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        else:
+            for table in reversed(_db.metadata.sorted_tables):
+                conn.execute(table.delete())
+
+
+@pytest.fixture()
+def db(app):
+    return _db
+
+
+@pytest.fixture()
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture()
+def runner(app):
+    return app.test_cli_runner()
+
+
+def csrf_token(client, path: str) -> str:
+    """Read the CSRF token from a page, as a browser would, so tests post real forms."""
+    html = client.get(path).get_data(as_text=True)
+    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html) or re.search(
+        r'value="([^"]+)"[^>]*name="csrf_token"', html)
+    assert match, f"no CSRF token on {path}"
+    return match.group(1)
+
+
+def post_form(client, path: str, data: dict, token_from: str | None = None, **kwargs):
+    """POST a form with the CSRF token taken from ``token_from`` (default: the same page)."""
+    token = csrf_token(client, token_from or path)
+    return client.post(path, data={**data, "csrf_token": token}, **kwargs)
+
+
+@pytest.fixture()
+def make_store(db):
+    from portal.models import Store
+
+    def make(name="Downtown", **kw):
+        store = Store(name=name, timezone=kw.pop("timezone", "America/New_York"), currency=kw.pop("currency", "USD"),
+                      phone_region="US", sender_name=kw.pop("sender_name", name), contact_line=kw.pop(
+                          "contact_line", f"{name} store, call 202-555-0100"), **kw)
+        db.session.add(store)
+        db.session.commit()
+        return store
+    return make
+
+
+@pytest.fixture()
+def make_user(db):
+    from portal.models import User
+
+    def make(role="admin", email=None, store=None, password=PASSWORD, active=True):
+        user = User(email=email or f"{role}{'-' + store.name.lower() if store else ''}@example.com",
+                    role=role, store_id=store.id if store else None, active=active)
+        user.set_password(password)
+        db.session.add(user)
+        db.session.commit()
+        return user
+    return make
+
+
+@pytest.fixture()
+def make_customer(db):
+    from portal.models import Customer
+
+    counter = {"n": 0}
+
+    def make(store=None, **overrides):
+        counter["n"] += 1
+        fields = dict(external_id=f"C{counter['n']:05d}", name=f"Customer {counter['n']}",
+                      phone=f"+1202555{100 + counter['n'] % 100:04d}", store_id=store.id if store else None)
+        fields.update(overrides)
+        customer = Customer(**fields)
+        db.session.add(customer)
+        db.session.commit()
+        return customer
+    return make
+
+
+def login(client, email: str, password: str = PASSWORD):
+    return post_form(client, "/login", {"email": email, "password": password}, follow_redirects=False)
+
+
+@pytest.fixture()
+def login_as(client, make_user, make_store):
+    """Log the test client in as a new user of ``role`` (managers get a store)."""
+    def do(role="admin", store=None):
+        if role == "manager" and store is None:
+            store = make_store("Home store")
+        user = make_user(role, store=store)
+        response = login(client, user.email)
+        assert response.status_code == 302, response.get_data(as_text=True)[:500]
+        return user
+    return do
