@@ -62,6 +62,9 @@ def app(_app):
         yield _app
         _db.session.remove()
         _empty_tables()
+        _app.extensions.pop("loyalist_models", None)
+        for path in Path(_app.config["MODELS_DIR"]).iterdir():
+            path.unlink()
 
 
 def _empty_tables():
