@@ -124,8 +124,9 @@ class Customer(db.Model):
     store_visit_frequency: Mapped[int | None] = mapped_column(Integer)
     active_days: Mapped[int | None] = mapped_column(Integer)
     avg_purchase_gap_days: Mapped[float | None] = mapped_column(Float)
-    first_purchase_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    last_purchase_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Store-local wall time, like PurchaseLine.purchased_at.
+    first_purchase_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_purchase_at: Mapped[datetime | None] = mapped_column(DateTime)
     spend_12m: Mapped[Decimal | None] = mapped_column(MONEY)
     # Model outputs.
     tier: Mapped[str | None] = mapped_column(String(16))

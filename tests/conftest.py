@@ -169,3 +169,60 @@ def login_as(client, make_user, make_store):
         assert response.status_code == 302, response.get_data(as_text=True)[:500]
         return user
     return do
+
+
+def synthetic_lines(n_customers=300, days=900, seed=7, end="2026-10-31"):
+    """A small store's purchase lines with real signal: rates differ, some customers stop buying."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    end = pd.Timestamp(end)
+    start = end - pd.Timedelta(days=days)
+    rows = []
+    tx = 0
+    for c in range(n_customers):
+        rate = rng.gamma(2.0, 1 / 40)  # purchases per day
+        first = start + pd.Timedelta(days=int(rng.integers(0, days // 2)))
+        stop = first + pd.Timedelta(days=int(rng.exponential(500)))
+        t = first
+        while t <= min(stop, end):
+            tx += 1
+            for _ in range(int(rng.integers(1, 4))):
+                product = int(min(rng.zipf(1.6), 40))
+                qty = int(rng.integers(1, 4))
+                price = 5.0 + product * 7.5
+                rows.append((f"C{c:04d}", f"T{tx:06d}", t, f"P{product:03d}", f"Product {product}", qty, price,
+                             qty * price))
+            t = t + pd.Timedelta(days=max(1, int(rng.exponential(1 / rate))))
+    return pd.DataFrame(rows, columns=["customer_id", "transaction_id", "purchase_date", "product_id",
+                                       "product_name", "quantity", "price_per_unit", "total_amount"])
+
+
+@pytest.fixture()
+def seed_lines(db, make_store):
+    """Insert a canonical lines frame straight into the tables (no importer), for model tests."""
+    from portal.models import Customer, Product, PurchaseLine
+
+    def seed(frame, store=None):
+        store = store or make_store("Seed store")
+        products = frame.drop_duplicates("product_id")
+        db.session.execute(Product.__table__.insert(), [
+            {"external_id": r.product_id, "name": r.product_name} for r in products.itertuples()])
+        customers = frame["customer_id"].dropna().unique()
+        db.session.execute(Customer.__table__.insert(), [
+            {"external_id": c, "name": f"Name {c}", "store_id": store.id, "sms_consent": "unknown"} for c in customers])
+        db.session.flush()
+        from sqlalchemy import select
+
+        pid = dict(db.session.execute(select(Product.external_id, Product.id)).all())
+        cid = dict(db.session.execute(select(Customer.external_id, Customer.id)).all())
+        frame = frame.assign(line_no=frame.groupby(["transaction_id", "product_id"]).cumcount())
+        db.session.execute(PurchaseLine.__table__.insert(), [
+            {"transaction_ref": r.transaction_id, "product_id": pid[r.product_id], "line_no": int(r.line_no),
+             "customer_id": cid.get(r.customer_id), "store_id": store.id,
+             "purchased_at": r.purchase_date.to_pydatetime(), "quantity": r.quantity, "unit_price": r.price_per_unit,
+             "amount": r.total_amount} for r in frame.itertuples()])
+        db.session.commit()
+        return store
+    return seed

@@ -1,0 +1,189 @@
+"""Score every customer with the current models and store the results on the customer rows.
+
+Pages and exports read the stored scores (tier, churn probability/band/reasons, CLV) instead of
+recomputing them; every page says "scored as of ...". Models that are not trained yet leave
+their columns empty.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import select, update
+
+from portal import model_store
+from portal.extensions import db
+from portal.models import Customer, TierChange
+from portal.services import settings as settings_service
+from portal.services.dataset import load_lines
+from preprocessing import churn as churn_model
+from preprocessing import segmentation
+from preprocessing.features import compute_features
+
+log = logging.getLogger(__name__)
+
+TIER_RANK = {"Platinum": 4, "Gold": 3, "Silver": 2, "Bronze": 1, None: 0}
+SEGMENTATION_FILES = ("CS_model.pkl", "CS_scalers.pkl")
+CHURN_FILE = "churn_model.pkl"
+CLV_FILE = "clv_model.pkl"
+BATCH = 5_000
+
+
+def _none(value):
+    """NaN/NaT -> None so the database gets NULL."""
+    if value is None:
+        return None
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if value is pd.NaT:
+        return None
+    return value
+
+
+def tiers_for(features: pd.DataFrame, values: dict) -> pd.Series | None:
+    """Tier per customer with the stored segmentation model, or None when it is not trained."""
+    try:
+        kmeans = model_store.load("CS_model.pkl")
+        scaler = model_store.load("CS_scalers.pkl")
+    except model_store.ModelMissing:
+        return None
+    entry = model_store.entry("CS_model.pkl") or {}
+    cluster_tiers = {int(k): v for k, v in entry.get("params", {}).get("cluster_tiers", {}).items()}
+    return segmentation.assign_tiers(features, scaler, kmeans, cluster_tiers,
+                                     values["tier.min_frequency"], values["tier.min_monetary"])
+
+
+def churn_for(lines: pd.DataFrame, as_of: pd.Timestamp, values: dict) -> pd.DataFrame | None:
+    """Churn probability, band and reasons per customer, or None when no churn model is trained."""
+    try:
+        model = model_store.load(CHURN_FILE)
+    except model_store.ModelMissing:
+        return None
+    features = churn_model.churn_features(lines, as_of)
+    p = churn_model.score_churn(model, features)
+    out = pd.DataFrame({"churn_probability": p,
+                        "churn_band": churn_model.band(p, values["churn.high"], values["churn.low"])})
+    reasons = churn_model.explain(model, features, top=3, high=values["churn.high"])
+    out["churn_reasons"] = [[r for r in row if r] for row in reasons.itertuples(index=False)]
+    return out
+
+
+def clv_for(lines: pd.DataFrame, as_of: pd.Timestamp, values: dict) -> pd.DataFrame | None:
+    """p_alive, expected purchases in 90 days and 12-month CLV, or None without a CLV model."""
+    try:
+        fitted = model_store.load(CLV_FILE)
+    except model_store.ModelMissing:
+        return None
+    from preprocessing import clv
+
+    summary = clv.rfm_summary(lines, as_of=as_of)
+    if summary.empty:
+        return None
+    bg, gg = fitted["bgnbd"], fitted["gamma_gamma"]
+    return pd.DataFrame({
+        "p_alive": clv.p_alive(bg, summary),
+        "expected_purchases_90d": clv.expected_purchases(bg, 90, summary),
+        "clv_12m": clv.clv(bg, gg, summary, months=12, discount_rate_annual=values["clv.discount_rate"]),
+    }, index=summary.index)
+
+
+def rescore_all(reason: str = "rescored", progress=None) -> dict:
+    """Recompute features and every trained model's scores for all customers; record tier changes.
+
+    Returns:
+        Counts for the caller's summary: scored customers, tier moves up/down, as_of.
+    """
+    progress = progress or (lambda *_: None)
+    progress(0.05, "reading purchase lines")
+    lines = load_lines()
+    if lines.empty or lines["customer_id"].notna().sum() == 0:
+        return {"scored": 0, "up": 0, "down": 0, "as_of": None}
+    as_of = pd.Timestamp(lines["purchase_date"].max())
+    values = settings_service.all_values()
+    progress(0.2, "computing features")
+    features = compute_features(lines, as_of)
+    named = lines[lines["customer_id"].notna()]
+    recent = named["purchase_date"] > as_of - pd.Timedelta(days=365)
+    spend_12m = named.loc[recent].groupby("customer_id", observed=True)["total_amount"].sum()
+    frame = features.copy()
+    frame["spend_12m"] = spend_12m.reindex(frame.index).fillna(0.0)
+    progress(0.4, "assigning tiers")
+    tiers = tiers_for(features, values)
+    frame["tier"] = tiers if tiers is not None else None
+    progress(0.55, "scoring churn risk")
+    churn = churn_for(lines, as_of, values)
+    if churn is not None:
+        frame = frame.join(churn)
+    progress(0.7, "scoring lifetime value")
+    try:
+        clv_frame = clv_for(lines, as_of, values)
+    except Exception:  # a CLV model that cannot score these data must not stop tiers and churn
+        log.exception("CLV scoring failed")
+        clv_frame = None
+    if clv_frame is not None:
+        frame = frame.join(clv_frame)
+    progress(0.8, "saving scores")
+    counts = _store(frame, tiers is not None, reason)
+    counts["as_of"] = as_of.isoformat()
+    return counts
+
+
+def _store(frame: pd.DataFrame, with_tiers: bool, reason: str) -> dict:
+    """Write scores to the customer rows in batches; tier changes become TierChange rows."""
+    ids = dict(db.session.execute(select(Customer.external_id, Customer.id)).all())
+    old_tiers = dict(db.session.execute(select(Customer.id, Customer.tier)).all())
+    now = datetime.now(timezone.utc)
+    columns = ["monetary", "frequency", "recency", "total_quantity", "num_unique_products", "avg_price_per_unit",
+               "store_visit_frequency", "active_days", "avg_purchase_gap_days", "spend_12m"]
+    optional = [c for c in ("churn_probability", "churn_band", "churn_reasons", "p_alive",
+                            "expected_purchases_90d", "clv_12m") if c in frame.columns]
+    up = down = 0
+    rows, changes = [], []
+    for external_id, rec in zip(frame.index, frame.to_dict("records")):
+        cid = ids.get(str(external_id))
+        if cid is None:
+            continue
+        row = {"id": cid, "scored_at": now,
+               "first_purchase_at": _wall(rec["first_purchase"]), "last_purchase_at": _wall(rec["last_purchase"])}
+        for col in columns + optional:
+            row[col] = _none(rec[col])
+        for col in ("frequency", "recency", "num_unique_products", "store_visit_frequency", "active_days"):
+            if row[col] is not None:
+                row[col] = int(row[col])
+        if row["monetary"] is not None:
+            row["monetary"] = round(float(row["monetary"]), 2)
+        if row["spend_12m"] is not None:
+            row["spend_12m"] = round(float(row["spend_12m"]), 2)
+        if row.get("clv_12m") is not None:
+            row["clv_12m"] = round(float(row["clv_12m"]), 2)
+        if with_tiers:
+            new = _none(rec["tier"])
+            row["tier"] = new
+            old = old_tiers.get(cid)
+            if new != old:
+                if TIER_RANK[new] > TIER_RANK[old]:
+                    up += 1
+                else:
+                    down += 1
+                changes.append({"customer_id": cid, "at": now, "old_tier": old, "new_tier": new, "reason": reason})
+        rows.append(row)
+    for start in range(0, len(rows), BATCH):
+        db.session.execute(update(Customer), rows[start:start + BATCH])
+    if changes:
+        db.session.execute(TierChange.__table__.insert(), changes)
+    db.session.commit()
+    return {"scored": len(rows), "up": up, "down": down}
+
+
+def _wall(value):
+    """A pandas timestamp as a naive datetime (store-local wall time, as imported)."""
+    if value is None or value is pd.NaT or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return pd.Timestamp(value).to_pydatetime()
+
+
+def rescore_after_import(import_id: int) -> dict:
+    """A finished import re-scores everyone with the current models (features moved for all)."""
+    return rescore_all(reason=f"rescored after import #{import_id}")
