@@ -7,8 +7,12 @@ from sqlalchemy import select
 
 from portal.customers.forms import ConsentForm
 from portal.extensions import db
-from portal.models import ConsentEvent, PurchaseLine, Product, TierChange
+from portal.lists.exporting import export_response
+from portal.models import ConsentEvent, PurchaseLine, Product, Store, TierChange
 from portal.services import customers as customer_service
+from portal.services import settings as settings_service
+from portal.services import tiers as tier_service
+from portal.services import exports
 from portal.services.listing import Page
 
 bp = Blueprint("customers", __name__)
@@ -16,14 +20,15 @@ bp = Blueprint("customers", __name__)
 
 @bp.route("/customers")
 def index():
+    """The customer list: filters, sortable columns, keyset pages, and ``?format=csv|xlsx``."""
+    response = export_response("customers")
+    if response is not None:
+        return response
     params = request.args
-    sort_key = params.get("sort", "")
-    sort = customer_service.SORTS.get(sort_key.lstrip("-"))
-    query = customer_service.filtered_customers(params, current_user)
-    from portal.models import Customer
-
-    page = Page.from_request(query, key=Customer.id, sort=sort, descending=sort_key.startswith("-"))
-    return render_template("customers/index.html", page=page, params=params)
+    page = exports.list_page("customers", params, current_user)
+    stores = db.session.scalars(select(Store).order_by(Store.name)).all() if current_user.role == "admin" else []
+    filtered = any((params.get(k) or "").strip() for k in customer_service.FILTER_KEYS)
+    return render_template("customers/index.html", page=page, params=params, stores=stores, filtered=filtered)
 
 
 @bp.route("/customers/<int:customer_id>", methods=["GET", "POST"])
@@ -52,5 +57,9 @@ def detail(customer_id: int):
                    .where(PurchaseLine.customer_id == customer.id))
     page = Page.from_request(lines_query, key=PurchaseLine.id, sort=PurchaseLine.purchased_at,
                              descending=True, scalars=False, size=25)
+    values = settings_service.all_values()
+    insights = {"reward": values.get(f"reward.{customer.tier}") if customer.tier else None,
+                "progress": tier_service.progress_message(customer, values),
+                "action": values.get(f"churn.action.{customer.churn_band}") if customer.churn_band else None}
     return render_template("customers/detail.html", customer=customer, form=form, page=page,
-                           consent_events=consent_events, tier_changes=tier_changes)
+                           consent_events=consent_events, tier_changes=tier_changes, insights=insights)

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 from sqlalchemy import select, update
+from threadpoolctl import threadpool_limits
 
 from portal import model_store
 from portal.extensions import db
@@ -95,6 +96,11 @@ def rescore_all(reason: str = "rescored", progress=None) -> dict:
     Returns:
         Counts for the caller's summary: scored customers, tier moves up/down, as_of.
     """
+    with threadpool_limits(limits=1):  # single-threaded BLAS/OpenMP: predictable on a shared host
+        return _rescore_all(reason, progress)
+
+
+def _rescore_all(reason: str, progress) -> dict:
     progress = progress or (lambda *_: None)
     progress(0.05, "reading purchase lines")
     lines = load_lines()

@@ -20,6 +20,11 @@
       })
       .catch(function () { setTimeout(function () { poll(el); }, 3000); });
   }
+  // CSP forbids inline style attributes: bars take their width from aria-valuenow.
+  document.querySelectorAll('.progress[aria-valuenow]').forEach(function (el) {
+    var bar = el.querySelector('.progress-bar');
+    if (bar) { bar.style.width = el.getAttribute('aria-valuenow') + '%'; }
+  });
   document.querySelectorAll('.job-progress').forEach(function (el) {
     var status = el.querySelector('.job-status').textContent.trim();
     if (status !== 'done' && status !== 'failed') { poll(el); }
