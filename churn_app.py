@@ -1,10 +1,23 @@
-"""The churn-risk & retention blueprint: views only; churn logic lives in portal/services."""
-from flask import Blueprint, render_template
+"""The churn-risk & retention blueprint: views only; churn logic lives in portal/services/churn.py."""
+from flask import Blueprint, render_template, request
+from flask_login import current_user
+
+from portal import model_store
+from portal.models import Customer
+from portal.services import churn as churn_service
+from portal.services.listing import Page
 
 bp = Blueprint("churn", __name__)
 
 
 @bp.route("/churn")
 def index():
-    return render_template("placeholders/empty.html", title="Churn risk",
-                           text="No churn model trained yet: import purchases, then train it with flask train churn.")
+    info = churn_service.model_info()
+    summary = churn_service.band_summary(current_user, request.args) if info else None
+    page = None
+    if info:
+        query = churn_service.at_risk_query(request.args, current_user)
+        page = Page.from_request(query, key=Customer.id, sort=churn_service.priority(), descending=True)
+    has_clv = model_store.entry("clv_model.pkl") is not None
+    return render_template("churn/index.html", info=info, summary=summary, page=page, params=request.args,
+                           list_name="at-risk", has_clv=has_clv)
