@@ -75,3 +75,24 @@ def test_scores_survive_tampering_with_clear_error(app, db, seed_lines):
 
     with pytest.raises(model_store.ModelIntegrityError):
         scoring.rescore_all()
+
+
+def test_clv_training_scores_value(app, db, seed_lines):
+    seed_lines(synthetic_lines())
+    result = training.train_clv()
+    assert "Lifetime-value model fitted" in result["message"]
+    entry = model_store.entry("clv_model.pkl")
+    assert set(entry["params"]["bgnbd"]) == {"r", "alpha", "a", "b"}
+    customers = db.session.scalars(select(Customer)).all()
+    assert all(c.clv_12m is not None and float(c.clv_12m) >= 0 for c in customers)
+    one_timers = [c for c in customers if c.store_visit_frequency == 1]
+    assert all(abs(c.p_alive - 1.0) < 1e-9 for c in one_timers)  # BG/NBD property, documented
+
+
+def test_train_all_runs_every_model(app, db, seed_lines):
+    seed_lines(synthetic_lines())
+    settings_service.update({"tier.min_frequency": "5", "tier.min_monetary": "2000"})
+    result = training.train_all()
+    assert "customers scored" in result["message"]
+    for file_name in ("CS_model.pkl", "churn_model.pkl", "clv_model.pkl"):
+        assert model_store.entry(file_name) is not None
