@@ -11,7 +11,7 @@ from dotenv import load_dotenv
 from flask import Flask
 
 import churn_app
-from portal import cli, errors, formatting
+from portal import cli, errors, formatting, logs
 from portal.config import Config
 from portal.extensions import csrf, db, login_manager, migrate
 from portal.security import require_login, set_security_headers
@@ -36,6 +36,7 @@ def create_app(config: Config | Mapping | None = None) -> Flask:
     register_blueprints(app)
     register_security(app)
     errors.register(app)
+    logs.register(app)
     formatting.register(app, NAV)
     cli.register(app)
     return app
@@ -75,12 +76,14 @@ def register_blueprints(app: Flask) -> None:
     from portal.customers.views import bp as customers_bp
     from portal.dashboard.views import bp as dashboard_bp
     from portal.imports.views import bp as imports_bp
+    from portal.lists.views import bp as lists_bp
     from portal.registry.views import bp as registry_bp
     from portal.tiers.views import bp as tiers_bp
 
     for bp in (auth_bp, health.bp, dashboard_bp, customers_bp, tiers_bp, bundles_bp, churn_app.bp,
                campaigns_bp, imports_bp, registry_bp, admin_bp, webhooks.bp):
         app.register_blueprint(bp)
+    app.register_blueprint(lists_bp)
     csrf.exempt(webhooks.bp)  # Twilio signs these instead (X-Twilio-Signature)
 
 

@@ -2,6 +2,7 @@
 from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 
+from portal import model_store
 from portal.extensions import db
 
 bp = Blueprint("health", __name__)
@@ -14,7 +15,7 @@ def healthz():
 
 @bp.route("/readyz")
 def readyz():
-    """Ready when the database answers and, if configured, Redis does too."""
+    """Ready when the database answers, Redis does (if configured) and every trained model loads."""
     checks: dict[str, str] = {}
     try:
         db.session.execute(text("SELECT 1"))
@@ -31,5 +32,10 @@ def readyz():
             checks["redis"] = "ok"
         except Exception as exc:
             checks["redis"] = f"error: {type(exc).__name__}"
+    try:
+        broken = {f: e["state"] for f, e in model_store.status().items() if e["state"] != "ok"}
+        checks["models"] = "ok" if not broken else "; ".join(f"{f}: {s}" for f, s in broken.items())
+    except Exception as exc:
+        checks["models"] = f"error: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
     return jsonify(status="ok" if ready else "unavailable", checks=checks), (200 if ready else 503)
