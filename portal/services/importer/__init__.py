@@ -1,0 +1,15 @@
+"""Importing purchase, stock and customer files: the one service the pages, the CLI and the jobs call.
+
+``runs`` takes a file from upload to merged rows (stage in TEMP tables, merge in one transaction);
+``history`` lists runs, streams their problems and undoes them; ``merge`` and ``staging`` hold
+the SQL. Reading and validating the file itself is ``preprocessing.columns`` (pure pandas).
+"""
+from portal.services.importer.history import (UndoPlan, UndoRefused, first_problems, get_for_user, problems_csv,
+                                              runs_for, undo, undo_plan)
+from portal.services.importer.runs import (CHUNK_ROWS, ImportRefused, Inspection, create_run, default_store,
+                                           execute, find_store, inspect, run_job, save_upload, set_mapping, start,
+                                           summary)
+
+__all__ = ["CHUNK_ROWS", "ImportRefused", "Inspection", "UndoPlan", "UndoRefused", "create_run", "default_store",
+           "execute", "find_store", "first_problems", "get_for_user", "inspect", "problems_csv", "run_job",
+           "runs_for", "save_upload", "set_mapping", "start", "summary", "undo", "undo_plan"]

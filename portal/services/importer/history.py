@@ -1,0 +1,127 @@
+"""The imports history: who may see which run, the problems report as CSV, and undo."""
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from sqlalchemy import delete, func, select
+
+from portal.extensions import db
+from portal.models import ImportProblem, ImportRun, OutboxMessage, PurchaseLine, StockLevel
+from portal.security import scope_to_user
+from portal.services import audit
+
+PROBLEM_HEADERS = ["row", "column", "value", "reason", "severity"]
+
+
+def runs_for(user):
+    """A ``select(ImportRun)`` of the runs the user may see (managers and store-bound users: their store)."""
+    return scope_to_user(select(ImportRun), ImportRun.store_id, user)
+
+
+def get_for_user(import_id: int, user) -> ImportRun | None:
+    """A run the user may see, or None (another store's run is a 404, not a 403)."""
+    return db.session.scalar(runs_for(user).where(ImportRun.id == import_id))
+
+
+def first_problems(run: ImportRun, limit: int = 100) -> list[ImportProblem]:
+    """The first problems by row, for the result page."""
+    return db.session.scalars(select(ImportProblem).where(ImportProblem.import_id == run.id)
+                              .order_by(ImportProblem.row, ImportProblem.id).limit(limit)).all()
+
+
+def _cell(value: str | None) -> str:
+    """Neutralise spreadsheet formulas in a value shown back to the user (CSV injection)."""
+    value = value or ""
+    if value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        try:
+            float(value)
+        except ValueError:
+            return "'" + value
+    return value
+
+
+def problems_csv(run: ImportRun, batch: int = 5000) -> Iterator[str]:
+    """Every listed problem of a run as CSV text, streamed in batches (any size)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(PROBLEM_HEADERS)
+    yield buffer.getvalue()
+    last_id = 0
+    while True:
+        rows = db.session.execute(
+            select(ImportProblem.id, ImportProblem.row, ImportProblem.column, ImportProblem.value,
+                   ImportProblem.reason, ImportProblem.severity)
+            .where(ImportProblem.import_id == run.id, ImportProblem.id > last_id)
+            .order_by(ImportProblem.id).limit(batch)).all()
+        if not rows:
+            return
+        buffer.seek(0)
+        buffer.truncate()
+        for pid, row, column, value, reason, severity in rows:
+            writer.writerow([row, _cell(column), _cell(value), reason, severity])
+        last_id = rows[-1][0]
+        yield buffer.getvalue()
+
+
+@dataclass
+class UndoPlan:
+    """What undoing a run would change, said before anything is removed."""
+
+    allowed: bool
+    message: str
+    lines: int = 0
+    customers: int = 0
+    stock_rows: int = 0
+
+
+def undo_plan(run: ImportRun) -> UndoPlan:
+    """Say what undo would remove, or why it cannot be undone."""
+    if run.undone_at is not None:
+        return UndoPlan(False, f"This import was undone on {run.undone_at:%Y-%m-%d %H:%M} by {run.undone_by}.")
+    if run.status != "done":
+        return UndoPlan(False, "Only a completed import can be undone (this one wrote nothing).")
+    if run.kind == "customers":
+        return UndoPlan(False, "A customers import cannot be undone: customer records and the consent trail stay. "
+                               "Correct customers on their pages, or import a corrected file.")
+    if run.kind == "stock":
+        rows = db.session.scalar(select(func.count()).select_from(StockLevel).where(StockLevel.import_id == run.id))
+        return UndoPlan(True, f"Undo removes {rows:,} stock levels this import set; products stay. Import a stock "
+                              "file again to restore stock levels.", stock_rows=rows)
+    lines, customers = db.session.execute(
+        select(func.count(), func.count(PurchaseLine.customer_id.distinct()))
+        .where(PurchaseLine.import_id == run.id)).one()
+    redeemed = db.session.scalar(
+        select(func.count()).select_from(PurchaseLine)
+        .where(PurchaseLine.import_id == run.id, PurchaseLine.coupon_code.is_not(None),
+               PurchaseLine.coupon_code.in_(select(OutboxMessage.coupon_code)
+                                            .where(OutboxMessage.redeemed_at.is_not(None)))))
+    if redeemed:
+        return UndoPlan(False, f"{redeemed:,} lines of this import redeemed campaign coupons and the campaign "
+                               "results rely on them, so it cannot be undone.", lines=lines, customers=customers)
+    return UndoPlan(True, f"Undo removes {lines:,} lines of {customers:,} customers; customer records stay "
+                          "(their scores change at the next scoring run).", lines=lines, customers=customers)
+
+
+class UndoRefused(Exception):
+    """Undo is not possible; the message says why."""
+
+
+def undo(run: ImportRun, user_email: str | None) -> UndoPlan:
+    """Remove a run's lines (or stock levels) in one transaction, audited."""
+    plan = undo_plan(run)
+    if not plan.allowed:
+        raise UndoRefused(plan.message)
+    table = StockLevel if run.kind == "stock" else PurchaseLine
+    removed = db.session.execute(delete(table).where(table.import_id == run.id)).rowcount
+    run.undone_at = datetime.now(timezone.utc)
+    run.undone_by = user_email or "cli"
+    run.status = "undone"
+    audit.record("import.undo", f"import #{run.id}",
+                 {"kind": run.kind, "file": run.filename, "removed": removed, "customers": plan.customers},
+                 user_email)
+    db.session.commit()
+    return plan
