@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 0a1cda2a8994
+Revision ID: ac8ede7197d3
 Revises: 
-Create Date: 2026-11-21 23:53:11.414152
+Create Date: 2026-11-22 01:15:07.550859
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '0a1cda2a8994'
+revision = 'ac8ede7197d3'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -186,8 +186,8 @@ def upgrade():
     sa.Column('store_visit_frequency', sa.Integer(), nullable=True),
     sa.Column('active_days', sa.Integer(), nullable=True),
     sa.Column('avg_purchase_gap_days', sa.Float(), nullable=True),
-    sa.Column('first_purchase_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('last_purchase_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('first_purchase_at', sa.DateTime(), nullable=True),
+    sa.Column('last_purchase_at', sa.DateTime(), nullable=True),
     sa.Column('spend_12m', sa.Numeric(precision=14, scale=2), nullable=True),
     sa.Column('tier', sa.String(length=16), nullable=True),
     sa.Column('churn_probability', sa.Float(), nullable=True),
