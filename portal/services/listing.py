@@ -1,7 +1,13 @@
 """Keyset pagination shared by every list page: never loads all rows, stays fast at 1M rows.
 
-A page is ordered by (sort column, id); the next page starts after the last row's pair, passed
-in the query string as ``after=<value>|<id>`` (values are opaque to users).
+A page is ordered by (sort value, id); the next page starts after the last row's pair, passed
+in the query string as ``after=[<value>, <id>]`` (values are opaque to users). NULL sort values
+come last, in id order.
+
+Why two queries instead of one ``ORDER BY (col IS NULL), col, id``: that expression cannot use
+an index on ``col``, so every page would sort the whole table. Here the non-NULL part is read as
+``WHERE col >= :v AND (col > :v OR id > :id) ORDER BY col, id`` (an index range scan on ``col``)
+and, when it runs out, the NULL part as ``WHERE col IS NULL AND id > :id ORDER BY id``.
 """
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from typing import Any
 
 from flask import request, url_for
 from sqlalchemy import and_, or_
+from sqlalchemy.sql.elements import ColumnElement
 
 from portal.extensions import db
 
@@ -35,6 +42,65 @@ def _decode(value: Any) -> Any:
     return value
 
 
+def parse_cursor(raw: str | None) -> list | None:
+    """The ``after`` cursor as [sort value, key], or None when absent or malformed."""
+    if not raw:
+        return None
+    try:
+        cursor = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(cursor, list) or len(cursor) != 2:
+        return None
+    return cursor
+
+
+def _after(sort: ColumnElement, key, sval, kval, descending: bool):
+    """Rows strictly after (sval, kval) among rows whose sort value is not NULL (index-friendly)."""
+    if descending:
+        return and_(sort <= sval, or_(sort < sval, key < kval))
+    return and_(sort >= sval, or_(sort > sval, key > kval))
+
+
+def fetch_keyset(query, key, sort=None, descending: bool = False, size: int = PAGE_SIZE,
+                 cursor: list | None = None) -> tuple[list, list | None]:
+    """One page of ORM entities after ``cursor``; returns (items, cursor of the next page or None).
+
+    Args:
+        query: a ``select(Entity)`` (filters applied, not ordered); items are the entities.
+        key: the unique tie-breaker column (usually the primary key).
+        sort: a column or SQL expression to sort by (None: ``key`` only). NULLs sort last.
+        cursor: [sort value, key value] of the last row of the previous page, or None.
+    """
+    kdir = key.desc() if descending else key.asc()
+    if sort is None:
+        if cursor is not None:
+            query = query.where(key < cursor[1] if descending else key > cursor[1])
+        items = db.session.scalars(query.order_by(kdir).limit(size + 1)).all()
+        nxt = [None, getattr(items[size - 1], key.key)] if len(items) > size else None
+        return list(items[:size]), nxt
+
+    sort_label = sort.label("_sort_value")
+    rows: list[tuple[Any, Any]] = []  # (entity, sort value)
+    in_nulls = cursor is not None and _decode(cursor[0]) is None
+    if not in_nulls:
+        q = query.add_columns(sort_label).where(sort.isnot(None))
+        if cursor is not None:
+            q = q.where(_after(sort, key, _decode(cursor[0]), cursor[1], descending))
+        sdir = sort.desc() if descending else sort.asc()
+        rows = [(r[0], r[1]) for r in db.session.execute(q.order_by(sdir, kdir).limit(size + 1))]
+    if len(rows) <= size:
+        q = query.add_columns(sort_label).where(sort.is_(None))
+        if in_nulls:
+            q = q.where(key < cursor[1] if descending else key > cursor[1])
+        rows += [(r[0], r[1]) for r in db.session.execute(q.order_by(kdir).limit(size + 1 - len(rows)))]
+    nxt = None
+    if len(rows) > size:
+        last, sval = rows[size - 1]
+        nxt = [_encode(sval), getattr(last, key.key)]
+    return [r[0] for r in rows[:size]], nxt
+
+
 @dataclass
 class Page:
     """One page of a keyset-paginated query plus the links to its neighbours."""
@@ -47,52 +113,53 @@ class Page:
     label: str
 
     @classmethod
-    def from_request(cls, query, key, sort=None, descending: bool = False, size: int = PAGE_SIZE,
+    def from_request(cls, query, key, sort=None, descending: bool = False, size: int | None = None,
                      scalars: bool = True) -> "Page":
         """Run ``query`` for the page named by the request's ``after`` parameter.
 
         Args:
             query: a ``select()``; it must not be ordered yet.
             key: the unique tie-breaker column (usually the primary key).
-            sort: the column users sort by (None: key only). NULLs sort last.
+            sort: the column (or SQL expression, with ``scalars=True``) users sort by; None: key only.
+                NULLs sort last.
             descending: sort direction.
+            scalars: True when the query selects one entity (items are entities); False for
+                multi-column rows (items are rows; ``sort`` must then be a column of the first entity).
         """
-        after_raw = request.args.get("after")
-        cursor = None
-        if after_raw:
-            try:
-                cursor = json.loads(after_raw)
-                if not isinstance(cursor, list) or len(cursor) != 2:
-                    cursor = None
-            except ValueError:
-                cursor = None
-        cols = [sort, key] if sort is not None else [key]
-        if cursor is not None:
-            sval, kval = _decode(cursor[0]), cursor[1]
-            if sort is None:
-                query = query.where(key < kval if descending else key > kval)
-            elif sval is None:  # NULLs come last: continue within NULLs
-                query = query.where(and_(sort.is_(None), key < kval if descending else key > kval))
-            else:
-                after_val = (sort < sval) if descending else (sort > sval)
-                tie = and_(sort == sval, key < kval if descending else key > kval)
-                query = query.where(or_(after_val, tie, sort.is_(None)))
-        order = []
-        for c in cols:
-            if c is sort and sort is not None:
-                order.append(sort.is_(None))  # NULLs last on every backend
-            order.append(c.desc() if descending else c.asc())
-        rows = (db.session.scalars if scalars else db.session.execute)(query.order_by(*order).limit(size + 1)).all()
-        has_next = len(rows) > size
-        rows = rows[:size]
+        size = size or PAGE_SIZE
+        cursor = parse_cursor(request.args.get("after"))
+        if scalars:
+            items, nxt = fetch_keyset(query, key, sort, descending, size, cursor)
+        else:
+            items, nxt = _fetch_rows(query, key, sort, descending, size, cursor)
         next_url = None
-        if has_next and rows:
-            last = rows[-1] if scalars else rows[-1][0]
-            sval = getattr(last, sort.key) if sort is not None else None
-            kval = getattr(last, key.key)
-            args = {**request.args.to_dict(), "after": json.dumps([_encode(sval), kval])}
+        if nxt is not None:
+            args = {**request.args.to_dict(), "after": json.dumps(nxt)}
             next_url = url_for(request.endpoint, **(request.view_args or {}), **args)
         first_args = {k: v for k, v in request.args.to_dict().items() if k != "after"}
         prev_url = url_for(request.endpoint, **(request.view_args or {}), **first_args) if cursor else None
-        label = f"{len(rows)} shown" + (" · more on the next page" if has_next else "")
-        return cls(rows, has_next, cursor is not None, next_url, prev_url, label)
+        label = f"{len(items)} shown" + (" · more on the next page" if nxt is not None else "")
+        return cls(items, nxt is not None, cursor is not None, next_url, prev_url, label)
+
+
+def _fetch_rows(query, key, sort, descending, size, cursor):
+    """Keyset page of multi-column rows (items keep their row shape: ``for a, b in page.items``)."""
+    if cursor is not None:
+        sval, kval = _decode(cursor[0]), cursor[1]
+        if sort is None:
+            query = query.where(key < kval if descending else key > kval)
+        elif sval is None:  # NULLs come last: continue within NULLs
+            query = query.where(and_(sort.is_(None), key < kval if descending else key > kval))
+        else:
+            query = query.where(or_(_after(sort, key, sval, kval, descending), sort.is_(None)))
+    order = []
+    if sort is not None:
+        order += [sort.is_(None), sort.desc() if descending else sort.asc()]
+    order.append(key.desc() if descending else key.asc())
+    rows = db.session.execute(query.order_by(*order).limit(size + 1)).all()
+    nxt = None
+    if len(rows) > size:
+        last = rows[size - 1][0]
+        sval = getattr(last, sort.key) if sort is not None else None
+        nxt = [_encode(sval), getattr(last, key.key)]
+    return rows[:size], nxt

@@ -1,0 +1,1 @@
+"""Lists area: saved segments, the export history and the generic export endpoint (``lists`` blueprint)."""

@@ -1,0 +1,176 @@
+"""Browser-test harness: Playwright driving Debian's Chromium against a live server on a free port.
+
+The session starts the real app (gunicorn, one worker with threads, as ``make run`` does) on a fresh
+SQLite file after ``flask init-db`` and a small seed, then hands tests a ``page`` and a ``shot(page,
+name)`` that saves a full-page screenshot to docs/screenshots/<name>.png (overwritten each run).
+
+When /usr/bin/chromium is missing the browser tests are skipped with the reason, unless the
+environment variable CI is set: then they fail, so CI never passes without running them.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO / "docs" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+ADMIN = ("admin@example.com", "admin-password-123")
+MARKETER = ("marketer@example.com", "marketer-password-123")
+MANAGER = ("manager@example.com", "manager-password-123")
+
+# Seed run inside the server's environment (a subprocess, so the test process never imports the app
+# with the server's configuration). Deterministic: tests assert on these rows.
+SEED = r'''
+from datetime import datetime, timezone
+from decimal import Decimal
+from app import create_app
+from portal.extensions import db
+from portal.models import Customer, Store
+
+app = create_app()
+with app.app_context():
+    north, south = Store(name="North", timezone="UTC"), Store(name="South", timezone="UTC")
+    db.session.add_all([north, south])
+    db.session.flush()
+    scored = datetime(2026, 1, 15, 12, 0, tzinfo=timezone.utc)
+    tiers = ["Gold", "Silver", "Gold", "Bronze", "Platinum", "Gold", None, "Silver"]
+    bands = ["High", "Low", "Medium", "High", "Low", "High", None, "Medium"]
+    consent = ["opted_in", "opted_in", "opted_out", "unknown", "opted_in", "opted_in", "unknown", "opted_in"]
+    names = ["Ada Lovelace", "Brian Kernighan", "Claude Shannon", "Dorothy Vaughan", "Edsger Dijkstra",
+             "=cmd|' /C calc'!A0", "Grace Hopper", "Hedy Lamarr"]
+    for i in range(8):
+        db.session.add(Customer(
+            external_id=f"B{i + 1:03d}", name=names[i], phone=f"+1202555{i + 100:04d}",
+            email=f"c{i + 1}@example.com", store_id=(north if i % 2 == 0 else south).id,
+            sms_consent=consent[i], tier=tiers[i], churn_band=bands[i],
+            churn_probability=None if bands[i] is None else [0.9, 0.1, 0.5, 0.8, 0.2, 0.75, 0, 0.4][i],
+            monetary=Decimal(100 * (i + 1)) + Decimal("0.50"), frequency=3 + i, recency=10 * (i + 1),
+            total_quantity=float(5 * (i + 1)), num_unique_products=2 + i, avg_price_per_unit=9.5 + i,
+            store_visit_frequency=3 + i, active_days=60 + 10 * i, avg_purchase_gap_days=20.0 + i,
+            scored_at=scored))
+    db.session.commit()
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(args, env, **kw):
+    result = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=180, **kw)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def chromium_path():
+    if not os.path.exists(CHROMIUM):
+        reason = f"{CHROMIUM} not found: install Debian's chromium package (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def live_server(chromium_path, tmp_path_factory):
+    """The portal served by gunicorn on a free port with a fresh, seeded SQLite database."""
+    tmp = tmp_path_factory.mktemp("live")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "DATABASE_URL", "TWILIO_ACCOUNT_SID",
+                                                            "TWILIO_AUTH_TOKEN"}}
+    env.update(DATABASE_URL=f"sqlite:///{tmp / 'browser.db'}", SECRET_KEY="browser-tests-secret",
+               FLASK_APP="app.py", ADMIN_EMAIL=ADMIN[0], ADMIN_PASSWORD=ADMIN[1], BIND=f"127.0.0.1:{port}",
+               MODELS_DIR=str(tmp / "Models"), UPLOAD_DIR=str(tmp / "uploads"), PYTHONUNBUFFERED="1")
+    _run(["-m", "flask", "init-db"], env)
+    _run(["-"], env, input=SEED)
+    for (email, password), role, store in ((MARKETER, "marketer", None), (MANAGER, "manager", "North")):
+        _run(["-m", "flask", "users", "create", email, "--role", role, "--password-stdin",
+              *(["--store", store] if store else [])], env, input=password + "\n")
+    log = open(tmp / "server.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "--workers", "1",
+                               "--threads", "4", "app:create_app()"], cwd=REPO, env=env, stdout=log,
+                              stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            raise RuntimeError("the live server did not start:\n" + (tmp / "server.log").read_text()[-3000:])
+        time.sleep(0.3)
+    yield base
+    server.terminate()
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.kill()
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def browser(chromium_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture()
+def page(browser, live_server):
+    context = browser.new_context(base_url=live_server, accept_downloads=True, viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    # Script errors, CSP violations and failed requests (the browser's own /favicon.ico probe aside).
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text)
+            if m.type == "error" and not m.text.startswith("Failed to load resource") else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("response", lambda r: errors.append(f"{r.status} {r.url}")
+            if r.status >= 400 and not r.url.endswith("/favicon.ico") else None)
+    page.js_errors = errors
+    yield page
+    context.close()
+
+
+@pytest.fixture()
+def shot():
+    """Save a full-page screenshot of ``page`` as docs/screenshots/<name>.png."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    def take(page, name: str) -> Path:
+        path = SCREENSHOTS / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+    return take
+
+
+@pytest.fixture()
+def log_in():
+    def do(page, who=MARKETER):
+        page.goto("/login")
+        page.get_by_label("E-mail").fill(who[0])
+        page.get_by_label("Password").fill(who[1])
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(lambda url: "/login" not in url)
+    return do
