@@ -146,6 +146,12 @@ class Customer(db.Model):
         Index("ix_customers_churn_probability", "churn_probability"),
         Index("ix_customers_monetary", "monetary"),
         Index("ix_customers_name", "name"),
+        Index("ix_customers_recency", "recency"),
+        Index("ix_customers_frequency", "frequency"),
+        Index("ix_customers_clv_12m", "clv_12m"),
+        Index("ix_customers_last_purchase_at", "last_purchase_at"),
+        Index("ix_customers_store_monetary", "store_id", "monetary"),
+        Index("ix_customers_store_churn", "store_id", "churn_probability"),
     )
 
     @property

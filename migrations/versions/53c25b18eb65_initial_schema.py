@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: ac8ede7197d3
+Revision ID: 53c25b18eb65
 Revises: 
-Create Date: 2026-11-22 01:15:07.550859
+Create Date: 2026-11-22 01:28:12.451366
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = 'ac8ede7197d3'
+revision = '53c25b18eb65'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -204,11 +204,17 @@ def upgrade():
     )
     with op.batch_alter_table('customers', schema=None) as batch_op:
         batch_op.create_index('ix_customers_churn_probability', ['churn_probability'], unique=False)
+        batch_op.create_index('ix_customers_clv_12m', ['clv_12m'], unique=False)
+        batch_op.create_index('ix_customers_frequency', ['frequency'], unique=False)
+        batch_op.create_index('ix_customers_last_purchase_at', ['last_purchase_at'], unique=False)
         batch_op.create_index('ix_customers_monetary', ['monetary'], unique=False)
         batch_op.create_index('ix_customers_name', ['name'], unique=False)
         batch_op.create_index(batch_op.f('ix_customers_phone'), ['phone'], unique=False)
+        batch_op.create_index('ix_customers_recency', ['recency'], unique=False)
         batch_op.create_index('ix_customers_store_band', ['store_id', 'churn_band'], unique=False)
+        batch_op.create_index('ix_customers_store_churn', ['store_id', 'churn_probability'], unique=False)
         batch_op.create_index(batch_op.f('ix_customers_store_id'), ['store_id'], unique=False)
+        batch_op.create_index('ix_customers_store_monetary', ['store_id', 'monetary'], unique=False)
         batch_op.create_index('ix_customers_store_tier', ['store_id', 'tier'], unique=False)
 
     op.create_table('imports',
@@ -399,11 +405,17 @@ def downgrade():
     op.drop_table('imports')
     with op.batch_alter_table('customers', schema=None) as batch_op:
         batch_op.drop_index('ix_customers_store_tier')
+        batch_op.drop_index('ix_customers_store_monetary')
         batch_op.drop_index(batch_op.f('ix_customers_store_id'))
+        batch_op.drop_index('ix_customers_store_churn')
         batch_op.drop_index('ix_customers_store_band')
+        batch_op.drop_index('ix_customers_recency')
         batch_op.drop_index(batch_op.f('ix_customers_phone'))
         batch_op.drop_index('ix_customers_name')
         batch_op.drop_index('ix_customers_monetary')
+        batch_op.drop_index('ix_customers_last_purchase_at')
+        batch_op.drop_index('ix_customers_frequency')
+        batch_op.drop_index('ix_customers_clv_12m')
         batch_op.drop_index('ix_customers_churn_probability')
 
     op.drop_table('customers')
