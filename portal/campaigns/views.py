@@ -1,21 +1,34 @@
-"""Campaign pages: the list, and a campaign's progress, exclusions and recipients.
+"""Campaign pages: the builder and list, the confirm step, a campaign's progress and results, redemption.
 
-The builder (audience picker, preview, schedule) is part 2; campaigns are created with
-``flask campaign create`` until then. Only admins and managers send or cancel.
+Flow: build (audience, message, schedule; live counts from /campaigns/audience and
+/campaigns/preview, or the "Check" button without JavaScript) → create a draft (the audience is
+fixed then: anyone may draft, marketers included) → confirm (exactly how many messages and what
+they cost) → send (admins and managers only, checked here on the server) → progress → results.
 """
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
+from werkzeug.datastructures import MultiDict
+from wtforms.fields.choices import SelectChoice
 
 from portal import sms
-from portal.campaigns.forms import ActionForm
+from portal.campaigns import builder
+from portal.campaigns.forms import FILTER_FIELDS, ActionForm, BuilderForm, RedeemForm, SendForm
 from portal.extensions import db
+from portal.formatting import money
 from portal.models import Campaign, Customer, OutboxMessage
-from portal.security import roles_required
-from portal.services import audit, campaigns as campaign_service, sending
+from portal.security import is_safe_next, roles_required, user_store_id
+from portal.services import audit, campaign_results, campaigns as campaign_service, redemption, sending, settings
+from portal.services.customers import get_for_user
 from portal.services.listing import Page
 
 bp = Blueprint("campaigns", __name__)
+SENDERS = ("admin", "manager")
+_BUILDER_KEYS = (*FILTER_FIELDS, "segment", "name", "template", "control", "when", "send_at", "expires")
 
 
 def _campaign_or_404(campaign_id: int) -> Campaign:
@@ -25,48 +38,243 @@ def _campaign_or_404(campaign_id: int) -> Campaign:
     return campaign
 
 
-@bp.route("/campaigns")
-def index():
+def _dry_run() -> bool:
+    return isinstance(sms.gateway_from_config(current_app.config), sms.DryRunGateway)
+
+
+def _builder_form(formdata=None) -> BuilderForm:
+    """The builder form with its choices, time zone and defaults (from the settings)."""
+    if formdata is None and request.method == "GET":
+        args = MultiDict([(k, v) for k, v in request.args.items(multi=True) if k in _BUILDER_KEYS and v])
+        if "store" in args:
+            args["store"] = builder.store_name(args["store"])
+        formdata = args if args else None
+    form = BuilderForm(formdata=formdata) if formdata is not None else BuilderForm()
+    form.segment.choices = [SelectChoice("", "None: use the filters below")] + [
+        SelectChoice(str(s.id), f"{s.name} ({s.list_name})") for s in builder.customer_segments()]
+    form.store.choices = [SelectChoice(v, label) for v, label in builder.store_choices(current_user)]
+    zone, _store = builder.campaign_zone(form.filter_params(), current_user)
+    form.time_zone = zone
+    if form.control.data is None and not form.control.raw_data:
+        form.control.data = round(float(settings.get("sms.control_share")) * 100)
+    if form.expires.data is None and not form.expires.raw_data:
+        form.expires.data = builder.default_expiry(zone)
+    return form
+
+
+def _form_params(form: BuilderForm) -> dict[str, str]:
+    return builder.audience_params(form.filter_params(), form.segment.data)
+
+
+def _has_audience_args() -> bool:
+    return any(request.args.get(k) for k in (*FILTER_FIELDS, "segment"))
+
+
+def _summaries(form: BuilderForm, with_preview: bool):
+    """(audience, preview, schedule note) for the server-rendered builder (the no-JavaScript path)."""
+    params = _form_params(form)
+    typed = form.control.data
+    share = typed / 100 if typed is not None and 0 <= typed <= 90 else float(settings.get("sms.control_share"))
+    audience = builder.audience_summary(params, share, current_user)
+    preview = None
+    if with_preview and form.template.data and not form.template.errors:
+        try:
+            preview = builder.preview_summary(params, form.template.data, current_user,
+                                              expires_at=_expires_at(form), messages=audience.messages)
+        except campaign_service.CampaignError as exc:
+            form.template.errors = [*form.template.errors, str(exc)]
+    return audience, preview
+
+
+def _expires_at(form: BuilderForm) -> datetime | None:
+    return builder.expiry_utc(form.expires.data, form.time_zone) if form.expires.data else None
+
+
+def _scheduled_for(form: BuilderForm) -> datetime | None:
+    if form.when.data == "later" and form.send_at.data:
+        return builder.to_utc(form.send_at.data, form.time_zone)
+    return None
+
+
+def _render_index(form: BuilderForm, audience=None, preview=None, status: int = 200):
     page = Page.from_request(campaign_service.visible_campaigns(current_user), key=Campaign.id,
                              sort=Campaign.created_at, descending=True)
     counts = {c.id: campaign_service.status_counts(c.id) for c in page.items}
-    return render_template("campaigns/index.html", page=page, counts=counts)
+    note = builder.quiet_note(form.time_zone, _scheduled_for(form)) if form.time_zone else ""
+    _zone, store = builder.campaign_zone(form.filter_params(), current_user)
+    return render_template("campaigns/index.html", page=page, counts=counts, form=form, audience=audience,
+                           preview=preview, quiet_note=note, can_send=current_user.role in SENDERS,
+                           dry_run=_dry_run(), currency=store.currency if store else "USD"), status
+
+
+@bp.route("/campaigns", methods=["GET", "POST"])
+def index():
+    """The builder and the list of campaigns; POST checks (action=check) or creates a draft."""
+    campaign_arg = request.args.get("campaign", "")
+    if request.method == "GET" and campaign_arg.isdigit():  # list_url('campaign-recipients', campaign=…)
+        return redirect(url_for("campaigns.detail", campaign_id=int(campaign_arg)))
+    form = _builder_form()
+    if request.method == "GET":
+        audience = preview = None
+        if _has_audience_args():  # e.g. the churn page's "send retention offer to this selection"
+            audience, preview = _summaries(form, with_preview=bool(form.template.data))
+        return _render_index(form, audience, preview)
+    if request.form.get("action") == "check":  # the no-JavaScript "check": counts and preview, nothing created
+        audience, preview = _summaries(form, with_preview=True)
+        return _render_index(form, audience, preview)
+    if not form.validate_on_submit():
+        audience, preview = _summaries(form, with_preview=True)
+        return _render_index(form, audience, preview, 400)
+    try:
+        campaign = campaign_service.create_campaign(
+            form.name.data, _form_params(form), form.template.data, control_share=form.control.data / 100,
+            user=current_user, user_email=current_user.email, expires_at=_expires_at(form),
+            scheduled_for=_scheduled_for(form))
+    except campaign_service.CampaignError as exc:
+        form.form_errors.append(str(exc))
+        audience, preview = _summaries(form, with_preview=True)
+        return _render_index(form, audience, preview, 400)
+    flash("Draft saved with its audience fixed. Check the numbers, then send."
+          if current_user.role in SENDERS else
+          "Draft saved with its audience fixed. An admin or a manager reviews and sends it.", "success")
+    return redirect(url_for("campaigns.confirm", campaign_id=campaign.id))
+
+
+@bp.route("/campaigns/audience")
+def audience_json():
+    """Size of an audience and every exclusion with its count, as JSON (the builder's live counter)."""
+    params = builder.audience_params({k: request.args.get(k, "") for k in FILTER_FIELDS}, request.args.get("segment"))
+    raw = request.args.get("control", "")
+    try:
+        share = float(raw) / 100 if raw.strip() else float(settings.get("sms.control_share"))
+    except ValueError:
+        return jsonify(error="The control-group share must be a number between 0 and 90."), 400
+    if not 0 <= share <= 0.9:
+        return jsonify(error="The control-group share must be between 0 and 90 %."), 400
+    return jsonify(builder.audience_summary(params, share, current_user).as_json())
+
+
+@bp.route("/campaigns/preview", methods=["POST"])
+def preview_json():
+    """The message for the first eligible customers as their phones would show it, with segments and cost."""
+    form = _builder_form(formdata=request.form)
+    params = _form_params(form)
+    messages = request.form.get("messages", "")
+    try:
+        summary = builder.preview_summary(params, request.form.get("template", ""), current_user,
+                                          expires_at=_expires_at(form) if form.expires.data else None,
+                                          messages=int(messages) if messages.isdigit() else None)
+    except campaign_service.CampaignError as exc:
+        return jsonify(error=str(exc)), 400
+    scheduled = None
+    if form.when.data == "later" and form.send_at.data:
+        scheduled = builder.to_utc(form.send_at.data, form.time_zone)
+    _zone, store = builder.campaign_zone(params, current_user)
+    cost = summary.cost
+    return jsonify({**summary.as_json(), "quiet_note": builder.quiet_note(form.time_zone, scheduled),
+                    "time_zone": form.time_zone.key,
+                    "cost_text": money(cost, store) if cost is not None else None})
+
+
+@bp.route("/campaigns/<int:campaign_id>/confirm")
+def confirm(campaign_id: int):
+    """The confirm step: exactly how many messages go out, what they cost, when, to whom."""
+    campaign = _campaign_or_404(campaign_id)
+    if campaign.status not in ("draft", "stopped", "waiting"):
+        return redirect(url_for("campaigns.detail", campaign_id=campaign.id))
+    cost = campaign_results.outbox_cost(campaign.id)
+    counts = campaign_service.status_counts(campaign.id)
+    samples = db.session.execute(
+        select(OutboxMessage.body, Customer.name, OutboxMessage.phone)
+        .join(Customer, Customer.id == OutboxMessage.customer_id)
+        .where(OutboxMessage.campaign_id == campaign.id, OutboxMessage.group == "message",
+               OutboxMessage.status == "pending").order_by(OutboxMessage.id).limit(3)).all()
+    zone, store = builder.zone_of_campaign(campaign)
+    scheduled = _aware(campaign.scheduled_for)
+    return render_template("campaigns/confirm.html", campaign=campaign, cost=cost, counts=counts, samples=samples,
+                           exclusions=campaign_service.EXCLUSIONS, zone=zone, store=store,
+                           scheduled_local=scheduled.astimezone(zone) if scheduled else None,
+                           expires_local=_aware(campaign.expires_at).astimezone(zone) if campaign.expires_at else None,
+                           quiet_note=builder.quiet_note(zone, scheduled if scheduled and scheduled > _now() else None),
+                           form=SendForm(expected=str(cost.messages)), cancel_form=ActionForm(),
+                           can_send=current_user.role in SENDERS, dry_run=_dry_run())
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 @bp.route("/campaigns/<int:campaign_id>")
 def detail(campaign_id: int):
     campaign = _campaign_or_404(campaign_id)
     counts = campaign_service.status_counts(campaign.id)
-    rows = (select(OutboxMessage, Customer.external_id, Customer.name)
+    rows = (select(OutboxMessage, Customer.external_id, Customer.name, Customer.sms_consent)
             .join(Customer, Customer.id == OutboxMessage.customer_id)
             .where(OutboxMessage.campaign_id == campaign.id))
+    group = request.args.get("group", "")
+    if group in ("message", "control"):
+        rows = rows.where(OutboxMessage.group == group)
     page = Page.from_request(rows, key=OutboxMessage.id, scalars=False, size=100)
     messages = sum(n for s, n in counts.items() if s != "control")
     done = sum(n for s, n in counts.items() if s in sending.FINAL and s != "control")
-    dry_run = isinstance(sms.gateway_from_config(current_app.config), sms.DryRunGateway)
+    export_available = _template_exists("lists/_export.html") and "campaign-recipients" in _lists()
     return render_template("campaigns/detail.html", campaign=campaign, counts=counts, page=page,
                            job=sending.latest_job(campaign.id), form=ActionForm(), messages=messages, done=done,
-                           exclusions=campaign_service.EXCLUSIONS, dry_run=dry_run,
-                           can_send=current_user.role in ("admin", "manager"),
-                           left=sum(counts.get(s, 0) for s in sending.IN_PROGRESS))
+                           exclusions=campaign_service.EXCLUSIONS, dry_run=_dry_run(),
+                           can_send=current_user.role in SENDERS,
+                           left=sum(counts.get(s, 0) for s in sending.IN_PROGRESS),
+                           results=campaign_results.campaign_results(campaign),
+                           export_available=export_available, export_params={"campaign": str(campaign.id)})
+
+
+def _template_exists(name: str) -> bool:
+    try:
+        current_app.jinja_env.get_template(name)
+    except Exception:
+        return False
+    return True
+
+
+def _lists() -> set[str]:
+    try:
+        from portal.services import exports
+    except ImportError:
+        return set()
+    return set(getattr(exports, "LISTS", {}))
 
 
 @bp.route("/campaigns/<int:campaign_id>/send", methods=["POST"])
-@roles_required("admin", "manager")
+@roles_required(*SENDERS)
 def send(campaign_id: int):
+    """Start sending (admins and managers). From the confirm step, only the number that was shown."""
     campaign = _campaign_or_404(campaign_id)
-    if ActionForm().validate_on_submit():
+    form = SendForm()
+    if form.validate_on_submit():
+        expected = (form.expected.data or "").strip()
+        if expected.isdigit():
+            now_left = campaign_results.outbox_cost(campaign.id).messages
+            if now_left != int(expected):
+                flash(f"The number of messages changed from {int(expected):,} to {now_left:,} since this page "
+                      "was shown. Check it again before sending.", "error")
+                return redirect(url_for("campaigns.confirm", campaign_id=campaign.id))
         try:
             sending.start_send(campaign.id, user_email=audit.actor_email())
         except campaign_service.CampaignError as exc:
             flash(str(exc), "error")
         else:
-            flash("Sending started. This page shows its progress.", "success")
+            flash("Sending started. This page shows its progress." if not campaign.scheduled_for else
+                  "Scheduled: messages wait for their time (and for the end of quiet hours).", "success")
     return redirect(url_for("campaigns.detail", campaign_id=campaign.id))
 
 
 @bp.route("/campaigns/<int:campaign_id>/cancel", methods=["POST"])
-@roles_required("admin", "manager")
+@roles_required(*SENDERS)
 def cancel(campaign_id: int):
     campaign = _campaign_or_404(campaign_id)
     if ActionForm().validate_on_submit():
@@ -77,3 +285,34 @@ def cancel(campaign_id: int):
         else:
             flash(f"Campaign cancelled: {n} messages will not be sent.", "success")
     return redirect(url_for("campaigns.detail", campaign_id=campaign.id))
+
+
+# --- redemption on the customer page ---------------------------------------------------------
+
+@bp.app_template_global()
+def open_coupons(customer_id: int) -> list[dict]:
+    """The customer's coupon codes that can still be redeemed (for templates/campaigns/_redeem.html)."""
+    return redemption.open_coupons(customer_id)
+
+
+@bp.route("/campaigns/redeem", methods=["POST"])
+@roles_required(*SENDERS)
+def redeem():
+    """Staff redeem a coupon code for a customer (the form on the customer page); audited."""
+    form = RedeemForm()
+    customer_id = form.customer_id.data or ""
+    customer = get_for_user(int(customer_id), current_user) if customer_id.isdigit() else None
+    if customer is None:
+        abort(404)
+    back = form.next.data if is_safe_next(form.next.data) else url_for("customers.detail", customer_id=customer.id)
+    if not form.validate_on_submit():
+        errors = [e for errs in form.errors.values() for e in errs]
+        flash("Coupon not redeemed: " + " ".join(errors), "error")
+        return redirect(back)
+    try:
+        row = redemption.redeem_by_staff(form.code.data, customer, current_user.email, user_store_id(current_user))
+    except redemption.RedemptionError as exc:
+        flash(f"Coupon not redeemed: {exc}", "error")
+    else:
+        flash(f"Coupon {row.coupon_code} redeemed for {customer.name or customer.external_id}.", "success")
+    return redirect(back)

@@ -261,13 +261,16 @@ class Audience:
 
 
 def build_audience(params: Mapping[str, str], user=None, now: datetime | None = None,
-                   cap_days: int | None = None, stores: dict[int, Store] | None = None) -> Audience:
+                   cap_days: int | None = None, stores: dict[int, Store] | None = None,
+                   limit: int | None = None) -> Audience:
     """Apply the consent, phone and frequency rules to a customer filter (DESIGN.md: SMS consent).
 
     Args:
         params: list filters, as on the customers page (``band=High&tier=Gold``).
         user: the logged-in user (store scoping); None for the CLI.
         now: the clock (tests freeze it). cap_days: frequency cap (default: the setting).
+        limit: stop once this many customers are eligible (previews); total and exclusions
+            then count only the customers looked at so far.
     Returns:
         Audience with one dict per eligible customer (customer_id, phone, first_name, tier,
         store_id) ordered by customer id, and counts per exclusion reason.
@@ -303,6 +306,8 @@ def build_audience(params: Mapping[str, str], user=None, now: datetime | None = 
             continue
         eligible.append({"customer_id": cid, "phone": e164, "first_name": (name or "").split(" ")[0],
                          "tier": tier, "store_id": store_id})
+        if limit is not None and len(eligible) >= limit:
+            break
     return Audience(total=total, eligible=eligible, exclusions=exclusions)
 
 
@@ -414,14 +419,7 @@ def _outbox_rows(campaign: Campaign, eligible: list[dict], stores: dict[int, Sto
     control = set(rng.sample(range(len(eligible)), n_control)) if n_control else set()
     codes = iter(new_codes(len(eligible) - n_control))
     fmt = _Compiled(compile_template(campaign.template))
-    expires_at = campaign.expires_at
-    default_store = stores.get(campaign.store_id)
-    per_store: dict[int | None, tuple[str, str, str]] = {}  # store id -> (sender, name, expiry text)
-    for sid in {p["store_id"] for p in eligible}:
-        store = stores.get(sid) or default_store
-        local = expires_at.astimezone(_zone(store.timezone if store else "UTC"))
-        per_store[sid] = ((store.sender_name or store.name) if store else "", store.name if store else "",
-                          f"{local:%b} {local.day}")
+    per_store = _store_texts(eligible, stores, stores.get(campaign.store_id), campaign.expires_at)
     rows = []
     for i, person in enumerate(eligible):
         if i in control:
@@ -431,13 +429,59 @@ def _outbox_rows(campaign: Campaign, eligible: list[dict], stores: dict[int, Sto
             continue
         sender, store_name, expires = per_store[person["store_id"]]
         code = next(codes)
-        tier = person["tier"] or ""
-        values = {"first_name": person["first_name"] or "there", "tier": tier, "reward": rewards.get(tier, ""),
-                  "code": code, "store": store_name, "expires": expires}
+        values = _values(person, code, store_name, expires, rewards)
         rows.append({"campaign_id": campaign_id, "customer_id": person["customer_id"], "group": "message",
                      "phone": person["phone"], "body": render_body(fmt, values, sender), "coupon_code": code,
                      "status": "pending", "attempts": 0})
     return rows
+
+
+def _store_texts(eligible: Iterable[dict], stores: dict[int, Store], default_store: Store | None,
+                 expires_at: datetime) -> dict[int | None, tuple[str, str, str]]:
+    """Store id -> (sender name, store name, offer expiry as the store's local date, e.g. "Mar 31")."""
+    per_store: dict[int | None, tuple[str, str, str]] = {}
+    for sid in {p["store_id"] for p in eligible}:
+        store = stores.get(sid) or default_store
+        local = expires_at.astimezone(_zone(store.timezone if store else "UTC"))
+        per_store[sid] = ((store.sender_name or store.name) if store else "", store.name if store else "",
+                          f"{local:%b} {local.day}")
+    return per_store
+
+
+def _values(person: dict, code: str, store_name: str, expires: str, rewards: Mapping[str, str]) -> dict:
+    """The placeholder values of one recipient (the same for the outbox and the builder's preview)."""
+    tier = person["tier"] or ""
+    return {"first_name": person["first_name"] or "there", "tier": tier, "reward": rewards.get(tier, ""),
+            "code": code, "store": store_name, "expires": expires}
+
+
+def preview_bodies(template: str, people: list[dict], expires_at: datetime | None = None,
+                   store_id: int | None = None, now: datetime | None = None) -> list[dict]:
+    """The exact texts ``people`` (build_audience's eligible dicts) would get, with example codes.
+
+    Renders with the same values and render_body as create_campaign, so the builder's preview
+    is what goes out except for the coupon code, which is drawn fresh (same length and alphabet).
+    Returns one dict per person: customer_id, first_name, phone, body.
+    """
+    validate_template(template)
+    now = now or datetime.now(timezone.utc)
+    expires_at = _aware(expires_at) or now + timedelta(days=DEFAULT_EXPIRY_DAYS)
+    stores = {s.id: s for s in db.session.scalars(select(Store))}
+    rewards = {t: settings.get(f"reward.{t}") for t in settings.TIERS}
+    per_store = _store_texts(people, stores, stores.get(store_id), expires_at)
+    fmt = _Compiled(compile_template(template))
+    out = []
+    for person, code in zip(people, new_codes(len(people))):
+        sender, store_name, expires = per_store[person["store_id"]]
+        out.append({"customer_id": person["customer_id"], "first_name": person["first_name"],
+                    "phone": person["phone"],
+                    "body": render_body(fmt, _values(person, code, store_name, expires, rewards), sender)})
+    return out
+
+
+def campaign_store_id(params: Mapping[str, str], user) -> int | None:
+    """The store a campaign with this audience belongs to (the user's, or the filter's); None: all."""
+    return _campaign_store_id(params, user)
 
 
 def _zone(name: str | None) -> ZoneInfo:
