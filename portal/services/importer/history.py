@@ -95,10 +95,8 @@ def undo_plan(run: ImportRun) -> UndoPlan:
         select(func.count(), func.count(PurchaseLine.customer_id.distinct()))
         .where(PurchaseLine.import_id == run.id)).one()
     redeemed = db.session.scalar(
-        select(func.count()).select_from(PurchaseLine)
-        .where(PurchaseLine.import_id == run.id, PurchaseLine.coupon_code.is_not(None),
-               PurchaseLine.coupon_code.in_(select(OutboxMessage.coupon_code)
-                                            .where(OutboxMessage.redeemed_at.is_not(None)))))
+        select(func.count()).select_from(OutboxMessage)
+        .where(OutboxMessage.redeemed_by.like(f"import:{run.id}:%")))
     if redeemed:
         return UndoPlan(False, f"{redeemed:,} lines of this import redeemed campaign coupons and the campaign "
                                "results rely on them, so it cannot be undone.", lines=lines, customers=customers)

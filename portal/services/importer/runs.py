@@ -224,6 +224,10 @@ def execute(import_id: int, progress=None) -> ImportRun:
         raise
     db.session.expire_all()
     run = db.session.get(ImportRun, import_id)
+    if run.status == "done" and run.kind == "transactions":
+        from portal.services import redemption  # coupon codes on the new lines redeem their offers
+
+        redemption.redeem_from_imports(run.id, run.user_email)
     if run.status == "done" and (merged.new or merged.updated or merged.consent_changes):
         _rescore(run.id)
     progress(1.0, summary(run))
