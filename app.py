@@ -25,6 +25,7 @@ NAV = [
     ("campaigns.index", "Campaigns"),
     ("imports.index", "Imports"),
     ("registry.index", "Models"),
+    ("help.index", "Help"),
 ]
 
 
@@ -75,6 +76,7 @@ def register_blueprints(app: Flask) -> None:
     from portal.campaigns.views import bp as campaigns_bp
     from portal.customers.views import bp as customers_bp
     from portal.dashboard.views import bp as dashboard_bp
+    from portal.help.views import bp as help_bp
     from portal.imports.views import bp as imports_bp
     from portal.lists.views import bp as lists_bp
     from portal.registry.views import bp as registry_bp
@@ -84,6 +86,7 @@ def register_blueprints(app: Flask) -> None:
                campaigns_bp, imports_bp, registry_bp, admin_bp, webhooks.bp):
         app.register_blueprint(bp)
     app.register_blueprint(lists_bp)
+    app.register_blueprint(help_bp)
     csrf.exempt(webhooks.bp)  # Twilio signs these instead (X-Twilio-Signature)
 
 

@@ -1,31 +1,30 @@
 """The dashboard: the store's headline numbers, each linking to the list behind it."""
-from flask import Blueprint, render_template
+from flask import Blueprint, abort, jsonify, render_template, request
 from flask_login import current_user
-from sqlalchemy import func, select
 
-from portal.extensions import db
-from portal.models import Customer
-from portal.services import customers as customer_service
+from portal import jobs
+from portal.services import dashboard as dashboard_service
+from portal.services import outlook as outlook_service
 
 bp = Blueprint("dashboard", __name__)
 
 
 @bp.route("/")
 def index():
-    base = customer_service.filtered_customers({}, current_user).subquery()
-    total = db.session.scalar(select(func.count()).select_from(base))
-    tiers = dict(db.session.execute(select(base.c.tier, func.count()).group_by(base.c.tier)).all())
-    bands = dict(db.session.execute(select(base.c.churn_band, func.count()).group_by(base.c.churn_band)).all())
-    return render_template("dashboard/index.html", total=total, tiers=tiers, bands=bands)
+    try:
+        scope = dashboard_service.resolve_scope(current_user, request.args.get("store"))
+    except dashboard_service.UnknownStore:
+        abort(404)
+    data = dashboard_service.summary(scope)
+    outlook = None
+    if data["customers"]["total"] and (scope.store is not None or scope.can_switch):
+        outlook = outlook_service.for_scope(scope.store_id)
+    return render_template("dashboard/index.html", scope=scope, outlook=outlook, **data)
 
 
 @bp.route("/jobs/<job_id>")
 def job_status(job_id: str):
     """JSON status of a background job, polled by progress bars."""
-    from flask import abort, jsonify
-
-    from portal import jobs
-
     job = jobs.get(job_id)
     if job is None:
         abort(404)

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from scipy import stats
 from sqlalchemy import and_, case, func, or_, select
 
 from portal.extensions import db
@@ -92,6 +91,8 @@ def proportion_difference(k1: int, n1: int, k0: int, n0: int, confidence: float 
     """p1 − p0 with the normal-approximation (Wald, unpooled) interval; n1, n0 must be > 0."""
     p1, p0 = k1 / n1, k0 / n0
     se = math.sqrt(p1 * (1 - p1) / n1 + p0 * (1 - p0) / n0)
+    from scipy import stats  # imported here: scipy.stats costs seconds at app start
+
     z = stats.norm.ppf(0.5 + confidence / 2)
     return Difference(p1 - p0, se, z * se, "normal approximation, difference of proportions")
 
@@ -104,6 +105,8 @@ def mean_difference(n1: int, mean1: float, var1: float, n0: int, mean0: float, v
     if se == 0:
         return Difference(mean1 - mean0, 0.0, 0.0, "Welch t", math.inf)
     df = (a + b) ** 2 / (a * a / (n1 - 1) + b * b / (n0 - 1))
+    from scipy import stats
+
     t = stats.t.ppf(0.5 + confidence / 2, df)
     return Difference(mean1 - mean0, se, t * se, "Welch t", df)
 

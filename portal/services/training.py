@@ -13,7 +13,7 @@ from threadpoolctl import threadpool_limits
 from portal import model_store
 from portal.extensions import db
 from portal.jobs import JobError
-from portal.services import scoring
+from portal.services import outlook, scoring
 from portal.services import settings as settings_service
 from portal.services.dataset import load_lines
 from preprocessing import churn as churn_model
@@ -129,6 +129,8 @@ def train_clv(progress=_quiet, rescore: bool = True) -> dict:
     model_store.save("clv", {scoring.CLV_FILE: {"bgnbd": bg, "gamma_gamma": gg}}, data_window=_window(lines),
                      metrics=metrics, params=params)
     db.session.commit()
+    progress(0.5, "forecasting the next 12 months and backtesting")
+    outlook.record_outlook(lines, bg, gg, progress)
     result = {"message": f"Lifetime-value model fitted on {bg.n:,} customers ({gg.n:,} repeat buyers)", **metrics}
     if rescore:
         progress(0.7, "re-scoring customers")
