@@ -115,11 +115,6 @@ def register(app: Flask) -> None:
     app.cli.add_command(init_db_command)
     app.cli.add_command(users_group)
     for name in AREA_COMMANDS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if not name.startswith(exc.name or "?"):
-                raise
-            continue
+        module = importlib.import_module(name)
         for command in module.commands:
             app.cli.add_command(command)

@@ -322,8 +322,19 @@ def summary(scope: Scope) -> dict:
         "stock": dead_stock_kpi(scope),
         "campaign": last_campaign(scope),
         "tier_chart": count_chart(tier_items, "tier", "Customers") if customers["has_tiers"] else None,
-        "band_chart": count_chart(customers["bands"], "band", "Customers") if customers["has_bands"] else None,
+        "band_chart": _band_colours(count_chart(customers["bands"], "band", "Customers"))
+        if customers["has_bands"] else None,
         "revenue_chart": revenue_by_tier(scope, reference),
         "cohorts": cohort_retention(scope, reference),
     }
 
+
+
+BAND_COLOURS = {"High": "#c0392b", "Medium": "#f0a202", "Low": "#0b6e4f"}
+
+
+def _band_colours(spec: dict) -> dict:
+    """Risk reads as risk: High red, Medium amber, Low green (the table view carries the same numbers)."""
+    for dataset in spec["datasets"]:
+        dataset["backgroundColor"] = [BAND_COLOURS.get(label, "#6c757d") for label in spec["labels"]]
+    return spec

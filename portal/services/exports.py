@@ -249,8 +249,9 @@ def _sold_ratio():
 def _dead_stock_query(params: Mapping, user):
     ratio = float(settings_service.get("bundles.dead_stock_ratio"))
     query = (select(StockLevel).join(Product, StockLevel.product_id == Product.id)
-             .where(StockLevel.initial_stock > 0, func.coalesce(cast(StockLevel.total_sold, Float), 0.0)
-                    < ratio * cast(StockLevel.initial_stock, Float)))
+             # Rows with a missing or negative total_sold are data errors (the Bundles page lists them), not dead stock.
+             .where(StockLevel.initial_stock > 0, StockLevel.total_sold.isnot(None), StockLevel.total_sold >= 0,
+                    cast(StockLevel.total_sold, Float) < ratio * cast(StockLevel.initial_stock, Float)))
     if user is not None:
         query = scope_to_user(query, StockLevel.store_id, user)
     q = _first(params, "q")
