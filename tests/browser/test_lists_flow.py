@@ -14,7 +14,7 @@ def test_login_customer_filter_export_segment_logout(page, log_in, shot, tmp_pat
     page.goto("/login")
     shot(page, "login")
     log_in(page)
-    shot(page, "dashboard")
+    shot(page, "dashboard-seeded")
 
     page.get_by_role("link", name="Customers", exact=True).first.click()
     page.wait_for_url("**/customers")
