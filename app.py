@@ -14,7 +14,8 @@ import churn_app
 from portal import cli, errors, formatting, logs
 from portal.config import Config
 from portal.extensions import csrf, db, login_manager, migrate
-from portal.security import require_login, set_security_headers
+from portal.security import reject_nul_bytes, require_login, set_security_headers
+from portal.params import parse_id
 
 NAV = [
     ("dashboard.index", "Dashboard"),
@@ -65,7 +66,7 @@ def register_extensions(app: Flask) -> None:
 
     @login_manager.user_loader
     def load_user(user_id: str):
-        return db.session.get(User, int(user_id)) if user_id.isdigit() else None
+        return db.session.get(User, parse_id(user_id)) if parse_id(user_id) is not None else None
 
 
 def register_blueprints(app: Flask) -> None:
@@ -91,5 +92,6 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_security(app: Flask) -> None:
+    app.before_request(reject_nul_bytes)
     app.before_request(require_login)
     app.after_request(set_security_headers)

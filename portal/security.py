@@ -29,6 +29,15 @@ def require_login():
     return None
 
 
+def reject_nul_bytes():
+    """Before every request: refuse text with NUL bytes (PostgreSQL cannot store them) with a 400."""
+    for values in (request.args, request.form):
+        for value in values.values():
+            if "\x00" in value:
+                abort(400)
+    return None
+
+
 def roles_required(*roles: str):
     """Refuse (403) a logged-in user whose role is not among ``roles``; checked on the server."""
     def decorator(view):

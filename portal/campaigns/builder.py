@@ -20,6 +20,7 @@ from portal.services import campaigns as campaign_service, exports, settings
 from portal.services.customers import FILTER_KEYS
 from portal.services.sending import is_quiet, window_opens
 from portal.sms import segment_info
+from portal.params import parse_id
 
 PREVIEW_COUNT = 3
 
@@ -48,9 +49,9 @@ def customer_segments() -> list[SavedSegment]:
 
 def segment_params(segment_id: str | int | None) -> dict[str, str] | None:
     """A saved segment's filters (only the customer filter keys); None when there is no such segment."""
-    if segment_id in (None, "") or not str(segment_id).isdigit():
+    if parse_id(segment_id) is None:
         return None
-    segment = db.session.get(SavedSegment, int(segment_id))
+    segment = db.session.get(SavedSegment, parse_id(segment_id))
     if segment is None:
         return None
     return {k: v for k, v in parse_qsl(segment.query or "") if k in FILTER_KEYS and v}
@@ -230,7 +231,7 @@ def store_choices(user) -> list[tuple[str, str]]:
 def store_name(value: str | None) -> str | None:
     """A store given by id (as some links do) as its name, which the store picker uses."""
     value = (value or "").strip()
-    if value.isdigit():
-        found = db.session.scalar(select(Store.name).where(Store.id == int(value)))
+    if parse_id(value) is not None:
+        found = db.session.scalar(select(Store.name).where(Store.id == parse_id(value)))
         return found or value
     return value

@@ -41,8 +41,12 @@ class _Days(IntegerField):
         if not valuelist or not str(valuelist[0]).strip():
             self.data = None
             return
+        text = str(valuelist[0]).strip()
+        if len(text.lstrip("+-")) > 6:  # no share or day count needs more; bounds floats and timedeltas
+            self.data = None
+            raise ValueError("That number is too large.")
         try:
-            self.data = int(str(valuelist[0]).strip())
+            self.data = int(text)
         except ValueError:
             self.data = None
             raise ValueError("Enter a whole number of days, e.g. 60.") from None

@@ -25,6 +25,7 @@ from portal.security import is_safe_next, roles_required, user_store_id
 from portal.services import audit, campaign_results, campaigns as campaign_service, redemption, sending, settings
 from portal.services.customers import get_for_user
 from portal.services.listing import Page
+from portal.params import parse_id
 
 bp = Blueprint("campaigns", __name__)
 SENDERS = ("admin", "manager")
@@ -111,8 +112,8 @@ def _render_index(form: BuilderForm, audience=None, preview=None, status: int = 
 def index():
     """The builder and the list of campaigns; POST checks (action=check) or creates a draft."""
     campaign_arg = request.args.get("campaign", "")
-    if request.method == "GET" and campaign_arg.isdigit():  # list_url('campaign-recipients', campaign=…)
-        return redirect(url_for("campaigns.detail", campaign_id=int(campaign_arg)))
+    if request.method == "GET" and parse_id(campaign_arg) is not None:  # list_url('campaign-recipients', …)
+        return redirect(url_for("campaigns.detail", campaign_id=parse_id(campaign_arg)))
     form = _builder_form()
     if request.method == "GET":
         audience = preview = None
@@ -163,7 +164,7 @@ def preview_json():
     try:
         summary = builder.preview_summary(params, request.form.get("template", ""), current_user,
                                           expires_at=_expires_at(form) if form.expires.data else None,
-                                          messages=int(messages) if messages.isdigit() else None)
+                                          messages=parse_id(messages))
     except campaign_service.CampaignError as exc:
         return jsonify(error=str(exc)), 400
     scheduled = None
@@ -257,7 +258,7 @@ def send(campaign_id: int):
     form = SendForm()
     if form.validate_on_submit():
         expected = (form.expected.data or "").strip()
-        if expected.isdigit():
+        if parse_id(expected) is not None:
             now_left = campaign_results.outbox_cost(campaign.id).messages
             if now_left != int(expected):
                 flash(f"The number of messages changed from {int(expected):,} to {now_left:,} since this page "
@@ -301,7 +302,7 @@ def redeem():
     """Staff redeem a coupon code for a customer (the form on the customer page); audited."""
     form = RedeemForm()
     customer_id = form.customer_id.data or ""
-    customer = get_for_user(int(customer_id), current_user) if customer_id.isdigit() else None
+    customer = get_for_user(parse_id(customer_id), current_user) if parse_id(customer_id) is not None else None
     if customer is None:
         abort(404)
     back = form.next.data if is_safe_next(form.next.data) else url_for("customers.detail", customer_id=customer.id)

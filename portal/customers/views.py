@@ -3,7 +3,10 @@ from datetime import datetime, time, timezone
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
+from flask_wtf import FlaskForm
 from sqlalchemy import select
+from wtforms import BooleanField
+from wtforms.validators import DataRequired
 
 from portal.customers.forms import ConsentForm
 from portal.extensions import db
@@ -13,6 +16,8 @@ from portal.services import customers as customer_service
 from portal.services import settings as settings_service
 from portal.services import tiers as tier_service
 from portal.services import exports
+from portal.services import privacy
+from portal.security import roles_required
 from portal.services.listing import Page
 
 bp = Blueprint("customers", __name__)
@@ -63,3 +68,32 @@ def detail(customer_id: int):
                 "action": values.get(f"churn.action.{customer.churn_band}") if customer.churn_band else None}
     return render_template("customers/detail.html", customer=customer, form=form, page=page,
                            consent_events=consent_events, tier_changes=tier_changes, insights=insights)
+
+
+class EraseForm(FlaskForm):
+    """The erase button: a CSRF token and an explicit confirmation (no inline script for a dialog)."""
+
+    confirm = BooleanField("I understand this cannot be undone", validators=[DataRequired(
+        message="Tick the box to confirm the erasure.")])
+
+
+@bp.route("/customers/<int:customer_id>/erase", methods=["POST"])
+@roles_required("admin")
+def erase(customer_id: int):
+    """Erase a customer's personal data (admins only); purchases and consent history are kept."""
+    customer = customer_service.get_for_user(customer_id, current_user)
+    if customer is None:
+        abort(404)
+    form = EraseForm()
+    if not form.validate_on_submit():
+        flash(" ".join(form.confirm.errors) or "The form expired; please try again.", "danger")
+        return redirect(url_for("customers.detail", customer_id=customer.id))
+    try:
+        cancelled = privacy.erase_customer(customer, current_user.email)
+    except privacy.ErasureError as exc:
+        flash(str(exc), "warning")
+    else:
+        extra = f" {cancelled} unsent message(s) cancelled." if cancelled else ""
+        flash(f"Customer erased: name, phone and e-mail removed; purchases and consent history kept.{extra}",
+              "success")
+    return redirect(url_for("customers.detail", customer_id=customer.id))

@@ -24,6 +24,7 @@ from portal.models import BundleRule, Job, ModelRecord, Product, PurchaseLine, S
 from portal.security import user_store_id
 from portal.services import settings as settings_service
 from portal.services.dataset import load_lines
+from portal.params import parse_id
 from preprocessing import bundling
 
 # Job functions whose results are bundle mining runs (the page shows the latest one's outcome).
@@ -119,7 +120,7 @@ def _scope(user, store: str | None) -> tuple[int | None, bool]:
         return None, True  # a manager without a store sees nothing rather than everything
     if store_id is None and store:
         found = db.session.scalar(select(Store.id).where(or_(Store.name == store,
-                                                             Store.id == (int(store) if store.isdigit() else -1))))
+                                                             Store.id == (parse_id(store) if parse_id(store) is not None else -1))))
         return (found if found is not None else -1), False
     return store_id, False
 

@@ -24,6 +24,7 @@ from portal.extensions import db
 from portal.models import Campaign, Customer, OutboxMessage, Store
 from portal.services import audit, settings
 from portal.services.customers import filtered_customers
+from portal.params import parse_id
 
 PLACEHOLDERS = ("first_name", "tier", "reward", "code", "store", "expires")
 OPT_OUT_LINE = "Reply STOP to opt out"
@@ -318,7 +319,7 @@ def _campaign_store_id(params: Mapping[str, str], user) -> int | None:
     if not store:
         return None
     found = db.session.scalar(select(Store.id).where(
-        (Store.name == store) | (Store.id == (int(store) if store.isdigit() else -1))))
+        (Store.name == store) | (Store.id == (parse_id(store) if parse_id(store) is not None else -1))))
     return found
 
 

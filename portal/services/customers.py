@@ -10,6 +10,7 @@ from portal.extensions import db
 from portal.models import ConsentEvent, Customer, Store
 from portal.security import scope_to_user
 from portal.services import audit
+from portal.params import parse_id
 
 SORTS = {
     "name": Customer.name,
@@ -48,7 +49,7 @@ def filtered_customers(params: Mapping[str, str], user=None, include_erased: boo
     store = (params.get("store") or "").strip()
     if store:
         query = query.join(Store, Customer.store_id == Store.id).where(
-            or_(Store.name == store, Store.id == (int(store) if store.isdigit() else -1)))
+            or_(Store.name == store, Store.id == (parse_id(store) if parse_id(store) is not None else -1)))
     tier = (params.get("tier") or "").strip()
     if tier:
         query = query.where(Customer.tier.is_(None) if tier.lower() == "none" else Customer.tier == tier)
@@ -59,13 +60,13 @@ def filtered_customers(params: Mapping[str, str], user=None, include_erased: boo
     if consent:
         query = query.where(Customer.sms_consent == consent)
     for key, op in (("min_recency", "ge"), ("max_recency", "le")):
-        raw = (params.get(key) or "").strip()
-        if raw.isdigit():
+        days = parse_id(params.get(key))
+        if days is not None:
             col = Customer.recency
-            query = query.where(col >= int(raw) if op == "ge" else col <= int(raw))
-    sms_days = (params.get("days_since_sms") or "").strip()
-    if sms_days.isdigit():
-        cutoff = datetime.now(timezone.utc) - timedelta(days=int(sms_days))
+            query = query.where(col >= days if op == "ge" else col <= days)
+    sms_days = parse_id(params.get("days_since_sms"))
+    if sms_days is not None:
+        cutoff = datetime.now(timezone.utc) - timedelta(days=min(sms_days, 36500))
         query = query.where(or_(Customer.last_sms_at.is_(None), Customer.last_sms_at <= cutoff))
     return query
 

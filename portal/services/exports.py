@@ -28,6 +28,7 @@ from portal.security import scope_to_user
 from portal.services import audit
 from portal.services import customers as customer_service
 from portal.services import settings as settings_service
+from portal.params import parse_id
 
 XLSX_MAX_ROWS = 1_048_575  # Excel's 1,048,576 rows minus the header row
 BATCH = 2000  # rows fetched per round trip (server-side cursor on PostgreSQL)
@@ -260,7 +261,7 @@ def _dead_stock_query(params: Mapping, user):
     store = _first(params, "store")
     if store:
         query = query.join(Store, StockLevel.store_id == Store.id).where(
-            or_(Store.name == store, Store.id == (int(store) if store.isdigit() else -1)))
+            or_(Store.name == store, Store.id == (parse_id(store) if parse_id(store) is not None else -1)))
     return query
 
 
@@ -298,10 +299,10 @@ register(ListDef(
 
 def _recipients_query(params: Mapping, user):
     raw = _first(params, "campaign")
-    if not raw.isdigit():
+    if parse_id(raw) is None:
         raise ExportError("Choose a campaign: campaign-recipients needs campaign=<id> in the filter.")
     query = (select(OutboxMessage).join(Customer, OutboxMessage.customer_id == Customer.id)
-             .where(OutboxMessage.campaign_id == int(raw), Customer.erased_at.is_(None)))
+             .where(OutboxMessage.campaign_id == parse_id(raw), Customer.erased_at.is_(None)))
     if user is not None:
         query = scope_to_user(query, Customer.store_id, user)
     for key, col in (("status", OutboxMessage.status), ("group", OutboxMessage.group)):
