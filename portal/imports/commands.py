@@ -1,7 +1,6 @@
 """``flask import KIND FILE`` and ``flask demo``: the same import service as the pages, without prompts."""
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -150,13 +149,11 @@ def demo_command():
         if run.status != "done":
             cli.refuse(f"{name}: {importer.summary(run)}")
         click.echo(f"{name}: {importer.summary(run)}")
-    if importlib.util.find_spec("portal.services.training") is not None:
-        from portal.services import training
+    from portal.services import training
 
-        result = training.train_all()
-        click.echo(f"training: {result}" if result else "training: done")
-    else:
-        click.echo("training: no training service installed yet")
+    result = training.train_all()
+    for line in result.get("details", []):
+        click.echo(f"training: {line}")
 
 
 commands = [import_command, demo_command]
