@@ -250,13 +250,13 @@ class TableReader:
     def _iter_csv(self) -> Iterator[pd.DataFrame]:
         self._raw.seek(0)
         encoding = "utf-8-sig" if self.encoding in ("utf-8", "utf-8-sig") else self.encoding
-        reader = pd.read_csv(
-            _KeepOpen(self._raw), sep=self.delimiter, header=0, dtype=object, keep_default_na=False, na_filter=False,
-            skip_blank_lines=False, chunksize=self.chunksize, encoding=encoding, engine="c",
-            quotechar='"', on_bad_lines="error",
-        )
         start = 2
         try:
+            reader = pd.read_csv(
+                _KeepOpen(self._raw), sep=self.delimiter, header=0, dtype=object, keep_default_na=False,
+                na_filter=False, skip_blank_lines=False, chunksize=self.chunksize, encoding=encoding, engine="c",
+                quotechar='"', on_bad_lines="error",
+            )
             for chunk in reader:
                 if chunk.shape[1] != len(self.headers):
                     raise FileFormatError("The rows do not have the same number of columns as the header.")
@@ -665,6 +665,7 @@ _CONSENT = {"yes": "yes", "y": "yes", "true": "yes", "1": "yes", "x": "yes", "op
             "unsubscribed": "no"}
 _UNSTRIPPED = {"quantity", "price_per_unit", "total_amount", "purchase_date", "initial_stock", "total_sold", "price"}
 _EMAIL = r"[^@\s]+@[^@\s]+\.[^@\s]+"
+_AMOUNT_NOISE = r"[\s\u00a0$€£¥]|^(?:USD|EUR|GBP)|(?:USD|EUR|GBP)$"  # stripped before parsing amounts
 
 
 @dataclass
@@ -680,7 +681,10 @@ class ValidationState:
 
     date_formats: dict[str, str] = field(default_factory=dict)
     decimal_comma: dict[str, bool] = field(default_factory=dict)
-    line_counts: pd.Series = field(default_factory=lambda: pd.Series(dtype="int64"))
+    # A plain Int64 index: an empty RangeIndex would turn the first keys into a RangeIndex whose step
+    # (the difference of two 64-bit hashes) overflows on the next reindex.
+    line_counts: pd.Series = field(
+        default_factory=lambda: pd.Series(dtype="int64", index=pd.Index([], dtype="int64")))
     phone_cache: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
 
@@ -833,8 +837,8 @@ def _transactions(cols: _Columns, report, state, region, layout) -> pd.DataFrame
     report.add(price.lt(0), "price_per_unit", cols.get("price_per_unit"),
                "negative price (returns need a negative quantity)")
     money = "price_per_unit" if "price_per_unit" in cols else "total_amount"
-    report.add(cols.empty("price_per_unit") & cols.empty("total_amount"), money, cols.get(money),
-               "missing required value (price_per_unit or total_amount)")
+    report.add(_blank_amount(cols, "price_per_unit", price) & _blank_amount(cols, "total_amount", total), money,
+               cols.get(money), "missing required value (price_per_unit or total_amount)")
 
     raw_tid = cols.optional("transaction_id")
     if layout == "uci_online_retail":  # 'C…' invoices are cancellations: always a negative quantity
@@ -980,19 +984,22 @@ def _parse_family(values: pd.Series, family: str) -> pd.Series:
             continue
         if getattr(parsed.dt, "tz", None) is not None:
             parsed = parsed.dt.tz_localize(None)
+        # pandas may return seconds/microseconds resolution; drop years outside our range before the
+        # nanosecond cast (which only reaches 1677-2262 and would raise OutOfBoundsDatetime).
+        parsed = parsed.where(parsed.between(_DATE_MIN, _DATE_MAX))
         out.loc[todo] = parsed.astype("datetime64[ns]")
     return out.where(out.between(_DATE_MIN, _DATE_MAX))
 
 
 def _parse_numbers(cols: _Columns, target: str, state: ValidationState, report: _Report,
-                   required: bool = False) -> pd.Series:
+                   required: bool = False, _empty_reported: bool = False) -> pd.Series:
     """Parse amounts: currency symbols and spaces removed, ',' as thousands separator or decimal mark.
 
     A column uses the decimal comma when a value can only be read that way ('3,50', '1.234,56');
     that decision holds for the rest of the file. '(3.50)' is negative. Non-numbers are reported.
     """
     s, empty = cols.get(target), cols.empty(target)
-    if required:
+    if required and not _empty_reported:
         report.add(empty, target, s, "missing required value")
     if empty.all():
         return pd.Series(np.nan, index=s.index)
@@ -1002,14 +1009,15 @@ def _parse_numbers(cols: _Columns, target: str, state: ValidationState, report: 
     if failed.any() or comma_decimal:
         # Slow path only for what plain float parsing could not read (or for decimal-comma columns).
         redo = ~empty if comma_decimal else failed
-        t = s[redo].str.replace(r"[\s\u00a0$€£¥]|^(?:USD|EUR|GBP)|(?:USD|EUR|GBP)$", "", regex=True)
+        t = s[redo].str.replace(_AMOUNT_NOISE, "", regex=True)
         t = t.str.replace(r"^\((.*)\)$", r"-\1", regex=True)
         if target not in state.decimal_comma and t.str.contains(",", regex=False).any():
             decimal_form = t.str.fullmatch(r"[-+]?\d{1,3}(?:\.\d{3})+,\d*|[-+]?\d*,\d{1,2}|[-+]?\d*,\d{4,}")
             state.decimal_comma[target] = bool(decimal_form.any())
             if state.decimal_comma[target]:
                 # Values like '1.234' were read as 1.234 by the fast path: parse the whole column again.
-                return _parse_numbers(cols, target, state, report, required=False)
+                # Empty cells are reported already; whitespace-only ones are still to be reported.
+                return _parse_numbers(cols, target, state, report, required=required, _empty_reported=True)
         if state.decimal_comma.get(target):
             t = t.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
         else:
@@ -1026,6 +1034,16 @@ def _parse_numbers(cols: _Columns, target: str, state: ValidationState, report: 
     values = values.mask(np.isinf(values))
     report.add(values.isna().to_numpy() & ~empty, target, s, "not a number")
     return values
+
+
+def _blank_amount(cols: _Columns, target: str, values: pd.Series) -> np.ndarray:
+    """Empty, or nothing left once spaces and currency signs are removed ('$', ' '): no amount was given."""
+    blank = cols.empty(target).copy()
+    check = values.isna().to_numpy() & ~blank
+    if check.any():
+        rest = cols.get(target)[check].str.replace(_AMOUNT_NOISE, "", regex=True)
+        blank[np.flatnonzero(check)] = rest.eq("").to_numpy()
+    return blank
 
 
 def _fast_float(s: pd.Series, empty: np.ndarray) -> pd.Series:
