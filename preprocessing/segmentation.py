@@ -31,6 +31,8 @@ from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from preprocessing.features import FEATURE_COLUMNS
+
 SEGMENT_FEATURES: tuple[str, ...] = (
     "monetary",
     "frequency",
@@ -44,17 +46,8 @@ DEFAULT_MIN_MONETARY = 30_000.0
 SILHOUETTE_SAMPLE = 3_000
 N_INIT = 4
 
-_PROFILE_FEATURES = (
-    "monetary",
-    "frequency",
-    "total_quantity",
-    "num_unique_products",
-    "avg_price_per_unit",
-    "store_visit_frequency",
-    "active_days",
-    "avg_purchase_gap_days",
-    "recency",
-)
+# Every numeric feature of the feature table, in its order (the two timestamps are not profiled).
+_PROFILE_FEATURES = tuple(c for c in FEATURE_COLUMNS if c not in ("first_purchase", "last_purchase"))
 
 
 @dataclass
