@@ -39,6 +39,20 @@ class ImportRefused(Exception):
     """An import that cannot go ahead; the message is for the person importing."""
 
 
+class ImportFailed(ImportRefused):
+    """The database failed under the import (out of space, connection lost): the run is failed, nothing kept.
+
+    A refusal to its callers (the CLI prints it, the job shows it) because the message is for the
+    person importing and no traceback helps them; the run itself is marked 'failed', not 'refused'.
+    """
+
+
+DISK_FULL = ("The database ran out of space while saving this import, so nothing was imported. Free some disk "
+             "space on the database server (or ask your administrator to), then import the file again.")
+CONNECTION_LOST = ("The connection to the database was lost during the import, so nothing was imported. Check "
+                   "that the database server is running, then import the file again.")
+
+
 @dataclass
 class Inspection:
     """What the mapping page shows before anything is written."""
@@ -192,7 +206,9 @@ def run_job(progress, import_id: int) -> dict:
 def execute(import_id: int, progress=None) -> ImportRun:
     """Validate, stage and merge one run's file; the whole write is one transaction.
 
-    Returns the finished run (status done or refused). Unexpected errors mark it failed and re-raise.
+    Returns the finished run (status done or refused). A database fault (out of space, connection
+    lost) marks it failed and raises ImportFailed with a plain message; other unexpected errors mark it
+    failed and re-raise.
     """
     progress = progress or (lambda fraction, message=None: None)
     run = db.session.get(ImportRun, import_id)
@@ -216,11 +232,14 @@ def execute(import_id: int, progress=None) -> ImportRun:
     except (FileFormatError, ImportRefused) as exc:
         db.session.rollback()
         return _finish(db.session.get(ImportRun, import_id), "refused", getattr(exc, "message", str(exc)))
-    except Exception:
+    except Exception as exc:
         db.session.rollback()
         log.exception("import #%s failed", import_id)
+        fault = _database_fault(exc)
         _finish(db.session.get(ImportRun, import_id), "failed",
-                "The import failed with an unexpected error (logged); nothing was written.")
+                fault or "The import failed with an unexpected error (logged); nothing was written.")
+        if fault:
+            raise ImportFailed(fault) from exc
         raise
     db.session.expire_all()
     run = db.session.get(ImportRun, import_id)
@@ -308,6 +327,33 @@ def _merge(conn, kind, import_id, now, mapping, options, user_email, valid) -> m
         as_of = date.fromisoformat(options["as_of"]) if options.get("as_of") else now.date()
         return merge.stock(conn, import_id, as_of, "product_id" not in mapping, valid)
     return merge.customers(conn, import_id, now, user_email, mapping, valid)
+
+
+def _database_fault(exc: BaseException) -> str | None:
+    """The manager's message for a database fault behind ``exc`` (or its causes); None for anything else.
+
+    Looks through SQLAlchemy's wrapper (``.orig``) and the exception chain, because staging's COPY
+    raises the driver's error unwrapped. Out of space: SQLite's "database or disk is full"
+    (SQLITE_FULL) or PostgreSQL's SQLSTATE 53100. Connection lost: an error SQLAlchemy saw as a
+    disconnect, PostgreSQL's 57P01-57P03 (server shut down / killed the backend) or class 08, or a
+    psycopg OperationalError with no SQLSTATE (the socket closed under it).
+    """
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        err = todo.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        todo += [getattr(err, "orig", None), err.__cause__, err.__context__]
+        state = getattr(err, "sqlstate", None)
+        if state == "53100" or getattr(err, "sqlite_errorcode", None) == 13 or "database or disk is full" in str(err):
+            return DISK_FULL
+        if getattr(err, "connection_invalidated", False) or (state or "").startswith(("57P0", "08")):
+            return CONNECTION_LOST
+        if state is None and type(err).__module__.startswith("psycopg") and type(err).__name__ == "OperationalError":
+            return CONNECTION_LOST
+    return None
 
 
 def _finish(run: ImportRun, status: str, message: str) -> ImportRun:
