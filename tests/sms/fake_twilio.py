@@ -188,6 +188,9 @@ class FakeTwilio:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in separate writes; with Nagle on, the client's delayed ACK
+            # adds ~40 ms to every keep-alive request (the benchmark measured 19 msg/s instead of 270).
+            disable_nagle_algorithm = True
 
             def log_message(self, format, *args):  # keep test output quiet
                 pass
