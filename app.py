@@ -8,7 +8,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from dotenv import load_dotenv
-from flask import Flask
+from flask import Flask, has_request_context, request
+from flask.sessions import SecureCookieSessionInterface
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 import churn_app
 from portal import cli, errors, formatting, logs
@@ -34,6 +36,7 @@ def create_app(config: Config | Mapping | None = None) -> Flask:
     """Build the Loyalist app from ``config`` (a Config, a mapping, or the environment)."""
     app = Flask(__name__, instance_relative_config=True, template_folder="templates", static_folder="static")
     configure(app, config)
+    register_proxy(app)
     register_extensions(app)
     register_blueprints(app)
     register_security(app)
@@ -49,6 +52,26 @@ def configure(app: Flask, config: Config | Mapping | None) -> None:
         load_dotenv()
         config = Config()
     app.config.from_mapping(config.as_dict() if isinstance(config, Config) else dict(config))
+
+
+class HttpsAwareSessionInterface(SecureCookieSessionInterface):
+    """Signed-cookie sessions whose cookie is also ``Secure`` whenever the request came over HTTPS."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return super().get_cookie_secure(app) or (has_request_context() and request.is_secure)
+
+
+def register_proxy(app: Flask) -> None:
+    """Trust X-Forwarded-For/-Proto/-Host/-Port/-Prefix from PROXY_FIX proxies (0, the default: none).
+
+    With it, ``request.remote_addr`` (the login throttle's key) is the client's address, and
+    ``url_for(_external=True)`` and ``request.is_secure`` follow what the user's browser used. The
+    session cookie is marked Secure on HTTPS requests even without SESSION_COOKIE_SECURE.
+    """
+    app.session_interface = HttpsAwareSessionInterface()
+    hops = int(app.config.get("PROXY_FIX") or 0)
+    if hops > 0:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops)
 
 
 def register_extensions(app: Flask) -> None:

@@ -28,6 +28,18 @@ def _database_url() -> str:
     return url
 
 
+def _proxy_fix() -> int:
+    """PROXY_FIX: how many reverse proxies in front are trusted to set X-Forwarded-* (0, the default: none).
+
+    Off by default because anyone can send those headers: trusting them with no proxy in front
+    would let a client pick its own address (the login throttle's key) and scheme.
+    """
+    raw = (os.environ.get("PROXY_FIX") or "0").strip()
+    if not (raw.isascii() and raw.isdigit()):
+        raise ValueError(f"PROXY_FIX must be the number of trusted reverse proxies (0, 1, 2, ...), not {raw!r}")
+    return int(raw)
+
+
 class Config:
     """Settings for a real run; every value can come from the environment."""
 
@@ -42,6 +54,7 @@ class Config:
         self.TWILIO_MESSAGING_SERVICE_SID = os.environ.get("TWILIO_MESSAGING_SERVICE_SID")
         self.TWILIO_API_BASE = os.environ.get("TWILIO_API_BASE")
         self.PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL")
+        self.PROXY_FIX = _proxy_fix()
         self.MODELS_DIR = os.environ.get("MODELS_DIR") or str(ROOT / "Models")
         self.UPLOAD_DIR = os.environ.get("UPLOAD_DIR") or str(INSTANCE / "uploads")
         self.MAX_CONTENT_LENGTH = int(os.environ.get("MAX_UPLOAD_MB", "200")) * 1024 * 1024
@@ -67,6 +80,7 @@ class TestConfig(Config):
         self.JOBS_INLINE = True  # jobs run at once; tests/web/test_jobs.py exercises the thread and RQ runners
         self.PASSWORD_HASH_METHOD = "scrypt:1024:8:1"  # cheap scrypt: same code path, fast tests
         self.SECRET_KEY = "test-only-secret"
+        self.PROXY_FIX = 0  # a developer's PROXY_FIX must not change what the suite's client sees
         if database_url:
             self.SQLALCHEMY_DATABASE_URI = database_url
         if models_dir:
