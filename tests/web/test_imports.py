@@ -247,6 +247,25 @@ def test_undo_says_what_changes_then_removes_lines(client, runner, db, tmp_path,
     assert "imported 4 new lines" in cli(runner, "transactions", write(tmp_path, "sales.csv", LOYALIST)).stdout
 
 
+def test_undo_rescores_the_customers_it_touched(client, runner, db, tmp_path, make_store, login_as):
+    make_store("Downtown")
+    cli(runner, "transactions", write(tmp_path, "march.csv", LOYALIST))
+    later = ("customer_id,transaction_id,purchase_date,product_id,product_name,quantity,price_per_unit,total_amount\n"
+             "00042,T9,2025-04-01 10:00:00,P1,Blue Mug,5,12.00,60.00\n")
+    cli(runner, "transactions", write(tmp_path, "april.csv", later))
+    customer = db.session.scalar(select(Customer).where(Customer.external_id == "00042"))
+    assert (float(customer.monetary), customer.frequency) == (118.0, 2)
+    second = db.session.scalar(select(ImportRun).order_by(ImportRun.id.desc()))
+    login_as("admin")
+    assert "everyone is re-scored right after" in client.get(f"/imports/{second.id}").get_data(as_text=True)
+    post_form(client, f"/imports/{second.id}/undo", {}, token_from=f"/imports/{second.id}")
+    db.session.expire_all()
+    customer = db.session.get(Customer, customer.id)
+    assert (float(customer.monetary), customer.frequency) == (58.0, 1)
+    job = db.session.scalar(select(Job).order_by(Job.created_at.desc()))
+    assert job.title == f"Re-score after undoing import #{second.id}" and job.status == "done"
+
+
 def test_stock_import_and_undo(runner, db, tmp_path, make_store, client, login_as):
     store = make_store("Downtown")
     stock = "product_id,product_name,initial_stock,total_sold,price\nP1,Blue Mug,100,20,12\nP2,Teapot,10,9,34\n"

@@ -100,8 +100,9 @@ def undo_plan(run: ImportRun) -> UndoPlan:
     if redeemed:
         return UndoPlan(False, f"{redeemed:,} lines of this import redeemed campaign coupons and the campaign "
                                "results rely on them, so it cannot be undone.", lines=lines, customers=customers)
-    return UndoPlan(True, f"Undo removes {lines:,} lines of {customers:,} customers; customer records stay "
-                          "(their scores change at the next scoring run).", lines=lines, customers=customers)
+    return UndoPlan(True, f"Undo removes {lines:,} lines of {customers:,} customers; customer records stay and "
+                          "everyone is re-scored right after (tiers, churn risk and value follow the remaining "
+                          "purchases).", lines=lines, customers=customers)
 
 
 class UndoRefused(Exception):
@@ -122,4 +123,17 @@ def undo(run: ImportRun, user_email: str | None) -> UndoPlan:
                  {"kind": run.kind, "file": run.filename, "removed": removed, "customers": plan.customers},
                  user_email)
     db.session.commit()
+    if run.kind == "transactions" and removed:
+        from portal import jobs
+
+        jobs.enqueue("portal.services.importer.history.rescore_job", f"Re-score after undoing import #{run.id}",
+                     user_email=user_email, import_id=run.id)
     return plan
+
+
+def rescore_job(progress, import_id: int) -> dict:
+    """Job: re-score everyone once an import's lines are gone (features moved for its customers)."""
+    from portal.services import scoring
+
+    counts = scoring.rescore_all(reason=f"rescored after undoing import #{import_id}", progress=progress)
+    return {"message": f"Re-scored {counts['scored']:,} customers after undoing import #{import_id}.", **counts}
