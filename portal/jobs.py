@@ -5,6 +5,12 @@ The only module that knows whether RQ or a thread runs the work. Job state lives
 thread per process (gunicorn runs a single process then). With REDIS_URL: RQ on Redis, any
 number of ``flask worker`` processes. ``JOBS_INLINE`` (tests) runs the job at once.
 
+``schedule_at`` records a job to run later (status ``scheduled``; its ``heartbeat_at`` holds the
+time it is due). With RQ it waits in RQ's scheduled registry, moved to the queue by the
+scheduler that ``flask worker`` runs. Embedded, it waits on a timer thread of this process:
+such a timer dies with the process, so the web server re-arms every still-scheduled job when
+it starts (``restore_scheduled``, called from gunicorn.conf.py).
+
 A job function has the signature ``fn(progress, **kwargs) -> dict | None`` where
 ``progress(fraction, message)`` records progress. Report progress outside a long write
 transaction (SQLite allows one writer at a time). Raise ``JobError`` for a failure whose
@@ -20,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 from flask import Flask, current_app
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from portal.extensions import db
 from portal.models import Job
@@ -56,6 +62,87 @@ def enqueue(func: str, title: str, user_email: str | None = None, **kwargs) -> J
     return job
 
 
+def schedule_at(when_utc: datetime, func_path: str, title: str, user_email: str | None = None, **kwargs) -> Job:
+    """Record a job that runs at ``when_utc`` (aware, UTC) and arm it; returns the stored Job.
+
+    The Job row is written first (status ``scheduled``, ``heartbeat_at`` = when it is due), so
+    any web worker can show it and ``run_job`` finds it however it is started. RQ: the job goes
+    to RQ's scheduled registry under the same id as the row (``flask worker`` runs the
+    scheduler). Embedded: a daemon ``threading.Timer`` of this process hands it, when due, to
+    the same single job thread as ``enqueue``. Limit: that timer dies with the process; the
+    row stays ``scheduled`` and ``restore_scheduled`` re-arms it when the server starts again
+    (late jobs then run at once). ``JOBS_INLINE`` (tests) records the row and arms nothing:
+    running it at once would defeat the schedule; a test runs it with ``run_job``.
+    """
+    when_utc = _aware_utc(when_utc)
+    job = Job(id=str(uuid.uuid4()), func=func_path, kwargs=kwargs, title=title, user_email=user_email,
+              status="scheduled", heartbeat_at=when_utc, message=f"Scheduled for {when_utc:%Y-%m-%d %H:%M} UTC")
+    db.session.add(job)
+    db.session.commit()
+    app = current_app._get_current_object()
+    if app.config.get("JOBS_INLINE"):
+        return job
+    if app.config.get("REDIS_URL"):
+        _rq_queue(app).enqueue_at(when_utc, "portal.jobs.run_job", job.id, job_id=job.id, job_timeout=6 * 3600,
+                                  result_ttl=3600, failure_ttl=7 * 24 * 3600)
+    else:
+        _arm(app, job.id, when_utc)
+    return job
+
+
+def restore_scheduled() -> int:
+    """Embedded runner: arm a timer for every job still ``scheduled`` (timers die with their
+    process); due ones run at once. Returns how many were armed; 0 with RQ or JOBS_INLINE, whose
+    schedule does not live in a process."""
+    app = current_app._get_current_object()
+    if app.config.get("JOBS_INLINE") or app.config.get("REDIS_URL"):
+        return 0
+    rows = db.session.execute(select(Job.id, Job.heartbeat_at).where(Job.status == "scheduled")).all()
+    db.session.rollback()
+    armed = [job_id for job_id, due in rows if _arm(app, job_id, _aware_utc(due or _now()))]
+    return len(armed)
+
+
+def _aware_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def _timers(app: Flask) -> dict[str, threading.Timer]:
+    """This process's armed timers by job id, kept on the app (not in a module global)."""
+    return app.extensions.setdefault("loyalist_timers", {})
+
+
+def _arm(app: Flask, job_id: str, when_utc: datetime) -> bool:
+    """Start a daemon timer that hands the job to the job thread at ``when_utc``; False when armed already."""
+    timers = _timers(app)
+    if job_id in timers:
+        return False
+    delay = min(max((when_utc - _now()).total_seconds(), 0.0), threading.TIMEOUT_MAX)
+    timer = threading.Timer(delay, _fire, args=(app, job_id))
+    timer.daemon = True
+    timer.name = f"jobs-timer-{job_id[:8]}"
+    timers[job_id] = timer
+    timer.start()
+    return True
+
+
+def _fire(app: Flask, job_id: str) -> None:
+    """A timer went off: move the job scheduled → queued (once, even when several processes armed
+    it) and give it to the job thread."""
+    _timers(app).pop(job_id, None)
+    try:
+        with app.app_context():
+            with db.engine.begin() as conn:
+                moved = conn.execute(update(Job).where(Job.id == job_id, Job.status == "scheduled")
+                                     .values(status="queued")).rowcount
+        if moved == 1:
+            _executor(app).submit(_run_in_app, app, job_id)
+    except Exception:  # a timer thread has no caller to tell: log, the row stays for restore_scheduled
+        log.exception("scheduled job %s could not be started", job_id)
+
+
 def _rq_queue(app: Flask):
     from redis import Redis
     from rq import Queue
@@ -88,7 +175,7 @@ def _write(job_id: str, **values) -> None:
 def run_job(job_id: str) -> None:
     """Run a recorded job to completion, keeping its state, progress and heartbeat current."""
     job = db.session.get(Job, job_id)
-    if job is None or job.status not in ("queued", "running"):
+    if job is None or job.status not in ("scheduled", "queued", "running"):
         return
     func_path, kwargs = job.func, dict(job.kwargs or {})
     db.session.rollback()
@@ -133,18 +220,23 @@ def _heartbeat(app: Flask, job_id: str, stop: threading.Event) -> None:
 
 
 def get(job_id: str) -> Job | None:
-    """A job's state; a running job whose heartbeat stopped is marked failed (never 'running forever')."""
+    """A job's state; a running job whose heartbeat stopped is marked failed (never 'running forever').
+
+    A queued job counts from its creation, a scheduled one from the time it was due.
+    """
     job = db.session.get(Job, job_id)
     if job is None:
         return None
-    if job.status in ("running", "queued"):
+    if job.status in ("running", "queued", "scheduled"):
         last = job.heartbeat_at or job.created_at
         if last.tzinfo is None:
             last = last.replace(tzinfo=timezone.utc)
         limit = STALE_AFTER if job.status == "running" else timedelta(hours=6)
         if _now() - last > limit:
-            _write(job.id, status="failed", finished_at=_now(),
-                   message="The worker running this job stopped; nothing it was writing was kept. Start it again.")
+            message = ("No worker started this scheduled job within 6 hours of its time; nothing was done. "
+                       "Start it again." if job.status == "scheduled" else
+                       "The worker running this job stopped; nothing it was writing was kept. Start it again.")
+            _write(job.id, status="failed", finished_at=_now(), message=message)
             db.session.expire(job)
             job = db.session.get(Job, job_id)
     return job

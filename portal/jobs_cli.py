@@ -1,4 +1,9 @@
-"""``flask worker``: an RQ worker for imports, training and SMS (needs REDIS_URL)."""
+"""``flask worker``: an RQ worker for imports, training and SMS (needs REDIS_URL).
+
+It also runs RQ's scheduler (one per Redis, elected by a lock among the workers), which moves
+jobs recorded with ``jobs.schedule_at`` (e.g. a campaign resuming after quiet hours) to the
+queue when they are due.
+"""
 import click
 from flask import current_app
 from flask.cli import with_appcontext
@@ -10,7 +15,7 @@ from portal.jobs import QUEUE_NAME
 @click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
 @with_appcontext
 def worker_command(burst: bool):
-    """Run a background worker on REDIS_URL (jobs run inside this app's context)."""
+    """Run a background worker and RQ's scheduler on REDIS_URL (jobs run inside this app's context)."""
     url = current_app.config.get("REDIS_URL")
     if not url:
         click.echo("REDIS_URL is not set: without it jobs run inside the web process; no worker is needed.", err=True)
@@ -21,7 +26,7 @@ def worker_command(burst: bool):
     connection = Redis.from_url(url)
     worker = Worker([Queue(QUEUE_NAME, connection=connection)], connection=connection)
     click.echo(f"worker {worker.name} listening on queue {QUEUE_NAME}")
-    worker.work(burst=burst, with_scheduler=False)
+    worker.work(burst=burst, with_scheduler=True)
 
 
 commands = [worker_command]

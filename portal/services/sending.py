@@ -30,7 +30,8 @@ says which of these cases a row is in; the worst a crash can cost is one lookup.
 
 Other rules applied here: a row is sent only when its customer still has an opt-in, is not
 erased and was not messaged by another campaign within the frequency cap (else ``skipped``);
-quiet hours per store time zone (rows wait with ``next_attempt_at`` = the window's start);
+quiet hours per store time zone (rows wait with ``next_attempt_at`` = the window's start; a
+run that would wait long ends with the campaign 'waiting' and schedules its own resumption);
 a rate limit in messages per second (per worker); Twilio error 21610 records an opt-out;
 an account error (bad credentials, invalid sender) stops the campaign instead of failing every
 recipient; without credentials the dry-run gateway marks rows ``dry-run`` with their exact body.
@@ -63,6 +64,7 @@ from portal.services.customers import set_consent
 log = logging.getLogger(__name__)
 
 SEND_JOB = "portal.services.sending.send_campaign_job"
+RESUME_JOB = "portal.services.sending.resume_campaign_job"
 IN_PROGRESS = ("pending", "claimed", "sending", "in_doubt", "checking")
 DELIVERED_LIKE = ("sent", "delivered", "undelivered", "failed")
 FINAL = ("sent", "delivered", "undelivered", "failed", "skipped", "cancelled", "unknown", "dry-run", "control")
@@ -94,8 +96,9 @@ class SendOptions:
         lookup_delay_seconds: wait before asking Twilio whether an in-doubt send exists.
         backoff_base_seconds / backoff_max_seconds: retry backoff for temporary errors (doubling).
         max_attempts: sends per row before a temporary error becomes permanent.
-        max_wait_seconds: a run that would wait longer (quiet hours) ends; the campaign is
-            'waiting' with scheduled_for set, and ``flask campaign resume`` picks it up.
+        max_wait_seconds: a run that would wait longer (quiet hours, backoff) ends; the campaign
+            is 'waiting' with scheduled_for set and a job scheduled to resume it then
+            (``schedule_resume``); ``flask campaign resume`` from cron also picks it up.
         now / sleep / monotonic: the clock, the sleeper and the rate limiter's timer (tests
             inject a frozen clock).
     """
@@ -181,10 +184,18 @@ def status_callback_url() -> str | None:
     return None
 
 
-def start_send(campaign_id: int, user_email: str | None = None, options: Mapping | None = None) -> Job:
+def start_send(campaign_id: int, user_email: str | None = None, options: Mapping | None = None,
+               due_by: datetime | None = None) -> Job:
     """Queue a campaign's sending as a background job (also resumes a stopped or waiting one).
 
-    Raises CampaignError when the campaign is finished, cancelled or has nothing left to send.
+    A 'waiting' campaign becomes 'queued' by one compare-and-set UPDATE, so resumes racing each
+    other (two timers, a timer and cron, a server start) queue one job; the others get
+    CampaignError. ``due_by`` (given by automatic resumes): act only on a campaign that is
+    'waiting' and due by then, so a resume armed for an earlier time leaves a campaign that has
+    since been resumed, stopped or re-scheduled alone.
+
+    Raises CampaignError when the campaign is finished, cancelled, no longer waiting for this
+    resume, or has nothing left to send.
     """
     from portal.services.campaigns import CampaignError
 
@@ -197,7 +208,12 @@ def start_send(campaign_id: int, user_email: str | None = None, options: Mapping
         OutboxMessage.campaign_id == campaign_id, OutboxMessage.status.in_(IN_PROGRESS)))
     if not left:
         raise CampaignError(f"Campaign {campaign_id} has no messages left to send.")
-    campaign.status = "queued"
+    if campaign.status == "waiting" or due_by is not None:
+        if not _claim_waiting(campaign_id, due_by):
+            db.session.rollback()
+            raise CampaignError(f"Campaign {campaign_id} is no longer waiting (resumed or re-scheduled already).")
+    else:
+        campaign.status = "queued"
     audit.record("campaign.send", f"campaign:{campaign_id}", {"rows_left": left}, user_email)
     db.session.commit()
     kwargs = {"campaign_id": campaign_id, "callback_url": status_callback_url()}
@@ -206,14 +222,82 @@ def start_send(campaign_id: int, user_email: str | None = None, options: Mapping
     return jobs.enqueue(SEND_JOB, f"Send campaign “{campaign.name}”", user_email=user_email, **kwargs)
 
 
+def _claim_waiting(campaign_id: int, due_by: datetime | None) -> bool:
+    """waiting → queued in one UPDATE (not yet committed); True for the one caller that moved it."""
+    condition = [Campaign.id == campaign_id, Campaign.status == "waiting"]
+    if due_by is not None:
+        due_by = _aware(due_by).astimezone(timezone.utc)
+        condition.append(or_(Campaign.scheduled_for.is_(None), Campaign.scheduled_for <= due_by))
+    result = db.session.execute(update(Campaign).where(*condition).values(status="queued"), execution_options=NO_SYNC)
+    return result.rowcount == 1
+
+
 def resume_due(now: datetime | None = None) -> list[int]:
-    """Queue every 'waiting' campaign whose time has come (run from cron: ``flask campaign resume``)."""
+    """Queue every 'waiting' campaign whose time has come; returns the ids this call queued.
+
+    Campaigns resume by themselves (``schedule_resume``); this catches up after downtime (the
+    server runs it when it starts) and stays available for cron: ``flask campaign resume``.
+    """
+    from portal.services.campaigns import CampaignError
+
     now = now or utcnow()
     due = db.session.scalars(select(Campaign.id).where(
         Campaign.status == "waiting", or_(Campaign.scheduled_for.is_(None), Campaign.scheduled_for <= now))).all()
+    queued = []
     for campaign_id in due:
-        start_send(campaign_id, user_email="scheduler")
-    return list(due)
+        try:
+            start_send(campaign_id, user_email="scheduler", due_by=now)
+        except CampaignError as exc:  # resumed by someone else meanwhile, or nothing left
+            log.info("campaign %s not resumed: %s", campaign_id, exc)
+            continue
+        queued.append(campaign_id)
+    return queued
+
+
+def schedule_resume(campaign_id: int, due: datetime) -> Job:
+    """Arrange for a waiting campaign to resume at ``due`` (a job run by portal.jobs at that time)."""
+    due = _aware(due).astimezone(timezone.utc)
+    name = db.session.scalar(select(Campaign.name).where(Campaign.id == campaign_id)) or campaign_id
+    return jobs.schedule_at(due, RESUME_JOB, f"Resume campaign “{name}”", user_email="scheduler",
+                            campaign_id=campaign_id, due=due.isoformat())
+
+
+def resume_campaign_job(progress, campaign_id: int, due: str | None = None) -> dict:
+    """Job entry point (scheduled): resume this campaign if it is still waiting for this time.
+
+    A cancelled, finished or already resumed campaign is left alone (the result says why).
+    """
+    from portal.services.campaigns import CampaignError
+
+    due_by = datetime.fromisoformat(due) if due else utcnow()
+    try:
+        job = start_send(campaign_id, user_email="scheduler", due_by=due_by)
+    except CampaignError as exc:
+        return {"message": f"Not resumed: {exc}", "resumed": False}
+    return {"message": f"Campaign {campaign_id} resumed.", "resumed": True, "send_job": job.id}
+
+
+def resume_on_start(now: datetime | None = None) -> dict:
+    """At server start-up with the in-process runner, whose timers died with the last process:
+    queue campaigns that became due meanwhile, re-arm scheduled jobs, and schedule a resume for
+    any campaign still waiting for a later time without one. Safe to run in several processes.
+    """
+    now = now or utcnow()
+    resumed = resume_due(now)
+    rearmed = jobs.restore_scheduled()
+    armed_until: dict[int, datetime] = {}
+    for kwargs in db.session.scalars(select(Job.kwargs).where(Job.func == RESUME_JOB, Job.status == "scheduled")):
+        if (kwargs or {}).get("campaign_id") is not None and kwargs.get("due"):
+            cid, at = kwargs["campaign_id"], datetime.fromisoformat(kwargs["due"])
+            armed_until[cid] = max(at, armed_until.get(cid, at))
+    later = db.session.execute(select(Campaign.id, Campaign.scheduled_for).where(
+        Campaign.status == "waiting", Campaign.scheduled_for > now)).all()
+    scheduled = []
+    for campaign_id, due in later:
+        if campaign_id not in armed_until or armed_until[campaign_id] < _aware(due):
+            schedule_resume(campaign_id, due)
+            scheduled.append(campaign_id)
+    return {"resumed": resumed, "rearmed": rearmed, "scheduled": scheduled}
 
 
 def latest_job(campaign_id: int) -> Job | None:
@@ -533,14 +617,28 @@ def send_campaign(campaign_id: int, gateway: sms.SmsGateway | None = None, opts:
         due = run.next_due()
         wait = (due - run.now()).total_seconds() if due else opts.lease_seconds
         if wait > opts.max_wait_seconds:
-            db.session.execute(update(Campaign).where(Campaign.id == campaign_id, Campaign.status != "cancelled")
-                               .values(status="waiting", scheduled_for=due), execution_options=NO_SYNC)
+            waiting = db.session.execute(update(Campaign).where(Campaign.id == campaign_id, Campaign.status != "cancelled")
+                                         .values(status="waiting", scheduled_for=due), execution_options=NO_SYNC)
             db.session.commit()
             local = due.astimezone(run.default_tz) if due else None
             when = f" until {local:%Y-%m-%d %H:%M %Z}" if local else ""
-            return {"message": f"Waiting{when} (quiet hours or retries): {_describe(counts)}", "counts": counts,
-                    "waiting_until": due.isoformat() if due else None}
+            resumes = _schedule_after_run(campaign_id, due) if waiting.rowcount == 1 and due else False
+            how = "resumes by itself" if resumes else "resume it with `flask campaign resume`"
+            return {"message": f"Waiting{when} (quiet hours or retries), {how}: {_describe(counts)}",
+                    "counts": counts, "waiting_until": due.isoformat() if due else None}
         opts.sleep(min(max(wait, 0.05), 5.0))
+
+
+def _schedule_after_run(campaign_id: int, due: datetime) -> bool:
+    """Schedule the resumption of a run that ended waiting; False (logged) when the job runner
+    refused (e.g. Redis down): the campaign stays waiting for cron or a manual resume."""
+    try:
+        schedule_resume(campaign_id, due)
+    except Exception:
+        db.session.rollback()
+        log.exception("could not schedule the resumption of campaign %s", campaign_id)
+        return False
+    return True
 
 
 def _release(run: _Run) -> None:
