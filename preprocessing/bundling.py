@@ -5,18 +5,14 @@ Two questions, answered from plain DataFrames:
 * Which products are dead stock? (`dead_stock`: sold ratio below a threshold, from the stock file.)
 * What is bought together with them? (`bundle_rules`: association rules over real transactions.)
 
-Why not mlxtend's own miners: on 500k baskets mlxtend's FP-growth takes ~30 s and 2 GB and its
-Apriori densifies rows x candidates (8 GB at 0.5 % support, MemoryError below). Bundles only need
-itemsets of up to three products, and those are counted exactly by sparse matrix products: singles
-by column sums, pairs by ``X.T @ X``, triples by the same product restricted to the baskets that
-hold a frequent item (a conditional, FP-growth-style projection). The output has mlxtend's format, so
-mlxtend's ``association_rules`` still computes every metric, and the tests check the itemsets against
-mlxtend's ``fpgrowth``.
+Baskets are encoded in ``preprocessing.baskets`` and itemsets counted in ``preprocessing.itemsets``
+(why not mlxtend's own miners is explained there); this module picks the rules that move dead stock
+and words them for a manager. ``basket_matrix``, ``product_names``, ``frequent_itemsets`` and
+``min_count`` are re-exported here for callers of the bundling API.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -24,6 +20,9 @@ import numpy as np
 import pandas as pd
 from mlxtend.frequent_patterns import association_rules
 from scipy import sparse
+
+from preprocessing.baskets import _as_id, basket_matrix, product_names
+from preprocessing.itemsets import _upper_pairs, frequent_itemsets, min_count
 
 DEAD_STOCK_THRESHOLD = 0.6
 # Supports tried, highest first, when the asked-for support finds nothing.
@@ -50,11 +49,6 @@ class StockReport:
     errors: pd.DataFrame
     threshold: float = DEAD_STOCK_THRESHOLD
 
-
-def _as_id(values: pd.Series) -> pd.Series:
-    """Ids as stripped strings (missing stays missing), so stock and sales ids compare equal."""
-    out = values.astype(str).str.strip()
-    return out.where(values.notna() & (out != ""))
 
 
 def dead_stock(stock: pd.DataFrame, threshold: float = DEAD_STOCK_THRESHOLD,
@@ -160,183 +154,6 @@ def unknown_products(lines: pd.DataFrame, stock: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values("total_sold", ascending=False, kind="stable").reset_index()
 
 
-# --------------------------------------------------------------------------- baskets & itemsets
-
-def _codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
-    """Integer codes (-1 = missing) and sorted string labels for an id column.
-
-    Factorizes the raw values first (hashing 2M strings once) and cleans only the few uniques,
-    so 1 and "1 " end up as the same id "1".
-    """
-    raw_codes, uniques = pd.factorize(values.to_numpy(dtype=object))
-    labels = _as_id(pd.Series(uniques, dtype=object))
-    clean_codes, clean = pd.factorize(labels, sort=True)
-    remap = np.append(clean_codes, -1)  # raw code -1 (missing) stays -1
-    return remap[raw_codes], pd.Index(clean, dtype=object)
-
-
-def _unique_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted distinct values and their counts (np.unique's hash path is ~50x slower on 2M int64)."""
-    ordered = np.sort(values)
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]) if len(ordered) else np.array([], int)
-    return ordered[starts], np.diff(np.r_[starts, len(ordered)])
-
-
-def _encode(lines: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.Index]:
-    """Basket rows, product codes and product ids of the lines that put a product in a basket."""
-    missing = [c for c in ("transaction_id", "product_id") if c not in lines]
-    if missing:
-        raise ValueError(f"purchase lines need columns {missing}")
-    tx, _ = pd.factorize(lines["transaction_id"].to_numpy(dtype=object))
-    product, items = _codes(lines["product_id"])
-    keep = (tx >= 0) & (product >= 0)
-    if "quantity" in lines:
-        keep &= ~(pd.to_numeric(lines["quantity"], errors="coerce").to_numpy() <= 0)
-    # Renumber baskets so a transaction with only returns is no basket at all.
-    present = np.zeros(tx.max(initial=-1) + 1, dtype=bool)
-    present[tx[keep]] = True
-    rows = (np.cumsum(present) - 1)[tx[keep]]
-    return keep, rows, product[keep], items
-
-
-def basket_matrix(lines: pd.DataFrame) -> tuple[sparse.csr_matrix, pd.Index]:
-    """One-hot encode real transactions (one row per transaction_id) straight from integer codes.
-
-    Lines with a quantity <= 0 (returns, cancellations) or without a transaction/product id are
-    left out, so a transaction that only returned goods is no basket at all; a product bought on
-    several lines of one transaction counts once.
-
-    Returns:
-        (X, items): X is a bool CSR matrix, baskets x products, canonical (sorted, no duplicates);
-        items is the Index of product_id (str) for X's columns, sorted; products only ever
-        returned keep a (never used) column.
-    """
-    _, rows, cols, items = _encode(lines)
-    n_rows, n_cols = (int(rows.max()) + 1 if len(rows) else 0), len(items)
-    cells, _ = _unique_counts(rows.astype(np.int64) * max(n_cols, 1) + cols)
-    r, c = np.divmod(cells, max(n_cols, 1))
-    indptr = np.zeros(n_rows + 1, dtype=np.int64)
-    np.cumsum(np.bincount(r, minlength=n_rows), out=indptr[1:])
-    X = sparse.csr_matrix((np.ones(len(cells), dtype=bool), c.astype(np.int32), indptr),
-                          shape=(n_rows, n_cols))
-    return X, pd.Index(items, name="product_id")
-
-
-def min_count(min_support: float, n_baskets: int) -> int:
-    """Smallest basket count whose support count / n_baskets is >= min_support, exactly as mlxtend compares."""
-    if not 0 < min_support <= 1:
-        raise ValueError(f"min_support must be in (0, 1], got {min_support}")
-    c = max(math.ceil(min_support * n_baskets), 1)
-    while c > 1 and (c - 1) / n_baskets >= min_support:
-        c -= 1
-    while c / n_baskets < min_support:
-        c += 1
-    return c
-
-
-def _upper_pairs(R: sparse.csr_matrix, threshold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Column pairs i < j of R that co-occur in >= threshold rows, sorted by (i, j), with counts."""
-    P = (R.T @ R).tocoo()
-    keep = (P.row < P.col) & (P.data >= threshold)
-    i, j, cnt = P.row[keep], P.col[keep], P.data[keep]
-    order = np.lexsort((j, i))
-    return i[order], j[order], cnt[order]
-
-
-def _rows_of(R: sparse.csr_matrix, rows: np.ndarray, colmap: np.ndarray, n_cols: int) -> sparse.csr_matrix:
-    """Rows `rows` of R, keeping columns with colmap >= 0 renumbered to colmap (numpy gather).
-
-    Same as R[rows][:, cols] but without scipy's per-call indexing overhead, which dominates
-    when this runs once per frequent item.
-    """
-    starts = R.indptr[rows]
-    lengths = R.indptr[rows + 1] - starts
-    first = np.cumsum(lengths) - lengths
-    positions = np.repeat(starts - first, lengths) + np.arange(lengths.sum())
-    cols = colmap[R.indices[positions]]
-    keep = cols >= 0
-    per_row = np.bincount(np.repeat(np.arange(len(rows)), lengths)[keep], minlength=len(rows))
-    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(per_row, out=indptr[1:])
-    return sparse.csr_matrix((np.ones(keep.sum(), dtype=np.int32), cols[keep], indptr),
-                             shape=(len(rows), n_cols))
-
-
-def _grow(prefix: tuple, R: sparse.csr_matrix, ext: np.ndarray, counts: np.ndarray,
-          threshold: int, max_len: int, found: list) -> None:
-    """Emit prefix + {e} for each e in ext, then extend by counting pairs within the prefix's baskets.
-
-    R holds only the baskets containing `prefix`, restricted to the columns `ext` (global item
-    codes, increasing), so R.T @ R counts prefix + {a, b} for every a < b at once. `found` gets
-    (prefix, tails: m x k array of item codes, counts) blocks.
-    """
-    found.append((prefix, ext[:, None], counts))
-    if len(prefix) + 2 > max_len or len(ext) < 2:
-        return
-    i, j, cnt = _upper_pairs(R, threshold)
-    if len(i) == 0:
-        return
-    if len(prefix) + 3 > max_len:  # the pairs are leaves: no need to project further
-        found.append((prefix, np.column_stack([ext[i], ext[j]]), cnt))
-        return
-    by_col = R.tocsc()
-    starts = np.flatnonzero(np.r_[True, i[1:] != i[:-1]])
-    stops = np.r_[starts[1:], len(i)]
-    colmap = np.full(len(ext), -1, dtype=np.int32)
-    for start, stop in zip(starts, stops):  # loop over frequent items, never over baskets
-        a, js = i[start], j[start:stop]
-        rows = by_col.indices[by_col.indptr[a]:by_col.indptr[a + 1]]
-        colmap[js] = np.arange(len(js), dtype=np.int32)
-        sub = _rows_of(R, rows, colmap, len(js))
-        colmap[js] = -1
-        _grow(prefix + (ext[a],), sub, ext[js], cnt[start:stop], threshold, max_len, found)
-
-
-def frequent_itemsets(matrix: sparse.spmatrix, items: Sequence, min_support: float,
-                      max_len: int | None = 3) -> pd.DataFrame:
-    """Exact frequent itemsets (up to max_len products) by sparse counting, in mlxtend's format.
-
-    Args:
-        matrix: baskets x items, boolean (see basket_matrix).
-        items: column labels (product ids).
-        min_support: fraction of baskets, compared as count / n_baskets >= min_support.
-        max_len: largest itemset size; None for no limit.
-    Returns:
-        DataFrame with `support` (float) and `itemsets` (frozenset of labels), the same rows as
-        mlxtend.frequent_patterns.fpgrowth(..., use_colnames=True, max_len=max_len) gives;
-        ordered by size, then support descending.
-    """
-    n = matrix.shape[0]
-    empty = pd.DataFrame({"support": pd.Series(dtype=float), "itemsets": pd.Series(dtype=object)})
-    if n == 0 or matrix.shape[1] == 0 or (max_len is not None and max_len < 1):
-        return empty
-    threshold = min_count(min_support, n)
-    X = sparse.csr_matrix(matrix, dtype=bool)
-    X.sum_duplicates()
-    col_counts = np.bincount(X.indices, minlength=X.shape[1])
-    frequent = np.flatnonzero(col_counts >= threshold)
-    if len(frequent) == 0:
-        return empty
-    R = sparse.csr_matrix(X[:, frequent], dtype=np.int32)
-    found: list = []
-    _grow((), R, frequent, col_counts[frequent], threshold, max_len or matrix.shape[1], found)
-
-    by_size: dict[int, tuple[list, list]] = {}
-    for prefix, tails, cnt in found:
-        block = np.hstack([np.tile(np.asarray(prefix, dtype=np.int64), (len(tails), 1)), tails])
-        codes, counts = by_size.setdefault(block.shape[1], ([], []))
-        codes.append(block)
-        counts.append(np.asarray(cnt, dtype=np.int64))
-    labels = np.asarray(items, dtype=object)
-    frames = []
-    for size in sorted(by_size):
-        codes, counts = (np.concatenate(part) for part in by_size[size])
-        order = np.argsort(-counts, kind="stable")
-        sets = list(map(frozenset, labels[codes[order]].tolist()))
-        frames.append(pd.DataFrame({"support": counts[order] / n, "itemsets": pd.Series(sets, dtype=object)}))
-    return pd.concat(frames, ignore_index=True)
-
-
 # --------------------------------------------------------------------------- rules
 
 @dataclass
@@ -357,25 +174,6 @@ class BundleResult:
     suggested_support: float | None = None
     suggested_rules: int = 0
     names: pd.Series = field(default_factory=lambda: pd.Series(dtype=object))
-
-
-def product_names(lines: pd.DataFrame) -> pd.Series:
-    """Display name per product_id: its most used name, with the id added where two ids share a name."""
-    keep, _, product, items = _encode(lines)
-    if "product_name" not in lines:
-        return pd.Series(items, index=items, name="product_name")
-    name, labels = _codes(lines["product_name"])
-    name = name[keep]
-    has = name >= 0
-    pair, count = _unique_counts(product[has].astype(np.int64) * max(len(labels), 1) + name[has])
-    pid, nid = np.divmod(pair, max(len(labels), 1))
-    # most used name first; ties go to the alphabetically first name (labels are sorted)
-    order = np.lexsort((nid, -count, pid))
-    first = order[np.r_[True, pid[order][1:] != pid[order][:-1]]] if len(order) else order
-    names = pd.Series(items.to_numpy(), index=items, dtype=object, name="product_name")
-    names.iloc[pid[first]] = labels.to_numpy()[nid[first]]
-    shared = names.duplicated(keep=False)
-    return names.where(~shared, names + " (" + names.index.to_series() + ")")
 
 
 def _fmt_pct(fraction: float) -> str:
