@@ -152,6 +152,11 @@ class Customer(db.Model):
         Index("ix_customers_last_purchase_at", "last_purchase_at"),
         Index("ix_customers_store_monetary", "store_id", "monetary"),
         Index("ix_customers_store_churn", "store_id", "churn_probability"),
+        # Covering index for the summary counts (dashboard KPIs, tier cards, band cards): grouped by
+        # (store_id, tier, churn_band) they read this narrow index in order, never the wide rows
+        # (100k customers on SQLite: 45 ms instead of 200 ms per summary).
+        Index("ix_customers_summary", "store_id", "tier", "churn_band", "erased_at", "recency", "scored_at",
+              "monetary", "spend_12m", "clv_12m", "churn_probability"),
     )
 
     @property
@@ -325,6 +330,23 @@ class ModelRecord(db.Model):
     trained_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     manifest: Mapped[dict] = mapped_column(JSON)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class DashboardSummary(db.Model):
+    """The dashboard's heavy numbers for one scope ("all" or a store id), computed after each scoring run.
+
+    Revenue by month and tier, cohort retention and the 30-day revenue read every purchase line
+    (seconds at 100k customers), so they are computed once and stored; ``version`` fingerprints the
+    data they were computed from, so a page can tell when purchases changed since.
+    See ``portal/services/dashboard_summary.py``.
+    """
+
+    __tablename__ = "dashboard_summaries"
+    scope: Mapped[str] = mapped_column(String(20), primary_key=True)
+    version: Mapped[str] = mapped_column(String(200))
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    data: Mapped[dict] = mapped_column(JSON)
 
 
 class BundleRule(db.Model):

@@ -4,6 +4,7 @@ from flask_login import current_user
 
 from portal import jobs
 from portal.services import dashboard as dashboard_service
+from portal.services import dashboard_summary as summary_service
 from portal.services import outlook as outlook_service
 
 bp = Blueprint("dashboard", __name__)
@@ -15,11 +16,15 @@ def index():
         scope = dashboard_service.resolve_scope(current_user, request.args.get("store"))
     except dashboard_service.UnknownStore:
         abort(404)
-    data = dashboard_service.summary(scope)
-    outlook = None
-    if data["customers"]["total"] and (scope.store is not None or scope.can_switch):
-        outlook = outlook_service.for_scope(scope.store_id)
-    return render_template("dashboard/index.html", scope=scope, outlook=outlook, **data)
+    data = dashboard_service.summary(scope)  # live: customers, stock, campaign
+    outlook = lines = None
+    if data["customers"]["total"]:
+        lines = summary_service.for_scope(scope)  # stored after scoring: revenue, revenue by tier, cohorts
+        if scope.store is not None or scope.can_switch:
+            outlook = outlook_service.for_scope(scope.store_id)
+    return render_template("dashboard/index.html", scope=scope, outlook=outlook, lines=lines,
+                           revenue=lines and lines["revenue"], revenue_chart=lines and lines["revenue_chart"],
+                           cohorts=lines and lines["cohorts"], **data)
 
 
 @bp.route("/jobs/<job_id>")

@@ -8,9 +8,16 @@ the store (``PurchaseLine.store_id``). Stock and campaigns use their own store c
 Time: "now" for the data is the reference day = the day of the latest purchase line in the data
 (all stores) — the same reference the stored features (recency) are computed against, so "bought
 in the last 30 days" on the dashboard and ``max_recency=29`` on the customers list agree.
+
+When: the numbers read from customers, stock and campaigns (``summary``) are one indexed query
+each and computed per page view; those that read every purchase line (``line_summary``: 30-day
+revenue, revenue by tier, cohorts) take seconds on a large store, so ``dashboard_summary``
+computes them after each scoring run and the page reads the stored copy.
 """
 from __future__ import annotations
 
+import math
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -56,8 +63,12 @@ class Scope:
         return self.store.id if self.store is not None else None
 
     def restrict(self, query, column):
-        """Restrict a query on a ``store_id`` column to this scope (the user's store, then the pick)."""
-        query = scope_to_user(query, column, self.user)
+        """Restrict a query on a ``store_id`` column to this scope (the user's store, then the pick).
+
+        A scope without a user (the summary job after scoring) is not limited by a user's store.
+        """
+        if self.user is not None:
+            query = scope_to_user(query, column, self.user)
         if self.store is not None:
             query = query.where(column == self.store.id)
         return query
@@ -125,12 +136,14 @@ def index_to_month(index: int) -> str:
 
 
 def reference_time() -> datetime | None:
-    """The latest purchase in the data (all stores): the "today" of every number."""
-    return db.session.scalar(select(func.max(PurchaseLine.purchased_at)))
+    """The latest purchase in the data (all stores): the "today" of every number.
 
-
-def _count(query) -> int:
-    return int(db.session.scalar(select(func.count()).select_from(query.subquery())) or 0)
+    Asked per store, so each maximum is one probe of the (store_id, purchased_at) index; a plain
+    MAX over the table scans every line (300 ms at 1.6M lines on SQLite). Every line has a store.
+    """
+    latest = (select(func.max(PurchaseLine.purchased_at)).where(PurchaseLine.store_id == Store.id)
+              .correlate(Store).scalar_subquery())
+    return db.session.scalar(select(func.max(latest)).select_from(Store))
 
 
 def _customers(scope: Scope, **filters) -> tuple[dict, object]:
@@ -141,26 +154,42 @@ def _customers(scope: Scope, **filters) -> tuple[dict, object]:
 # --------------------------------------------------------------------------- KPIs
 
 def customer_kpis(scope: Scope) -> dict:
-    """Customers, active in the last 90 days, per tier, per band and High risk's 12-month spend."""
+    """Customers, active in the last 90 days, per tier, per band and High risk's 12-month spend.
+
+    One pass over the customers the linked list shows (``filtered_customers`` with the same
+    filters), grouped by (store, tier, band) so the database reads ``ix_customers_summary`` in
+    order; "active" and "recent" count ``recency <= N``, exactly the lists' ``max_recency=N`` filter.
+    """
     params, query = _customers(scope)
+    active_params = {**params, "max_recency": str(ACTIVE_DAYS - 1)}
+    recent_params = {**params, "max_recency": str(REVENUE_DAYS - 1)}
     base = query.subquery()
-    total, scored, spend_high = db.session.execute(select(
-        func.count(), func.count(base.c.scored_at),
-        func.coalesce(func.sum(case((base.c.churn_band == "High", base.c.spend_12m))), 0))).one()
-    tiers = dict(db.session.execute(select(base.c.tier, func.count()).group_by(base.c.tier)).all())
-    bands = dict(db.session.execute(select(base.c.churn_band, func.count()).group_by(base.c.churn_band)).all())
-    active_params, active_query = _customers(scope, max_recency=ACTIVE_DAYS - 1)
-    recent_params, recent_query = _customers(scope, max_recency=REVENUE_DAYS - 1)
+    rows = db.session.execute(select(
+        base.c.tier, base.c.churn_band, func.count(), func.count(base.c.scored_at),
+        func.count(case((base.c.recency <= ACTIVE_DAYS - 1, 1))),
+        func.count(case((base.c.recency <= REVENUE_DAYS - 1, 1))),
+        func.sum(case((base.c.churn_band == "High", base.c.spend_12m))),
+    ).group_by(base.c.store_id, base.c.tier, base.c.churn_band)).all()
+    tiers: dict = defaultdict(int)
+    bands: dict = defaultdict(int)
+    total = scored = active = recent = 0
+    spend_high = []
+    for tier, band, n, n_scored, n_active, n_recent, spend in rows:
+        tiers[tier] += n
+        bands[band] += n
+        total, scored, active, recent = total + n, scored + n_scored, active + n_active, recent + n_recent
+        if spend is not None:
+            spend_high.append(float(spend))
     return {
         "total": int(total), "scored": int(scored), "params": params,
-        "active": _count(active_query), "active_params": active_params,
-        "recent_buyers": _count(recent_query), "recent_params": recent_params,
+        "active": int(active), "active_params": active_params,
+        "recent_buyers": int(recent), "recent_params": recent_params,
         "tiers": [{"tier": t, "count": int(tiers.get(t, 0)), "params": {**scope.params, "tier": t}} for t in TIERS],
         "untiered": {"count": int(tiers.get(None, 0)), "params": {**scope.params, "tier": "none"}},
         "has_tiers": any(tiers.get(t) for t in TIERS),
         "bands": [{"band": b, "count": int(bands.get(b, 0)), "params": {**scope.params, "band": b}} for b in BANDS],
         "has_bands": any(bands.get(b) for b in BANDS),
-        "high": {"count": int(bands.get("High", 0)), "spend_12m": float(spend_high or 0),
+        "high": {"count": int(bands.get("High", 0)), "spend_12m": round(math.fsum(spend_high), 2),
                  "params": {**scope.params, "band": "High"}},
     }
 
@@ -311,19 +340,34 @@ def count_chart(items: list[dict], key: str, label: str) -> dict:
 
 
 def summary(scope: Scope) -> dict:
-    """Everything the dashboard shows for ``scope`` (each part None/empty when there is no data)."""
-    reference = reference_time()
+    """The dashboard's live numbers for ``scope``: those read from customers, stock and campaigns.
+
+    Each is one indexed query, so it is computed per page view and always matches its list. The
+    numbers that read every purchase line (30-day revenue, revenue by tier, cohorts) come from
+    ``dashboard_summary.for_scope``, computed after each scoring run.
+    """
     customers = customer_kpis(scope)
     tier_items = [*customers["tiers"], {"tier": "No tier", **customers["untiered"]}]
     return {
-        "reference": reference,
+        "reference": reference_time(),
         "customers": customers,
-        "revenue": revenue_kpis(scope, reference),
         "stock": dead_stock_kpi(scope),
         "campaign": last_campaign(scope),
         "tier_chart": count_chart(tier_items, "tier", "Customers") if customers["has_tiers"] else None,
         "band_chart": _band_colours(count_chart(customers["bands"], "band", "Customers"))
         if customers["has_bands"] else None,
+    }
+
+
+def line_summary(scope: Scope) -> dict:
+    """The numbers that read every purchase line of ``scope``, computed directly (seconds at 1.6M lines).
+
+    Called by ``dashboard_summary`` after scoring and stored; a page view reads the stored copy.
+    """
+    reference = reference_time()
+    return {
+        "reference": reference,
+        "revenue": revenue_kpis(scope, reference),
         "revenue_chart": revenue_by_tier(scope, reference),
         "cohorts": cohort_retention(scope, reference),
     }

@@ -1,6 +1,8 @@
 """Tier summaries and the "how far to your next reward" messages (templates are settings)."""
 from __future__ import annotations
 
+import math
+from collections import defaultdict
 from decimal import Decimal
 
 from sqlalchemy import func, select
@@ -16,28 +18,40 @@ TIERS = settings_service.TIERS  # best first
 
 
 def summary(user) -> dict:
-    """Per tier: members, revenue share, average spend and reward, for the user's stores."""
+    """Per tier: members, revenue share, average spend and reward, for the user's stores.
+
+    One pass grouped by (store, tier, band), the order of ``ix_customers_summary``, so the database
+    reads that narrow index instead of every customer row; the groups are added up here. Spend is
+    money (cents), so the sums are rounded to cents.
+    """
     base = customer_service.filtered_customers({}, user).subquery()
     rows = db.session.execute(
-        select(base.c.tier, func.count(), func.coalesce(func.sum(base.c.monetary), 0), func.avg(base.c.monetary),
-               func.min(base.c.monetary))
-        .group_by(base.c.tier)).all()
+        select(base.c.tier, func.count(), func.sum(base.c.monetary), func.count(base.c.monetary),
+               func.max(base.c.scored_at))
+        .group_by(base.c.store_id, base.c.tier, base.c.churn_band)).all()
+    members: dict = defaultdict(int)
+    spend: dict = defaultdict(list)
+    priced: dict = defaultdict(int)
+    scored = [r[4] for r in rows if r[4] is not None]
+    for tier, n, total, n_spend, _ in rows:
+        members[tier] += n
+        priced[tier] += n_spend
+        if total is not None:
+            spend[tier].append(float(total))
+    revenue = {tier: round(math.fsum(parts), 2) for tier, parts in spend.items()}
     values = settings_service.all_values()
-    total_revenue = sum(float(r[2] or 0) for r in rows) or 1.0
-    total_members = sum(r[1] for r in rows) or 1
+    total_revenue = sum(revenue.values()) or 1.0
+    total_members = sum(members.values()) or 1
     cards = []
-    by_tier = {r[0]: r for r in rows}
     for tier in (*TIERS, None):
-        r = by_tier.get(tier)
-        members = r[1] if r else 0
+        count = members.get(tier, 0)
         cards.append({
-            "tier": tier, "members": members, "share_members": members / total_members,
-            "revenue": float(r[2]) if r else 0.0, "share_revenue": (float(r[2]) / total_revenue) if r else 0.0,
-            "avg_spend": float(r[3]) if r and r[3] is not None else None,
+            "tier": tier, "members": count, "share_members": count / total_members,
+            "revenue": revenue.get(tier, 0.0), "share_revenue": revenue.get(tier, 0.0) / total_revenue,
+            "avg_spend": revenue.get(tier, 0.0) / priced[tier] if priced.get(tier) else None,
             "reward": values.get(f"reward.{tier}") if tier else None,
         })
-    scored_at = db.session.scalar(select(func.max(base.c.scored_at)))
-    return {"cards": cards, "scored_at": scored_at}
+    return {"cards": cards, "scored_at": max(scored) if scored else None}
 
 
 def tier_floors() -> dict[str, float]:

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 53c25b18eb65
+Revision ID: be37569d285f
 Revises: 
-Create Date: 2026-11-22 01:28:12.451366
+Create Date: 2026-11-22 03:31:50.260941
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '53c25b18eb65'
+revision = 'be37569d285f'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -33,6 +33,14 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_audit_log_at'), ['at'], unique=False)
         batch_op.create_index(batch_op.f('ix_audit_log_user_email'), ['user_email'], unique=False)
 
+    op.create_table('dashboard_summaries',
+    sa.Column('scope', sa.String(length=20), nullable=False),
+    sa.Column('version', sa.String(length=200), nullable=False),
+    sa.Column('computed_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('seconds', sa.Float(), nullable=False),
+    sa.Column('data', sa.JSON(), nullable=False),
+    sa.PrimaryKeyConstraint('scope')
+    )
     op.create_table('jobs',
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('func', sa.String(length=200), nullable=False),
@@ -216,6 +224,7 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_customers_store_id'), ['store_id'], unique=False)
         batch_op.create_index('ix_customers_store_monetary', ['store_id', 'monetary'], unique=False)
         batch_op.create_index('ix_customers_store_tier', ['store_id', 'tier'], unique=False)
+        batch_op.create_index('ix_customers_summary', ['store_id', 'tier', 'churn_band', 'erased_at', 'recency', 'scored_at', 'monetary', 'spend_12m', 'clv_12m', 'churn_probability'], unique=False)
 
     op.create_table('imports',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -404,6 +413,7 @@ def downgrade():
     op.drop_table('users')
     op.drop_table('imports')
     with op.batch_alter_table('customers', schema=None) as batch_op:
+        batch_op.drop_index('ix_customers_summary')
         batch_op.drop_index('ix_customers_store_tier')
         batch_op.drop_index('ix_customers_store_monetary')
         batch_op.drop_index(batch_op.f('ix_customers_store_id'))
@@ -443,6 +453,7 @@ def downgrade():
 
     op.drop_table('login_attempts')
     op.drop_table('jobs')
+    op.drop_table('dashboard_summaries')
     with op.batch_alter_table('audit_log', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_audit_log_user_email'))
         batch_op.drop_index(batch_op.f('ix_audit_log_at'))
