@@ -1,7 +1,7 @@
 """Heavy data on PostgreSQL: per-customer features in pandas (every line pulled) vs GROUP BY in the database.
 
     python -m bench.heavy            # 10M lines, ~1M customers: load + the two feature paths
-    python -m bench.heavy --quick    # 1M lines, ~100k customers: also scoring and an equality check
+    python -m bench.heavy --quick    # 1M lines, ~100k customers: also scoring, its inputs, equality checks
     python -m bench.heavy --keep ... # keep the loaded database; later runs add --reuse to skip loading
     BENCH_PG=postgresql://postgres@127.0.0.1:5432 python -m bench.heavy --db loyalist_bench
 
@@ -17,7 +17,7 @@ Measured cases, each in its own subprocess (``peak_rss_mb`` is that whole Python
 app, data; the database server is not in it — its sorts stay within ``work_mem`` and spill to
 temporary files, reported as ``pg_temp_mb``):
 
-- ``features/pandas``: ``load_lines()`` + ``compute_features`` (today's scoring path; the reference).
+- ``features/pandas``: ``load_lines()`` + ``compute_features`` (the SQLite scoring path; the reference).
   Stopped after ``--pandas-timeout`` seconds and reported ``timed_out`` (the SQL case then gets
   ``ratio_at_most``);
 - ``features/sql``: ``customer_features_sql()``;
@@ -25,11 +25,19 @@ temporary files, reported as ``pg_temp_mb``):
   a trained tier model and no churn/CLV model — features, ``spend_12m``, ``tiers_for`` and
   ``_store`` (one UPDATE per customer plus one TierChange each; tiers are reset before each case so
   both write the same rows). ``_store`` costs the same on both paths;
-- ``check``: the two feature tables are equal (``--quick``, or ``--check`` at full size).
+- ``inputs/pandas`` and ``inputs/sql`` (``--quick``, or ``--inputs`` at full size): everything
+  ``scoring.rescore_all`` reads from the lines when tier, churn and CLV models are all trained —
+  features, ``spend_12m``, the churn feature frame and the CLV summary. ``pandas`` is
+  ``scoring.inputs_from_lines(load_lines())`` (the SQLite path), ``sql`` is
+  ``scoring.inputs_from_database()`` (the PostgreSQL path: no line reaches Python). No model is
+  fitted or applied: that costs the same on both paths;
+- ``check``: the two feature tables are equal, and so are both paths' scoring inputs (``--quick``,
+  or ``--check`` at full size).
 
 Each JSON line: name, n (lines), customers, seconds (the measured work), process_seconds (the whole
 subprocess, imports and app start included), peak_rss_mb, ratio (seconds / the pandas case's
-seconds in the same run), phase timings; ``load_avg_1m`` says how busy the 2-core machine was.
+seconds in the same run), rss_ratio (peak_rss_mb / the pandas case's), phase timings;
+``load_avg_1m`` says how busy the 2-core machine was.
 """
 from __future__ import annotations
 
@@ -261,7 +269,7 @@ def scoring_case(path: str, db_name: str, models_dir: str) -> dict:
     app = _app(db_name, models_dir)
     with app.app_context(), threadpool_limits(limits=1):
         t0 = time.perf_counter()
-        if path == "pandas":  # scoring._rescore_all as it is today, minus churn/CLV (no such models)
+        if path == "pandas":  # scoring._rescore_all's SQLite path, minus churn/CLV (no such models)
             lines = load_lines()
             as_of = pd.Timestamp(lines["purchase_date"].max())
             features = compute_features(lines, as_of)
@@ -286,21 +294,60 @@ def scoring_case(path: str, db_name: str, models_dir: str) -> dict:
             "tiers_seconds": round(t2 - t1, 2), "store_seconds": round(t3 - t2, 2)}
 
 
+def inputs_case(path: str, db_name: str, models_dir: str) -> dict:
+    """Scoring's inputs with every model trained: (a) every line in pandas, or (b) GROUP BYs in the database."""
+    from threadpoolctl import threadpool_limits
+
+    from portal.services import scoring
+    from portal.services.dataset import load_lines
+
+    app = _app(db_name, models_dir)
+    out = {}
+    with app.app_context(), threadpool_limits(limits=1):
+        t0 = time.perf_counter()
+        if path == "pandas":
+            lines = load_lines()
+            out.update(read_seconds=round(time.perf_counter() - t0, 2),
+                       lines_frame_mb=round(lines.memory_usage(deep=True).sum() / 2**20))
+            inputs = scoring.inputs_from_lines(lines)
+            del lines  # the inputs keep their own reference, as _rescore_all's frame does
+        else:
+            inputs = scoring.inputs_from_database()
+        t1 = time.perf_counter()
+        churn = inputs.churn_features()
+        t2 = time.perf_counter()
+        summary = inputs.rfm_summary()
+        t3 = time.perf_counter()
+    return {"customers": len(inputs.features), "churn_rows": len(churn), "clv_rows": len(summary),
+            "seconds": round(t3 - t0, 2), "features_seconds": round(t1 - t0, 2),
+            "churn_seconds": round(t2 - t1, 2), "clv_seconds": round(t3 - t2, 2), **out}
+
+
 def check_case(db_name: str, models_dir: str) -> dict:
-    """Both paths give the same table (values within 1e-9, timestamps exact)."""
+    """Both paths give the same feature table and the same scoring inputs (values within 1e-9, timestamps exact)."""
     import pandas as pd
     from threadpoolctl import threadpool_limits
 
+    from portal.services import scoring
     from portal.services.aggregates import customer_features_sql
     from portal.services.dataset import load_lines
     from preprocessing.features import compute_features
 
+    tol = {"check_exact": False, "rtol": 1e-9, "atol": 1e-9}
     app = _app(db_name, models_dir)
     with app.app_context(), threadpool_limits(limits=1):
         sql = customer_features_sql()
-        reference = compute_features(load_lines()).sort_index()
-    pd.testing.assert_frame_equal(sql, reference, check_exact=False, rtol=1e-9, atol=1e-9)
-    return {"customers": len(sql), "agree": True}
+        lines = load_lines()
+        reference = compute_features(lines).sort_index()
+        pd.testing.assert_frame_equal(sql, reference, **tol)
+        by_sql, by_pandas = scoring.inputs_from_database(), scoring.inputs_from_lines(lines)
+        pd.testing.assert_series_equal(by_sql.spend_12m, by_pandas.spend_12m, check_names=False, **tol)
+        churn = by_sql.churn_features()
+        pd.testing.assert_frame_equal(churn, by_pandas.churn_features(), **tol)
+        summary, expected = by_sql.rfm_summary(), by_pandas.rfm_summary()
+        expected.index = expected.index.astype(str)  # load_lines' categorical ids
+        pd.testing.assert_frame_equal(summary, expected, **tol)
+    return {"customers": len(sql), "churn_rows": len(churn), "clv_rows": len(summary), "agree": True}
 
 
 def run_case(case: str, db_name: str, models_dir: str, n: int) -> dict:
@@ -312,6 +359,8 @@ def run_case(case: str, db_name: str, models_dir: str, n: int) -> dict:
         result = features_case(path, db_name, models_dir)
     elif kind == "scoring":
         result = scoring_case(path, db_name, models_dir)
+    elif kind == "inputs":
+        result = inputs_case(path, db_name, models_dir)
     else:
         result = check_case(db_name, models_dir)
     time.sleep(1.0)  # backends flush their statistics (temp_bytes) about once a second
@@ -358,7 +407,10 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="measure on the database a --keep run left")
     parser.add_argument("--scoring", action="store_true",
                         help="also the scoring cases at full size (always on with --quick; ~1M row updates each)")
-    parser.add_argument("--check", action="store_true", help="also check both tables agree at full size")
+    parser.add_argument("--inputs", action="store_true",
+                        help="also scoring's inputs (features, churn, CLV) both ways at full size "
+                             "(always on with --quick)")
+    parser.add_argument("--check", action="store_true", help="also check both paths agree at full size")
     parser.add_argument("--pandas-timeout", type=float, default=900.0,
                         help="seconds before the pandas reference is stopped (reported as timed_out)")
     parser.add_argument("--case", help=argparse.SUPPRESS)
@@ -393,6 +445,7 @@ def main() -> None:
             ref = reference[kind]
             if ref.get("seconds"):
                 result["ratio"] = round(result["seconds"] / ref["seconds"], 3)
+                result["rss_ratio"] = round(result["peak_rss_mb"] / ref["peak_rss_mb"], 3)
             else:  # the reference was stopped: the ratio is at most this
                 result["ratio_at_most"] = round(result["seconds"] / ref["process_seconds"], 3)
         print(json.dumps(result), flush=True)
@@ -410,6 +463,9 @@ def main() -> None:
             report(spawn(["--case", "scoring/pandas", *common], args.pandas_timeout))
             reset_scores(args.db)
             report(spawn(["--case", "scoring/sql", *common]))
+        if args.quick or args.inputs:
+            report(spawn(["--case", "inputs/pandas", *common], args.pandas_timeout))
+            report(spawn(["--case", "inputs/sql", *common]))
         if args.quick or args.check:
             print(json.dumps(spawn(["--case", "check", *common])), flush=True)
     finally:

@@ -158,27 +158,53 @@ def rfm_summary(lines: pd.DataFrame, as_of=None, freq: str = "D") -> pd.DataFram
     else:
         as_of_day = pd.Timestamp(as_of).normalize()
     daily = _purchase_days(lines)
-    daily = daily[daily["day"] <= as_of_day]
+    return rfm_summary_from_day_totals(_day_totals(daily[daily["day"] <= as_of_day]), as_of_day, freq)
+
+
+def _day_totals(daily: pd.DataFrame) -> pd.DataFrame:
+    """``_purchase_days`` rows (sorted by customer, day) reduced to the per-customer totals
+    ``rfm_summary_from_day_totals`` reads."""
     first_amount = daily["amount"].where(~daily["customer_id"].duplicated(), 0.0)
     grouped = daily.assign(first_amount=first_amount).groupby("customer_id", sort=True)
-    agg = grouped.agg(
+    return grouped.agg(
         n_days=("day", "size"),
         first_day=("day", "min"),
         last_day=("day", "max"),
         total=("amount", "sum"),
         first_amount=("first_amount", "sum"),
     )
-    frequency = (agg["n_days"] - 1).astype("int64")
-    repeat_spend = agg["total"] - agg["first_amount"]
+
+
+def rfm_summary_from_day_totals(totals: pd.DataFrame, as_of, freq: str = "D") -> pd.DataFrame:
+    """``rfm_summary`` from per-customer purchase-day totals instead of lines.
+
+    The same summary without the lines in memory: a database can reduce the purchase days itself
+    (``portal.services.aggregates.clv_day_totals_sql``) and send one row per customer.
+
+    Args:
+        totals: one row per customer (the index becomes ``customer_id``) over the purchase days
+            (customer-days with positive spend, as ``rfm_summary`` counts them) on or before the
+            ``as_of`` day: ``n_days`` (int), ``first_day`` / ``last_day`` (datetime64, midnight),
+            ``total`` (spend over those days) and ``first_amount`` (spend on the first day).
+        as_of: the reference *day* (time of day ignored).
+        freq: time unit of ``recency`` and ``T``: 'D' days or 'W' weeks.
+
+    Returns:
+        The ``rfm_summary`` frame (same columns, dtypes and ``attrs``).
+    """
+    unit = _unit_days(freq)
+    as_of_day = pd.Timestamp(as_of).normalize()
+    frequency = (totals["n_days"] - 1).astype("int64")
+    repeat_spend = totals["total"] - totals["first_amount"]
     monetary = (repeat_spend / frequency.where(frequency > 0)).fillna(0.0)
     summary = pd.DataFrame(
         {
             "frequency": frequency,
-            "recency": (agg["last_day"] - agg["first_day"]).dt.days.astype(float) / unit,
-            "T": (as_of_day - agg["first_day"]).dt.days.astype(float) / unit,
+            "recency": (totals["last_day"] - totals["first_day"]).dt.days.astype(float) / unit,
+            "T": (as_of_day - totals["first_day"]).dt.days.astype(float) / unit,
             "monetary_value": monetary.astype(float),
         },
-        index=agg.index.rename("customer_id"),
+        index=totals.index.rename("customer_id"),
     )
     summary.attrs = {"as_of": as_of_day, "time_unit": freq}
     return summary

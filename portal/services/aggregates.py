@@ -14,6 +14,11 @@ Definitions follow ``preprocessing.features`` exactly:
 - the day arithmetic (``active_days``, ``recency``, ``avg_purchase_gap_days``) is done in numpy from
   the first/last timestamps floored to whole days, as ``compute_features`` does, so no
   dialect-specific interval arithmetic is needed.
+
+Scoring's other two inputs come the same way, so ``scoring`` never loads every line on PostgreSQL:
+``churn_windows_sql`` is ``preprocessing.churn.trend_windows`` (spend and purchases in the last and
+previous 90 days) and ``clv_day_totals_sql`` the per-customer purchase-day totals
+``preprocessing.clv.rfm_summary_from_day_totals`` turns into the CLV summary.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from sqlalchemy import Date, Float, and_, case, cast, distinct, func, select
 
 from portal.extensions import db
 from portal.models import Customer, PurchaseLine
+from preprocessing.churn import TREND_WINDOW_DAYS, WINDOW_COLUMNS
 
 CHUNK = 200_000
 _NS_PER_DAY = 86_400 * 10**9
@@ -75,25 +81,123 @@ def customer_features_sql(as_of=None, *, spend_12m: bool = False) -> pd.DataFram
         as_of = latest_purchase()
         if as_of is None:
             return _empty(spend_12m)
+    as_of, bound = _as_of(as_of)
+    as_of_ns = int(as_of.as_unit("ns").value)
+    raw = _read(_query(bound, bound - timedelta(days=SPEND_12M_DAYS) if spend_12m else None), _typed)
+    if raw is None:
+        return _empty(spend_12m)
+    return _features(raw, as_of_ns, spend_12m)
+
+
+def churn_windows_sql(as_of) -> pd.DataFrame:
+    """``preprocessing.churn.trend_windows`` aggregated by the database: churn's line-level half.
+
+    Args:
+        as_of: reference timestamp (wall time, as ``customer_features_sql``). "last" is
+            ``(as_of - 90d, as_of]``, "prev" is ``(as_of - 180d, as_of - 90d]``, exact timestamps.
+
+    Returns:
+        One row per customer with a named line in either window, index ``customer_id`` (str, sorted),
+        columns ``WINDOW_COLUMNS``: net spend (float64) and distinct transactions with a line of
+        quantity > 0 (int64) per window. Sums are exact decimals until the final cast to float.
+    """
+    _, bound = _as_of(as_of)
+    window = timedelta(days=TREND_WINDOW_DAYS)
+    line = PurchaseLine.__table__
+    last = line.c.purchased_at > bound - window
+    prev = line.c.purchased_at <= bound - window
+    bought = line.c.quantity > 0
+    per_customer = (
+        select(line.c.customer_id.label("cid"),
+               cast(func.sum(case((last, line.c.amount), else_=0)), Float).label("spend_last_90d"),
+               func.count(distinct(case((and_(last, bought), line.c.transaction_ref)))).label("purchases_last_90d"),
+               cast(func.sum(case((prev, line.c.amount), else_=0)), Float).label("spend_prev_90d"),
+               func.count(distinct(case((and_(prev, bought), line.c.transaction_ref)))).label("purchases_prev_90d"))
+        .where(and_(line.c.customer_id.isnot(None), line.c.purchased_at <= bound,
+                    line.c.purchased_at > bound - 2 * window))
+        .group_by(line.c.customer_id)
+        .subquery())
+    raw = _read(_named(per_customer), _typed_windows)
+    dtypes = {col: "float64" if col.startswith("spend") else "int64" for col in WINDOW_COLUMNS}
+    return _indexed(raw, dtypes)
+
+
+def clv_day_totals_sql(as_of) -> pd.DataFrame:
+    """Per-customer purchase-day totals for ``preprocessing.clv.rfm_summary_from_day_totals``, by the database.
+
+    Purchase days as ``preprocessing.clv._purchase_days`` counts them: named lines with
+    ``amount > 0`` (returns and zero-value lines dropped), summed per customer and calendar day
+    (``_day``: the date of the wall-clock timestamp), on days up to and including ``as_of``'s day
+    (a later hour of that day counts, as in ``rfm_summary``). Two GROUP BYs in the database — by
+    customer and day, then by customer — so one row per customer travels.
+
+    Returns:
+        Index ``customer_id`` (str, sorted); ``n_days`` (int64), ``first_day`` / ``last_day``
+        (datetime64[ns] midnights), ``total`` and ``first_amount`` (float64: spend over all purchase
+        days and on the first one). Customers without a purchase day are absent.
+    """
+    as_of, _ = _as_of(as_of)
+    next_midnight = (as_of.normalize() + pd.Timedelta(days=1)).to_pydatetime()
+    line = PurchaseLine.__table__
+    day = _day(line.c.purchased_at)
+    daily = (select(line.c.customer_id.label("cid"), day.label("day"), func.sum(line.c.amount).label("amount"))
+             .where(and_(line.c.customer_id.isnot(None), line.c.amount > 0, line.c.purchased_at < next_midnight))
+             .group_by(line.c.customer_id, day)
+             .subquery())
+    ranked = select(daily, func.min(daily.c.day).over(partition_by=daily.c.cid).label("first")).subquery()
+    per_customer = (
+        select(ranked.c.cid,
+               func.count().label("n_days"),
+               func.min(ranked.c.day).label("first_day"),
+               func.max(ranked.c.day).label("last_day"),
+               cast(func.sum(ranked.c.amount), Float).label("total"),
+               cast(func.sum(case((ranked.c.day == ranked.c.first, ranked.c.amount), else_=0)),
+                    Float).label("first_amount"))
+        .group_by(ranked.c.cid)
+        .subquery())
+    raw = _read(_named(per_customer), _typed_day_totals)
+    return _indexed(raw, {"n_days": "int64", "first_day": "datetime64[ns]", "last_day": "datetime64[ns]",
+                          "total": "float64", "first_amount": "float64"})
+
+
+def _as_of(as_of) -> tuple[pd.Timestamp, datetime]:
+    """``as_of`` as a naive wall-clock Timestamp, and the bound the SQL compares ``purchased_at`` with."""
     as_of = pd.Timestamp(as_of)
     if as_of.tzinfo is not None:  # compute_features compares the UTC instant with naive wall times
         as_of = as_of.tz_convert("UTC").tz_localize(None)
-    as_of_ns = int(as_of.as_unit("ns").value)
-    # Stored timestamps have whole microseconds, so flooring the bound keeps exactly the same lines.
-    bound = as_of.floor("us").to_pydatetime()
+    # Stored timestamps have whole microseconds, so flooring the bound keeps exactly the same lines
+    # (for both ``<=`` and ``>`` comparisons, and after subtracting whole days).
+    return as_of, as_of.floor("us").to_pydatetime()
 
-    query = _query(bound, bound - timedelta(days=SPEND_12M_DAYS) if spend_12m else None)
+
+def _read(query, typed) -> pd.DataFrame | None:
+    """Stream the aggregated rows in chunks of ``CHUNK`` into one typed frame (None when there are none)."""
     frames = []
     with db.engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=CHUNK).execute(query)
         keys = list(result.keys())
         for rows in result.partitions(CHUNK):
             # plain tuples: pandas builds a frame from SQLAlchemy Row objects ~7x slower
-            frames.append(_typed(pd.DataFrame.from_records([tuple(row) for row in rows], columns=keys)))
+            frames.append(typed(pd.DataFrame.from_records([tuple(row) for row in rows], columns=keys)))
     if not frames:
-        return _empty(spend_12m)
-    raw = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    return _features(raw, as_of_ns, spend_12m)
+        return None
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def _named(per_customer):
+    """Per-customer rows (keyed by the customer row id ``cid``) with the customers' external ids."""
+    wanted = [c for c in per_customer.c if c.name != "cid"]
+    return (select(Customer.external_id.label("customer_id"), *wanted)
+            .select_from(per_customer.join(Customer.__table__, Customer.id == per_customer.c.cid)))
+
+
+def _indexed(raw: pd.DataFrame | None, dtypes: dict) -> pd.DataFrame:
+    """Rows indexed by external customer id (str, sorted like ``load_lines``' categories); empty when None."""
+    if raw is None:
+        raw = pd.DataFrame({"customer_id": pd.Series(dtype="str"),
+                            **{name: pd.Series(dtype=dtype) for name, dtype in dtypes.items()}})
+    frame = raw[list(dtypes)].set_axis(pd.Index(raw["customer_id"], dtype="str", name="customer_id"))
+    return frame.sort_index()
 
 
 def _day(column):
@@ -124,9 +228,7 @@ def _query(bound: datetime, spend_since: datetime | None):
                     .where(and_(line.c.customer_id.isnot(None), line.c.purchased_at <= bound))
                     .group_by(line.c.customer_id)
                     .subquery())
-    wanted = [c for c in per_customer.c if c.name != "cid"]
-    return (select(Customer.external_id.label("customer_id"), *wanted)
-            .select_from(per_customer.join(Customer.__table__, Customer.id == per_customer.c.cid)))
+    return _named(per_customer)
 
 
 def _typed(chunk: pd.DataFrame) -> pd.DataFrame:
@@ -138,6 +240,28 @@ def _typed(chunk: pd.DataFrame) -> pd.DataFrame:
         chunk[col] = chunk[col].astype("int64")
     for col in ("first_purchase", "last_purchase"):
         chunk[col] = pd.to_datetime(chunk[col]).astype("datetime64[ns]")
+    chunk["customer_id"] = chunk["customer_id"].astype("str")
+    return chunk
+
+
+def _typed_windows(chunk: pd.DataFrame) -> pd.DataFrame:
+    """One chunk of ``churn_windows_sql`` rows with fixed dtypes (a window without lines sums to 0)."""
+    for col in WINDOW_COLUMNS:
+        if col.startswith("spend"):
+            chunk[col] = pd.to_numeric(chunk[col], errors="coerce").astype("float64").fillna(0.0)
+        else:
+            chunk[col] = chunk[col].astype("int64")
+    chunk["customer_id"] = chunk["customer_id"].astype("str")
+    return chunk
+
+
+def _typed_day_totals(chunk: pd.DataFrame) -> pd.DataFrame:
+    """One chunk of ``clv_day_totals_sql`` rows: days as midnight timestamps (SQLite sends 'YYYY-MM-DD' text)."""
+    chunk["n_days"] = chunk["n_days"].astype("int64")
+    for col in ("first_day", "last_day"):
+        chunk[col] = pd.to_datetime(chunk[col]).astype("datetime64[ns]")
+    for col in ("total", "first_amount"):
+        chunk[col] = pd.to_numeric(chunk[col], errors="coerce").astype("float64")
     chunk["customer_id"] = chunk["customer_id"].astype("str")
     return chunk
 

@@ -7,6 +7,8 @@ their columns empty.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
@@ -17,9 +19,11 @@ from threadpoolctl import threadpool_limits
 from portal import model_store
 from portal.extensions import db
 from portal.models import Customer, TierChange
+from portal.services import aggregates, dashboard_summary
 from portal.services import settings as settings_service
 from portal.services.dataset import load_lines
 from preprocessing import churn as churn_model
+from preprocessing import clv
 from preprocessing import segmentation
 from preprocessing.features import compute_features
 
@@ -56,13 +60,13 @@ def tiers_for(features: pd.DataFrame, values: dict) -> pd.Series | None:
                                      values["tier.min_frequency"], values["tier.min_monetary"])
 
 
-def churn_for(lines: pd.DataFrame, as_of: pd.Timestamp, values: dict) -> pd.DataFrame | None:
+def churn_for(inputs: ScoringInputs, values: dict) -> pd.DataFrame | None:
     """Churn probability, band and reasons per customer, or None when no churn model is trained."""
     try:
         model = model_store.load(CHURN_FILE)
     except model_store.ModelMissing:
         return None
-    features = churn_model.churn_features(lines, as_of)
+    features = inputs.churn_features()
     p = churn_model.score_churn(model, features)
     out = pd.DataFrame({"churn_probability": p,
                         "churn_band": churn_model.band(p, values["churn.high"], values["churn.low"])})
@@ -71,15 +75,13 @@ def churn_for(lines: pd.DataFrame, as_of: pd.Timestamp, values: dict) -> pd.Data
     return out
 
 
-def clv_for(lines: pd.DataFrame, as_of: pd.Timestamp, values: dict) -> pd.DataFrame | None:
+def clv_for(inputs: ScoringInputs, values: dict) -> pd.DataFrame | None:
     """p_alive, expected purchases in 90 days and 12-month CLV, or None without a CLV model."""
     try:
         fitted = model_store.load(CLV_FILE)
     except model_store.ModelMissing:
         return None
-    from preprocessing import clv
-
-    summary = clv.rfm_summary(lines, as_of=as_of)
+    summary = inputs.rfm_summary()
     if summary.empty:
         return None
     bg, gg = fitted["bgnbd"], fitted["gamma_gamma"]
@@ -90,6 +92,61 @@ def clv_for(lines: pd.DataFrame, as_of: pd.Timestamp, values: dict) -> pd.DataFr
     }, index=summary.index)
 
 
+@dataclass
+class ScoringInputs:
+    """What scoring reads from the purchase lines, as of the store's last trading moment.
+
+    Two sources give the same values (tests/web/test_scoring_sql.py): ``inputs_from_lines`` (every
+    line in pandas; SQLite, where the data are in-process anyway) and ``inputs_from_database``
+    (GROUP BYs in the database, one row per customer reaches Python; PostgreSQL, where pulling 10M
+    lines would take gigabytes). The churn and CLV inputs are built on first use, so a store
+    without those models never pays for them.
+    """
+
+    as_of: pd.Timestamp
+    features: pd.DataFrame  # compute_features as of as_of
+    spend_12m: pd.Series  # net spend after as_of - 365 days, aligned with features (0.0 when none)
+    _churn: Callable[[], pd.DataFrame]
+    _rfm: Callable[[], pd.DataFrame]
+
+    def churn_features(self) -> pd.DataFrame:
+        """``preprocessing.churn.churn_features`` as of ``as_of``."""
+        return self._churn()
+
+    def rfm_summary(self) -> pd.DataFrame:
+        """``preprocessing.clv.rfm_summary`` as of ``as_of``'s day."""
+        return self._rfm()
+
+
+def inputs_from_lines(lines: pd.DataFrame) -> ScoringInputs | None:
+    """Scoring inputs computed in pandas from every purchase line (None when no line is named)."""
+    if lines.empty or lines["customer_id"].notna().sum() == 0:
+        return None
+    as_of = pd.Timestamp(lines["purchase_date"].max())
+    features = compute_features(lines, as_of)
+    named = lines[lines["customer_id"].notna()]
+    recent = named["purchase_date"] > as_of - pd.Timedelta(days=365)
+    spend_12m = named.loc[recent].groupby("customer_id", observed=True)["total_amount"].sum()
+    return ScoringInputs(as_of, features, spend_12m.reindex(features.index).fillna(0.0),
+                         lambda: churn_model.churn_features(lines, as_of),
+                         lambda: clv.rfm_summary(lines, as_of=as_of))
+
+
+def inputs_from_database() -> ScoringInputs | None:
+    """Scoring inputs aggregated by the database (None when no line is named); no line reaches Python."""
+    latest = aggregates.latest_purchase()
+    if latest is None:
+        return None
+    as_of = latest.as_unit("ns")  # as load_lines' datetime64[ns] maximum would be
+    features = aggregates.customer_features_sql(as_of, spend_12m=True)
+    if features.empty:
+        return None
+    spend_12m = features.pop("spend_12m")
+    return ScoringInputs(as_of, features, spend_12m,
+                         lambda: churn_model.churn_features_from(features, aggregates.churn_windows_sql(as_of)),
+                         lambda: clv.rfm_summary_from_day_totals(aggregates.clv_day_totals_sql(as_of), as_of))
+
+
 def rescore_all(reason: str = "rescored", progress=None) -> dict:
     """Recompute features and every trained model's scores for all customers; record tier changes.
 
@@ -97,34 +154,37 @@ def rescore_all(reason: str = "rescored", progress=None) -> dict:
         Counts for the caller's summary: scored customers, tier moves up/down, as_of.
     """
     with threadpool_limits(limits=1):  # single-threaded BLAS/OpenMP: predictable on a shared host
-        return _rescore_all(reason, progress)
+        counts = _rescore_all(reason, progress)
+    dashboard_summary.refresh_after_rescore()  # the dashboard's stored line-level numbers follow the new data
+    return counts
 
 
 def _rescore_all(reason: str, progress) -> dict:
     progress = progress or (lambda *_: None)
-    progress(0.05, "reading purchase lines")
-    lines = load_lines()
-    if lines.empty or lines["customer_id"].notna().sum() == 0:
+    if aggregates.use_sql_features():  # PostgreSQL: GROUP BYs in the database, no line reaches Python
+        progress(0.05, "computing features in the database")
+        inputs = inputs_from_database()
+    else:
+        progress(0.05, "reading purchase lines")
+        lines = load_lines()
+        progress(0.2, "computing features")
+        inputs = inputs_from_lines(lines)
+    if inputs is None:
         return {"scored": 0, "up": 0, "down": 0, "as_of": None}
-    as_of = pd.Timestamp(lines["purchase_date"].max())
+    as_of, features = inputs.as_of, inputs.features
     values = settings_service.all_values()
-    progress(0.2, "computing features")
-    features = compute_features(lines, as_of)
-    named = lines[lines["customer_id"].notna()]
-    recent = named["purchase_date"] > as_of - pd.Timedelta(days=365)
-    spend_12m = named.loc[recent].groupby("customer_id", observed=True)["total_amount"].sum()
     frame = features.copy()
-    frame["spend_12m"] = spend_12m.reindex(frame.index).fillna(0.0)
+    frame["spend_12m"] = inputs.spend_12m
     progress(0.4, "assigning tiers")
     tiers = tiers_for(features, values)
     frame["tier"] = tiers if tiers is not None else None
     progress(0.55, "scoring churn risk")
-    churn = churn_for(lines, as_of, values)
+    churn = churn_for(inputs, values)
     if churn is not None:
         frame = frame.join(churn)
     progress(0.7, "scoring lifetime value")
     try:
-        clv_frame = clv_for(lines, as_of, values)
+        clv_frame = clv_for(inputs, values)
     except Exception:  # a CLV model that cannot score these data must not stop tiers and churn
         log.exception("CLV scoring failed")
         clv_frame = None
