@@ -22,8 +22,9 @@ def value_column():
 
 
 def priority():
-    """Probability × value: who to save first (an SQL expression the at-risk list sorts by)."""
-    return func.coalesce(Customer.churn_probability, 0) * value_column()
+    """Probability × value: who to save first. Stored by scoring (``churn_priority``, indexed with the id
+    for keyset pages); set for every customer with a churn probability, which the at-risk list requires."""
+    return Customer.churn_priority
 
 
 def band_summary(user, params=None) -> dict:

@@ -169,8 +169,14 @@ def _rescore_all(reason: str, progress) -> dict:
         lines = load_lines()
         progress(0.2, "computing features")
         inputs = inputs_from_lines(lines)
-    if inputs is None:
-        return {"scored": 0, "up": 0, "down": 0, "as_of": None}
+    if inputs is None:  # no customer has a purchase (left): nobody keeps scores from lines now gone
+        now = datetime.now(timezone.utc)
+        old_tiers = dict(db.session.execute(select(Customer.id, Customer.tier)).all())
+        cleared = _clear_unscored(set(), old_tiers, now, reason, with_tiers=True)
+        if cleared:
+            db.session.execute(TierChange.__table__.insert(), cleared)
+        db.session.commit()
+        return {"scored": 0, "up": 0, "down": len(cleared), "as_of": None}
     as_of, features = inputs.as_of, inputs.features
     values = settings_service.all_values()
     frame = features.copy()
@@ -224,6 +230,10 @@ def _store(frame: pd.DataFrame, with_tiers: bool, reason: str) -> dict:
             row["spend_12m"] = round(float(row["spend_12m"]), 2)
         if row.get("clv_12m") is not None:
             row["clv_12m"] = round(float(row["clv_12m"]), 2)
+        if "churn_probability" in row:
+            value = row.get("clv_12m") if row.get("clv_12m") is not None else (row["spend_12m"] or 0.0)
+            p = row["churn_probability"]
+            row["churn_priority"] = None if p is None else float(p) * float(value)
         if with_tiers:
             new = _none(rec["tier"])
             row["tier"] = new
@@ -237,10 +247,39 @@ def _store(frame: pd.DataFrame, with_tiers: bool, reason: str) -> dict:
         rows.append(row)
     for start in range(0, len(rows), BATCH):
         db.session.execute(update(Customer), rows[start:start + BATCH])
+    cleared = _clear_unscored({row["id"] for row in rows}, old_tiers, now, reason, with_tiers)
+    down += len(cleared)
+    changes += cleared
     if changes:
         db.session.execute(TierChange.__table__.insert(), changes)
     db.session.commit()
     return {"scored": len(rows), "up": up, "down": down}
+
+
+SCORE_COLUMNS = ("monetary", "frequency", "recency", "total_quantity", "num_unique_products", "avg_price_per_unit",
+                 "store_visit_frequency", "active_days", "avg_purchase_gap_days", "spend_12m", "first_purchase_at",
+                 "last_purchase_at", "churn_probability", "churn_band", "churn_reasons", "churn_priority", "p_alive",
+                 "expected_purchases_90d", "clv_12m")
+
+
+def _clear_unscored(scored: set[int], old_tiers: dict, now: datetime, reason: str, with_tiers: bool) -> list[dict]:
+    """Customers scored before but without purchases now (their import was undone) lose their old scores.
+
+    Returns the tier changes to record (a tier that disappears is a move down).
+    """
+    previously = set(db.session.scalars(select(Customer.id).where(Customer.scored_at.isnot(None))))
+    gone = sorted(previously - scored)
+    if not gone:
+        return []
+    values = {column: None for column in SCORE_COLUMNS} | {"scored_at": now}
+    if with_tiers:
+        values["tier"] = None
+    for start in range(0, len(gone), BATCH):
+        db.session.execute(update(Customer).where(Customer.id.in_(gone[start:start + BATCH])).values(**values))
+    if not with_tiers:
+        return []
+    return [{"customer_id": cid, "at": now, "old_tier": old_tiers[cid], "new_tier": None, "reason": reason}
+            for cid in gone if old_tiers.get(cid) is not None]
 
 
 def _wall(value):

@@ -264,6 +264,13 @@ def test_undo_rescores_the_customers_it_touched(client, runner, db, tmp_path, ma
     assert (float(customer.monetary), customer.frequency) == (58.0, 1)
     job = db.session.scalar(select(Job).order_by(Job.created_at.desc()))
     assert job.title == f"Re-score after undoing import #{second.id}" and job.status == "done"
+    # Undoing the first import too leaves the customers without purchases: no stale scores remain.
+    first = db.session.scalar(select(ImportRun).order_by(ImportRun.id))
+    post_form(client, f"/imports/{first.id}/undo", {}, token_from=f"/imports/{first.id}")
+    db.session.expire_all()
+    customer = db.session.get(Customer, customer.id)
+    assert (customer.monetary, customer.frequency, customer.churn_priority) == (None, None, None)
+    assert customer.scored_at is not None
 
 
 def test_stock_import_and_undo(runner, db, tmp_path, make_store, client, login_as):

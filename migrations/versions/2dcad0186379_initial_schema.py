@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: be37569d285f
+Revision ID: 2dcad0186379
 Revises: 
-Create Date: 2026-11-22 03:31:50.260941
+Create Date: 2026-11-22 04:13:01.866054
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = 'be37569d285f'
+revision = '2dcad0186379'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -200,6 +200,7 @@ def upgrade():
     sa.Column('tier', sa.String(length=16), nullable=True),
     sa.Column('churn_probability', sa.Float(), nullable=True),
     sa.Column('churn_band', sa.String(length=8), nullable=True),
+    sa.Column('churn_priority', sa.Float(), nullable=True),
     sa.Column('churn_reasons', sa.JSON(), nullable=True),
     sa.Column('p_alive', sa.Float(), nullable=True),
     sa.Column('expected_purchases_90d', sa.Float(), nullable=True),
@@ -211,6 +212,7 @@ def upgrade():
     sa.UniqueConstraint('external_id')
     )
     with op.batch_alter_table('customers', schema=None) as batch_op:
+        batch_op.create_index('ix_customers_churn_priority', ['churn_priority', 'id'], unique=False)
         batch_op.create_index('ix_customers_churn_probability', ['churn_probability'], unique=False)
         batch_op.create_index('ix_customers_clv_12m', ['clv_12m'], unique=False)
         batch_op.create_index('ix_customers_frequency', ['frequency'], unique=False)
@@ -427,6 +429,7 @@ def downgrade():
         batch_op.drop_index('ix_customers_frequency')
         batch_op.drop_index('ix_customers_clv_12m')
         batch_op.drop_index('ix_customers_churn_probability')
+        batch_op.drop_index('ix_customers_churn_priority')
 
     op.drop_table('customers')
     op.drop_table('campaigns')
