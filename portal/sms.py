@@ -1,4 +1,4 @@
-"""The one door to Twilio: sending, webhook signatures, reply keywords and segment counting.
+"""The one door to Twilio: sending, delivery lookups and webhook signatures.
 
 Nothing else in Loyalist imports ``twilio``. Callers get an :class:`SmsGateway` from
 :func:`gateway_from_config` — a :class:`TwilioGateway` when credentials and a sender are
@@ -15,17 +15,20 @@ message the customer twice. Ask ``gateway.find_sent(to, body, since=claimed_at)`
 SID means it went out (record it); None means it did not (safe to send again). Look only once
 the attempt is over a minute old, so a request Twilio was still processing has landed.
 Bodies carry a per-recipient coupon code, so matching on the body is exact.
+
+What an SMS text means or costs without asking Twilio (reply keywords, segment counting) is
+in portal/sms_text.py; its names are re-exported here, so ``sms.classify_reply`` and
+``sms.segment_info`` keep working.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -35,6 +38,17 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.rest import Client
 from twilio.twiml.messaging_response import MessagingResponse
+
+from portal.sms_text import (GSM7_BASIC, GSM7_EXTENSION, GSM7_PART, GSM7_SINGLE, HELP_WORDS, OPT_IN_WORDS,
+                             OPT_OUT_WORDS, UCS2_PART, UCS2_SINGLE, Reply, SegmentInfo, classify_reply,
+                             segment_info)
+
+__all__ = [
+    "ACCOUNT_ERROR_CODES", "GSM7_BASIC", "GSM7_EXTENSION", "GSM7_PART", "GSM7_SINGLE", "HELP_WORDS",
+    "OPT_IN_WORDS", "OPT_OUT_ERROR_CODE", "OPT_OUT_WORDS", "UCS2_PART", "UCS2_SINGLE", "DryRunGateway", "Reply",
+    "SegmentInfo", "SendResult", "SmsGateway", "SmsLookupError", "TwilioGateway", "classify_reply",
+    "compute_signature", "gateway_from_config", "segment_info", "twiml_message", "verify_signature",
+]
 
 log = logging.getLogger(__name__)
 
@@ -299,102 +313,3 @@ def twiml_message(text: str | None) -> str:
     if text:
         response.message(text)
     return str(response)
-
-
-# Twilio's default Advanced Opt-Out keywords (single-word replies, any case).
-OPT_OUT_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE",
-                           "OPTOUT"})
-OPT_IN_WORDS = frozenset({"START", "YES", "UNSTOP"})
-HELP_WORDS = frozenset({"HELP", "INFO"})
-
-Reply = Literal["opt_out", "opt_in", "help"]
-
-
-def classify_reply(body: str | None) -> Reply | None:
-    """Which keyword an inbound SMS is, if it is exactly one keyword ("Stop!", " stop ")."""
-    if not body:
-        return None
-    word = body.strip()
-    # Trim surrounding whitespace and punctuation (any Unicode punctuation, e.g. "¡" or "。").
-    def trimmable(ch: str) -> bool:
-        return ch.isspace() or unicodedata.category(ch).startswith("P")
-
-    start, end = 0, len(word)
-    while start < end and trimmable(word[start]):
-        start += 1
-    while end > start and trimmable(word[end - 1]):
-        end -= 1
-    word = word[start:end].upper()
-    if word in OPT_OUT_WORDS:
-        return "opt_out"
-    if word in OPT_IN_WORDS:
-        return "opt_in"
-    if word in HELP_WORDS:
-        return "help"
-    return None
-
-
-# --- segments ------------------------------------------------------------------------------
-
-# GSM 03.38 default alphabet (3GPP TS 23.038), without the escape character itself.
-GSM7_BASIC = frozenset(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-#: Extension table: each costs two septets (ESC + the character).
-GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
-
-GSM7_SINGLE, GSM7_PART = 160, 153  # septets; a part loses 7 to the concatenation header
-UCS2_SINGLE, UCS2_PART = 70, 67  # UTF-16 code units
-
-
-@dataclass(frozen=True)
-class SegmentInfo:
-    """How a text travels as SMS and what it costs in segments.
-
-    ``characters`` is in the encoding's units: GSM-7 septets (extension characters count 2)
-    or UCS-2 UTF-16 code units (an emoji outside the BMP counts 2). ``per_segment_limit`` is
-    160/70 for a single message and 153/67 per part of a longer one. ``remaining`` is how many
-    units still fit in the last segment. ``ucs2_chars`` lists (once each, in order) the
-    characters that forced UCS-2; empty for GSM-7.
-    """
-
-    encoding: Literal["GSM-7", "UCS-2"]
-    characters: int
-    segments: int
-    per_segment_limit: int
-    remaining: int
-    ucs2_chars: list[str] = field(default_factory=list)
-
-
-def _unit_cost(ch: str, gsm: bool) -> int:
-    if gsm:
-        return 2 if ch in GSM7_EXTENSION else 1
-    return 2 if ord(ch) > 0xFFFF else 1
-
-
-def segment_info(text: str) -> SegmentInfo:
-    """Encoding, length, segment count and UCS-2 culprits of an SMS body, as Twilio bills it.
-
-    Multipart splitting never cuts an extension character's ESC pair or an emoji's surrogate
-    pair across two parts (what handsets and Twilio do), so a part may hold 152 septets / 66
-    units, and a long text with such characters can need one segment more than
-    ceil(characters / 153). An empty text is 0 segments.
-    """
-    ucs2_chars = list(dict.fromkeys(ch for ch in text
-                                    if ch not in GSM7_BASIC and ch not in GSM7_EXTENSION))
-    gsm = not ucs2_chars
-    single, part = (GSM7_SINGLE, GSM7_PART) if gsm else (UCS2_SINGLE, UCS2_PART)
-    costs = [_unit_cost(ch, gsm) for ch in text]
-    total = sum(costs)
-    if total == 0:
-        return SegmentInfo("GSM-7" if gsm else "UCS-2", 0, 0, single, single, ucs2_chars)
-    if total <= single:
-        return SegmentInfo("GSM-7" if gsm else "UCS-2", total, 1, single, single - total,
-                           ucs2_chars)
-    segments, used = 1, 0
-    for cost in costs:  # per character of one message body (≤ a few KB), not per data row
-        if used + cost > part:
-            segments, used = segments + 1, 0
-        used += cost
-    return SegmentInfo("GSM-7" if gsm else "UCS-2", total, segments, part, part - used, ucs2_chars)

@@ -16,7 +16,7 @@ from portal.models import Customer, OutboxMessage
 from portal.services import audit
 
 # Outbox rows no worker has claimed yet: cancelled on erasure. Claimed rows are left to the worker,
-# which re-checks ``erased_at`` before sending (sending.Sender.still_allowed) and skips them.
+# which re-checks ``erased_at`` before sending (send_run.SendRun.still_allowed) and skips them.
 UNSENT = ("pending",)
 IN_FLIGHT = ("claimed", "sending", "in_doubt", "checking")
 

@@ -11,7 +11,7 @@ from fake_twilio import ACCOUNT_SID, AUTH_TOKEN
 from sqlalchemy import select
 
 from portal.models import Campaign, ConsentEvent, Customer, OutboxMessage
-from portal.services import campaigns, sending
+from portal.services import campaigns, resuming, sending
 from portal.services.sending import SendOptions, send_campaign
 from portal.sms import DryRunGateway, TwilioGateway
 
@@ -166,9 +166,9 @@ def test_quiet_hours_wait_for_the_store_window_with_a_frozen_clock(db, people, m
     send_campaign(campaign.id, gateway(fake_twilio.base_url), fast(now=lambda: opens - timedelta(minutes=1), **QUIET))
     assert len(fake_twilio.messages) == 1
     queued = []
-    monkeypatch.setattr(sending, "start_send", lambda cid, **kw: queued.append(cid))
-    assert sending.resume_due(opens - timedelta(minutes=1)) == [] and queued == []
-    assert sending.resume_due(opens) == [campaign.id] == queued  # what cron's `flask campaign resume` does
+    monkeypatch.setattr(resuming, "start_send", lambda cid, **kw: queued.append(cid))
+    assert resuming.resume_due(opens - timedelta(minutes=1)) == [] and queued == []
+    assert resuming.resume_due(opens) == [campaign.id] == queued  # what cron's `flask campaign resume` does
     send_campaign(campaign.id, gateway(fake_twilio.base_url), fast(now=lambda: opens + timedelta(minutes=5), **QUIET))
     assert_exactly_once(fake_twilio, outbox(db, campaign.id))
 
