@@ -26,7 +26,11 @@ class SendOptions:
         lease_seconds: after this, a claimed/sending row of a silent worker is taken over.
         lookup_delay_seconds: wait before asking Twilio whether an in-doubt send exists.
         backoff_base_seconds / backoff_max_seconds: retry backoff for temporary errors (doubling).
-        max_attempts: sends per row before a temporary error becomes permanent.
+        max_attempts: sends per row before a temporary error becomes permanent. A send that never
+            reached Twilio (connection refused, DNS failure, connect timeout) is no attempt; that many
+            of them in a row mean Twilio is unreachable and the campaign pauses instead.
+        outage_pause_seconds: how long a campaign waits when Twilio is unreachable (then resumes
+            by itself, like after quiet hours).
         max_wait_seconds: a run that would wait longer (quiet hours, backoff) ends; the campaign
             is 'waiting' with scheduled_for set and a job scheduled to resume it then
             (``schedule_resume``); ``flask campaign resume`` from cron also picks it up.
@@ -41,6 +45,7 @@ class SendOptions:
     backoff_base_seconds: float = 2.0
     backoff_max_seconds: float = 600.0
     max_attempts: int = 8
+    outage_pause_seconds: float = 300.0
     max_wait_seconds: float = 300.0
     quiet_start: str = "21:00"
     quiet_end: str = "08:00"

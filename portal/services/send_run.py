@@ -33,6 +33,10 @@ class CampaignStopped(Exception):
     """The campaign cannot go on (account or sender problem); the message is for the user."""
 
 
+class TwilioUnreachable(Exception):
+    """Several sends in a row made no connection to Twilio: pause the campaign; every row stays unsent."""
+
+
 class SendRun:
     """One worker's pass over a campaign. Every state change is its own committed UPDATE."""
 
@@ -44,6 +48,7 @@ class SendRun:
         self.callback_url = callback_url
         self.token = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self.next_send = 0.0  # monotonic time of the next allowed send (rate limit)
+        self.unreachable = 0  # sends in a row that made no connection to Twilio
         self.stores = {s.id: s for s in db.session.scalars(select(Store))}
         self.default_tz = zone(self.stores[campaign.store_id].timezone) if campaign.store_id in self.stores else zone("UTC")
 
@@ -210,7 +215,17 @@ class SendRun:
         """Store what the send did; decide retry, doubt, failure or stop."""
         now = self.now()
         error = {"error_code": result.error_code, "error_message": (result.error_message or "")[:400] or None}
-        if result.accepted:
+        never_reached = result.retryable and not result.maybe_sent and result.http_status is None
+        self.unreachable = self.unreachable + 1 if never_reached else 0
+        if never_reached:
+            # Twilio never saw this request: no attempt is used up, so an outage cannot fail messages.
+            delay = min(self.opts.backoff_base_seconds * 2 ** (self.unreachable - 1), self.opts.backoff_max_seconds)
+            self._cas(row.id, ("sending",), status="pending", attempts=OutboxMessage.attempts - 1, claimed_by=None,
+                      next_attempt_at=now + timedelta(seconds=delay), **error)
+            if self.unreachable >= self.opts.max_attempts:
+                raise TwilioUnreachable(f"{self.unreachable} sends in a row could not connect to Twilio "
+                                        f"({result.error_message or 'no connection'})")
+        elif result.accepted:
             self._record_sent(row, result.sid, "dry-run" if result.dry_run else "sent", result.dry_run, ("sending",),
                               error_code=result.error_code)
         elif result.account_error:

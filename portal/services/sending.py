@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import case, func, select, update
@@ -67,7 +67,7 @@ from portal.services.quiet_hours import is_quiet, window_opens
 from portal.services.resuming import (RESUME_JOB, SEND_JOB, latest_job, resume_campaign_job, resume_due,
                                       resume_on_start, schedule_resume, start_send, status_callback_url)
 from portal.services.send_options import TUNABLE, SendOptions, options_from_settings
-from portal.services.send_run import GIVE_UP_LOOKUPS_AFTER, CampaignStopped, SendRun
+from portal.services.send_run import GIVE_UP_LOOKUPS_AFTER, CampaignStopped, SendRun, TwilioUnreachable
 
 __all__ = [
     "CampaignStopped", "DELIVERED_LIKE", "FINAL", "GIVE_UP_LOOKUPS_AFTER", "IN_PROGRESS", "NO_SYNC", "RESUME_JOB",
@@ -128,6 +128,12 @@ def send_campaign(campaign_id: int, gateway: sms.SmsGateway | None = None, opts:
             audit.record("campaign.stopped", f"campaign:{campaign_id}", {"reason": str(exc)}, "worker")
             db.session.commit()
             raise
+        except TwilioUnreachable as exc:
+            _release(run)
+            audit.record("campaign.paused", f"campaign:{campaign_id}", {"reason": str(exc)}, "worker")
+            db.session.commit()
+            due = run.now() + timedelta(seconds=opts.outage_pause_seconds)
+            return _wait(campaign_id, due, run, f"Twilio could not be reached: {exc}. Nothing was lost; paused")
         counts = run.counts()
         final = sum(n for status, n in counts.items() if status in FINAL and status != "control")
         if progress:
@@ -141,16 +147,24 @@ def send_campaign(campaign_id: int, gateway: sms.SmsGateway | None = None, opts:
         due = run.next_due()
         wait = (due - run.now()).total_seconds() if due else opts.lease_seconds
         if wait > opts.max_wait_seconds:
-            waiting = db.session.execute(update(Campaign).where(Campaign.id == campaign_id, Campaign.status != "cancelled")
-                                         .values(status="waiting", scheduled_for=due), execution_options=NO_SYNC)
-            db.session.commit()
-            local = due.astimezone(run.default_tz) if due else None
-            when = f" until {local:%Y-%m-%d %H:%M %Z}" if local else ""
-            resumes = _schedule_after_run(campaign_id, due) if waiting.rowcount == 1 and due else False
-            how = "resumes by itself" if resumes else "resume it with `flask campaign resume`"
-            return {"message": f"Waiting{when} (quiet hours or retries), {how}: {_describe(counts)}",
-                    "counts": counts, "waiting_until": due.isoformat() if due else None}
+            return _wait(campaign_id, due, run, "Waiting")
         opts.sleep(min(max(wait, 0.05), 5.0))
+
+
+def _wait(campaign_id: int, due: datetime | None, run: SendRun, why: str) -> dict:
+    """End this run with the campaign 'waiting' until ``due`` (quiet hours, retries, a Twilio outage),
+    its resumption scheduled; the summary says until when."""
+    waiting = db.session.execute(update(Campaign).where(Campaign.id == campaign_id, Campaign.status != "cancelled")
+                                 .values(status="waiting", scheduled_for=due), execution_options=NO_SYNC)
+    db.session.commit()
+    counts = run.counts()
+    local = due.astimezone(run.default_tz) if due else None
+    when = f" until {local:%Y-%m-%d %H:%M %Z}" if local else ""
+    resumes = _schedule_after_run(campaign_id, due) if waiting.rowcount == 1 and due else False
+    how = "resumes by itself" if resumes else "resume it with `flask campaign resume`"
+    reason = "" if why != "Waiting" else " (quiet hours or retries)"
+    return {"message": f"{why}{when}{reason}, {how}: {_describe(counts)}",
+            "counts": counts, "waiting_until": due.isoformat() if due else None}
 
 
 def _schedule_after_run(campaign_id: int, due: datetime) -> bool:

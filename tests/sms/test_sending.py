@@ -100,6 +100,27 @@ def test_lost_answers_are_looked_up_not_resent(db, people, fake_twilio):
     assert len(fake_twilio.requests) == 4  # the two in doubt were found by the lookup, never resent
 
 
+def test_twilio_unreachable_pauses_the_campaign_and_loses_nothing(db, people, fake_twilio):
+    """Connection refused for every send: no message fails, the campaign waits, then sends each once."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"  # nobody listens there once closed
+    people(3)
+    campaign = campaigns.create_campaign("Outage", {}, "Hi {code}", control_share=0)
+    summary = send_campaign(campaign.id, gateway(dead), fast(max_attempts=4, outage_pause_seconds=600))
+    assert summary["message"].startswith("Twilio could not be reached: 4 sends in a row could not connect")
+    assert "Nothing was lost; paused until" in summary["message"]
+    rows = outbox(db, campaign.id)
+    assert [(r.status, r.attempts) for r in rows] == [("pending", 0)] * 3
+    campaign_row = db.session.get(Campaign, campaign.id)
+    assert campaign_row.status == "waiting" and campaign_row.scheduled_for is not None
+    # Twilio is back: the resumed run sends each message exactly once.
+    send_campaign(campaign.id, gateway(fake_twilio.base_url), fast())
+    assert_exactly_once(fake_twilio, outbox(db, campaign.id))
+
+
 def test_permanent_errors_are_kept_per_recipient_and_21610_records_an_opt_out(db, people, fake_twilio):
     ok, invalid, unsubscribed = people(3)
     fake_twilio.fail_number(invalid.phone, status=400, code=21211)
