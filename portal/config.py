@@ -64,6 +64,8 @@ class Config:
         self.REMEMBER_COOKIE_HTTPONLY = True
         self.WTF_CSRF_TIME_LIMIT = None
         self.JOBS_INLINE = False  # tests may run jobs synchronously
+        # Embedded runner: each job in a child process, so CPU-bound jobs never hold the web process's GIL.
+        self.JOBS_PROCESS = os.environ.get("JOBS_PROCESS", "1").lower() not in {"0", "false", "no"}
         self.TESTING = False
 
     def as_dict(self) -> dict:
@@ -78,6 +80,7 @@ class TestConfig(Config):
         super().__init__()
         self.TESTING = True
         self.JOBS_INLINE = True  # jobs run at once; tests/web/test_jobs.py exercises the thread and RQ runners
+        self.JOBS_PROCESS = False  # tests/web/test_jobs.py turns the child-process runner on where it tests it
         self.PASSWORD_HASH_METHOD = "scrypt:1024:8:1"  # cheap scrypt: same code path, fast tests
         self.SECRET_KEY = "test-only-secret"
         self.PROXY_FIX = 0  # a developer's PROXY_FIX must not change what the suite's client sees

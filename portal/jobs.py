@@ -5,6 +5,11 @@ The only module that knows whether RQ or a thread runs the work. Job state lives
 thread per process (gunicorn runs a single process then). With REDIS_URL: RQ on Redis, any
 number of ``flask worker`` processes. ``JOBS_INLINE`` (tests) runs the job at once.
 
+``JOBS_PROCESS`` (on by default outside tests): the embedded job thread runs each job in a child
+process (``flask jobs run ID``) and waits for it. A rescore or an import is CPU-bound Python;
+in a thread of the web process it would hold the GIL and stall every page for its duration.
+The child gets the parent's database, models and upload folders; if it dies, the job is failed.
+
 ``schedule_at`` records a job to run later (status ``scheduled``; its ``heartbeat_at`` holds the
 time it is due). With RQ it waits in RQ's scheduled registry, moved to the queue by the
 scheduler that ``flask worker`` runs. Embedded, it waits on a timer thread of this process:
@@ -20,6 +25,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -161,9 +169,29 @@ def _executor(app: Flask) -> ThreadPoolExecutor:
 def _run_in_app(app: Flask, job_id: str) -> None:
     with app.app_context():
         try:
-            run_job(job_id)
+            if app.config.get("JOBS_PROCESS"):
+                _run_in_child(app, job_id)
+            else:
+                run_job(job_id)
         finally:
             db.session.remove()
+
+
+def _run_in_child(app: Flask, job_id: str) -> None:
+    """Run the job in ``flask jobs run`` (a child process with this app's folders and database);
+    a child that dies leaves the job failed, not 'running' until the heartbeat check notices."""
+    env = dict(os.environ, DATABASE_URL=app.config["SQLALCHEMY_DATABASE_URI"], MODELS_DIR=app.config["MODELS_DIR"],
+               UPLOAD_DIR=app.config["UPLOAD_DIR"], SECRET_KEY=app.config["SECRET_KEY"], JOBS_PROCESS="0")
+    env.pop("REDIS_URL", None)
+    command = [sys.executable, "-m", "flask", "--app", "app:create_app", "jobs", "run", job_id]
+    child = subprocess.run(command, cwd=app.root_path, env=env, capture_output=True, text=True)
+    if child.returncode != 0:
+        log.error("job %s: child process exited with %s: %s", job_id, child.returncode, child.stderr[-2000:])
+    with db.engine.begin() as conn:
+        conn.execute(update(Job).where(Job.id == job_id, Job.status.in_(("queued", "running"))).values(
+            status="failed", finished_at=_now(),
+            message="The job's process stopped unexpectedly (logged); nothing it was writing was kept. "
+                    "Start it again."))
 
 
 def _write(job_id: str, **values) -> None:

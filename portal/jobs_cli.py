@@ -29,4 +29,19 @@ def worker_command(burst: bool):
     worker.work(burst=burst, with_scheduler=True)
 
 
-commands = [worker_command]
+@click.group("jobs")
+def jobs_group():
+    """Background jobs."""
+
+
+@jobs_group.command("run")
+@click.argument("job_id")
+@with_appcontext
+def run_command(job_id: str):
+    """Run one recorded job here and now (the embedded runner's child process uses this)."""
+    from portal.jobs import run_job
+
+    run_job(job_id)
+
+
+commands = [worker_command, jobs_group]

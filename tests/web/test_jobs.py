@@ -58,6 +58,25 @@ def test_job_error_message_is_shown_and_internal_errors_are_not(app):
     assert crashed.status == "failed" and "secret internals" not in crashed.message
 
 
+def pid_job(progress, die=False):
+    """Reports the process it ran in; ``die`` ends that process without a word (a crash, an OOM kill)."""
+    progress(0.5, "half way")
+    if die:
+        os._exit(3)
+    return {"message": "ran", "pid": os.getpid()}
+
+
+def test_process_runner_runs_the_job_in_a_child_process(app):
+    app.config["JOBS_PROCESS"] = True
+    try:
+        done = _wait(app, jobs.enqueue("tests.web.test_jobs.pid_job", "Pid").id, timeout=120)
+        assert done.status == "done" and done.result["pid"] != os.getpid()
+        died = _wait(app, jobs.enqueue("tests.web.test_jobs.pid_job", "Pid", die=True).id, timeout=120)
+        assert died.status == "failed" and "process stopped unexpectedly" in died.message
+    finally:
+        app.config["JOBS_PROCESS"] = False
+
+
 def test_dead_job_is_shown_failed_not_running_forever(app, db):
     job = Job(id="dead-1", func="x.y", title="Import", status="running",
               heartbeat_at=datetime.now(timezone.utc) - timedelta(minutes=30))
