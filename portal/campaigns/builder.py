@@ -16,20 +16,13 @@ from sqlalchemy import select
 from portal.extensions import db
 from portal.models import SavedSegment, Store
 from portal.security import user_store_id
-from portal.services import campaigns as campaign_service, exports, settings
+from portal.services import campaigns as campaign_service, clock, exports, settings
 from portal.services.customers import FILTER_KEYS
 from portal.services.sending import is_quiet, window_opens
 from portal.sms import segment_info
 from portal.params import parse_id
 
 PREVIEW_COUNT = 3
-
-
-def _zone(name: str | None) -> ZoneInfo:
-    try:
-        return ZoneInfo(name or "UTC")
-    except Exception:
-        return ZoneInfo("UTC")
 
 
 # --- audience --------------------------------------------------------------------------------
@@ -109,7 +102,7 @@ def campaign_zone(params: dict[str, str], user) -> tuple[ZoneInfo, Store | None]
     store = db.session.get(Store, store_id) if store_id else None
     if store is None:
         store = db.session.scalar(select(Store).order_by(Store.id).limit(1))
-    return _zone(store.timezone if store else "UTC"), store
+    return clock.zone(store.timezone if store else "UTC"), store
 
 
 def zone_of_campaign(campaign) -> tuple[ZoneInfo, Store | None]:
@@ -117,7 +110,7 @@ def zone_of_campaign(campaign) -> tuple[ZoneInfo, Store | None]:
     store = db.session.get(Store, campaign.store_id) if campaign.store_id else None
     if store is None:
         store = db.session.scalar(select(Store).order_by(Store.id).limit(1))
-    return _zone(store.timezone if store else "UTC"), store
+    return clock.zone(store.timezone if store else "UTC"), store
 
 
 def to_utc(local: datetime, zone: ZoneInfo) -> datetime:

@@ -7,7 +7,7 @@ they cost) → send (admins and managers only, checked here on the server) → p
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
@@ -23,6 +23,7 @@ from portal.formatting import money
 from portal.models import Campaign, Customer, OutboxMessage
 from portal.security import is_safe_next, roles_required, user_store_id
 from portal.services import audit, campaign_results, campaigns as campaign_service, redemption, sending, settings
+from portal.services.clock import aware, utcnow
 from portal.services.customers import get_for_user
 from portal.services.listing import Page
 from portal.params import parse_id
@@ -191,24 +192,14 @@ def confirm(campaign_id: int):
         .where(OutboxMessage.campaign_id == campaign.id, OutboxMessage.group == "message",
                OutboxMessage.status == "pending").order_by(OutboxMessage.id).limit(3)).all()
     zone, store = builder.zone_of_campaign(campaign)
-    scheduled = _aware(campaign.scheduled_for)
+    scheduled = aware(campaign.scheduled_for)
     return render_template("campaigns/confirm.html", campaign=campaign, cost=cost, counts=counts, samples=samples,
                            exclusions=campaign_service.EXCLUSIONS, zone=zone, store=store,
                            scheduled_local=scheduled.astimezone(zone) if scheduled else None,
-                           expires_local=_aware(campaign.expires_at).astimezone(zone) if campaign.expires_at else None,
-                           quiet_note=builder.quiet_note(zone, scheduled if scheduled and scheduled > _now() else None),
+                           expires_local=aware(campaign.expires_at).astimezone(zone) if campaign.expires_at else None,
+                           quiet_note=builder.quiet_note(zone, scheduled if scheduled and scheduled > utcnow() else None),
                            form=SendForm(expected=str(cost.messages)), cancel_form=ActionForm(),
                            can_send=current_user.role in SENDERS, dry_run=_dry_run())
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @bp.route("/campaigns/<int:campaign_id>")

@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, case, func, or_, select
 
@@ -39,6 +38,7 @@ from portal.extensions import db
 from portal.formatting import money
 from portal.models import Campaign, ConsentEvent, OutboxMessage, PurchaseLine, Store
 from portal.services import settings
+from portal.services.clock import aware, zone
 from portal.sms import GSM7_BASIC, segment_info
 
 CONFIDENCE = 0.95
@@ -46,19 +46,6 @@ MIN_GROUP = 30
 MIN_OUTCOMES = 5
 #: Statuses of a message Twilio accepted (or the dry run recorded).
 ACCEPTED = ("sent", "delivered", "undelivered", "dry-run")
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
-
-
-def _zone(name: str | None) -> ZoneInfo:
-    try:
-        return ZoneInfo(name or "UTC")
-    except Exception:
-        return ZoneInfo("UTC")
 
 
 # --- statistics ------------------------------------------------------------------------------
@@ -233,7 +220,7 @@ def delivery_counts(campaign_id: int, since: datetime | None = None) -> dict[str
 
 def first_send(campaign_id: int) -> datetime | None:
     """When the first message of the campaign went out (the start of the results window)."""
-    return _aware(db.session.scalar(select(func.min(OutboxMessage.sent_at)).where(
+    return aware(db.session.scalar(select(func.min(OutboxMessage.sent_at)).where(
         OutboxMessage.campaign_id == campaign_id, OutboxMessage.sent_at.is_not(None))))
 
 
@@ -256,8 +243,8 @@ def campaign_results(campaign: Campaign, now: datetime | None = None, days: int 
         OutboxMessage.campaign_id == campaign.id).group_by(OutboxMessage.group)).all())
     # Purchase times are store-local wall times: compare each store's lines with the window in its zone.
     windows = [and_(PurchaseLine.store_id == sid,
-                    PurchaseLine.purchased_at >= start.astimezone(_zone(s.timezone)).replace(tzinfo=None),
-                    PurchaseLine.purchased_at < upto.astimezone(_zone(s.timezone)).replace(tzinfo=None))
+                    PurchaseLine.purchased_at >= start.astimezone(zone(s.timezone)).replace(tzinfo=None),
+                    PurchaseLine.purchased_at < upto.astimezone(zone(s.timezone)).replace(tzinfo=None))
                for sid, s in stores.items()]
     if not windows:
         return results

@@ -25,13 +25,13 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
 
 from portal.extensions import db
 from portal.models import Campaign, Customer, OutboxMessage, PurchaseLine, Store
 from portal.services import audit
+from portal.services.clock import aware, zone
 
 #: Outbox statuses whose message may have reached the customer (so the code can be in their hands).
 REDEEMABLE = ("sent", "delivered", "dry-run", "unknown")
@@ -56,19 +56,6 @@ class RedemptionError(ValueError):
 def normalise_code(text: str | None) -> str:
     """A typed or imported code as stored: upper case, without spaces, dashes, dots or underscores."""
     return _NOT_CODE.sub("", text or "").upper()
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)  # SQLite hands back naive UTC
-    return value
-
-
-def _zone(name: str | None) -> ZoneInfo:
-    try:
-        return ZoneInfo(name or "UTC")
-    except Exception:
-        return ZoneInfo("UTC")
 
 
 @dataclass
@@ -100,8 +87,8 @@ def _offers(codes: Iterable[str]) -> dict[str, _Offer]:
         for (code, row_id, campaign_id, customer_id, status, sent_at, claimed_at, redeemed_at, redeemed_by,
              expires_at, created_at, customer_store, campaign_store) in db.session.execute(query):
             found[code] = _Offer(row_id, campaign_id, customer_id, status,
-                                 _aware(sent_at or claimed_at or created_at), _aware(redeemed_at), redeemed_by,
-                                 _aware(expires_at),
+                                 aware(sent_at or claimed_at or created_at), aware(redeemed_at), redeemed_by,
+                                 aware(expires_at),
                                  customer_store if customer_store is not None else campaign_store)
     return found
 
@@ -200,8 +187,8 @@ def open_coupons(customer_id: int, now: datetime | None = None) -> list[dict]:
         .where(OutboxMessage.customer_id == customer_id, OutboxMessage.coupon_code.is_not(None),
                OutboxMessage.redeemed_at.is_(None), OutboxMessage.status.in_(REDEEMABLE))
         .order_by(OutboxMessage.id.desc()))
-    return [{"code": code, "campaign": name, "expires_at": _aware(expires), "sent_at": _aware(sent)}
-            for code, name, expires, sent in rows if expires is None or _aware(expires) >= now]
+    return [{"code": code, "campaign": name, "expires_at": aware(expires), "sent_at": aware(sent)}
+            for code, name, expires, sent in rows if expires is None or aware(expires) >= now]
 
 
 # --- imports ---------------------------------------------------------------------------------
@@ -237,7 +224,7 @@ def redeem_from_imports(import_id: int | None = None, user_email: str | None = N
              .order_by(PurchaseLine.purchased_at, PurchaseLine.id))
     if import_id is not None:
         query = query.where(PurchaseLine.import_id == import_id)
-    zones = {sid: _zone(tz) for sid, tz in db.session.execute(select(Store.id, Store.timezone))}
+    zones = {sid: zone(tz) for sid, tz in db.session.execute(select(Store.id, Store.timezone))}
     seen: set[tuple[str, str]] = set()
     transactions = []  # (code, ref, customer, store, UTC time, import id), earliest first
     for ref, customer_id, store_id, purchased_at, raw, line_import in db.session.execute(query):

@@ -303,10 +303,12 @@ def test_outlook_appears_after_clv_training_and_is_per_store(client, login_as, d
     training.train_clv(rescore=False)
     # A page view never refits: fitting would fail loudly here.
     from preprocessing import clv
+    from preprocessing.clv import outlook as clv_outlook
 
     def refuse(*_a, **_k):
         raise AssertionError("the dashboard refitted the CLV model")
     monkeypatch.setattr(clv, "fit_bgnbd", refuse)
+    monkeypatch.setattr(clv_outlook, "fit_bgnbd", refuse)  # what clv.backtest calls
     monkeypatch.setattr(clv, "backtest", refuse)
     page = client.get("/").get_data(as_text=True)
     assert 'id="outlook"' in page and "parameter uncertainty only" in page

@@ -1,0 +1,237 @@
+"""BG/NBD: how many repeat purchases each customer will make, and whether they are still active.
+
+Purchase rate lambda ~ Gamma(r, alpha) while alive; after each repeat purchase the customer drops out
+with probability p ~ Beta(a, b) (Fader, Hardie & Lee 2005, "Counting your customers the easy way").
+Fitted by maximum likelihood on an ``rfm_summary`` frame; predictions use the closed forms with a
+hyp2f1 guard that falls back to quadrature where scipy's hypergeometric function cannot be trusted.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import special
+
+from preprocessing.clv.fitting import (
+    _check_enough_repeaters, _compress, _covariance, _group_codes, _minimise, _numerical_hessian, _on_edge,
+)
+from preprocessing.clv.params import BGNBDParams
+from preprocessing.clv.summary import _check_unit, _summary_arrays
+
+
+class _BGNBDLikelihood:
+    """Mean negative log-likelihood of BG/NBD and its gradient in log-parameter space.
+
+    Per customer (Fader, Hardie & Lee 2005, eq. 6), with A = Gamma(r+x) alpha^r / Gamma(r):
+      L = A [ B(a, b+x)/B(a, b) (alpha+T)^-(r+x) + [x>0] B(a+1, b+x-1)/B(a, b) (alpha+t_x)^-(r+x) ]
+    evaluated as log A + logaddexp(term1, term2) with betaln/gammaln, so nothing overflows for
+    large x. Terms that depend only on x are computed once per distinct x.
+    """
+
+    def __init__(self, x, tx, T):
+        (self.x, self.tx, self.T), self.w = _compress(x, tx, T)
+        self.ux, self.xi = np.unique(self.x, return_inverse=True)
+        self.rep = self.x > 0
+        self.urep = self.ux > 0
+        self.total = self.w.sum()
+
+    def __call__(self, log_theta):
+        r, alpha, a, b = np.exp(log_theta)
+        ux, xi, x = self.ux, self.xi, self.x
+        bx1 = np.where(self.urep, b + ux - 1, 1.0)  # B(a+1, b+x-1) exists only for x > 0
+        g_rx = (special.gammaln(r + ux) - special.gammaln(r))[xi]
+        bl1 = special.betaln(a, b + ux)[xi]
+        bl2 = special.betaln(a + 1, bx1)[xi]
+        log_aT = np.log(alpha + self.T)
+        log_atx = np.log(alpha + self.tx)
+        t1 = bl1 - (r + x) * log_aT
+        t2 = np.where(self.rep, bl2 - (r + x) * log_atx, -np.inf)
+        lse = np.logaddexp(t1, t2)
+        ll = g_rx + r * math.log(alpha) - special.betaln(a, b) + lse
+        w1 = np.exp(t1 - lse)
+        w2 = np.exp(t2 - lse)
+        dig_abx = special.digamma(a + b + ux)[xi]
+        d_r = (special.digamma(r + ux) - special.digamma(r))[xi] + math.log(alpha) - w1 * log_aT - w2 * log_atx
+        d_alpha = r / alpha - (r + x) * (w1 / (alpha + self.T) + w2 / (alpha + self.tx))
+        dig_ab = special.digamma(a + b)
+        d_a = (
+            -(special.digamma(a) - dig_ab)
+            + w1 * (special.digamma(a) - dig_abx)
+            + w2 * (special.digamma(a + 1) - dig_abx)
+        )
+        d_b = (
+            -(special.digamma(b) - dig_ab)
+            + w1 * (special.digamma(b + ux)[xi] - dig_abx)
+            + w2 * (special.digamma(bx1)[xi] - dig_abx)
+        )
+        w = self.w
+        grad = np.array([w @ d_r * r, w @ d_alpha * alpha, w @ d_a * a, w @ d_b * b])
+        value = w @ ll
+        if not np.isfinite(value):
+            return np.inf, np.zeros(4)
+        return -value / self.total, -grad / self.total
+
+
+def fit_bgnbd(summary: pd.DataFrame) -> BGNBDParams:
+    """Fit BG/NBD by maximum likelihood to an :func:`rfm_summary` frame.
+
+    Raises:
+        CLVFitError: no customers, nobody repeats, fewer than ``MIN_REPEAT_BUYERS`` repeat buyers, or
+            the optimiser does not converge.
+    """
+    x, tx, T = _summary_arrays(summary)
+    n = len(x)
+    n_repeat = int((x > 0).sum())
+    _check_enough_repeaters(n, n_repeat, "BG/NBD")
+    # Work in time scaled by mean T so alpha is O(1) whatever the unit; undo at the end.
+    scale = float(T.mean())
+    lik = _BGNBDLikelihood(x, tx / scale, T / scale)
+    # Start: E[lambda] = r/alpha matches the observed repeat rate; dropout p around 0.25.
+    rate = x.sum() / T.sum() * scale
+    starts = [(1.0, 1.0 / rate, 1.0, 3.0), (0.25, 0.25 / rate, 0.8, 2.5), (3.0, 3.0 / rate, 2.0, 10.0)]
+    res, at_bound = _minimise(lik, starts, ("r", "alpha", "a", "b"))
+    r, alpha_s, a, b = np.exp(res.x)
+    hess = _numerical_hessian(lambda th: lik(th)[1] * lik.total, res.x)
+    # The time rescaling multiplies the likelihood by scale^-x per customer (it is a density in time).
+    log_lik = -res.fun * lik.total - x.sum() * math.log(scale)
+    return BGNBDParams(
+        r=float(r), alpha=float(alpha_s * scale), a=float(a), b=float(b),
+        log_likelihood=float(log_lik), n=n, n_repeat=n_repeat,
+        time_unit=summary.attrs.get("time_unit", "D"), cov_log=_covariance(hess, ~_on_edge(res.x)),
+        at_bound=at_bound,
+    )
+
+
+
+_GL_NODES, _GL_WEIGHTS = special.roots_legendre(128)
+_TAIL = 1e-10
+
+
+def _given_alive_quadrature(r, alpha, a, b, t):
+    """E_p[(1 - (alpha/(alpha + p t))^r) / p] for p ~ Beta(a, b) by quadrature in log space.
+
+    The fallback where hyp2f1 cannot be trusted. [0, 1/2] is integrated in u = log p and [1/2, 1) in
+    u = log(1 - p) with 128-point Gauss-Legendre each; the tails below 1e-10 are added in closed form
+    (regularised incomplete beta times the integrand's limit, which is exact to ~1e-10). In log space
+    the integrand is smooth whatever r, alpha, t and the Beta shape, so this agrees with adaptive
+    quadrature to ~1e-6 or better over a, b in [0.05, 3000], r up to 3000, t / alpha up to 1e7.
+    Vectorised: rows x 256 nodes.
+    """
+    r, alpha, b, t = (np.asarray(v, dtype=float)[:, None] for v in (r, alpha, b, t))
+    s = t / alpha
+    log_beta = special.betaln(a, b)
+    half = math.log(0.5)
+
+    def g(p):  # expected purchases of an alive customer with dropout p, averaged over lambda
+        return -np.expm1(-r * np.log1p(p * s)) / p
+
+    # p in (0, 1/2]: below p_low the integrand equals its limit r s to ~1e-10 relative.
+    p_low = _TAIL * np.minimum(1.0, 1.0 / ((r + 1.0) * s))
+    lo = np.log(p_low)
+    u = (half + lo) / 2 + (half - lo) / 2 * _GL_NODES
+    p = np.exp(u)
+    dens = np.exp(a * u + (b - 1.0) * np.log1p(-p) - log_beta)
+    lower = (half - lo)[:, 0] / 2 * ((dens * g(p)) @ _GL_WEIGHTS)
+    lower += (r * s)[:, 0] * special.betainc(a, b[:, 0], p_low[:, 0])
+    # p in [1/2, 1): w = 1 - p, u = log w; above 1 - 1e-10 the integrand equals g(1).
+    lo = math.log(_TAIL)
+    u = (half + lo) / 2 + (half - lo) / 2 * _GL_NODES
+    w = np.exp(u)
+    dens = np.exp((a - 1.0) * np.log1p(-w) + b * u - log_beta)
+    upper = (half - lo) / 2 * ((dens * g(1.0 - w)) @ _GL_WEIGHTS)
+    upper += g(1.0)[:, 0] * special.betainc(b[:, 0], a, _TAIL)
+    return lower + upper
+
+
+def _given_alive(r, alpha, a, b, t, known_hard=None):
+    """Expected purchases in (0, t] for a customer alive at 0 with lambda ~ Gamma(r, alpha), p ~ Beta(a, b).
+
+    Closed form (FHL 2005 eq. 10 without the P(alive) factor), with z = t / (alpha + t):
+        (a+b-1)/(a-1) * [1 - (alpha/(alpha+t))^r * 2F1(r, b; a+b-1; z)]
+    Guard: scipy's hyp2f1 is accurate for store-sized inputs (no failure over 200k random cases with
+    x <= 600, T <= 1500 days, t <= 1100 days, alpha 1-2000 days), but far outside that (t >> alpha with
+    heavy buyers, large a) it returns nan or silently wrong finite values. So each value is also
+    computed in the Pfaff-transformed form (a+b-1)/(a-1) * [1 - 2F1(r, a-1; a+b-1; -t/alpha)], which
+    takes a different path through hyp2f1; values where the two disagree (relative 1e-6), either is
+    non-finite, the result leaves the provable range [0, r t / alpha], or a is within 1e-6 of 1 (0/0 in
+    the prefactor) are recomputed by :func:`_given_alive_quadrature`.
+
+    ``known_hard`` (a mask from an earlier call at nearby parameters) skips the second, six-times
+    slower hyp2f1 form: those entries go straight to quadrature, the rest keep the range checks.
+    Returns (values, mask of entries that needed quadrature), both in the broadcast shape.
+    """
+    r, alpha, b, t = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (r, alpha, b, t)))
+    upper = r * t / alpha
+    with np.errstate(all="ignore"):
+        factor = (a + b - 1.0) / (a - 1.0)
+        z = t / (alpha + t)
+        out = factor * (1.0 - np.exp(r * np.log1p(-z)) * special.hyp2f1(r, b, a + b - 1.0, z))
+        bad = ~np.isfinite(out) | (out < -1e-6 * upper) | (out > upper * (1 + 1e-6))
+        if known_hard is None:
+            second = factor * (1.0 - special.hyp2f1(r, a - 1.0, a + b - 1.0, -t / alpha))
+            bad |= ~np.isfinite(second) | (np.abs(out - second) > 1e-6 * np.abs(out) + 1e-12 * upper)
+        else:
+            bad |= known_hard
+    if abs(a - 1.0) < 1e-6:
+        bad = np.ones_like(bad)
+    bad &= t > 0
+    if bad.any():
+        out[bad] = _given_alive_quadrature(r[bad], alpha[bad], a, b[bad], t[bad])
+    return np.clip(np.where(t > 0, out, 0.0), 0.0, upper), bad
+
+
+def _p_alive(params: BGNBDParams, x, tx, T):
+    r, alpha, a, b = params.r, params.alpha, params.a, params.b
+    with np.errstate(divide="ignore"):
+        log_odds_dead = (
+            math.log(a) - np.log(np.where(x > 0, b + x - 1, 1.0))
+            + (r + x) * (np.log(alpha + T) - np.log(alpha + tx))
+        )
+    return np.where(x > 0, special.expit(-log_odds_dead), 1.0)
+
+
+def _conditional(params: BGNBDParams, t, x, tx, T):
+    """E[Y(t) | x, t_x, T] = P(alive) * expected purchases of an alive customer with posterior parameters.
+
+    Evaluated once per distinct (x, t_x, T): day-granular summaries repeat them a lot.
+    """
+    codes = _group_codes(x, tx, T)
+    first = np.unique(codes, return_index=True)[1]
+    ux, utx, uT = x[first], tx[first], T[first]
+    given_alive, _ = _given_alive(params.r + ux, params.alpha + uT, params.a, params.b + ux, t)
+    return (_p_alive(params, ux, utx, uT) * given_alive)[codes]
+
+
+def p_alive(params: BGNBDParams, summary: pd.DataFrame) -> np.ndarray:
+    """Probability each customer is still active at the summary's as_of day.
+
+    BG/NBD lets customers drop out only right after a repeat purchase, so every customer with
+    frequency 0 gets exactly 1. Never use p_alive alone as a churn score: rank by expected purchases
+    (or expected purchases x spend) instead, which also penalises one-off buyers.
+    """
+    _check_unit(params, summary)
+    return _p_alive(params, *_summary_arrays(summary))
+
+
+def expected_purchases(params: BGNBDParams, t: float, summary: pd.DataFrame) -> np.ndarray:
+    """Expected repeat purchases of each customer in the next ``t`` time units after as_of.
+
+    Args:
+        t: horizon in the summary's unit (days for ``freq='D'``), >= 0.
+    Returns:
+        float array aligned with ``summary`` rows.
+    """
+    _check_unit(params, summary)
+    if t < 0:
+        raise ValueError("horizon t must be >= 0")
+    x, tx, T = _summary_arrays(summary)
+    return _conditional(params, float(t), x, tx, T)
+
+
+def unconditional_expected_purchases(params: BGNBDParams, t) -> np.ndarray:
+    """Population curve E[X(t)]: expected repeat purchases in (0, t] for a randomly chosen new customer."""
+    t = np.asarray(t, dtype=float)
+    if (t < 0).any():
+        raise ValueError("t must be >= 0")
+    return _given_alive(params.r, params.alpha, params.a, params.b, t)[0]
