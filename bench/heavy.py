@@ -257,32 +257,20 @@ def features_case(path: str, db_name: str, models_dir: str) -> dict:
 
 def scoring_case(path: str, db_name: str, models_dir: str) -> dict:
     """A re-score with a trained tier model, no churn/CLV model: features, spend_12m, tiers, stored."""
-    import pandas as pd
     from threadpoolctl import threadpool_limits
 
     from portal.services import scoring
     from portal.services import settings as settings_service
-    from portal.services.aggregates import customer_features_sql
     from portal.services.dataset import load_lines
-    from preprocessing.features import compute_features
 
     app = _app(db_name, models_dir)
     with app.app_context(), threadpool_limits(limits=1):
         t0 = time.perf_counter()
-        if path == "pandas":  # scoring._rescore_all's SQLite path, minus churn/CLV (no such models)
-            lines = load_lines()
-            as_of = pd.Timestamp(lines["purchase_date"].max())
-            features = compute_features(lines, as_of)
-            named = lines[lines["customer_id"].notna()]
-            recent = named["purchase_date"] > as_of - pd.Timedelta(days=365)
-            spend_12m = named.loc[recent].groupby("customer_id", observed=True)["total_amount"].sum()
-            spend_12m = spend_12m.reindex(features.index).fillna(0.0)
-            del lines, named, recent
-        else:
-            features = customer_features_sql(spend_12m=True)
-            spend_12m = features.pop("spend_12m")
+        # scoring._rescore_all's two sources, minus churn/CLV (no such models; their inputs are lazy)
+        inputs = scoring.inputs_from_lines(load_lines()) if path == "pandas" else scoring.inputs_from_database()
+        features = inputs.features
         frame = features.copy()
-        frame["spend_12m"] = spend_12m
+        frame["spend_12m"] = inputs.spend_12m
         t1 = time.perf_counter()
         tiers = scoring.tiers_for(features, settings_service.all_values())
         frame["tier"] = tiers

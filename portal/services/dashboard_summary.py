@@ -149,7 +149,7 @@ def _asked_recently() -> bool:
 def _scoring_will_refresh() -> bool:
     """An import finished a moment ago (and was not undone since): the scoring run that follows it
     refreshes the summary, so a page need not start a second computation beside it (at 100k
-    customers that is 20-70 s of database work in the web process)."""
+    customers that is 20-70 s of database work beside the scoring run)."""
     finished, undone = db.session.execute(select(
         func.max(ImportRun.finished_at).filter(ImportRun.status == "done"), func.max(ImportRun.undone_at))).one()
     if finished is None:

@@ -170,13 +170,7 @@ def _rescore_all(reason: str, progress) -> dict:
         progress(0.2, "computing features")
         inputs = inputs_from_lines(lines)
     if inputs is None:  # no customer has a purchase (left): nobody keeps scores from lines now gone
-        now = datetime.now(timezone.utc)
-        old_tiers = dict(db.session.execute(select(Customer.id, Customer.tier)).all())
-        cleared = _clear_unscored(set(), old_tiers, now, reason, with_tiers=True)
-        if cleared:
-            db.session.execute(TierChange.__table__.insert(), cleared)
-        db.session.commit()
-        return {"scored": 0, "up": 0, "down": len(cleared), "as_of": None}
+        return {**_store(pd.DataFrame(), True, reason), "as_of": None}
     as_of, features = inputs.as_of, inputs.features
     values = settings_service.all_values()
     frame = features.copy()

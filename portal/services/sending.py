@@ -147,11 +147,11 @@ def send_campaign(campaign_id: int, gateway: sms.SmsGateway | None = None, opts:
         due = run.next_due()
         wait = (due - run.now()).total_seconds() if due else opts.lease_seconds
         if wait > opts.max_wait_seconds:
-            return _wait(campaign_id, due, run, "Waiting")
+            return _wait(campaign_id, due, run, "Waiting", " (quiet hours or retries)")
         opts.sleep(min(max(wait, 0.05), 5.0))
 
 
-def _wait(campaign_id: int, due: datetime | None, run: SendRun, why: str) -> dict:
+def _wait(campaign_id: int, due: datetime | None, run: SendRun, why: str, note: str = "") -> dict:
     """End this run with the campaign 'waiting' until ``due`` (quiet hours, retries, a Twilio outage),
     its resumption scheduled; the summary says until when."""
     waiting = db.session.execute(update(Campaign).where(Campaign.id == campaign_id, Campaign.status != "cancelled")
@@ -162,8 +162,7 @@ def _wait(campaign_id: int, due: datetime | None, run: SendRun, why: str) -> dic
     when = f" until {local:%Y-%m-%d %H:%M %Z}" if local else ""
     resumes = _schedule_after_run(campaign_id, due) if waiting.rowcount == 1 and due else False
     how = "resumes by itself" if resumes else "resume it with `flask campaign resume`"
-    reason = "" if why != "Waiting" else " (quiet hours or retries)"
-    return {"message": f"{why}{when}{reason}, {how}: {_describe(counts)}",
+    return {"message": f"{why}{when}{note}, {how}: {_describe(counts)}",
             "counts": counts, "waiting_until": due.isoformat() if due else None}
 
 
