@@ -15,6 +15,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 
 from portal.models import UTCDateTime
+from portal.services.importer import row_checks
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Merged:
     updated: int = 0
     customers_new: int = 0
     consent_changes: int = 0
+    line_checks: str | None = None  # purchase lines: how their foreign keys were checked (row_checks)
 
 
 def _run(conn: Connection, sql: str, **params) -> int:
@@ -67,16 +69,17 @@ def transactions(conn: Connection, import_id: int, now: datetime, valid: int) ->
               GROUP BY customer_ext) AS s
         WHERE s.customer_ext = customers.external_id AND customers.erased_at IS NULL
           AND ((customers.phone IS NULL AND s.phone IS NOT NULL) OR customers.store_id IS NULL)""")
-    new = _run(conn, """
-        INSERT INTO purchase_lines (transaction_ref, product_id, line_no, customer_id, store_id, purchased_at,
-                                    quantity, unit_price, amount, coupon_code, import_id)
-        SELECT s.txn_ref, p.id, s.line_no, c.id, s.store_id, s.purchased_at, s.quantity, s.unit_price, s.amount,
-               s.coupon_code, :import_id
-        FROM _stage_lines s JOIN products p ON p.external_id = s.product_ext
-        LEFT JOIN customers c ON c.external_id = s.customer_ext
-        WHERE 1 = 1
-        ON CONFLICT (transaction_ref, product_id, line_no) DO NOTHING""", import_id=import_id)
-    return Merged(new=new, present=valid - new, customers_new=created)
+    with row_checks.line_checks(conn, import_id) as checks:
+        new = _run(conn, """
+            INSERT INTO purchase_lines (transaction_ref, product_id, line_no, customer_id, store_id, purchased_at,
+                                        quantity, unit_price, amount, coupon_code, import_id)
+            SELECT s.txn_ref, p.id, s.line_no, c.id, s.store_id, s.purchased_at, s.quantity, s.unit_price, s.amount,
+                   s.coupon_code, :import_id
+            FROM _stage_lines s JOIN products p ON p.external_id = s.product_ext
+            LEFT JOIN customers c ON c.external_id = s.customer_ext
+            WHERE 1 = 1
+            ON CONFLICT (transaction_ref, product_id, line_no) DO NOTHING""", import_id=import_id)
+    return Merged(new=new, present=valid - new, customers_new=created, line_checks=checks)
 
 
 def stock(conn: Connection, import_id: int, as_of: date, by_name: bool, valid: int) -> Merged:

@@ -305,7 +305,8 @@ def _stage_and_merge(import_id, path, filename, mapping, ctx, region, options, u
                 merged = _merge(conn, kind, import_id, now, mapping, options, user_email, counts["valid"])
             merge.problems(conn, import_id)
             options.update(updated=merged.updated, customers_new=merged.customers_new,
-                           consent_changes=merged.consent_changes, problems_total=counts["problems"],
+                           consent_changes=merged.consent_changes, line_checks=merged.line_checks,
+                           problems_total=counts["problems"],
                            problems_listed=ctx.listed_problems, read_as=reader.describe())
             conn.execute(update(ImportRun.__table__).where(ImportRun.id == import_id).values(
                 status=status, message=message, total_rows=counts["total"], valid_rows=counts["valid"],
