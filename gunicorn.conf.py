@@ -1,12 +1,20 @@
-"""gunicorn settings. On the embedded defaults (SQLite, no REDIS_URL) one worker process with
-threads, so the in-process job runner is single; with REDIS_URL, workers from the CPU count."""
+"""gunicorn settings.
+
+Embedded defaults (no REDIS_URL): one worker process per CPU, at most 4, of 4 threads each. Each
+process has its own job thread, but a lock file per database lets one job run at a time across
+them (portal.job_processes.database_lock), so several processes are safe on SQLite; past 4 they add memory
+(each loads the app and its models), not speed, as SQLite writes one at a time. With REDIS_URL:
+2 × CPU + 1 processes of 8 threads (jobs run on `flask worker`). WEB_CONCURRENCY and WEB_THREADS
+override both.
+"""
 import multiprocessing
 import os
 
 bind = os.environ.get("BIND", "127.0.0.1:5000")
+_cpus = multiprocessing.cpu_count()
 _scaled = bool(os.environ.get("REDIS_URL"))
-workers = int(os.environ.get("WEB_CONCURRENCY", (multiprocessing.cpu_count() * 2 + 1) if _scaled else 1))
-threads = int(os.environ.get("WEB_THREADS", 8))
+workers = int(os.environ.get("WEB_CONCURRENCY", (_cpus * 2 + 1) if _scaled else min(_cpus, 4)))
+threads = int(os.environ.get("WEB_THREADS", 8 if _scaled else 4))
 timeout = 120
 graceful_timeout = 30
 accesslog = "-"
@@ -16,20 +24,24 @@ errorlog = "-"
 def post_worker_init(worker):
     """Embedded job runner only (no REDIS_URL): catch up on campaigns left waiting.
 
-    Runs in the worker process right after it loaded the app: that process owns the job thread
+    Runs in each worker process right after it loaded the app: that process owns a job thread
     and its timers, and a timer armed by a previous process died with it. So queue campaigns
     that became due while the server was down, re-arm scheduled jobs, and schedule the resume
-    of campaigns still waiting for later (portal.services.sending.resume_on_start). With RQ the
-    schedule lives in Redis and ``flask worker`` runs it: nothing to do here. A failure is
-    logged, never fatal: the site still starts and `flask campaign resume` still works.
+    of campaigns still waiting for later (portal.services.sending.resume_on_start). The workers
+    take turns (a start-up lock file): each sees what the previous one queued or scheduled, so
+    none schedules a resume twice; every worker arms the timers, and a due job moves to queued in
+    one conditional UPDATE, so whichever fires first runs it, once. With RQ the schedule lives in
+    Redis and ``flask worker`` runs it: nothing to do here. A failure is logged, never fatal: the
+    site still starts and `flask campaign resume` still works.
     """
     app = getattr(worker, "wsgi", None)
     if app is None or not hasattr(app, "app_context") or app.config.get("REDIS_URL"):
         return
     try:
+        from portal import job_processes
         from portal.services import sending
 
-        with app.app_context():
+        with job_processes.database_lock(app, "start"), app.app_context():
             summary = sending.resume_on_start()
     except Exception:
         worker.log.exception("resuming waiting campaigns at start-up failed; run `flask campaign resume`")

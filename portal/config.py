@@ -40,6 +40,14 @@ def _proxy_fix() -> int:
     return int(raw)
 
 
+def _jobs_nice() -> int:
+    """JOBS_NICE: how much lower than the web the CPU priority of job processes is (0 to 19; 0: the same)."""
+    raw = (os.environ.get("JOBS_NICE") or "10").strip()
+    if not (raw.isascii() and raw.isdigit() and int(raw) <= 19):
+        raise ValueError(f"JOBS_NICE must be a niceness step from 0 (off) to 19, not {raw!r}")
+    return int(raw)
+
+
 class Config:
     """Settings for a real run; every value can come from the environment."""
 
@@ -66,6 +74,8 @@ class Config:
         self.JOBS_INLINE = False  # tests may run jobs synchronously
         # Embedded runner: each job in a child process, so CPU-bound jobs never hold the web process's GIL.
         self.JOBS_PROCESS = os.environ.get("JOBS_PROCESS", "1").lower() not in {"0", "false", "no"}
+        # Job processes (that child, `flask worker`) run nicer than the web, so pages stay fast beside a job.
+        self.JOBS_NICE = _jobs_nice()
         self.TESTING = False
 
     def as_dict(self) -> dict:
@@ -81,6 +91,7 @@ class TestConfig(Config):
         self.TESTING = True
         self.JOBS_INLINE = True  # jobs run at once; tests/web/test_jobs.py exercises the thread and RQ runners
         self.JOBS_PROCESS = False  # tests/web/test_jobs.py turns the child-process runner on where it tests it
+        self.JOBS_NICE = 0  # tests/web/test_jobs.py sets it where it tests it
         self.PASSWORD_HASH_METHOD = "scrypt:1024:8:1"  # cheap scrypt: same code path, fast tests
         self.SECRET_KEY = "test-only-secret"
         self.PROXY_FIX = 0  # a developer's PROXY_FIX must not change what the suite's client sees

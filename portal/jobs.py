@@ -1,14 +1,21 @@
 """Background jobs: run a function named by dotted path, in a thread or on RQ workers.
 
 The only module that knows whether RQ or a thread runs the work. Job state lives in the
-``jobs`` table so any web worker can show it. Embedded default (no REDIS_URL): one worker
-thread per process (gunicorn runs a single process then). With REDIS_URL: RQ on Redis, any
-number of ``flask worker`` processes. ``JOBS_INLINE`` (tests) runs the job at once.
+``jobs`` table so any web worker can show it. Embedded default (no REDIS_URL): one job thread
+per web process, and an exclusive lock file per database (``job_processes.database_lock``) so one job runs at
+a time across all the web processes on that database; the others wait, still ``queued``. With
+REDIS_URL: RQ on Redis, any number of ``flask worker`` processes. ``JOBS_INLINE`` (tests) runs
+the job at once. A job is claimed queued → running by one conditional UPDATE, so however often
+its id is handed out (timers in several processes, ``flask jobs run``), it runs once.
 
 ``JOBS_PROCESS`` (on by default outside tests): the embedded job thread runs each job in a child
 process (``flask jobs run ID``) and waits for it. A rescore or an import is CPU-bound Python;
 in a thread of the web process it would hold the GIL and stall every page for its duration.
 The child gets the parent's database, models and upload folders; if it dies, the job is failed.
+
+``JOBS_NICE`` (10 by default): job processes (that child, ``flask worker``) lower their own CPU
+priority by that much (``job_processes.lower_priority``), so on a small machine the pages stay fast while a
+job runs. The web process itself keeps its priority.
 
 ``schedule_at`` records a job to run later (status ``scheduled``; its ``heartbeat_at`` holds the
 time it is due). With RQ it waits in RQ's scheduled registry, moved to the queue by the
@@ -37,6 +44,7 @@ from flask import Flask, current_app
 from sqlalchemy import select, update
 
 from portal.extensions import db
+from portal.job_processes import database_lock
 from portal.models import Job
 
 log = logging.getLogger(__name__)
@@ -167,26 +175,37 @@ def _executor(app: Flask) -> ThreadPoolExecutor:
 
 
 def _run_in_app(app: Flask, job_id: str) -> None:
-    with app.app_context():
-        try:
-            if app.config.get("JOBS_PROCESS"):
-                _run_in_child(app, job_id)
-            else:
-                run_job(job_id)
-        finally:
-            db.session.remove()
+    """The job thread's task: wait for the database's job lock (the job stays queued meanwhile), then run."""
+    try:
+        with database_lock(app, "jobs") as lock, app.app_context():
+            try:
+                if app.config.get("JOBS_PROCESS"):
+                    _run_in_child(app, job_id, lock.fileno())
+                else:
+                    run_job(job_id)
+            finally:
+                db.session.remove()
+    except Exception:  # an executor keeps a task's exception to itself: log it
+        log.exception("job %s could not be run", job_id)
 
 
-def _run_in_child(app: Flask, job_id: str) -> None:
+def _run_in_child(app: Flask, job_id: str, lock_fd: int) -> None:
     """Run the job in ``flask jobs run`` (a child process with this app's folders and database);
-    a child that dies leaves the job failed, not 'running' until the heartbeat check notices."""
+    a child that dies leaves the job failed, not 'running' until the heartbeat check notices.
+
+    The child inherits the job lock (``lock_fd``): should this web process die, the lock is still
+    held until the child ends, so no other job starts beside it. A child that exits cleanly has
+    written its job's outcome, or found the job claimed by another process: its row is left alone.
+    """
     env = dict(os.environ, DATABASE_URL=app.config["SQLALCHEMY_DATABASE_URI"], MODELS_DIR=app.config["MODELS_DIR"],
-               UPLOAD_DIR=app.config["UPLOAD_DIR"], SECRET_KEY=app.config["SECRET_KEY"], JOBS_PROCESS="0")
+               UPLOAD_DIR=app.config["UPLOAD_DIR"], SECRET_KEY=app.config["SECRET_KEY"], JOBS_PROCESS="0",
+               JOBS_NICE=str(app.config.get("JOBS_NICE") or 0))
     env.pop("REDIS_URL", None)
     command = [sys.executable, "-m", "flask", "--app", "app:create_app", "jobs", "run", job_id]
-    child = subprocess.run(command, cwd=app.root_path, env=env, capture_output=True, text=True)
-    if child.returncode != 0:
-        log.error("job %s: child process exited with %s: %s", job_id, child.returncode, child.stderr[-2000:])
+    child = subprocess.run(command, cwd=app.root_path, env=env, capture_output=True, text=True, pass_fds=(lock_fd,))
+    if child.returncode == 0:
+        return
+    log.error("job %s: child process exited with %s: %s", job_id, child.returncode, child.stderr[-2000:])
     with db.engine.begin() as conn:
         conn.execute(update(Job).where(Job.id == job_id, Job.status.in_(("queued", "running"))).values(
             status="failed", finished_at=_now(),
@@ -200,14 +219,26 @@ def _write(job_id: str, **values) -> None:
         conn.execute(update(Job).where(Job.id == job_id).values(**values))
 
 
+def _claim(job_id: str) -> bool:
+    """scheduled/queued → running in one conditional UPDATE; True for the one caller that moved it."""
+    with db.engine.begin() as conn:
+        moved = conn.execute(update(Job).where(Job.id == job_id, Job.status.in_(("scheduled", "queued"))).values(
+            status="running", started_at=_now(), heartbeat_at=_now(), progress=0.0)).rowcount
+    return moved == 1
+
+
 def run_job(job_id: str) -> None:
-    """Run a recorded job to completion, keeping its state, progress and heartbeat current."""
+    """Run a recorded job to completion, keeping its state, progress and heartbeat current.
+
+    A job that is not waiting to run (finished, failed, or already claimed by another process) is left alone.
+    """
     job = db.session.get(Job, job_id)
-    if job is None or job.status not in ("scheduled", "queued", "running"):
+    if job is None or job.status not in ("scheduled", "queued"):
         return
     func_path, kwargs = job.func, dict(job.kwargs or {})
     db.session.rollback()
-    _write(job_id, status="running", started_at=_now(), heartbeat_at=_now(), progress=0.0)
+    if not _claim(job_id):
+        return
     stop = threading.Event()
     app = current_app._get_current_object()
     beat = threading.Thread(target=_heartbeat, args=(app, job_id, stop), daemon=True)

@@ -1,4 +1,4 @@
-"""``flask worker``: an RQ worker for imports, training and SMS (needs REDIS_URL).
+"""``flask worker``: an RQ worker for imports, training and SMS (needs REDIS_URL), at JOBS_NICE lower priority.
 
 It also runs RQ's scheduler (one per Redis, elected by a lock among the workers), which moves
 jobs recorded with ``jobs.schedule_at`` (e.g. a campaign resuming after quiet hours) to the
@@ -8,6 +8,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from portal.job_processes import lower_priority
 from portal.jobs import QUEUE_NAME
 
 
@@ -23,6 +24,7 @@ def worker_command(burst: bool):
     from redis import Redis
     from rq import Queue, Worker
 
+    lower_priority(current_app)  # RQ's work horses are forked from here: they inherit it
     connection = Redis.from_url(url)
     worker = Worker([Queue(QUEUE_NAME, connection=connection)], connection=connection)
     click.echo(f"worker {worker.name} listening on queue {QUEUE_NAME}")
@@ -38,9 +40,10 @@ def jobs_group():
 @click.argument("job_id")
 @with_appcontext
 def run_command(job_id: str):
-    """Run one recorded job here and now (the embedded runner's child process uses this)."""
+    """Run one recorded job here and now, at JOBS_NICE lower priority (the embedded runner's child process)."""
     from portal.jobs import run_job
 
+    lower_priority(current_app)
     run_job(job_id)
 
 

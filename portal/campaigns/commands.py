@@ -11,6 +11,7 @@ from flask.cli import with_appcontext
 
 from portal.cli import refuse
 from portal.extensions import db
+from portal.job_processes import lower_priority
 
 
 @click.group("campaign")
@@ -65,6 +66,7 @@ def send_command(campaign_id, yes):
             confirmed = False
         if not confirmed:
             refuse("not confirmed: nothing was sent (use --yes to send without asking)")
+    lower_priority(current_app)  # batch work: the web pages on this machine come first
     try:
         job = sending.start_send(campaign_id, user_email="cli")
     except campaigns.CampaignError as exc:

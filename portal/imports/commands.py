@@ -10,6 +10,7 @@ from flask.cli import with_appcontext
 from sqlalchemy import select
 
 from portal.extensions import db
+from portal.job_processes import lower_priority
 from portal.models import ImportRun, Store
 from portal.services import importer
 from preprocessing.columns import KINDS, SYNONYMS, FileFormatError
@@ -82,6 +83,7 @@ def import_command(kind, file, store_name, maps, all_or_nothing, as_of):
         if store is None:
             names = ", ".join(db.session.scalars(select(Store.name).order_by(Store.name))) or "none yet"
             refuse(f"no store named {store_name!r} (stores: {names})")
+    lower_priority(current_app)  # batch work: the web pages on this machine come first
     try:
         run = run_file(kind, file, store, overrides, all_or_nothing, as_of.date() if as_of else None)
     except importer.ImportRefused as exc:

@@ -1,11 +1,13 @@
 """The job runner in both modes: an in-process thread, and RQ on Redis (when REDIS_URL is set)."""
 import os
+import subprocess
+import sys
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from portal import jobs
+from portal import job_processes, jobs
 from portal.models import Job
 
 
@@ -77,6 +79,45 @@ def test_process_runner_runs_the_job_in_a_child_process(app):
         app.config["JOBS_PROCESS"] = False
 
 
+def nice_job(progress):
+    """Reports the CPU priority (niceness) of the process it ran in."""
+    return {"message": "ran", "pid": os.getpid(), "nice": os.getpriority(os.PRIO_PROCESS, 0)}
+
+
+@pytest.mark.parametrize("step", [7, 0])
+def test_job_process_runs_at_lower_priority_and_the_web_process_keeps_its_own(app, step):
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    app.config["JOBS_PROCESS"], app.config["JOBS_NICE"] = True, step
+    try:
+        done = _wait(app, jobs.enqueue("tests.web.test_jobs.nice_job", "Nice").id, timeout=120)
+    finally:
+        app.config["JOBS_PROCESS"], app.config["JOBS_NICE"] = False, 0
+    assert done.status == "done" and done.result["pid"] != os.getpid()
+    assert done.result["nice"] == min(base + step, 19)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base
+
+
+def test_a_job_waits_queued_while_another_process_holds_the_job_lock(app):
+    with job_processes.database_lock(app, "jobs"):  # as a job running in another web process would
+        job = jobs.enqueue("tests.web.test_jobs.sample_job", "Sample", n=1)
+        time.sleep(0.5)
+        from portal.extensions import db
+
+        db.session.expire_all()
+        assert jobs.get(job.id).status == "queued"
+    assert _wait(app, job.id).status == "done"
+
+
+def test_a_job_claimed_by_another_process_is_not_run_again(app, db):
+    db.session.add(Job(id="taken-1", func="tests.web.test_jobs.sample_job", kwargs={"n": 2}, title="Sample",
+                       status="running", heartbeat_at=datetime.now(timezone.utc)))
+    db.session.commit()
+    jobs.run_job("taken-1")
+    db.session.expire_all()
+    job = db.session.get(Job, "taken-1")
+    assert job.status == "running" and job.result is None and job.progress == 0.0
+
+
 def test_dead_job_is_shown_failed_not_running_forever(app, db):
     job = Job(id="dead-1", func="x.y", title="Import", status="running",
               heartbeat_at=datetime.now(timezone.utc) - timedelta(minutes=30))
@@ -110,3 +151,49 @@ def test_rq_runner(app):
         assert done.status == "done" and done.result["n"] == 4
     finally:
         app.config["REDIS_URL"] = None
+
+
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="REDIS_URL not set: RQ path runs in CI's second pass")
+def test_flask_worker_runs_jobs_at_lower_priority(app):
+    app.config["REDIS_URL"] = os.environ["REDIS_URL"]
+    try:
+        job = jobs.enqueue("tests.web.test_jobs.nice_job", "Nice")
+    finally:
+        app.config["REDIS_URL"] = None
+    env = dict(os.environ, DATABASE_URL=app.config["SQLALCHEMY_DATABASE_URI"], SECRET_KEY=app.config["SECRET_KEY"],
+               MODELS_DIR=app.config["MODELS_DIR"], UPLOAD_DIR=app.config["UPLOAD_DIR"], JOBS_NICE="5")
+    subprocess.run([sys.executable, "-m", "flask", "--app", "app:create_app", "worker", "--burst"],
+                   cwd=app.root_path, env=env, check=True, capture_output=True, timeout=300)
+    done = _wait(app, job.id)
+    assert done.status == "done" and done.result["pid"] != os.getpid()
+    assert done.result["nice"] == min(os.getpriority(os.PRIO_PROCESS, 0) + 5, 19)
+
+
+_BATCH = """
+import os, sys
+from app import create_app
+from portal.config import TestConfig
+from portal.extensions import db
+
+config = TestConfig(database_url=sys.argv[1])
+config.JOBS_NICE = 3
+app = create_app(config)
+with app.app_context():
+    db.create_all()
+base = os.getpriority(os.PRIO_PROCESS, 0)
+result = app.test_cli_runner().invoke(args=sys.argv[2:])
+print("raised by", os.getpriority(os.PRIO_PROCESS, 0) - base, "exit", result.exit_code)
+"""
+
+
+@pytest.mark.parametrize("command", [["train", "segmentation"], ["import", "transactions", "FILE"]])
+def test_batch_commands_run_at_lower_priority(app, tmp_path, command):
+    """``flask train`` and ``flask import`` yield the CPU to the web pages like jobs do (JOBS_NICE)."""
+    data = tmp_path / "lines.csv"
+    data.write_text("customer_id,transaction_id,purchase_date,product_id,quantity,total_amount\n"
+                    "C1,T1,2026-01-02,P1,1,2.50\n")
+    args = [str(data) if a == "FILE" else a for a in command]
+    out = subprocess.run([sys.executable, "-c", _BATCH, f"sqlite:///{tmp_path / 'batch.db'}", *args],
+                         cwd=app.root_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1].startswith("raised by 3 ")
