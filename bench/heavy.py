@@ -259,7 +259,7 @@ def scoring_case(path: str, db_name: str, models_dir: str) -> dict:
     """A re-score with a trained tier model, no churn/CLV model: features, spend_12m, tiers, stored."""
     from threadpoolctl import threadpool_limits
 
-    from portal.services import scoring
+    from portal.services import score_store, scoring
     from portal.services import settings as settings_service
     from portal.services.dataset import load_lines
 
@@ -275,7 +275,7 @@ def scoring_case(path: str, db_name: str, models_dir: str) -> dict:
         tiers = scoring.tiers_for(features, settings_service.all_values())
         frame["tier"] = tiers
         t2 = time.perf_counter()
-        counts = scoring._store(frame, True, "bench")
+        counts = score_store.store(frame, True, "bench")
         t3 = time.perf_counter()
     return {"customers": len(features), "tiered": int(tiers.notna().sum()), "stored": counts["scored"],
             "seconds": round(t3 - t0, 2), "features_seconds": round(t1 - t0, 2),

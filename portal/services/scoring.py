@@ -9,17 +9,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
-import numpy as np
 import pandas as pd
-from sqlalchemy import select, update
 from threadpoolctl import threadpool_limits
 
 from portal import model_store
-from portal.extensions import db
-from portal.models import Customer, TierChange
-from portal.services import aggregates, dashboard_summary
+from portal.services import aggregates, dashboard_summary, score_store
 from portal.services import settings as settings_service
 from portal.services.dataset import load_lines
 from preprocessing import churn as churn_model
@@ -29,22 +24,9 @@ from preprocessing.features import compute_features
 
 log = logging.getLogger(__name__)
 
-TIER_RANK = {"Platinum": 4, "Gold": 3, "Silver": 2, "Bronze": 1, None: 0}
 SEGMENTATION_FILES = ("CS_model.pkl", "CS_scalers.pkl")
 CHURN_FILE = "churn_model.pkl"
 CLV_FILE = "clv_model.pkl"
-BATCH = 5_000
-
-
-def _none(value):
-    """NaN/NaT -> None so the database gets NULL."""
-    if value is None:
-        return None
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    if value is pd.NaT:
-        return None
-    return value
 
 
 def tiers_for(features: pd.DataFrame, values: dict) -> pd.Series | None:
@@ -170,7 +152,7 @@ def _rescore_all(reason: str, progress) -> dict:
         progress(0.2, "computing features")
         inputs = inputs_from_lines(lines)
     if inputs is None:  # no customer has a purchase (left): nobody keeps scores from lines now gone
-        return {**_store(pd.DataFrame(), True, reason), "as_of": None}
+        return {**score_store.store(pd.DataFrame(), True, reason), "as_of": None}
     as_of, features = inputs.as_of, inputs.features
     values = settings_service.all_values()
     frame = features.copy()
@@ -191,96 +173,9 @@ def _rescore_all(reason: str, progress) -> dict:
     if clv_frame is not None:
         frame = frame.join(clv_frame)
     progress(0.8, "saving scores")
-    counts = _store(frame, tiers is not None, reason)
+    counts = score_store.store(frame, tiers is not None, reason)
     counts["as_of"] = as_of.isoformat()
     return counts
-
-
-def _store(frame: pd.DataFrame, with_tiers: bool, reason: str) -> dict:
-    """Write scores to the customer rows in batches; tier changes become TierChange rows."""
-    ids = dict(db.session.execute(select(Customer.external_id, Customer.id)).all())
-    old_tiers = dict(db.session.execute(select(Customer.id, Customer.tier)).all())
-    now = datetime.now(timezone.utc)
-    columns = ["monetary", "frequency", "recency", "total_quantity", "num_unique_products", "avg_price_per_unit",
-               "store_visit_frequency", "active_days", "avg_purchase_gap_days", "spend_12m"]
-    optional = [c for c in ("churn_probability", "churn_band", "churn_reasons", "p_alive",
-                            "expected_purchases_90d", "clv_12m") if c in frame.columns]
-    up = down = 0
-    rows, changes = [], []
-    for external_id, rec in zip(frame.index, frame.to_dict("records")):
-        cid = ids.get(str(external_id))
-        if cid is None:
-            continue
-        row = {"id": cid, "scored_at": now,
-               "first_purchase_at": _wall(rec["first_purchase"]), "last_purchase_at": _wall(rec["last_purchase"])}
-        for col in columns + optional:
-            row[col] = _none(rec[col])
-        for col in ("frequency", "recency", "num_unique_products", "store_visit_frequency", "active_days"):
-            if row[col] is not None:
-                row[col] = int(row[col])
-        if row["monetary"] is not None:
-            row["monetary"] = round(float(row["monetary"]), 2)
-        if row["spend_12m"] is not None:
-            row["spend_12m"] = round(float(row["spend_12m"]), 2)
-        if row.get("clv_12m") is not None:
-            row["clv_12m"] = round(float(row["clv_12m"]), 2)
-        if "churn_probability" in row:
-            value = row.get("clv_12m") if row.get("clv_12m") is not None else (row["spend_12m"] or 0.0)
-            p = row["churn_probability"]
-            row["churn_priority"] = None if p is None else float(p) * float(value)
-        if with_tiers:
-            new = _none(rec["tier"])
-            row["tier"] = new
-            old = old_tiers.get(cid)
-            if new != old:
-                if TIER_RANK[new] > TIER_RANK[old]:
-                    up += 1
-                else:
-                    down += 1
-                changes.append({"customer_id": cid, "at": now, "old_tier": old, "new_tier": new, "reason": reason})
-        rows.append(row)
-    for start in range(0, len(rows), BATCH):
-        db.session.execute(update(Customer), rows[start:start + BATCH])
-    cleared = _clear_unscored({row["id"] for row in rows}, old_tiers, now, reason, with_tiers)
-    down += len(cleared)
-    changes += cleared
-    if changes:
-        db.session.execute(TierChange.__table__.insert(), changes)
-    db.session.commit()
-    return {"scored": len(rows), "up": up, "down": down}
-
-
-SCORE_COLUMNS = ("monetary", "frequency", "recency", "total_quantity", "num_unique_products", "avg_price_per_unit",
-                 "store_visit_frequency", "active_days", "avg_purchase_gap_days", "spend_12m", "first_purchase_at",
-                 "last_purchase_at", "churn_probability", "churn_band", "churn_reasons", "churn_priority", "p_alive",
-                 "expected_purchases_90d", "clv_12m")
-
-
-def _clear_unscored(scored: set[int], old_tiers: dict, now: datetime, reason: str, with_tiers: bool) -> list[dict]:
-    """Customers scored before but without purchases now (their import was undone) lose their old scores.
-
-    Returns the tier changes to record (a tier that disappears is a move down).
-    """
-    previously = set(db.session.scalars(select(Customer.id).where(Customer.scored_at.isnot(None))))
-    gone = sorted(previously - scored)
-    if not gone:
-        return []
-    values = {column: None for column in SCORE_COLUMNS} | {"scored_at": now}
-    if with_tiers:
-        values["tier"] = None
-    for start in range(0, len(gone), BATCH):
-        db.session.execute(update(Customer).where(Customer.id.in_(gone[start:start + BATCH])).values(**values))
-    if not with_tiers:
-        return []
-    return [{"customer_id": cid, "at": now, "old_tier": old_tiers[cid], "new_tier": None, "reason": reason}
-            for cid in gone if old_tiers.get(cid) is not None]
-
-
-def _wall(value):
-    """A pandas timestamp as a naive datetime (store-local wall time, as imported)."""
-    if value is None or value is pd.NaT or (isinstance(value, float) and np.isnan(value)):
-        return None
-    return pd.Timestamp(value).to_pydatetime()
 
 
 def rescore_after_import(import_id: int) -> dict:
