@@ -6,6 +6,12 @@ them (portal.job_processes.database_lock), so several processes are safe on SQLi
 (each loads the app and its models), not speed, as SQLite writes one at a time. With REDIS_URL:
 2 × CPU + 1 processes of 8 threads (jobs run on `flask worker`). WEB_CONCURRENCY and WEB_THREADS
 override both.
+
+No keep-alive by default (WEB_KEEPALIVE seconds turns it on): a kept-alive connection stays with the
+process that accepted it, and in the load test (bench.load, 50 users) one process ran at 100 % of a
+core while the other idled. With a connection per request the kernel spreads requests over the
+processes: p50 200 -> 98 ms, p95 1.3 -> 0.87 s, 35 -> 41 req/s. Put keep-alive on the proxy's client
+side, not between the proxy and gunicorn.
 """
 import multiprocessing
 import os
@@ -15,6 +21,7 @@ _cpus = multiprocessing.cpu_count()
 _scaled = bool(os.environ.get("REDIS_URL"))
 workers = int(os.environ.get("WEB_CONCURRENCY", (_cpus * 2 + 1) if _scaled else min(_cpus, 4)))
 threads = int(os.environ.get("WEB_THREADS", 8 if _scaled else 4))
+keepalive = int(os.environ.get("WEB_KEEPALIVE", 0))
 timeout = 120
 graceful_timeout = 30
 accesslog = "-"

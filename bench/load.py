@@ -18,8 +18,8 @@ What it does (every process it starts is stopped at the end, every loop is bound
    each user waiting ``--think`` seconds on average between pages (0 = as fast as possible).
    Meanwhile (started ``--lead`` seconds before the users) ``flask import transactions`` loads a small
    file and a dry-run campaign (``flask campaign create … --filter band=High``, ``flask campaign send
-   ID --yes``) is sent at the configured rate; what is left when the users stop is cancelled with
-   ``flask campaign cancel``.
+   ID --yes``) is sent at the configured rate (quiet hours switched off in the run's copy, so it sends
+   at any hour); what is left when the users stop is cancelled with ``flask campaign cancel``.
 4. In the same run, a bare Flask app (written to a temporary folder, not the repository) rendering a
    50-row Jinja table is served by gunicorn with the same settings, and wrk (or locust when wrk is
    missing) measures it and the customer list page alone with 16 connections: the list page's
@@ -334,12 +334,22 @@ class Background(threading.Thread):
                 output = self.proc.communicate(timeout=30)[0] + "\n(stopped after the cancel)"
         self._record(name, started, self.proc.returncode, output)
 
+    def _no_quiet_hours(self) -> None:
+        """Quiet hours off in this run's copy of the store, so the campaign sends whatever the hour."""
+        code = ("from app import create_app\nfrom portal.services import settings\napp = create_app()\n"
+                "with app.app_context():\n    print(settings.update({'sms.quiet_start': '00:00', 'sms.quiet_end': '00:00'}) or 'set')")
+        started = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=self.env, capture_output=True, text=True,
+                             timeout=120)
+        self._record("quiet hours off", started, out.returncode, out.stdout + out.stderr)
+
     def run(self) -> None:
         deadline = time.monotonic() + self.budget
         time.sleep(self.delay)
         importer = threading.Thread(target=self._run, args=(
             "import", ["import", "transactions", str(self.import_file), "--store", "Downtown"]), daemon=True)
         importer.start()
+        self._no_quiet_hours()
         created = self._run("campaign create", [
             "campaign", "create", f"Load test {time.strftime('%H%M%S')}", "--filter", "band=High",
             "--template", "Hi {first_name}, we miss you at {store}: 15% off with code {code} until {expires}."])
