@@ -11,7 +11,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from flask import Flask
-from sqlalchemy import make_url
+from sqlalchemy import event, make_url
+
+from portal.extensions import db
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,12 @@ def _lock_path(app: Flask, purpose: str) -> Path:
 
 def lower_priority(app: Flask) -> None:
     """Lower this process's CPU priority by JOBS_NICE (0: leave it): call at the start of a job process,
-    never in the web process. A refusal (a sandbox that forbids it) is logged, not fatal."""
+    never in the web process. A refusal (a sandbox that forbids it) is logged, not fatal.
+
+    On PostgreSQL a job's heavy work runs in the database's own processes, which no niceness
+    reaches; there its sessions also give up parallel query (``max_parallel_workers_per_gather
+    = 0``), so one scoring GROUP BY takes one core, not every core the pages need.
+    """
     step = int(app.config.get("JOBS_NICE") or 0)
     if step == 0:
         return
@@ -51,3 +58,14 @@ def lower_priority(app: Flask) -> None:
         os.nice(step)
     except OSError as exc:
         log.warning("could not change this job process's priority by %s: %s", step, exc)
+    with app.app_context():
+        engine = db.engine
+    if engine.dialect.name == "postgresql" and not event.contains(engine, "connect", _serial_queries):
+        event.listen(engine, "connect", _serial_queries)
+        engine.dispose()  # connections opened before this point are replaced as they come back
+
+
+def _serial_queries(dbapi_connection, _record) -> None:
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET max_parallel_workers_per_gather = 0")
+    dbapi_connection.commit()

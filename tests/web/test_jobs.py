@@ -182,18 +182,27 @@ with app.app_context():
     db.create_all()
 base = os.getpriority(os.PRIO_PROCESS, 0)
 result = app.test_cli_runner().invoke(args=sys.argv[2:])
-print("raised by", os.getpriority(os.PRIO_PROCESS, 0) - base, "exit", result.exit_code)
+with app.app_context(), db.engine.connect() as conn:
+    parallel = conn.exec_driver_sql("SHOW max_parallel_workers_per_gather").scalar() \
+        if conn.dialect.name == "postgresql" else "n/a"
+print("raised by", os.getpriority(os.PRIO_PROCESS, 0) - base, "parallel", parallel, "exit", result.exit_code)
 """
 
 
 @pytest.mark.parametrize("command", [["train", "segmentation"], ["import", "transactions", "FILE"]])
-def test_batch_commands_run_at_lower_priority(app, tmp_path, command):
-    """``flask train`` and ``flask import`` yield the CPU to the web pages like jobs do (JOBS_NICE)."""
+def test_batch_commands_run_at_lower_priority(app, db, tmp_path, command):
+    """``flask train`` and ``flask import`` yield the CPU to the web pages like jobs do (JOBS_NICE); on
+    PostgreSQL their sessions also give up parallel query, which the web's sessions keep."""
     data = tmp_path / "lines.csv"
     data.write_text("customer_id,transaction_id,purchase_date,product_id,quantity,total_amount\n"
                     "C1,T1,2026-01-02,P1,1,2.50\n")
     args = [str(data) if a == "FILE" else a for a in command]
-    out = subprocess.run([sys.executable, "-c", _BATCH, f"sqlite:///{tmp_path / 'batch.db'}", *args],
+    pg = db.engine.dialect.name == "postgresql"
+    url = db.engine.url.render_as_string(hide_password=False) if pg else f"sqlite:///{tmp_path / 'batch.db'}"
+    out = subprocess.run([sys.executable, "-c", _BATCH, url, *args],
                          cwd=app.root_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().splitlines()[-1].startswith("raised by 3 ")
+    assert out.stdout.strip().splitlines()[-1].startswith("raised by 3 parallel " + ("0 " if pg else "n/a "))
+    if pg:  # the web (this process) keeps the server's default
+        with db.engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW max_parallel_workers_per_gather").scalar() != "0"
