@@ -2,7 +2,8 @@
 that writes gets the write lock between batches instead of waiting for the whole rescore."""
 import sqlite3
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import func, select, text
 
 from portal.models import Customer, TierChange
 from portal.services import score_store, settings as settings_service, training
@@ -41,3 +42,15 @@ def test_batches_commit_with_their_tier_changes_and_let_writers_in_between(app, 
     latest = dict(db.session.execute(select(TierChange.customer_id, TierChange.new_tier)
                                      .order_by(TierChange.at, TierChange.id)).all())
     assert latest == {cid: tier for cid, tier in tiers.items() if tier is not None}
+
+
+def test_postgresql_customers_are_vacuumed_after_scoring(app, db, seed_lines):
+    """After a rescore every page of customers is all-visible again, so summaries stay index-only."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only: CI's PostgreSQL pass runs it")
+    seed_lines(synthetic_lines(n_customers=60))
+    training.train_segmentation()
+    db.session.commit()
+    pages, visible = db.session.execute(text(
+        "SELECT relpages, relallvisible FROM pg_class WHERE oid = 'customers'::regclass")).one()
+    assert pages > 0 and visible == pages
