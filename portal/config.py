@@ -28,24 +28,26 @@ def _database_url() -> str:
     return url
 
 
+def _count(name: str, default: str, meaning: str, maximum: int | None = None) -> int:
+    """A whole-number setting from the environment; a clear error for anything else."""
+    raw = (os.environ.get(name) or default).strip()
+    if not (raw.isascii() and raw.isdigit() and (maximum is None or int(raw) <= maximum)):
+        raise ValueError(f"{name} must be {meaning}, not {raw!r}")
+    return int(raw)
+
+
 def _proxy_fix() -> int:
     """PROXY_FIX: how many reverse proxies in front are trusted to set X-Forwarded-* (0, the default: none).
 
     Off by default because anyone can send those headers: trusting them with no proxy in front
     would let a client pick its own address (the login throttle's key) and scheme.
     """
-    raw = (os.environ.get("PROXY_FIX") or "0").strip()
-    if not (raw.isascii() and raw.isdigit()):
-        raise ValueError(f"PROXY_FIX must be the number of trusted reverse proxies (0, 1, 2, ...), not {raw!r}")
-    return int(raw)
+    return _count("PROXY_FIX", "0", "the number of trusted reverse proxies (0, 1, 2, ...)")
 
 
 def _jobs_nice() -> int:
     """JOBS_NICE: how much lower than the web the CPU priority of job processes is (0 to 19; 0: the same)."""
-    raw = (os.environ.get("JOBS_NICE") or "10").strip()
-    if not (raw.isascii() and raw.isdigit() and int(raw) <= 19):
-        raise ValueError(f"JOBS_NICE must be a niceness step from 0 (off) to 19, not {raw!r}")
-    return int(raw)
+    return _count("JOBS_NICE", "10", "a niceness step from 0 (off) to 19", maximum=19)
 
 
 class Config:
@@ -74,7 +76,7 @@ class Config:
         self.JOBS_INLINE = False  # tests may run jobs synchronously
         # Embedded runner: each job in a child process, so CPU-bound jobs never hold the web process's GIL.
         self.JOBS_PROCESS = os.environ.get("JOBS_PROCESS", "1").lower() not in {"0", "false", "no"}
-        # Job processes (that child, `flask worker`) run nicer than the web, so pages stay fast beside a job.
+        # Job processes and batch commands run nicer than the web, so pages stay fast beside a job.
         self.JOBS_NICE = _jobs_nice()
         self.TESTING = False
 

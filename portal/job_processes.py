@@ -58,8 +58,7 @@ def lower_priority(app: Flask) -> None:
         os.nice(step)
     except OSError as exc:
         log.warning("could not change this job process's priority by %s: %s", step, exc)
-    with app.app_context():
-        engine = db.engine
+    engine = db.engine  # called inside the process's app context (a CLI command)
     if engine.dialect.name == "postgresql" and not event.contains(engine, "connect", _serial_queries):
         event.listen(engine, "connect", _serial_queries)
         engine.dispose()  # connections opened before this point are replaced as they come back
