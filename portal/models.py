@@ -65,6 +65,9 @@ class User(UserMixin, db.Model):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Bumped by logout, a password change or an admin's reset: every session carrying an older
+    # number is refused, so those end every session of the user on every device.
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     store: Mapped[Store | None] = relationship()
 
     def set_password(self, password: str) -> None:
@@ -263,6 +266,14 @@ class ImportRun(db.Model):
     job_id: Mapped[str | None] = mapped_column(String(36))
 
 
+class ImportStore(db.Model):
+    """A store an import wrote to: only a user whose scope covers every one of them sees or undoes the import."""
+
+    __tablename__ = "import_stores"
+    import_id: Mapped[int] = mapped_column(ForeignKey("imports.id", ondelete="CASCADE"), primary_key=True)
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id"), primary_key=True, index=True)
+
+
 class ImportProblem(db.Model):
     """A rejected row or a warning of an import: row number, column, value and reason."""
 
@@ -289,6 +300,8 @@ class Job(db.Model):
     message: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict | None] = mapped_column(JSON)
     user_email: Mapped[str | None] = mapped_column(String(254))
+    # The store whose data the job reads or writes; None: chain-wide (admins and the job's starter only).
+    store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -376,6 +389,8 @@ class SavedSegment(db.Model):
     list_name: Mapped[str] = mapped_column(String(40), default="customers")
     query: Mapped[str] = mapped_column(Text, default="")
     owner_email: Mapped[str] = mapped_column(String(254))
+    # The owner's store scope when saved; None: all stores (seen only by users who see all stores).
+    store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
