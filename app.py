@@ -13,11 +13,10 @@ from flask.sessions import SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import churn_app
-from portal import cli, errors, formatting, logs
+from portal import cli, errors, formatting, login_sessions, logs
 from portal.config import Config
 from portal.extensions import csrf, db, login_manager, migrate
 from portal.security import reject_nul_bytes, require_login, set_security_headers
-from portal.params import parse_id
 
 NAV = [
     ("dashboard.index", "Dashboard"),
@@ -76,7 +75,6 @@ def register_proxy(app: Flask) -> None:
 
 def register_extensions(app: Flask) -> None:
     from portal import db_events
-    from portal.models import User
 
     db.init_app(app)
     db_events.register(app)
@@ -86,10 +84,6 @@ def register_extensions(app: Flask) -> None:
     login_manager.login_message = "Please log in to see this page."
     login_manager.session_protection = "strong"
     csrf.init_app(app)
-
-    @login_manager.user_loader
-    def load_user(user_id: str):
-        return db.session.get(User, parse_id(user_id)) if parse_id(user_id) is not None else None
 
 
 def register_blueprints(app: Flask) -> None:
@@ -116,5 +110,6 @@ def register_blueprints(app: Flask) -> None:
 
 def register_security(app: Flask) -> None:
     app.before_request(reject_nul_bytes)
+    login_sessions.register(app)  # user loader + session checks, before the login gate
     app.before_request(require_login)
     app.after_request(set_security_headers)

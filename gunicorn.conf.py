@@ -26,6 +26,8 @@ timeout = 120
 graceful_timeout = 30
 accesslog = "-"
 errorlog = "-"
+# Masks phone numbers, e-mails and secrets in the request line, query string and referrer.
+logger_class = "portal.access_log.MaskingAccessLogger"
 
 
 def post_worker_init(worker):

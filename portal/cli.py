@@ -62,8 +62,8 @@ def ensure_first_admin() -> str | None:
     email = os.environ.get("ADMIN_EMAIL") or "admin@localhost.localdomain"
     password = os.environ.get("ADMIN_PASSWORD")
     generated = not password
-    password = password or accounts.generate_password()
-    accounts.create_user(email, "admin", password, actor="cli")
+    password = password or accounts.generate_password(email)
+    accounts.create_user(email, "admin", password, actor="cli")  # ADMIN_PASSWORD meets the same rules
     if generated:
         return f"created admin {email} with password {password} (shown once: change it after logging in)"
     return f"created admin {email} (password from ADMIN_PASSWORD)"
@@ -79,7 +79,12 @@ def init_db_command():
         upgrade_schema()
     except Exception as exc:  # a database that cannot be reached or migrated
         refuse(f"could not create the schema: {exc.__class__.__name__}: {str(exc).splitlines()[0]}")
-    line = ensure_first_admin()
+    from portal.services.accounts import AccountError
+
+    try:
+        line = ensure_first_admin()
+    except AccountError as exc:
+        refuse(f"the first admin was not created (ADMIN_EMAIL / ADMIN_PASSWORD): {exc}")
     click.echo("database schema is up to date")
     if line:
         click.echo(line)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +46,19 @@ def _proxy_fix() -> int:
     return _count("PROXY_FIX", "0", "the number of trusted reverse proxies (0, 1, 2, ...)")
 
 
+def _session_limits() -> tuple[int, int]:
+    """SESSION_IDLE_MINUTES (default 30) and SESSION_MAX_HOURS (default 12), enforced on the server.
+
+    Idle: minutes without a request before a session is logged out; max: hours after logging in
+    when it ends whatever the activity (portal.login_sessions checks both from the signed session).
+    """
+    idle = _count("SESSION_IDLE_MINUTES", "30", "a number of minutes (1 or more)")
+    hours = _count("SESSION_MAX_HOURS", "12", "a number of hours (1 or more)")
+    if not idle or not hours:
+        raise ValueError("SESSION_IDLE_MINUTES and SESSION_MAX_HOURS must be 1 or more")
+    return idle, hours
+
+
 def _jobs_nice() -> int:
     """JOBS_NICE: how much lower than the web the CPU priority of job processes is (0 to 19; 0: the same)."""
     return _count("JOBS_NICE", "10", "a niceness step from 0 (off) to 19", maximum=19)
@@ -72,12 +86,20 @@ class Config:
         self.SESSION_COOKIE_SAMESITE = "Lax"
         self.SESSION_COOKIE_SECURE = os.environ.get("SESSION_COOKIE_SECURE", "").lower() in {"1", "true", "yes"}
         self.REMEMBER_COOKIE_HTTPONLY = True
+        self.SESSION_IDLE_MINUTES, self.SESSION_MAX_HOURS = _session_limits()
+        # The cookie's own expiry follows the absolute lifetime; the server checks both limits itself.
+        self.PERMANENT_SESSION_LIFETIME = timedelta(hours=self.SESSION_MAX_HOURS)
+        self.REMEMBER_COOKIE_DURATION = timedelta(hours=self.SESSION_MAX_HOURS)
         self.WTF_CSRF_TIME_LIMIT = None
         self.JOBS_INLINE = False  # tests may run jobs synchronously
         # Embedded runner: each job in a child process, so CPU-bound jobs never hold the web process's GIL.
         self.JOBS_PROCESS = os.environ.get("JOBS_PROCESS", "1").lower() not in {"0", "false", "no"}
         # Job processes and batch commands run nicer than the web, so pages stay fast beside a job.
         self.JOBS_NICE = _jobs_nice()
+        # Import limits, so one file cannot hold the single job slot for minutes (a gzip bomb, a giant file):
+        # decompressed megabytes of a .gz and data rows of any file; beyond them the file is refused unread.
+        self.IMPORT_MAX_EXPANDED_MB = _count("IMPORT_MAX_EXPANDED_MB", "1024", "a number of megabytes")
+        self.IMPORT_MAX_ROWS = _count("IMPORT_MAX_ROWS", "5000000", "a number of rows")
         self.TESTING = False
 
     def as_dict(self) -> dict:

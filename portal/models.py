@@ -40,6 +40,8 @@ PRICE = Numeric(14, 4)
 QTY = Numeric(14, 3)
 
 ROLES = ("admin", "manager", "marketer")
+# Marketers only read and export (no imports, sending, mining or settings): the default for new users.
+LEAST_PRIVILEGED_ROLE = "marketer"
 CONSENT = ("opted_in", "opted_out", "unknown")
 
 
@@ -80,6 +82,10 @@ class User(UserMixin, db.Model):
 
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)
+
+    def get_id(self) -> str:
+        """Flask-Login's id "<id>:<session version>": a session (or remember cookie) of an older version is refused."""
+        return f"{self.id}:{self.session_version or 0}"
 
     @property
     def is_active(self) -> bool:  # Flask-Login refuses inactive users

@@ -70,16 +70,16 @@ def scope_to_user(query, store_column, user=None):
 
 
 def is_safe_next(target: str | None) -> bool:
-    """Accept ``next=`` only as a local path (no scheme, no host, no protocol-relative //)."""
-    if not target:
-        return False
+    """Accept ``next=`` only as a local path (no scheme, no host, no protocol-relative //, no control characters)."""
+    if not target or any(ord(ch) < 0x20 or 0x7f <= ord(ch) <= 0x9f for ch in target):
+        return False  # CR/LF would split the Location header (a 500), other controls have no place in a path
     parts = urlsplit(target)
     return (not parts.scheme and not parts.netloc and target.startswith("/")
             and not target.startswith("//") and "\\" not in target)
 
 
 def set_security_headers(response):
-    """Send the security headers on every response (CSP without inline scripts)."""
+    """Send the security headers on every response (CSP without inline scripts; no-store once logged in)."""
     response.headers.setdefault(
         "Content-Security-Policy",
         "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -90,4 +90,7 @@ def set_security_headers(response):
     response.headers.setdefault("Referrer-Policy", "same-origin")
     if current_app.config.get("SESSION_COOKIE_SECURE"):
         response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+    if request.endpoint != "static" and (request.endpoint == "auth.login" or current_user.is_authenticated):
+        # Pages behind the login show personal data: no browser or proxy may keep a copy.
+        response.headers["Cache-Control"] = "no-store"
     return response

@@ -5,14 +5,15 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
-from portal.models import ROLES
+from portal.models import LEAST_PRIVILEGED_ROLE, ROLES
 
 TIMEZONES = sorted(available_timezones())
 
 
 class UserCreateForm(FlaskForm):
     email = EmailField("E-mail", validators=[DataRequired(), Length(max=254)])
-    role = SelectField("Role", choices=[(r, r) for r in ROLES])
+    # Least privilege by default: the admin picks a more powerful role on purpose.
+    role = SelectField("Role", choices=[(r, r) for r in ROLES], default=LEAST_PRIVILEGED_ROLE)
     store_id = SelectField("Store", coerce=int, validators=[Optional()])
 
 

@@ -1,6 +1,6 @@
 """Admin pages: users, stores, settings and the audit log (admins only, checked on the server)."""
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
-from flask_login import current_user
+from flask import Blueprint, abort, flash, make_response, redirect, render_template, request, url_for
+from flask_login import current_user, login_user
 from sqlalchemy import select
 
 from portal.admin.forms import StoreForm, UserCreateForm, UserEditForm
@@ -24,23 +24,36 @@ def _store_choices(blank: str = "— none —"):
     return [(0, blank)] + [(s.id, s.name) for s in db.session.scalars(select(Store).order_by(Store.name))]
 
 
+def _users_page(form: UserCreateForm, shown_once: str | None = None):
+    """The users page; ``shown_once`` (a new password) is rendered in this response only.
+
+    A flash would carry the password in the signed, unencrypted session cookie, so the POST
+    answers with the page itself (not a redirect), marked no-store.
+    """
+    rows = db.session.scalars(select(User).order_by(User.email)).all()
+    response = make_response(render_template("admin/users.html", form=form, users=rows, shown_once=shown_once))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 @bp.route("/users", methods=["GET", "POST"])
 def users():
     form = UserCreateForm()
     form.store_id.choices = _store_choices()
     if form.validate_on_submit():
         store = db.session.get(Store, form.store_id.data) if form.store_id.data else None
-        password = accounts.generate_password()
+        password = accounts.generate_password(form.email.data)
         try:
             accounts.create_user(form.email.data, form.role.data, password,
                                  store.name if store else None, current_user.email)
         except accounts.AccountError as exc:
             form.email.errors.append(str(exc))
         else:
-            flash(f"User {form.email.data} created. Their password (shown once): {password}", "success")
-            return redirect(url_for("admin.users"))
-    rows = db.session.scalars(select(User).order_by(User.email)).all()
-    return render_template("admin/users.html", form=form, users=rows)
+            shown = f"User {accounts.normalise_email(form.email.data)} created. Their password (shown once): {password}"
+            fresh = UserCreateForm(formdata=None)
+            fresh.store_id.choices = form.store_id.choices
+            return _users_page(fresh, shown)
+    return _users_page(form)
 
 
 @bp.route("/users/<int:user_id>", methods=["GET", "POST"])
@@ -57,6 +70,8 @@ def user_edit(user_id: int):
         except accounts.AccountError as exc:
             form.role.errors.append(str(exc))
         else:
+            if user.id == current_user.id and user.active:
+                login_user(user)  # the change ended the user's sessions; an admin editing themself keeps this one
             flash(f"{user.email} updated.", "success")
             return redirect(url_for("admin.users"))
     return render_template("admin/user_edit.html", form=form, user=user)
@@ -66,8 +81,11 @@ def user_edit(user_id: int):
 def user_reset(user_id: int):
     user = db.session.get(User, user_id) or abort(404)
     password = accounts.reset_password(user, current_user.email)
-    flash(f"New password for {user.email} (shown once): {password}", "success")
-    return redirect(url_for("admin.users"))
+    if user.id == current_user.id:
+        login_user(user)  # the reset ended the admin's own sessions too; keep this one
+    form = UserCreateForm(formdata=None)
+    form.store_id.choices = _store_choices()
+    return _users_page(form, f"New password for {user.email} (shown once): {password}")
 
 
 @bp.route("/stores", methods=["GET", "POST"])
