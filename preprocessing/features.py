@@ -109,6 +109,28 @@ def _empty_features(index_name: str = "customer_id") -> pd.DataFrame:
     return frame
 
 
+def reference_date(latest, today=None) -> pd.Timestamp:
+    """The default "as of": the latest purchase, but never later than the end of ``today``.
+
+    One line mistyped far in the future must not age every customer by decades (recency, churn
+    cutoffs). Explicit ``as_of`` dates are the caller's choice and are not clamped.
+
+    Args:
+        latest: the latest purchase timestamp (naive wall time), or NaT.
+        today: the day it is now (naive); default the machine's current date.
+
+    Returns:
+        ``latest`` when it is on or before ``today``, else the last microsecond of ``today``
+        (stored purchase times have whole microseconds). NaT stays NaT.
+    """
+    latest = pd.Timestamp(latest)
+    if pd.isna(latest):
+        return latest
+    today = pd.Timestamp.now() if today is None else pd.Timestamp(today)
+    ceiling = today.normalize() + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
+    return min(latest, ceiling.as_unit(latest.unit))
+
+
 def compute_features(lines: pd.DataFrame, as_of: pd.Timestamp | None = None) -> pd.DataFrame:
     """Build the per-customer feature table the tiers, churn and customer pages read.
 
@@ -120,7 +142,7 @@ def compute_features(lines: pd.DataFrame, as_of: pd.Timestamp | None = None) -> 
             missing ``customer_id`` (anonymous sales) are left out.
         as_of: reference timestamp; lines with ``purchase_date > as_of`` are ignored. Default:
             the latest ``purchase_date`` in ``lines`` (anonymous lines included — it is the
-            store's last trading moment).
+            store's last trading moment), never later than today (``reference_date``).
 
     Returns:
         One row per customer with at least one line on or before ``as_of``, index
@@ -141,6 +163,7 @@ def compute_features(lines: pd.DataFrame, as_of: pd.Timestamp | None = None) -> 
         as_of_ns = int(dates.max())  # NaT is the smallest int64, so it never wins unless all are NaT
         if as_of_ns == nat:
             return _empty_features()
+        as_of_ns = int(reference_date(pd.Timestamp(as_of_ns, unit="ns")).as_unit("ns").value)
     else:
         as_of_ns = int(pd.Timestamp(as_of).as_unit("ns").value)
 

@@ -64,10 +64,13 @@ def index():
 
 def _begin(path: str, filename: str, kind: str, store: Store | None, all_or_nothing: bool):
     """Inspect a saved file and record a pending run; on an unreadable file, say why and keep nothing."""
+    if not current_user.is_admin and not current_user.store_id:  # only admins import without a store limit
+        os.remove(path)
+        abort(403)
     try:
         run, _ = importer.create_run(kind, path, filename, store=store, user_email=current_user.email,
                                      source="web", all_or_nothing=all_or_nothing,
-                                     only_store_id=current_user.store_id if current_user.role == "manager" else None)
+                                     only_store_id=None if current_user.is_admin else current_user.store_id)
     except (FileFormatError, importer.ImportRefused) as exc:
         os.remove(path)
         flash(f"{filename}: {getattr(exc, 'message', str(exc))}", "error")

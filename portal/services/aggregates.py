@@ -29,8 +29,9 @@ import pandas as pd
 from sqlalchemy import Date, Float, and_, case, cast, distinct, func, select
 
 from portal.extensions import db
-from portal.models import Customer, PurchaseLine
+from portal.models import Customer, PurchaseLine, Store
 from preprocessing.churn import TREND_WINDOW_DAYS, WINDOW_COLUMNS
+from preprocessing.features import reference_date
 
 CHUNK = 200_000
 _NS_PER_DAY = 86_400 * 10**9
@@ -63,12 +64,28 @@ def latest_purchase() -> pd.Timestamp | None:
     return None if value is None else pd.Timestamp(value)
 
 
+def stores_today() -> pd.Timestamp:
+    """The latest local date among the stores (purchase times are each store's wall clock); UTC's without one."""
+    from portal.services.clock import utcnow, zone
+
+    now = utcnow()
+    zones = db.session.scalars(select(Store.timezone).distinct()).all() or ["UTC"]
+    return pd.Timestamp(max(now.astimezone(zone(name)).date() for name in zones))
+
+
+def reference_moment() -> pd.Timestamp | None:
+    """Scoring's default "as of": the latest purchase, never later than today (a future typo ages no one)."""
+    latest = latest_purchase()
+    return None if latest is None else reference_date(latest, stores_today())
+
+
 def customer_features_sql(as_of=None, *, spend_12m: bool = False) -> pd.DataFrame:
     """The ``compute_features`` table, aggregated by the database and streamed into pandas.
 
     Args:
         as_of: reference timestamp (store-local wall time, like ``purchased_at``); lines after it
-            are ignored. Default: the latest purchase over all lines, anonymous ones included.
+            are ignored. Default: the latest purchase over all lines, anonymous ones included, never
+            later than today (``reference_moment``).
         spend_12m: also return ``spend_12m`` — net spend on lines dated after ``as_of - 365 days``,
             as scoring stores it (0.0 for customers with no such line).
 
@@ -78,7 +95,7 @@ def customer_features_sql(as_of=None, *, spend_12m: bool = False) -> pd.DataFram
         ``compute_features``' dtypes (money float64, day counts int64, timestamps datetime64[ns]).
     """
     if as_of is None:
-        as_of = latest_purchase()
+        as_of = reference_moment()
         if as_of is None:
             return _empty(spend_12m)
     as_of, bound = _as_of(as_of)

@@ -26,6 +26,7 @@ from threadpoolctl import threadpool_limits
 
 from portal.extensions import db
 from portal.models import ModelRecord, Store
+from preprocessing.features import reference_date
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def compute_outlook(lines: pd.DataFrame, bg, gg, store_ids: dict[str, int] | Non
 
 def _compute(clv, lines, bg, gg, store_ids, progress) -> dict:
     named = lines[lines["customer_id"].notna()]
-    as_of = pd.Timestamp(named["purchase_date"].max()).normalize()
+    as_of = reference_date(named["purchase_date"].max()).normalize()  # never after today
     scopes: dict[str, pd.DataFrame] = {ALL: named}
     if "store" in named.columns and store_ids:
         store_col = named["store"].astype(str)

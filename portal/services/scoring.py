@@ -20,7 +20,7 @@ from portal.services.dataset import load_lines
 from preprocessing import churn as churn_model
 from preprocessing import clv
 from preprocessing import segmentation
-from preprocessing.features import compute_features
+from preprocessing.features import compute_features, reference_date
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def inputs_from_lines(lines: pd.DataFrame) -> ScoringInputs | None:
     """Scoring inputs computed in pandas from every purchase line (None when no line is named)."""
     if lines.empty or lines["customer_id"].notna().sum() == 0:
         return None
-    as_of = pd.Timestamp(lines["purchase_date"].max())
+    as_of = reference_date(lines["purchase_date"].max(), aggregates.stores_today())  # never after today
     features = compute_features(lines, as_of)
     named = lines[lines["customer_id"].notna()]
     recent = named["purchase_date"] > as_of - pd.Timedelta(days=365)
@@ -116,7 +116,7 @@ def inputs_from_lines(lines: pd.DataFrame) -> ScoringInputs | None:
 
 def inputs_from_database() -> ScoringInputs | None:
     """Scoring inputs aggregated by the database (None when no line is named); no line reaches Python."""
-    latest = aggregates.latest_purchase()
+    latest = aggregates.reference_moment()  # the latest purchase, never after today
     if latest is None:
         return None
     as_of = latest.as_unit("ns")  # as load_lines' datetime64[ns] maximum would be

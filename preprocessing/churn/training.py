@@ -17,6 +17,7 @@ from preprocessing.churn.estimators import CANDIDATES, _calibrated, _candidate, 
 from preprocessing.churn.features import FEATURES, churn_features
 from preprocessing.churn.labels import _balance, _too_small, label_frame
 from preprocessing.churn.rule import RuleModel
+from preprocessing.features import reference_date
 
 
 def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict]:
@@ -129,7 +130,7 @@ def train_churn(
 
     Args:
         lines: canonical purchase lines.
-        reference: the scoring date R (default: the latest ``purchase_date``). Train cutoff R - 2H,
+        reference: the scoring date R (default: the latest ``purchase_date``, never after today). Train cutoff R - 2H,
             holdout / final cutoff R - H; score customers with ``churn_features(lines, R)``.
         horizon_days: H, days after a cutoff in which a purchase means "not churned".
         random_state: seeds the tree model and the calibration folds (results are reproducible).
@@ -138,7 +139,8 @@ def train_churn(
         ``ChurnTraining``; ``fallback=True`` with a ``RuleModel`` pipeline (fitted on the features
         as of R) and the reason when the split is impossible.
     """
-    reference = pd.Timestamp(lines["purchase_date"].max() if reference is None else reference)
+    # Default: the latest purchase, never past today (a future-dated line must not shift every cutoff).
+    reference = reference_date(lines["purchase_date"].max()) if reference is None else pd.Timestamp(reference)
     H = pd.Timedelta(days=horizon_days)
     cutoffs = {"train": reference - 2 * H, "holdout": reference - H, "reference": reference}
     named = lines[lines["customer_id"].notna()]

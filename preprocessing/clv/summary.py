@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from preprocessing.clv.params import BGNBDParams
+from preprocessing.features import reference_date
 
 DAYS_PER_MONTH = 365.25 / 12
 _UNIT_DAYS = {"D": 1.0, "W": 7.0}
@@ -44,7 +45,8 @@ def rfm_summary(lines: pd.DataFrame, as_of=None, freq: str = "D") -> pd.DataFram
         lines: canonical purchase lines (``customer_id``, ``purchase_date``, ``total_amount`` used).
             Anonymous lines (no customer_id), returns and zero-value lines are dropped; lines on days
             after ``as_of`` are ignored.
-        as_of: the reference *day* (time of day ignored); default the day of the latest line.
+        as_of: the reference *day* (time of day ignored); default the day of the latest line, never
+            after today.
         freq: time unit of ``recency`` and ``T``: 'D' days or 'W' weeks (purchases still counted by day).
 
     Returns:
@@ -57,7 +59,7 @@ def rfm_summary(lines: pd.DataFrame, as_of=None, freq: str = "D") -> pd.DataFram
         latest = pd.to_datetime(lines["purchase_date"]).max() if len(lines) else pd.NaT
         if pd.isna(latest):
             raise ValueError("no dated purchase lines: cannot choose an as_of day")
-        as_of_day = latest.normalize()
+        as_of_day = reference_date(latest).normalize()  # never after today: a typo must not age everyone
     else:
         as_of_day = pd.Timestamp(as_of).normalize()
     daily = _purchase_days(lines)

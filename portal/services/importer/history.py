@@ -7,19 +7,30 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, false, func, select
 
 from portal.extensions import db
-from portal.models import ImportProblem, ImportRun, OutboxMessage, PurchaseLine, StockLevel
-from portal.security import scope_to_user
+from portal.models import ImportProblem, ImportRun, ImportStore, OutboxMessage, PurchaseLine, StockLevel
+from portal.security import user_store_id
 from portal.services import audit
 
 PROBLEM_HEADERS = ["row", "column", "value", "reason", "severity"]
 
 
 def runs_for(user):
-    """A ``select(ImportRun)`` of the runs the user may see (managers and store-bound users: their store)."""
-    return scope_to_user(select(ImportRun), ImportRun.store_id, user)
+    """A ``select(ImportRun)`` of the runs the user may see.
+
+    A run that wrote data (import_stores) is shown to a store-bound user only when every store it
+    wrote to is theirs, so nobody opens or undoes another store's lines; a run that wrote nothing
+    (pending, refused) goes by the store it was recorded against. Admins and chain-wide users see all.
+    """
+    query = select(ImportRun)
+    store_id = user_store_id(user)
+    if store_id is None:
+        return query.where(false()) if user.role == "manager" else query  # a manager without a store: nothing
+    wrote = select(ImportStore.store_id).where(ImportStore.import_id == ImportRun.id)
+    elsewhere = wrote.where(ImportStore.store_id != store_id)
+    return query.where(~elsewhere.exists(), wrote.exists() | (ImportRun.store_id == store_id))
 
 
 def get_for_user(import_id: int, user) -> ImportRun | None:

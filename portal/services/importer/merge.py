@@ -54,20 +54,82 @@ def _products(conn: Connection, table: str, with_price: bool = False) -> None:
           AND s.name <> products.name""")
 
 
-def transactions(conn: Connection, import_id: int, now: datetime, valid: int) -> Merged:
-    """Products, then customers implied by the lines (id, phone, store), then the lines themselves."""
+OTHER_STORES_CUSTOMER = ("customer of another store: a store's file cannot change another store's customers "
+                         "(name, phone, e-mail, store, consent); ask an admin")
+PHONE_NOT_SAVED = ("phone not saved: this customer's home store is another store, whose details only that store "
+                   "or an admin changes (the purchase line itself is imported)")
+
+
+def _scoped(only_store_id: int | None, table: str = "customers") -> str:
+    """SQL keeping a store user's writes to their own store's customers (empty for admins and the CLI)."""
+    return "" if only_store_id is None else f" AND {table}.store_id = {int(only_store_id)}"
+
+
+def refuse_other_stores_customers(conn: Connection, only_store_id: int, mapping: dict) -> int:
+    """A store user's customers file: rows naming another store's customer become problems, not updates.
+
+    Returns how many staged rows were refused (and removed from staging). A customer without a home
+    store is not the user's either, so it is refused too.
+    """
+    col = (mapping.get("customer_id") or "customer_id")[:100]
+    foreign = "SELECT c.external_id FROM customers c WHERE c.store_id IS NULL OR c.store_id <> :store"
+    _run(conn, f"""
+        INSERT INTO _stage_problems (src_row, col, value, reason, severity)
+        SELECT s.src_row, :col, s.customer_ext, :reason, 'error' FROM _stage_customers s
+        WHERE s.customer_ext IN ({foreign})""", col=col, reason=OTHER_STORES_CUSTOMER, store=only_store_id)
+    return _run(conn, f"DELETE FROM _stage_customers WHERE customer_ext IN ({foreign})", store=only_store_id)
+
+
+def record_stores(conn: Connection, kind: str, import_id: int, only_store_id: int | None) -> None:
+    """Record in import_stores every store whose data this import writes (before the merge moves anyone).
+
+    Transactions: the lines' stores, and (admins) the home stores of customers whose phone or store
+    the lines fill. Customers: the stores the rows name and the current home stores of the customers
+    they name. Stock: the rows' stores. The history and undo let only users covering all of them in.
+    """
+    sources = {"transactions": ["SELECT store_id FROM _stage_lines"],
+               "stock": ["SELECT store_id FROM _stage_stock"],
+               "customers": ["SELECT store_id FROM _stage_customers",
+                             """SELECT c.store_id FROM customers c JOIN _stage_customers s
+                                ON c.external_id = s.customer_ext"""]}[kind]
+    if kind == "transactions" and only_store_id is None:
+        sources.append("""SELECT c.store_id FROM customers c JOIN _stage_custs s ON c.external_id = s.customer_ext
+                          WHERE c.erased_at IS NULL AND c.phone IS NULL AND s.phone IS NOT NULL""")
+    for source in sources:
+        _run(conn, f"""
+            INSERT INTO import_stores (import_id, store_id)
+            SELECT DISTINCT CAST(:import_id AS INTEGER), store_id FROM ({source}) AS w
+            WHERE store_id IS NOT NULL
+            ON CONFLICT (import_id, store_id) DO NOTHING""", import_id=import_id)
+
+
+def transactions(conn: Connection, import_id: int, now: datetime, valid: int, only_store_id: int | None = None,
+                 mapping: dict | None = None) -> Merged:
+    """Products, then customers implied by the lines (id, phone, store), then the lines themselves.
+
+    A store user's file (``only_store_id``) adds lines for any customer of the chain but fills no
+    detail of another store's customer: their phone is left alone, with a warning on the row.
+    """
     _products(conn, "_stage_products")
     created = _run(conn, """
         INSERT INTO customers (external_id, phone, store_id, sms_consent, created_at)
         SELECT customer_ext, MAX(phone), MIN(store_id), 'unknown', :now FROM _stage_custs
         WHERE 1 = 1 GROUP BY customer_ext
         ON CONFLICT (external_id) DO NOTHING""", now=now)
+    if only_store_id is not None:
+        _run(conn, """
+            INSERT INTO _stage_problems (src_row, col, value, reason, severity)
+            SELECT s.src_row, :col, s.phone, :reason, 'warning'
+            FROM _stage_custs s JOIN customers c ON c.external_id = s.customer_ext
+            WHERE s.phone IS NOT NULL AND (c.store_id IS NULL OR c.store_id <> :store)
+              AND c.phone IS DISTINCT FROM s.phone""",
+             col=((mapping or {}).get("phone") or "phone")[:100], reason=PHONE_NOT_SAVED, store=only_store_id)
     # Known customers without a phone or store get the one their lines show (erased customers stay erased).
-    _run(conn, """
+    _run(conn, f"""
         UPDATE customers SET phone = COALESCE(customers.phone, s.phone), store_id = COALESCE(customers.store_id, s.store_id)
         FROM (SELECT customer_ext, MAX(phone) AS phone, MIN(store_id) AS store_id FROM _stage_custs
               GROUP BY customer_ext) AS s
-        WHERE s.customer_ext = customers.external_id AND customers.erased_at IS NULL
+        WHERE s.customer_ext = customers.external_id AND customers.erased_at IS NULL{_scoped(only_store_id)}
           AND ((customers.phone IS NULL AND s.phone IS NOT NULL) OR customers.store_id IS NULL)""")
     with row_checks.line_checks(conn, import_id) as checks:
         new = _run(conn, """
@@ -113,8 +175,12 @@ def stock(conn: Connection, import_id: int, as_of: date, by_name: bool, valid: i
 
 
 def customers(conn: Connection, import_id: int, now: datetime, user_email: str | None, mapping: dict,
-              valid: int) -> Merged:
-    """New customers, enrichment of known ones, and consent: an opt-out always wins over an opt-in."""
+              valid: int, only_store_id: int | None = None) -> Merged:
+    """New customers, enrichment of known ones, and consent: an opt-out always wins over an opt-in.
+
+    For a store user (``only_store_id``) rows naming another store's customer were already refused
+    (``refuse_other_stores_customers``); every write here also keeps to that store, as a second lock.
+    """
     _dedupe(conn, "_stage_customers", "customer_ext")
     created = _run(conn, """
         INSERT INTO customers (external_id, name, phone, email, store_id, sms_consent, created_at)
@@ -126,7 +192,7 @@ def customers(conn: Connection, import_id: int, now: datetime, user_email: str |
                              email = COALESCE(s.email, customers.email),
                              store_id = COALESCE(s.store_id, customers.store_id)
         FROM _stage_customers s
-        WHERE s.customer_ext = customers.external_id AND customers.erased_at IS NULL
+        WHERE s.customer_ext = customers.external_id AND customers.erased_at IS NULL""" + _scoped(only_store_id) + """
           AND ((s.name IS NOT NULL AND s.name IS DISTINCT FROM customers.name)
                OR (s.phone IS NOT NULL AND s.phone IS DISTINCT FROM customers.phone)
                OR (s.email IS NOT NULL AND s.email IS DISTINCT FROM customers.email)
@@ -142,7 +208,7 @@ def customers(conn: Connection, import_id: int, now: datetime, user_email: str |
     changes = 0
     for answer, status, condition in (("no", "opted_out", "{c}.sms_consent <> 'opted_out'"),
                                       ("yes", "opted_in", "{c}.sms_consent = 'unknown'")):
-        where = f"s.consent = '{answer}' AND {condition} AND {{c}}.erased_at IS NULL"
+        where = f"s.consent = '{answer}' AND {condition} AND {{c}}.erased_at IS NULL" + _scoped(only_store_id, "{c}")
         changes += _run(conn, f"""
             INSERT INTO consent_events (customer_id, status, source, effective_at, recorded_at, user_email, detail)
             SELECT c.id, '{status}', 'import', COALESCE(s.consent_at, :now), :now, :user_email,

@@ -16,7 +16,7 @@ import zipfile
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import pandas as pd
 from flask import current_app
@@ -88,12 +88,15 @@ def find_store(name: str) -> Store | None:
 
 
 def save_upload(stream, filename: str) -> str:
-    """Save an uploaded file under UPLOAD_DIR with a random name; returns its path."""
+    """Save an uploaded file under UPLOAD_DIR with a random name; returns its path.
+
+    The file is created 0600 (owner only): uploads hold customers' personal data.
+    """
     folder = current_app.config["UPLOAD_DIR"]
     os.makedirs(folder, exist_ok=True)
     suffix = os.path.splitext(filename or "")[1].lower()
     path = os.path.join(folder, secrets.token_hex(16) + (suffix if suffix in UPLOAD_SUFFIXES else ".upload"))
-    with open(path, "wb") as out:
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
         while block := stream.read(1 << 20):
             out.write(block)
     return path
@@ -137,13 +140,29 @@ def inspect(path: str, filename: str, kind: str, mapping: dict | None = None) ->
     if kind not in KINDS:
         raise ImportRefused(f"Unknown kind {kind!r}: choose one of {', '.join(KINDS)}.")
     check_workbook(path)
-    with _damaged_gzip(), read_table(path, filename, chunksize=1000) as reader:
-        detected = detect_mapping(reader.headers, kind)
-        if mapping is not None:
-            detected = Mapping({f: h for f, h in mapping.items() if h in reader.headers}, kind=kind,
-                               layout=detected.layout)
-        return Inspection(reader.headers, detected, reader.describe(), reader.preview(10),
-                          missing_required(detected, kind))
+    try:
+        with _damaged_gzip(), _read_table(path, filename, chunksize=1000) as reader:
+            detected = detect_mapping(reader.headers, kind)
+            if mapping is not None:
+                detected = Mapping({f: h for f, h in mapping.items() if h in reader.headers}, kind=kind,
+                                   layout=detected.layout)
+            return Inspection(reader.headers, detected, reader.describe(), reader.preview(10),
+                              missing_required(detected, kind))
+    except (FileFormatError, ImportRefused):
+        raise
+    except Exception as exc:  # a file the reader chokes on must be a refusal (its upload removed), not a 500
+        log.exception("could not inspect %s", filename)
+        raise FileFormatError("The file could not be read as a table. Save it again as CSV (UTF-8) or .xlsx and "
+                              "upload it again.") from exc
+
+
+def _read_table(path: str, filename: str, chunksize: int):
+    """``read_table`` with this installation's limits: IMPORT_MAX_EXPANDED_MB of decompressed data (a gzip
+    bomb stops as soon as it passes it) and IMPORT_MAX_ROWS data rows (0: no limit)."""
+    config = current_app.config
+    return read_table(path, filename, chunksize=chunksize,
+                      max_expanded_bytes=int(config.get("IMPORT_MAX_EXPANDED_MB", 1024)) * 1024 * 1024 or None,
+                      max_rows=int(config.get("IMPORT_MAX_ROWS", 5_000_000)) or None)
 
 
 def create_run(kind: str, path: str, filename: str, *, store: Store | None, user_email: str | None,
@@ -183,11 +202,21 @@ def start(run: ImportRun):
 
     run.status = "queued"
     db.session.commit()
-    job = jobs.enqueue("portal.services.importer.run_job", f"Import {run.filename}", run.user_email, import_id=run.id)
+    job = jobs.enqueue("portal.services.importer.run_job", f"Import {run.filename}", run.user_email,
+                       scope_store_id=_job_store(run), import_id=run.id)
     run = db.session.get(ImportRun, run.id)
     run.job_id = job.id
     db.session.commit()
     return job
+
+
+def _job_store(run: ImportRun) -> int | None:
+    """The store an import's job is shown to: the one store a store-bound user may write to, the run's store
+    when the file names no store, else None (a file that may span stores: chain-wide, admins and its starter)."""
+    only = (run.options or {}).get("only_store_id")
+    if only is not None:
+        return only
+    return run.store_id if "store" not in (run.mapping or {}) else None
 
 
 def run_job(progress, import_id: int) -> dict:
@@ -258,14 +287,25 @@ def _context(run: ImportRun, mapping: Mapping) -> staging.Context:
     store = db.session.get(Store, run.store_id) if run.store_id else default_store()
     return staging.Context(kind=run.kind, mapping=dict(mapping), store_id=store.id, store_name=store.name,
                            stores={s.name.strip().casefold(): s.id for s in stores},
-                           store_names=[s.name for s in stores], only_store_id=(run.options or {}).get("only_store_id"))
+                           store_names=[s.name for s in stores], only_store_id=(run.options or {}).get("only_store_id"),
+                           date_limits={s.id: _latest_purchase_time(s) for s in stores})
+
+
+def _latest_purchase_time(store: Store) -> datetime:
+    """The latest purchase wall time a file may hold for ``store``: its local now plus a day of margin.
+
+    Purchase times are stored as the store's wall clock, so the limit is one too (naive).
+    """
+    from portal.services.clock import zone
+
+    return (datetime.now(zone(store.timezone)) + timedelta(days=1)).replace(tzinfo=None)
 
 
 def _stage_and_merge(import_id, path, filename, mapping, ctx, region, options, user_email, progress):
     kind, now = ctx.kind, _now()
     estimate = _estimate_rows(path)
     check_workbook(path)
-    with _damaged_gzip(), read_table(path, filename, chunksize=CHUNK_ROWS) as reader, db.engine.connect() as conn:
+    with _damaged_gzip(), _read_table(path, filename, CHUNK_ROWS) as reader, db.engine.connect() as conn:
         absent = [f"{f} -> {h!r}" for f, h in mapping.items() if h not in reader.headers]
         if absent:
             raise ImportRefused("The mapping names columns the file does not have: " + ", ".join(absent) + ".")
@@ -289,6 +329,14 @@ def _stage_and_merge(import_id, path, filename, mapping, ctx, region, options, u
                     counts["anonymous"] += int(rows["customer_ext"].isna().sum())
                 done = counts["total"] / estimate if estimate else counts["total"] / (counts["total"] + CHUNK_ROWS)
                 progress(0.8 * min(done, 1.0), f"Checked {counts['total']:,} rows ({counts['valid']:,} valid)…")
+            # The last progress write before the commit: from here the import reads the real tables, and on
+            # SQLite (WAL) another connection's write would make this transaction's snapshot stale.
+            progress(0.85, f"Saving {counts['valid']:,} rows…")
+            if kind == "customers" and ctx.only_store_id is not None:  # checked here: only the database knows
+                refused = merge.refuse_other_stores_customers(conn, ctx.only_store_id, mapping)
+                counts["valid"] -= refused
+                counts["problems"] += refused
+                ctx.listed_problems += refused
             rejected = counts["total"] - counts["valid"]
             merged = merge.Merged()
             if counts["total"] == 0:
@@ -300,9 +348,10 @@ def _stage_and_merge(import_id, path, filename, mapping, ctx, region, options, u
                                               "imported (all or nothing). Fix them, or import the valid rows.")
             else:
                 status, message = "done", None
-                progress(0.85, f"Saving {counts['valid']:,} rows…")  # no progress writes until the commit (SQLite)
                 staging.index_tables(conn, kind)
-                merged = _merge(conn, kind, import_id, now, mapping, options, user_email, counts["valid"])
+                merge.record_stores(conn, kind, import_id, ctx.only_store_id)  # before the merge moves anyone
+                merged = _merge(conn, kind, import_id, now, mapping, options, user_email, counts["valid"],
+                                ctx.only_store_id)
             merge.problems(conn, import_id)
             options.update(updated=merged.updated, customers_new=merged.customers_new,
                            consent_changes=merged.consent_changes, line_checks=merged.line_checks,
@@ -321,13 +370,13 @@ def _stage_and_merge(import_id, path, filename, mapping, ctx, region, options, u
         return counts, merged, reader.describe()
 
 
-def _merge(conn, kind, import_id, now, mapping, options, user_email, valid) -> merge.Merged:
+def _merge(conn, kind, import_id, now, mapping, options, user_email, valid, only_store_id=None) -> merge.Merged:
     if kind == "transactions":
-        return merge.transactions(conn, import_id, now, valid)
+        return merge.transactions(conn, import_id, now, valid, only_store_id, mapping)
     if kind == "stock":
         as_of = date.fromisoformat(options["as_of"]) if options.get("as_of") else now.date()
         return merge.stock(conn, import_id, as_of, "product_id" not in mapping, valid)
-    return merge.customers(conn, import_id, now, user_email, mapping, valid)
+    return merge.customers(conn, import_id, now, user_email, mapping, valid, only_store_id)
 
 
 def _database_fault(exc: BaseException) -> str | None:
@@ -382,10 +431,12 @@ def _estimate_rows(path: str) -> int | None:
     if magic.startswith(b"PK"):
         return None
     opener = gzip.open if magic.startswith(b"\x1f\x8b") else open
-    count = 0
+    count = read = 0
+    cap = int(current_app.config.get("IMPORT_MAX_EXPANDED_MB", 1024)) * 1024 * 1024  # the reader refuses beyond
     try:
         with opener(path, "rb") as fh:
-            while block := fh.read(1 << 22):
+            while read <= cap and (block := fh.read(1 << 22)):
+                read += len(block)
                 count += block.count(b"\n")
     except (OSError, EOFError):
         return None

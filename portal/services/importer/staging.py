@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,8 @@ TABLES: dict[str, list[tuple[str, str]]] = {
                      ("coupon_code", "VARCHAR(40)")],
     # Distinct per chunk (so a few rows per product / customer, not one per line): cheap to group at merge time.
     "_stage_products": [("product_ext", "VARCHAR(64)"), ("product_name", "VARCHAR(300)")],
-    "_stage_custs": [("customer_ext", "VARCHAR(64)"), ("phone", "VARCHAR(20)"), ("store_id", "INTEGER")],
+    "_stage_custs": [("customer_ext", "VARCHAR(64)"), ("phone", "VARCHAR(20)"), ("store_id", "INTEGER"),
+                     ("src_row", "INTEGER")],
     "_stage_stock": [("src_row", "INTEGER"), ("product_ext", "VARCHAR(64)"), ("product_name", "VARCHAR(300)"),
                      ("initial_stock", "NUMERIC(14,3)"), ("total_sold", "NUMERIC(14,3)"), ("price", "NUMERIC(14,4)"),
                      ("store_id", "INTEGER")],
@@ -108,6 +110,8 @@ class Context:
     stores: dict[str, int]  # case-folded store name -> id
     store_names: list[str] = field(default_factory=list)
     only_store_id: int | None = None
+    # Store id -> the latest purchase wall time accepted (the store's local now plus a day's margin).
+    date_limits: dict[int, datetime] = field(default_factory=dict)
     listed_problems: int = 0
     counts: dict = field(default_factory=lambda: {"total": 0, "valid": 0, "anonymous": 0, "problems": 0})
 
@@ -160,6 +164,16 @@ def _resolve_stores(r: _Rejects, ctx: Context) -> pd.Series:
     return ids
 
 
+def _future(r: _Rejects, ctx: Context, store_ids: pd.Series) -> None:
+    """Refuse lines dated after their store's local now plus a day: one typo would age every customer."""
+    if not ctx.date_limits:
+        return
+    limits = pd.to_datetime(store_ids.map(ctx.date_limits))
+    dates = r.clean["purchase_date"]
+    r.add(dates.notna() & limits.notna() & dates.gt(limits), "purchase_date",
+          "purchase date in the future (later than the store's current time plus one day)")
+
+
 def _bounded(r: _Rejects, targets: tuple[str, ...]) -> None:
     for target in targets:
         if target in r.clean:
@@ -180,6 +194,7 @@ def prepare(clean: pd.DataFrame, ctx: Context) -> tuple[dict[str, pd.DataFrame],
             _too_long(r, target, limit)
         _too_long(r, "product_name", 300, truncate=True)
         _bounded(r, ("quantity", "price_per_unit", "total_amount"))
+        _future(r, ctx, store_ids)
         c = r.clean.loc[~r.bad]
         ids = store_ids[~r.bad]
         lines = pd.DataFrame({
@@ -190,7 +205,8 @@ def prepare(clean: pd.DataFrame, ctx: Context) -> tuple[dict[str, pd.DataFrame],
         products = (pd.DataFrame({"product_ext": c["product_id"], "product_name": c["product_name"]})
                     .sort_values("product_name", na_position="first").drop_duplicates("product_ext", keep="last"))
         known = c["customer_id"].notna()
-        custs = (pd.DataFrame({"customer_ext": c["customer_id"], "phone": c["phone"], "store_id": ids})[known]
+        custs = (pd.DataFrame({"customer_ext": c["customer_id"], "phone": c["phone"], "store_id": ids,
+                               "src_row": c["source_row"]})[known]
                  .sort_values("phone", na_position="first").drop_duplicates("customer_ext", keep="last"))
         return {"_stage_lines": lines, "_stage_products": products, "_stage_custs": custs}, r.parts
     elif ctx.kind == "stock":
