@@ -46,6 +46,7 @@ from sqlalchemy import select, update
 from portal.extensions import db
 from portal.job_processes import database_lock
 from portal.models import Job
+from portal.security import user_store_id
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,15 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def enqueue(func: str, title: str, user_email: str | None = None, **kwargs) -> Job:
-    """Record a job and hand it to the runner; returns the stored Job (status queued)."""
-    job = Job(id=str(uuid.uuid4()), func=func, kwargs=kwargs, title=title, user_email=user_email, status="queued")
+def enqueue(func: str, title: str, user_email: str | None = None, *, scope_store_id: int | None = None,
+            **kwargs) -> Job:
+    """Record a job and hand it to the runner; returns the stored Job (status queued).
+
+    ``scope_store_id`` is the store whose data the job reads or writes (None: chain-wide), which decides
+    who may see the job (``visible_to``); ``kwargs`` go to the job function.
+    """
+    job = Job(id=str(uuid.uuid4()), func=func, kwargs=kwargs, title=title, user_email=user_email, status="queued",
+              store_id=scope_store_id)
     db.session.add(job)
     db.session.commit()
     app = current_app._get_current_object()
@@ -78,8 +85,11 @@ def enqueue(func: str, title: str, user_email: str | None = None, **kwargs) -> J
     return job
 
 
-def schedule_at(when_utc: datetime, func_path: str, title: str, user_email: str | None = None, **kwargs) -> Job:
+def schedule_at(when_utc: datetime, func_path: str, title: str, user_email: str | None = None, *,
+                scope_store_id: int | None = None, **kwargs) -> Job:
     """Record a job that runs at ``when_utc`` (aware, UTC) and arm it; returns the stored Job.
+
+    ``scope_store_id``: the store whose data the job touches (None: chain-wide), as for ``enqueue``.
 
     The Job row is written first (status ``scheduled``, ``heartbeat_at`` = when it is due), so
     any web worker can show it and ``run_job`` finds it however it is started. RQ: the job goes
@@ -92,7 +102,8 @@ def schedule_at(when_utc: datetime, func_path: str, title: str, user_email: str 
     """
     when_utc = _aware_utc(when_utc)
     job = Job(id=str(uuid.uuid4()), func=func_path, kwargs=kwargs, title=title, user_email=user_email,
-              status="scheduled", heartbeat_at=when_utc, message=f"Scheduled for {when_utc:%Y-%m-%d %H:%M} UTC")
+              status="scheduled", heartbeat_at=when_utc, message=f"Scheduled for {when_utc:%Y-%m-%d %H:%M} UTC",
+              store_id=scope_store_id)
     db.session.add(job)
     db.session.commit()
     app = current_app._get_current_object()
@@ -299,6 +310,23 @@ def get(job_id: str) -> Job | None:
             db.session.expire(job)
             job = db.session.get(Job, job_id)
     return job
+
+
+def visible_to(job: Job, user) -> bool:
+    """Whether ``user`` may see ``job``: admins always, its starter always; a store's job also every user of
+    that store and store-less users other than managers (``scope_to_user``'s rule); a chain-wide job nobody else."""
+    if user.role == "admin" or (job.user_email is not None and job.user_email == user.email):
+        return True
+    if job.store_id is None:
+        return False
+    store_id = user_store_id(user)
+    return store_id == job.store_id or (store_id is None and user.role != "manager")
+
+
+def get_for(job_id: str, user) -> Job | None:
+    """``get`` for a page: None when the job is absent or not ``user``'s to see (answered with a 404 alike)."""
+    job = get(job_id)
+    return job if job is not None and visible_to(job, user) else None
 
 
 def as_dict(job: Job) -> dict:

@@ -41,9 +41,11 @@ def _utc(value):
 
 
 def _last_outcome(model):
-    """The latest mining job when it is newer than the rules shown (failed, or found nothing)."""
+    """The latest mining job when it is newer than the rules shown (failed, or found nothing).
+
+    Mining is chain-wide: only admins and the job's starter see it (``jobs.visible_to``)."""
     run = bundle_service.latest_run()
-    if run is None:
+    if run is None or not jobs.visible_to(run, current_user):
         return None
     run = jobs.get(run.id)
     if run.status in ("queued", "running"):
@@ -73,7 +75,7 @@ def _render(form: MiningForm, status: int = 200):
     found_pitches = ([{"rule": r, "pitch": bundle_service.pitch_html(r, found.names)} for r in found.rules]
                      if found is not None else [])
     outcome = _last_outcome(model)
-    shown_job = jobs.get(args["job"]) if args.get("job") else None
+    shown_job = jobs.get_for(args["job"], current_user) if args.get("job") else None
     if shown_job is None and outcome is not None and outcome.status in ("queued", "running"):
         shown_job = outcome
     suggestion = None
@@ -113,6 +115,6 @@ def mine():
     kwargs = form.job_kwargs()
     job = jobs.enqueue("portal.services.bundles.train",
                        f"Mine bundles at {bundle_service.pct(kwargs['min_support'])} % support",
-                       current_user.email, **kwargs)
+                       current_user.email, scope_store_id=None, **kwargs)  # mines the whole chain's baskets
     flash("Mining started: the bundle suggestions refresh when it finishes.", "info")
     return redirect(url_for("bundles.index", job=job.id) + "#mining")

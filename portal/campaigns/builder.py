@@ -16,7 +16,7 @@ from sqlalchemy import select
 from portal.extensions import db
 from portal.models import SavedSegment, Store
 from portal.security import user_store_id
-from portal.services import campaigns as campaign_service, clock, exports, settings
+from portal.services import campaigns as campaign_service, clock, exports, segments, settings
 from portal.services.customers import FILTER_KEYS
 from portal.services.sending import is_quiet, window_opens
 from portal.sms import segment_info
@@ -27,9 +27,9 @@ PREVIEW_COUNT = 3
 
 # --- audience --------------------------------------------------------------------------------
 
-def customer_segments() -> list[SavedSegment]:
-    """Saved segments of customer lists (customers, at-risk), usable as an audience."""
-    rows = db.session.scalars(select(SavedSegment).order_by(SavedSegment.name, SavedSegment.id))
+def customer_segments(user) -> list[SavedSegment]:
+    """Saved segments of customer lists (customers, at-risk) in ``user``'s store scope, usable as an audience."""
+    rows = db.session.scalars(segments.scoped(select(SavedSegment), user).order_by(SavedSegment.name, SavedSegment.id))
     out = []
     for s in rows:
         try:
@@ -40,19 +40,23 @@ def customer_segments() -> list[SavedSegment]:
     return out
 
 
-def segment_params(segment_id: str | int | None) -> dict[str, str] | None:
-    """A saved segment's filters (only the customer filter keys); None when there is no such segment."""
+def segment_params(segment_id: str | int | None, user) -> dict[str, str] | None:
+    """A saved segment's filters (only the customer filter keys); None when no segment is chosen.
+
+    Raises ``segments.SegmentNotFound`` for an id that is absent or another store's: the filters must not
+    silently fall back to the form's (the views answer 404).
+    """
     if parse_id(segment_id) is None:
         return None
-    segment = db.session.get(SavedSegment, parse_id(segment_id))
+    segment = segments.get(parse_id(segment_id), user)
     if segment is None:
-        return None
+        raise segments.SegmentNotFound(segment_id)
     return {k: v for k, v in parse_qsl(segment.query or "") if k in FILTER_KEYS and v}
 
 
-def audience_params(form_params: dict[str, str], segment_id: str | None) -> dict[str, str]:
+def audience_params(form_params: dict[str, str], segment_id: str | None, user) -> dict[str, str]:
     """The filters a campaign is built from: the segment's when one is chosen, else the form's."""
-    from_segment = segment_params(segment_id)
+    from_segment = segment_params(segment_id, user)
     params = from_segment if from_segment is not None else form_params
     return {k: v for k, v in params.items() if k in FILTER_KEYS and v}
 

@@ -13,6 +13,7 @@ from flask import Blueprint, abort, current_app, flash, jsonify, redirect, rende
 from flask_login import current_user
 from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import NotFound
 from wtforms.fields.choices import SelectChoice
 
 from portal import sms
@@ -22,7 +23,8 @@ from portal.extensions import db
 from portal.formatting import money
 from portal.models import Campaign, Customer, OutboxMessage
 from portal.security import is_safe_next, roles_required, user_store_id
-from portal.services import audit, campaign_results, campaigns as campaign_service, redemption, sending, settings
+from portal.services import (audit, campaign_results, campaigns as campaign_service, redemption, segments, sending,
+                             settings)
 from portal.services.clock import aware, utcnow
 from portal.services.customers import get_for_user
 from portal.services.listing import Page
@@ -31,6 +33,12 @@ from portal.params import parse_id
 bp = Blueprint("campaigns", __name__)
 SENDERS = ("admin", "manager")
 _BUILDER_KEYS = (*FILTER_FIELDS, "segment", "name", "template", "control", "when", "send_at", "expires")
+
+
+@bp.errorhandler(segments.SegmentNotFound)
+def _segment_not_found(_exc):
+    """A segment id that is absent or another store's, anywhere the builder takes one: 404, never 403."""
+    return current_app.handle_http_exception(NotFound())
 
 
 def _campaign_or_404(campaign_id: int) -> Campaign:
@@ -53,7 +61,7 @@ def _builder_form(formdata=None) -> BuilderForm:
         formdata = args if args else None
     form = BuilderForm(formdata=formdata) if formdata is not None else BuilderForm()
     form.segment.choices = [SelectChoice("", "None: use the filters below")] + [
-        SelectChoice(str(s.id), f"{s.name} ({s.list_name})") for s in builder.customer_segments()]
+        SelectChoice(str(s.id), f"{s.name} ({s.list_name})") for s in builder.customer_segments(current_user)]
     form.store.choices = [SelectChoice(v, label) for v, label in builder.store_choices(current_user)]
     zone, _store = builder.campaign_zone(form.filter_params(), current_user)
     form.time_zone = zone
@@ -65,7 +73,7 @@ def _builder_form(formdata=None) -> BuilderForm:
 
 
 def _form_params(form: BuilderForm) -> dict[str, str]:
-    return builder.audience_params(form.filter_params(), form.segment.data)
+    return builder.audience_params(form.filter_params(), form.segment.data, current_user)
 
 
 def _has_audience_args() -> bool:
@@ -145,7 +153,8 @@ def index():
 @bp.route("/campaigns/audience")
 def audience_json():
     """Size of an audience and every exclusion with its count, as JSON (the builder's live counter)."""
-    params = builder.audience_params({k: request.args.get(k, "") for k in FILTER_FIELDS}, request.args.get("segment"))
+    params = builder.audience_params({k: request.args.get(k, "") for k in FILTER_FIELDS}, request.args.get("segment"),
+                                     current_user)
     raw = request.args.get("control", "")
     try:
         share = float(raw) / 100 if raw.strip() else float(settings.get("sms.control_share"))

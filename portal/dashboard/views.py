@@ -29,8 +29,8 @@ def index():
 
 @bp.route("/jobs/<job_id>")
 def job_status(job_id: str):
-    """JSON status of a background job, polled by progress bars."""
-    job = jobs.get(job_id)
+    """JSON status of a background job, polled by progress bars; another store's job is a 404 like an absent one."""
+    job = jobs.get_for(job_id, current_user)
     if job is None:
         abort(404)
     return jsonify(jobs.as_dict(job))

@@ -7,10 +7,9 @@ from flask import Blueprint, abort, flash, jsonify, redirect, render_template, r
 from flask_login import current_user
 from sqlalchemy import select
 
-from portal.extensions import db
 from portal.lists.exporting import export_error, export_response
 from portal.lists.forms import SegmentForm
-from portal.models import AuditEntry, SavedSegment
+from portal.models import AuditEntry
 from portal.services import exports, segments
 from portal.services.listing import Page
 
@@ -70,8 +69,7 @@ def segment_list():
         form.query.data = request.args.get("query", "")
     if form.validate_on_submit():
         try:
-            segment = segments.create(form.name.data, form.list_name.data, form.query.data or "",
-                                      current_user.email)
+            segment = segments.create(form.name.data, form.list_name.data, form.query.data or "", current_user)
         except segments.SegmentError as exc:
             form.name.errors.append(str(exc))
         else:
@@ -85,7 +83,7 @@ def segment_list():
 
 @bp.route("/segments/<int:segment_id>/delete", methods=["POST"])
 def segment_delete(segment_id: int):
-    segment = db.session.get(SavedSegment, segment_id) or abort(404)
+    segment = segments.get(segment_id, current_user) or abort(404)  # another store's: 404, like an absent one
     if not segments.can_delete(segment, current_user):
         abort(403)
     segments.delete(segment, current_user)
@@ -96,7 +94,7 @@ def segment_delete(segment_id: int):
 @bp.route("/segments/<int:segment_id>/count")
 def segment_count(segment_id: int):
     """The segment's live size for the logged-in user, as JSON."""
-    segment = db.session.get(SavedSegment, segment_id) or abort(404)
+    segment = segments.get(segment_id, current_user) or abort(404)
     try:
         return jsonify(count=segments.size(segment, current_user), list=segment.list_name)
     except exports.ExportError as exc:

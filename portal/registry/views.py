@@ -34,8 +34,8 @@ def index():
                       "broken": [f for f in files if f["state"] != "ok"]})
     running = db.session.scalars(select(Job).where(Job.func.like("portal.services.training.%"))
                                  .order_by(Job.created_at.desc()).limit(1)).first()
-    if running is not None:
-        running = jobs.get(running.id)
+    if running is not None:  # training is chain-wide: admins and its starter see it
+        running = jobs.get(running.id) if jobs.visible_to(running, current_user) else None
     return render_template("registry/index.html", cards=cards, problem=problem, job=running)
 
 
@@ -44,6 +44,7 @@ def index():
 def train(name: str):
     if name not in (*training.MODELS, "all"):
         abort(404)
-    job = jobs.enqueue(f"portal.services.training.train_{name}", f"Train {name}", current_user.email)
+    job = jobs.enqueue(f"portal.services.training.train_{name}", f"Train {name}", current_user.email,
+                       scope_store_id=None)  # models are trained on every store's data
     flash(f"Training {name} started.", "info")
     return redirect(url_for("registry.index", job=job.id))

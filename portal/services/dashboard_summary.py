@@ -164,7 +164,7 @@ def _scoring_will_refresh() -> bool:
 def request_refresh() -> None:
     """Ask for a background refresh unless one is queued or running (or has just failed)."""
     if not _asked_recently():
-        jobs.enqueue(JOB, "Dashboard summary")
+        jobs.enqueue(JOB, "Dashboard summary", scope_store_id=None)  # every store's summary: chain-wide
 
 
 # --------------------------------------------------------------------------- reading

@@ -17,7 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from flask import request, url_for
+from flask import abort, request, url_for
 from sqlalchemy import and_, or_
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -35,24 +35,78 @@ def _encode(value: Any) -> Any:
 
 
 def _decode(value: Any) -> Any:
-    if isinstance(value, dict) and "dt" in value:
+    if isinstance(value, dict) and "dt" in value and isinstance(value["dt"], str):
         return datetime.fromisoformat(value["dt"])
-    if isinstance(value, dict) and "dec" in value:
+    if isinstance(value, dict) and "dec" in value and isinstance(value["dec"], str):
         return Decimal(value["dec"])
     return value
 
 
-def parse_cursor(raw: str | None) -> list | None:
-    """The ``after`` cursor as [sort value, key], or None when absent or malformed."""
+class BadCursor(ValueError):
+    """An ``after`` cursor that no page of this list produced (edited by hand or cut short)."""
+
+
+INT64 = (-(2 ** 63), 2 ** 63 - 1)
+
+
+def parse_cursor(raw: str | None, key=None, sort=None) -> list | None:
+    """The ``after`` cursor as [sort value, key] (sort value still encoded), or None when absent.
+
+    Raises ``BadCursor`` when it is malformed or its values do not fit ``key`` / ``sort`` (a 64-bit
+    integer id, a date for a date column...): the database would refuse it with an error, not a page.
+    """
     if not raw:
         return None
     try:
         cursor = json.loads(raw)
-    except ValueError:
-        return None
+    except (ValueError, RecursionError):
+        raise BadCursor("not JSON") from None
     if not isinstance(cursor, list) or len(cursor) != 2:
-        return None
+        raise BadCursor("not a pair")
+    if key is not None:
+        _check_value(cursor[1], key, nullable=False)
+    if sort is not None:
+        try:
+            _check_value(_decode(cursor[0]), sort, nullable=True)
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            raise BadCursor(str(exc)) from None
+    elif cursor[0] is not None:
+        raise BadCursor("a sort value on an unsorted list")
     return cursor
+
+
+def _python_type(column) -> type | None:
+    try:
+        return column.type.python_type
+    except (NotImplementedError, AttributeError):
+        return None
+
+
+def _check_value(value, column, nullable: bool) -> None:
+    """Refuse a cursor value of the wrong kind for ``column`` (ints within 64 bits, finite numbers)."""
+    if value is None:
+        if nullable:
+            return
+        raise BadCursor("no key")
+    wanted = _python_type(column)
+    if isinstance(value, (dict, list)) or (isinstance(value, bool) and wanted is not bool):
+        raise BadCursor("not a plain value")
+    if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:  # no driver binds it (SQLite, psycopg)
+        raise BadCursor("number out of range")
+    if wanted is int:
+        if not isinstance(value, int):
+            raise BadCursor("not an integer")
+    elif wanted in (float, Decimal):
+        if not isinstance(value, (int, float, Decimal)) or not Decimal(value).is_finite() or abs(value) > 1e300:
+            raise BadCursor("not a finite number")
+    elif wanted is datetime:
+        if not isinstance(value, datetime):
+            raise BadCursor("not a date and time")
+    elif wanted is str:
+        if not isinstance(value, str):
+            raise BadCursor("not text")
+    elif wanted is not None and not isinstance(value, wanted):
+        raise BadCursor("wrong type")
 
 
 def _after(sort: ColumnElement, key, sval, kval, descending: bool):
@@ -127,7 +181,10 @@ class Page:
                 multi-column rows (items are rows; ``sort`` must then be a column of the first entity).
         """
         size = size or PAGE_SIZE
-        cursor = parse_cursor(request.args.get("after"))
+        try:
+            cursor = parse_cursor(request.args.get("after"), key, sort)
+        except BadCursor:  # a hand-edited link: say so with a 400, never let the database choke on it (a 500)
+            abort(400)
         if scalars:
             items, nxt = fetch_keyset(query, key, sort, descending, size, cursor)
         else:

@@ -75,7 +75,8 @@ def start_send(campaign_id: int, user_email: str | None = None, options: Mapping
     kwargs = {"campaign_id": campaign_id, "callback_url": status_callback_url()}
     if options:
         kwargs["options"] = dict(options)
-    return jobs.enqueue(SEND_JOB, f"Send campaign “{campaign.name}”", user_email=user_email, **kwargs)
+    return jobs.enqueue(SEND_JOB, f"Send campaign “{campaign.name}”", user_email=user_email,
+                        scope_store_id=campaign.store_id, **kwargs)
 
 
 def _claim_waiting(campaign_id: int, due_by: datetime | None) -> bool:
@@ -111,9 +112,10 @@ def resume_due(now: datetime | None = None) -> list[int]:
 def schedule_resume(campaign_id: int, due: datetime) -> Job:
     """Arrange for a waiting campaign to resume at ``due`` (a job run by portal.jobs at that time)."""
     due = aware(due).astimezone(timezone.utc)
-    name = db.session.scalar(select(Campaign.name).where(Campaign.id == campaign_id)) or campaign_id
+    row = db.session.execute(select(Campaign.name, Campaign.store_id).where(Campaign.id == campaign_id)).first()
+    name, store_id = (row.name, row.store_id) if row is not None else (campaign_id, None)
     return jobs.schedule_at(due, RESUME_JOB, f"Resume campaign “{name}”", user_email="scheduler",
-                            campaign_id=campaign_id, due=due.isoformat())
+                            scope_store_id=store_id, campaign_id=campaign_id, due=due.isoformat())
 
 
 def resume_campaign_job(progress, campaign_id: int, due: str | None = None) -> dict:

@@ -32,7 +32,8 @@ _MAGIC_OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 
 
-def read_table(source, filename: str = "", chunksize: int = 100_000) -> "TableReader":
+def read_table(source, filename: str = "", chunksize: int = 100_000, max_expanded_bytes: int | None = None,
+               max_rows: int | None = None) -> "TableReader":
     """Open an uploaded CSV / CSV.GZ / XLSX as text chunks, detecting format, delimiter and encoding.
 
     Args:
@@ -40,13 +41,17 @@ def read_table(source, filename: str = "", chunksize: int = 100_000) -> "TableRe
             spooled to a temporary file first).
         filename: the name the user gave the file; only used in messages.
         chunksize: rows per chunk yielded by iterating the reader.
+        max_expanded_bytes: refuse a gzip-compressed file that decompresses to more (a decompression
+            bomb); counted while decompressing, since gzip's stored size is unreliable. None: no cap.
+        max_rows: refuse a file with more data rows (checked at opening from the line count where it is
+            cheap, and exactly while reading). None: no cap.
     Returns:
         A ``TableReader`` (use it as a context manager, or call ``close()``).
     Raises:
         FileFormatError: empty file, binary data, encrypted or corrupt workbook, no header row,
             duplicated or too many columns, a value over ``FIELD_SIZE_LIMIT`` characters.
     """
-    return TableReader(source, filename, chunksize)
+    return TableReader(source, filename, chunksize, max_expanded_bytes, max_rows)
 
 
 class TableReader:
@@ -59,9 +64,12 @@ class TableReader:
     only while reading on (a ragged row, a damaged archive) raise ``FileFormatError`` from the loop.
     """
 
-    def __init__(self, source, filename: str = "", chunksize: int = 100_000):
+    def __init__(self, source, filename: str = "", chunksize: int = 100_000, max_expanded_bytes: int | None = None,
+                 max_rows: int | None = None):
         self.filename = filename or getattr(source, "name", "") or "upload"
         self.chunksize = int(chunksize)
+        self.max_expanded_bytes = max_expanded_bytes
+        self.max_rows = max_rows
         self.format = "csv"
         self.compression: str | None = None
         self.encoding: str | None = None
@@ -111,7 +119,7 @@ class TableReader:
                 raise FileFormatError("The file looks gzip-compressed but is damaged; compress it again "
                                       "or upload the plain CSV.") from exc
             self.compression = "gzip"
-            fh = gz
+            fh = _Capped(gz, self.max_expanded_bytes) if self.max_expanded_bytes else gz
         fh.seek(0)
         return fh
 
@@ -142,9 +150,8 @@ class TableReader:
 
         try:
             self._workbook = openpyxl.load_workbook(self._raw, read_only=True, data_only=True)
-        except zipfile.BadZipFile as exc:
-            raise FileFormatError("The Excel file is damaged (not a readable .xlsx archive). "
-                                  "Save it again from Excel and re-upload.") from exc
+        except (zipfile.BadZipFile, SyntaxError) as exc:  # SyntaxError: ElementTree's / lxml's ParseError
+            raise _damaged_workbook() from exc
         except (KeyError, InvalidFileException, ValueError, OSError, EOFError) as exc:
             raise FileFormatError("This is a zip archive but not an Excel .xlsx workbook. "
                                   "Upload the .xlsx or a CSV file.") from exc
@@ -154,18 +161,27 @@ class TableReader:
         self.sheet_names = [ws.title for ws in sheets]
         self._sheet = sheets[0]
         self.sheet_name = self._sheet.title
-        for number, values in enumerate(self._sheet.iter_rows(values_only=True), start=1):
-            cells = [_cell_text(v) for v in values]
-            if any(c.strip() for c in cells):
-                while cells and not cells[-1].strip():
-                    cells.pop()
-                self.headers, self._header_row = cells, number
-                return
-            if number > 1000:
-                break
+        try:
+            for number, values in enumerate(self._sheet.iter_rows(values_only=True), start=1):
+                cells = [_cell_text(v) for v in values]
+                if any(c.strip() for c in cells):
+                    while cells and not cells[-1].strip():
+                        cells.pop()
+                    self.headers, self._header_row = cells, number
+                    return
+                if number > 1000:
+                    break
+        except _WORKBOOK_DAMAGE as exc:
+            raise _damaged_workbook() from exc
         raise FileFormatError(f"The first sheet ({self.sheet_name!r}) is empty.")
 
     def _iter_xlsx(self) -> Iterator[pd.DataFrame]:
+        try:
+            yield from self._xlsx_chunks()
+        except _WORKBOOK_DAMAGE as exc:  # a sheet's XML broken further down
+            raise _damaged_workbook() from exc
+
+    def _xlsx_chunks(self) -> Iterator[pd.DataFrame]:
         width = len(self.headers)
         rows: list[list[str]] = []
         numbers: list[int] = []
@@ -178,6 +194,8 @@ class TableReader:
             cells.extend([""] * (width - len(cells)))
             rows.append(cells)
             numbers.append(number)
+            if self.max_rows is not None and number - self._header_row > self.max_rows:
+                raise _too_many_rows(self.max_rows)
             if len(rows) >= self.chunksize:
                 yield self._frame(rows, numbers)
                 rows, numbers = [], []
@@ -190,7 +208,9 @@ class TableReader:
 
     # -- CSV -------------------------------------------------------------------------------------
     def _open_csv(self) -> None:
-        self.encoding, self._long_lines = _detect_encoding(self._raw)
+        self.encoding, self._long_lines, newlines = _detect_encoding(self._raw)
+        if self.max_rows is not None and newlines is not None and newlines > self.max_rows + 1:
+            raise _too_many_rows(self.max_rows)  # cheap: the encoding pass counted the lines already
         self._raw.seek(0)
         raw_sample = self._raw.read(SAMPLE_BYTES)
         more = bool(self._raw.read(1))
@@ -219,19 +239,26 @@ class TableReader:
     def _iter_csv(self) -> Iterator[pd.DataFrame]:
         self._raw.seek(0)
         encoding = "utf-8-sig" if self.encoding in ("utf-8", "utf-8-sig") else self.encoding
-        start = 2
+        start = 1
         try:
+            # header=None: the header row is the parser's first row, so it fixes the width every row is held to.
+            # With header=0 pandas would turn the extra leading fields of a longer first data row into an
+            # index and shift every column ("RR1,Smith, John,+1…" read with id "Smith").
             reader = pd.read_csv(
-                _KeepOpen(self._raw), sep=self.delimiter, header=0, dtype=object, keep_default_na=False,
+                _KeepOpen(self._raw), sep=self.delimiter, header=None, dtype=object, keep_default_na=False,
                 na_filter=False, skip_blank_lines=False, chunksize=self.chunksize, encoding=encoding, engine="c",
                 quotechar='"', on_bad_lines="error",
             )
-            for chunk in reader:
+            for chunk in _chunks(reader, self.chunksize):
                 if chunk.shape[1] != len(self.headers):
                     raise FileFormatError("The rows do not have the same number of columns as the header.")
                 chunk.columns = self.headers
                 chunk.index = pd.RangeIndex(start, start + len(chunk), name="row")
                 start += len(chunk)
+                if chunk.index[0] == 1:
+                    chunk = chunk.iloc[1:]  # the header row itself
+                if self.max_rows is not None and start - 2 > self.max_rows:
+                    raise _too_many_rows(self.max_rows)
                 chunk = chunk.fillna("")
                 first_empty = chunk.iloc[:, 0].eq("")
                 if first_empty.any():
@@ -242,7 +269,7 @@ class TableReader:
                 if len(chunk):
                     yield chunk
         except pd.errors.ParserError as exc:
-            raise _parser_error(exc, len(self.headers)) from exc
+            raise _parser_error(exc, len(self.headers), _DELIMITER_NAMES.get(self.delimiter or ",")) from exc
         except UnicodeDecodeError as exc:
             raise FileFormatError(f"The file is not valid {self.encoding} text; "
                                   "save it as UTF-8 CSV and upload it again.") from exc
@@ -286,6 +313,70 @@ class TableReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _chunks(reader, size: int) -> Iterator[pd.DataFrame]:
+    """The parser's chunks, the first one a row longer (it holds the header row, which the caller drops)."""
+    first = size + 1
+    while True:
+        try:
+            yield reader.get_chunk(first)
+        except StopIteration:
+            return
+        first = size
+
+
+def _too_many_rows(limit: int) -> FileFormatError:
+    return FileFormatError(f"The file has more than {limit:,} rows, the most one import takes (IMPORT_MAX_ROWS); "
+                           "nothing was imported. Split it into smaller files.")
+
+
+class _Capped(io.RawIOBase):
+    """A decompressed stream that refuses to give more than ``limit`` bytes (a decompression bomb).
+
+    Counts the position, not the total read, so reading the file again from the top is not penalised.
+    """
+
+    def __init__(self, inner: BinaryIO, limit: int):
+        self._inner = inner
+        self._limit = limit
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._inner.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._inner.tell()
+
+    def read(self, size: int = -1) -> bytes:
+        room = self._limit - self._inner.tell()
+        data = self._inner.read(room + 1 if size is None or size < 0 or size > room + 1 else size)
+        if self._inner.tell() > self._limit:
+            megabytes = self._limit / 1048576
+            shown = f"{megabytes:,.0f}" if megabytes >= 10 else f"{megabytes:.2g}"
+            raise FileFormatError(f"The compressed file expands to more than {shown} MB "
+                                  "(IMPORT_MAX_EXPANDED_MB), far more than purchase data needs; it is refused. "
+                                  "Upload the plain CSV or split it.")
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+# What a damaged workbook raises from openpyxl while its sheet is read (XML parse errors are SyntaxErrors).
+_WORKBOOK_DAMAGE = (SyntaxError, zipfile.BadZipFile, zlib.error, EOFError, KeyError)
+
+
+def _damaged_workbook() -> FileFormatError:
+    return FileFormatError("The Excel file is damaged (not a readable .xlsx archive). "
+                           "Save it again from Excel and re-upload.")
 
 
 class _KeepOpen(io.RawIOBase):

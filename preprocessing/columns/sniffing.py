@@ -29,8 +29,8 @@ class FileFormatError(ValueError):
         self.message = message
 
 
-def _detect_encoding(fh: BinaryIO) -> tuple[str, bool]:
-    """(encoding, has a line longer than FIELD_SIZE_LIMIT) from one pass over the whole stream.
+def _detect_encoding(fh: BinaryIO) -> tuple[str, bool, int | None]:
+    """(encoding, has a line longer than FIELD_SIZE_LIMIT, line breaks) from one pass over the whole stream.
 
     UTF-8 (with or without BOM) when every byte decodes, UTF-16 by its BOM, else Windows-1252 when
     it uses that code page's 0x80-0x9F characters, else Latin-1.
@@ -40,7 +40,7 @@ def _detect_encoding(fh: BinaryIO) -> tuple[str, bool]:
     if head.startswith(codecs.BOM_UTF8):
         name = "utf-8-sig"
     elif head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return "utf-16", True
+        return "utf-16", True, None
     else:
         name = "utf-8"
     fh.seek(0)
@@ -51,7 +51,9 @@ def _detect_encoding(fh: BinaryIO) -> tuple[str, bool]:
     ok = True
     long_lines = False
     tail = 0
+    newlines = 0
     while block := fh.read(SAMPLE_BYTES):
+        newlines += block.count(b"\n")
         lines = block.split(b"\n")
         long_lines = long_lines or tail + len(lines[0]) > FIELD_SIZE_LIMIT or max(map(len, lines)) > FIELD_SIZE_LIMIT
         tail = len(lines[-1]) if len(lines) > 1 else tail + len(lines[-1])
@@ -69,13 +71,13 @@ def _detect_encoding(fh: BinaryIO) -> tuple[str, bool]:
     if ok:
         try:
             decoder.decode(b"", final=True)
-            return name, long_lines
+            return name, long_lines, newlines
         except UnicodeDecodeError:
             pass
     # Not UTF-8. Windows-1252 and Latin-1 agree outside 0x80-0x9F; name the one that applies.
     if high_c1 and not undefined_1252:
-        return "cp1252", long_lines
-    return "latin-1", long_lines
+        return "cp1252", long_lines, newlines
+    return "latin-1", long_lines, newlines
 
 
 def _sniff_delimiter(text: str) -> str:
@@ -150,11 +152,13 @@ def _field_error(exc: Exception) -> FileFormatError:
                            f"(or a quote is never closed): {exc}.")
 
 
-def _parser_error(exc: Exception, width: int) -> FileFormatError:
+def _parser_error(exc: Exception, width: int, delimiter: str = "comma") -> FileFormatError:
+    """The refusal for a row the C parser could not fit under the header (its record number is our row number)."""
     m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
     if m:
-        return FileFormatError(f"Row {m.group(2)} has {m.group(3)} values but the header has {width} columns. "
-                               "Check the delimiter and that values containing it are quoted.")
+        return FileFormatError(f"Row {m.group(2)} has {m.group(3)} values but the header has {width} columns; a value "
+                               f"probably contains an unquoted {delimiter}. Nothing was imported: put such values "
+                               "in double quotes (or check the delimiter) and upload the file again.")
     if "out of memory" in str(exc) or "field larger" in str(exc):
         return _field_error(exc)
     return FileFormatError(f"The CSV could not be parsed: {exc}")

@@ -128,8 +128,8 @@ def test_dead_job_is_shown_failed_not_running_forever(app, db):
 
 
 def test_status_endpoint(client, login_as, app):
-    login_as("marketer")
-    job = jobs.enqueue("tests.web.test_jobs.sample_job", "Sample", n=2)
+    user = login_as("marketer")
+    job = jobs.enqueue("tests.web.test_jobs.sample_job", "Sample", user.email, n=2)  # chain-wide: its starter sees it
     _wait(app, job.id)
     data = client.get(f"/jobs/{job.id}").get_json()
     assert data["status"] == "done" and data["title"] == "Sample"
