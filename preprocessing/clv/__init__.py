@@ -22,9 +22,12 @@ Conventions used throughout:
 The package, by meaning (each module can be read on its own):
 
 * ``summary``: ``rfm_summary`` from lines, ``rfm_summary_from_day_totals`` from a database's totals;
-* ``params``: ``BGNBDParams``, ``GammaGammaParams`` (what is pickled) and ``CLVFitError``;
+* ``params``: ``BGNBDParams``, ``MBGNBDParams``, ``GammaGammaParams`` (what is pickled) and ``CLVFitError``;
 * ``fitting``: the maximum-likelihood machinery both models share;
-* ``bgnbd``: ``fit_bgnbd``, ``p_alive``, ``expected_purchases``, ``unconditional_expected_purchases``;
+* ``bgnbd``: ``fit_bgnbd``, ``p_alive``, ``expected_purchases``, ``unconditional_expected_purchases``
+  (closed forms for both BG/NBD and the modified MBG/NBD, chosen by the parameters' class);
+* ``mbgnbd``: ``fit_mbgnbd`` and ``fit_purchase_model(summary, model="mbgnbd")`` (the default model:
+  one-time buyers get a meaningful P(alive));
 * ``gamma_gamma``: ``fit_gamma_gamma``, ``expected_spend``;
 * ``value``: ``clv`` and ``score_customers`` (the per-customer columns the portal keeps);
 * ``outlook``: ``forecast_monthly``, ``backtest``, ``mape`` (the store outlook and its check);
@@ -34,11 +37,15 @@ Callers import the package: ``from preprocessing import clv`` then ``clv.fit_bgn
 looked up where they are defined, so a test that replaces a function must patch the module that
 *calls* it (``clv.backtest`` calls ``preprocessing.clv.outlook.fit_bgnbd``).
 """
-from preprocessing.clv.bgnbd import expected_purchases, fit_bgnbd, p_alive, unconditional_expected_purchases
+from preprocessing.clv.bgnbd import (
+    expected_purchases, expected_purchases_if_alive, fit_bgnbd, p_alive, p_quiet_if_alive,
+    unconditional_expected_purchases,
+)
 from preprocessing.clv.fitting import MIN_REPEAT_BUYERS
 from preprocessing.clv.gamma_gamma import expected_spend, fit_gamma_gamma
+from preprocessing.clv.mbgnbd import DEFAULT_MODEL, MODELS, fit_mbgnbd, fit_purchase_model
 from preprocessing.clv.outlook import backtest, forecast_monthly, mape
-from preprocessing.clv.params import BGNBDParams, CLVFitError, GammaGammaParams
+from preprocessing.clv.params import BGNBDParams, CLVFitError, GammaGammaParams, MBGNBDParams
 from preprocessing.clv.simulation import simulate_summary
 from preprocessing.clv.summary import DAYS_PER_MONTH, rfm_summary, rfm_summary_from_day_totals
 from preprocessing.clv.value import clv, score_customers
@@ -47,8 +54,9 @@ from preprocessing.clv.value import clv, score_customers
 from preprocessing.clv.summary import _purchase_days  # noqa: F401
 
 __all__ = [
-    "DAYS_PER_MONTH", "MIN_REPEAT_BUYERS", "BGNBDParams", "CLVFitError", "GammaGammaParams", "backtest", "clv",
+    "DEFAULT_MODEL", "MODELS", "MBGNBDParams", "fit_mbgnbd", "fit_purchase_model", "DAYS_PER_MONTH",
+    "MIN_REPEAT_BUYERS", "BGNBDParams", "CLVFitError", "GammaGammaParams", "backtest", "clv",
     "expected_purchases", "expected_spend", "fit_bgnbd", "fit_gamma_gamma", "forecast_monthly", "mape", "p_alive",
     "rfm_summary", "rfm_summary_from_day_totals", "score_customers", "simulate_summary",
-    "unconditional_expected_purchases",
+    "unconditional_expected_purchases", "p_quiet_if_alive", "expected_purchases_if_alive",
 ]

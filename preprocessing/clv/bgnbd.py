@@ -182,33 +182,39 @@ def _given_alive(r, alpha, a, b, t, known_hard=None):
 
 
 def _p_alive(params: BGNBDParams, x, tx, T):
+    """P(alive | x, t_x, T). BG/NBD: odds of being dead a/(b+x-1) ((alpha+T)/(alpha+t_x))^(r+x) for
+    x > 0 and exactly 1 for x = 0; MBG/NBD (dropout also at time 0): odds a/(b+x) (...)^(r+x) for all x."""
     r, alpha, a, b = params.r, params.alpha, params.a, params.b
+    modified = params.model == "mbgnbd"
     with np.errstate(divide="ignore"):
-        log_odds_dead = (
-            math.log(a) - np.log(np.where(x > 0, b + x - 1, 1.0))
-            + (r + x) * (np.log(alpha + T) - np.log(alpha + tx))
-        )
-    return np.where(x > 0, special.expit(-log_odds_dead), 1.0)
+        shape = b + x if modified else np.where(x > 0, b + x - 1, 1.0)
+        log_odds_dead = math.log(a) - np.log(shape) + (r + x) * (np.log(alpha + T) - np.log(alpha + tx))
+    alive = special.expit(-log_odds_dead)
+    return alive if modified else np.where(x > 0, alive, 1.0)
 
 
 def _conditional(params: BGNBDParams, t, x, tx, T):
     """E[Y(t) | x, t_x, T] = P(alive) * expected purchases of an alive customer with posterior parameters.
 
+    Given alive, lambda ~ Gamma(r+x, alpha+T) and p ~ Beta(a, b+x) (BG/NBD: survived the x coin flips
+    after the repeat purchases) or Beta(a, b+x+1) (MBG/NBD: x+1 flips, including the one at time 0).
     Evaluated once per distinct (x, t_x, T): day-granular summaries repeat them a lot.
     """
     codes = _group_codes(x, tx, T)
     first = np.unique(codes, return_index=True)[1]
     ux, utx, uT = x[first], tx[first], T[first]
-    given_alive, _ = _given_alive(params.r + ux, params.alpha + uT, params.a, params.b + ux, t)
+    shift = 1.0 if params.model == "mbgnbd" else 0.0
+    given_alive, _ = _given_alive(params.r + ux, params.alpha + uT, params.a, params.b + ux + shift, t)
     return (_p_alive(params, ux, utx, uT) * given_alive)[codes]
 
 
 def p_alive(params: BGNBDParams, summary: pd.DataFrame) -> np.ndarray:
     """Probability each customer is still active at the summary's as_of day.
 
-    BG/NBD lets customers drop out only right after a repeat purchase, so every customer with
-    frequency 0 gets exactly 1. Never use p_alive alone as a churn score: rank by expected purchases
-    (or expected purchases x spend) instead, which also penalises one-off buyers.
+    BG/NBD (``BGNBDParams``) lets customers drop out only right after a repeat purchase, so every
+    customer with frequency 0 gets exactly 1 — do not show that to staff. MBG/NBD (``MBGNBDParams``)
+    also lets them drop out right after the first purchase, so a one-time buyer's P(alive) falls the
+    longer they stay away; that is the one to show next to a churn score.
     """
     _check_unit(params, summary)
     return _p_alive(params, *_summary_arrays(summary))
@@ -230,8 +236,46 @@ def expected_purchases(params: BGNBDParams, t: float, summary: pd.DataFrame) -> 
 
 
 def unconditional_expected_purchases(params: BGNBDParams, t) -> np.ndarray:
-    """Population curve E[X(t)]: expected repeat purchases in (0, t] for a randomly chosen new customer."""
+    """Population curve E[X(t)]: expected repeat purchases in (0, t] for a randomly chosen new customer.
+
+    MBG/NBD: the new customer first survives the time-0 coin flip (probability b/(a+b)), after which
+    p ~ Beta(a, b+1); b/(a+b) * (a+b)/(a-1) [...] is Batislam et al.'s b/(a-1) [1 - (alpha/(alpha+t))^r
+    2F1(r, b+1; a+b; t/(alpha+t))].
+    """
     t = np.asarray(t, dtype=float)
     if (t < 0).any():
         raise ValueError("t must be >= 0")
+    if params.model == "mbgnbd":
+        a, b = params.a, params.b
+        return b / (a + b) * _given_alive(params.r, params.alpha, a, b + 1.0, t)[0]
     return _given_alive(params.r, params.alpha, params.a, params.b, t)[0]
+
+
+def p_quiet_if_alive(params: BGNBDParams, t: float, summary: pd.DataFrame) -> np.ndarray:
+    """P(no purchase in the next ``t`` time units | still alive): ((alpha+T)/(alpha+T+t))^(r+x).
+
+    Given alive the purchase rate has posterior Gamma(r+x, alpha+T), and dropout happens only right
+    after a purchase, so "no purchase" needs only "no event": E[exp(-lambda t)]. The same for BG/NBD
+    and MBG/NBD. What a churn probability over ``t`` means for a customer who is surely still with us.
+    """
+    _check_unit(params, summary)
+    if t < 0:
+        raise ValueError("horizon t must be >= 0")
+    x, _, T = _summary_arrays(summary)
+    return np.exp((params.r + x) * (np.log(params.alpha + T) - np.log(params.alpha + T + float(t))))
+
+
+def expected_purchases_if_alive(params: BGNBDParams, t: float, summary: pd.DataFrame) -> np.ndarray:
+    """Expected repeat purchases in the next ``t`` time units for a customer known to be alive.
+
+    ``expected_purchases`` = ``p_alive`` x this; keeping the factors apart lets a caller use another,
+    better-evidenced P(alive) (``preprocessing.coherence``) and still forecast consistently with it.
+    """
+    _check_unit(params, summary)
+    x, _, T = _summary_arrays(summary)
+    shift = 1.0 if params.model == "mbgnbd" else 0.0
+    codes = _group_codes(x, T)
+    first = np.unique(codes, return_index=True)[1]
+    values, _ = _given_alive(params.r + x[first], params.alpha + T[first], params.a, params.b + x[first] + shift,
+                             float(t))
+    return values[codes]

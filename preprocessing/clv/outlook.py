@@ -38,11 +38,16 @@ def _draw(values: np.ndarray, cov_log, n: int, rng) -> np.ndarray:
     return np.exp(rng.multivariate_normal(np.log(values), np.asarray(cov_log), size=n))
 
 
-def _totals(bg_vals, gg_vals, edges, x, tx, T, count, sum_m, known_hard=None):
-    """Expected purchases and revenue per period summed over customer groups (+ the quadrature mask)."""
+def _totals(bg_vals, gg_vals, edges, x, tx, T, count, sum_m, known_hard=None, kind=BGNBDParams):
+    """Expected purchases and revenue per period summed over customer groups (+ the quadrature mask).
+
+    ``kind`` is the parameter class (``BGNBDParams`` or ``MBGNBDParams``): it picks the closed forms.
+    """
     r, alpha, a, b = bg_vals
-    alive = _p_alive(BGNBDParams(r, alpha, a, b, 0.0, 0), x, tx, T)
-    given_alive, hard = _given_alive(r + x, alpha + T, a, b + x, edges[1:, None], known_hard)
+    params = kind(r, alpha, a, b, 0.0, 0)
+    alive = _p_alive(params, x, tx, T)
+    shift = 1.0 if params.model == "mbgnbd" else 0.0  # MBG/NBD: x+1 survived dropout chances
+    given_alive, hard = _given_alive(r + x, alpha + T, a, b + x + shift, edges[1:, None], known_hard)
     cumulative = np.vstack([np.zeros(len(x)), alive * given_alive])  # (edges, groups)
     per_period = np.diff(cumulative, axis=0)  # expected purchases per customer of the group
     p, q, v = gg_vals
@@ -90,16 +95,17 @@ def forecast_monthly(
     x, tx, T = _summary_arrays(summary)
     m = np.where(x > 0, summary["monetary_value"].to_numpy(dtype=float), 0.0)
     (gx, gtx, gT), count, sum_m = _compress(x, tx, T, sum_of=m)
-    purchases, revenue, _ = _totals(bg.values, gg.values, edges, gx, gtx, gT, count, sum_m)
+    kind = type(bg)
+    purchases, revenue, _ = _totals(bg.values, gg.values, edges, gx, gtx, gT, count, sum_m, kind=kind)
 
     rng = np.random.default_rng(seed)
     sample = rng.choice(len(x), size=min(len(x), max_sim_customers), replace=False)
     (sx, stx, sT), scount, ssum_m = _compress(x[sample], tx[sample], T[sample], sum_of=m[sample])
-    base_p, base_r, hard = _totals(bg.values, gg.values, edges, sx, stx, sT, scount, ssum_m)
+    base_p, base_r, hard = _totals(bg.values, gg.values, edges, sx, stx, sT, scount, ssum_m, kind=kind)
     bg_draws = _draw(bg.values, bg.cov_log, n_sims, rng)
     gg_draws = _draw(gg.values, gg.cov_log, n_sims, rng)
     sims = [  # one vectorised evaluation per parameter draw
-        _totals(bv, gv, edges, sx, stx, sT, scount, ssum_m, hard) for bv, gv in zip(bg_draws, gg_draws)
+        _totals(bv, gv, edges, sx, stx, sT, scount, ssum_m, hard, kind) for bv, gv in zip(bg_draws, gg_draws)
     ]
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio_p = np.array([s[0] for s in sims]) / base_p
@@ -124,8 +130,11 @@ def mape(actual, forecast) -> float:
     return float(np.mean(np.abs(forecast[use] - actual[use]) / np.abs(actual[use])))
 
 
-def backtest(lines: pd.DataFrame, cutoff, months: int = 6, **forecast_kwargs) -> pd.DataFrame:
+def backtest(lines: pd.DataFrame, cutoff, months: int = 6, model: str = "bgnbd", **forecast_kwargs) -> pd.DataFrame:
     """Fit on data up to ``cutoff`` and compare the monthly forecast with what really happened.
+
+    ``model`` is the purchase model fitted (``"bgnbd"``, the default kept for existing callers, or
+    ``"mbgnbd"``; see ``fit_purchase_model``).
 
     Only customers seen by the cutoff count on both sides (repeat purchase days, i.e. customer-days with
     positive spend, by calendar month); months are clipped to the last day in the data.
@@ -136,7 +145,14 @@ def backtest(lines: pd.DataFrame, cutoff, months: int = 6, **forecast_kwargs) ->
     """
     cutoff = pd.Timestamp(cutoff).normalize()
     summary = rfm_summary(lines, as_of=cutoff)
-    bg = fit_bgnbd(summary)
+    if model == "mbgnbd":
+        from preprocessing.clv.mbgnbd import fit_mbgnbd  # mbgnbd imports this package's bgnbd: import late
+
+        bg = fit_mbgnbd(summary)
+    elif model == "bgnbd":
+        bg = fit_bgnbd(summary)
+    else:
+        raise ValueError(f"model must be 'bgnbd' or 'mbgnbd', not {model!r}")
     gg = fit_gamma_gamma(summary)
     daily = _purchase_days(lines)
     data_end = daily["day"].max()

@@ -1,7 +1,8 @@
 """What a CLV fit produces, or why it cannot: the fitted parameter sets and the fit error.
 
 The parameter classes are pickled into ``Models/clv_model.pkl`` (``{"bgnbd": BGNBDParams,
-"gamma_gamma": GammaGammaParams}``). Models saved before the package split name them
+"gamma_gamma": GammaGammaParams}``; the ``"bgnbd"`` entry may be an ``MBGNBDParams``, a subclass).
+Models saved before the package split name them
 ``preprocessing.clv.BGNBDParams`` / ``GammaGammaParams``; the package re-exports both, so those
 pickles still load.
 """
@@ -46,6 +47,28 @@ class BGNBDParams:
     def std_errors(self) -> dict[str, float] | None:
         """Asymptotic standard errors on the natural scale (delta method from log scale)."""
         return _std_errors(("r", "alpha", "a", "b"), self.values, self.cov_log)
+
+    @property
+    def model(self) -> str:
+        """Which purchase model these parameters belong to: ``"bgnbd"`` here, ``"mbgnbd"`` for the subclass."""
+        return "bgnbd"
+
+
+@dataclass(frozen=True)
+class MBGNBDParams(BGNBDParams):
+    """Fitted *modified* BG/NBD parameters (Batislam, Kok & Bayhan 2007): same fields as BG/NBD.
+
+    The customer may also drop out at time 0 (right after the first purchase), with the same
+    p ~ Beta(a, b) as after every repeat purchase, so one-time buyers get a P(alive) below 1 that
+    falls the longer they stay away. A subclass, so code written for ``BGNBDParams`` (unit checks,
+    ``values``, ``std_errors``, pickles) keeps working; the prediction functions of
+    ``preprocessing.clv`` switch their closed forms on :attr:`model`.
+    """
+
+    @property
+    def model(self) -> str:
+        """``"mbgnbd"``: the prediction functions use the modified closed forms."""
+        return "mbgnbd"
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ def test_list_names_every_benchmark_and_which_need_a_flag():
     assert result.returncode == 0, result.stderr
     listed = {line["name"]: line for line in json_lines(result.stdout)}
     assert [name for name, line in listed.items() if line["default"]] == [
-        "bench.features", "bench.churn", "bench.clv", "bench.bundles", "bench.sms", "bench.import", "bench.lists"]
+        "bench.features", "bench.churn", "bench.clv", "bench.bundles", "bench.sms", "bench.import", "bench.lists",
+        "bench.coherence"]
     assert listed["bench.load"]["flag"] == "--with-load" and listed["bench.heavy"]["flag"] == "--with-heavy"
     assert "bench.scale_demo" not in listed
     assert all(line["summary"] for line in listed.values())
