@@ -13,7 +13,7 @@ from flask.sessions import SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import churn_app
-from portal import cli, errors, formatting, login_sessions, logs
+from portal import errors, formatting, login_sessions, logs
 from portal.config import Config
 from portal.extensions import csrf, db, login_manager, migrate
 from portal.security import reject_nul_bytes, require_login, set_security_headers
@@ -42,7 +42,8 @@ def create_app(config: Config | Mapping | None = None) -> Flask:
     errors.register(app)
     logs.register(app)
     formatting.register(app, NAV)
-    cli.register(app)
+    register_commands(app)
+    register_jobs()
     return app
 
 
@@ -106,6 +107,29 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(lists_bp)
     app.register_blueprint(help_bp)
     csrf.exempt(webhooks.bp)  # Twilio signs these instead (X-Twilio-Signature)
+
+
+def register_commands(app: Flask) -> None:
+    """Every ``flask`` command, area by area (each area's commands.py calls that area's services)."""
+    from portal import cli, jobs_cli
+    from portal.campaigns import commands as campaign_commands
+    from portal.imports import commands as import_commands
+    from portal.lists import commands as list_commands
+    from portal.registry import commands as registry_commands
+
+    for module in (cli, import_commands, registry_commands, list_commands, campaign_commands, jobs_cli):
+        for command in module.commands:
+            app.cli.add_command(command)
+
+
+def register_jobs() -> None:
+    """Import every module that declares a job (``@jobs.job``), so each entry point (web, ``flask jobs
+    run``, ``flask worker``) knows every job name before it runs one. docs/jobs.md lists the names."""
+    from portal.services import bundles  # noqa: F401
+    from portal.services.campaigns import resuming, sending  # noqa: F401
+    from portal.services.dashboard import summary  # noqa: F401
+    from portal.services.importer import history, runs  # noqa: F401
+    from portal.services.scores import training  # noqa: F401
 
 
 def register_security(app: Flask) -> None:

@@ -36,7 +36,7 @@ def post_worker_init(worker):
     Runs in each worker process right after it loaded the app: that process owns a job thread
     and its timers, and a timer armed by a previous process died with it. So queue campaigns
     that became due while the server was down, re-arm scheduled jobs, and schedule the resume
-    of campaigns still waiting for later (portal.services.sending.resume_on_start). The workers
+    of campaigns still waiting for later (portal.services.campaigns.resuming.resume_on_start). The workers
     take turns (a start-up lock file): each sees what the previous one queued or scheduled, so
     none schedules a resume twice; every worker arms the timers, and a due job moves to queued in
     one conditional UPDATE, so whichever fires first runs it, once. With RQ the schedule lives in
@@ -48,10 +48,10 @@ def post_worker_init(worker):
         return
     try:
         from portal import job_processes
-        from portal.services import sending
+        from portal.services.campaigns import resuming
 
         with job_processes.database_lock(app, "start"), app.app_context():
-            summary = sending.resume_on_start()
+            summary = resuming.resume_on_start()
     except Exception:
         worker.log.exception("resuming waiting campaigns at start-up failed; run `flask campaign resume`")
         return

@@ -195,7 +195,7 @@ def train(db_name: str, models_dir: str) -> dict:
     from portal import model_store
     from portal.extensions import db
     from portal.services import settings as settings_service
-    from portal.services.aggregates import customer_features_sql
+    from portal.services.scores.aggregates import customer_features_sql
     from preprocessing import segmentation
 
     app = _app(db_name, models_dir)
@@ -206,7 +206,8 @@ def train(db_name: str, models_dir: str) -> dict:
         result = segmentation.fit_segmentation(features, k=values["tier.k"], min_frequency=values["tier.min_frequency"],
                                                min_monetary=values["tier.min_monetary"])
         params = {"cluster_tiers": {str(k): v for k, v in result.cluster_tiers.items()}}
-        model_store.save("segmentation", {"CS_model.pkl": result.kmeans, "CS_scalers.pkl": result.scaler},
+        model_store.save("segmentation",
+                         {model_store.SEGMENTATION_FILE: result.kmeans, model_store.SCALER_FILE: result.scaler},
                          params=params)
         db.session.commit()
     return {"name": "setup/train_tiers", "customers": len(features), "eligible": result.n_customers,
@@ -235,8 +236,8 @@ def features_case(path: str, db_name: str, models_dir: str) -> dict:
     """Feature table only: (a) pull every line + compute_features, or (b) GROUP BY in the database."""
     from threadpoolctl import threadpool_limits
 
-    from portal.services.aggregates import customer_features_sql
-    from portal.services.dataset import load_lines
+    from portal.services.scores.aggregates import customer_features_sql
+    from portal.services.scores.dataset import load_lines
     from preprocessing.features import compute_features
 
     app = _app(db_name, models_dir)
@@ -259,9 +260,10 @@ def scoring_case(path: str, db_name: str, models_dir: str) -> dict:
     """A re-score with a trained tier model, no churn/CLV model: features, spend_12m, tiers, stored."""
     from threadpoolctl import threadpool_limits
 
-    from portal.services import score_store, scoring
+    from portal.services.scores import store as score_store
+    from portal.services.scores import scoring
     from portal.services import settings as settings_service
-    from portal.services.dataset import load_lines
+    from portal.services.scores.dataset import load_lines
 
     app = _app(db_name, models_dir)
     with app.app_context(), threadpool_limits(limits=1):
@@ -286,8 +288,8 @@ def inputs_case(path: str, db_name: str, models_dir: str) -> dict:
     """Scoring's inputs with every model trained: (a) every line in pandas, or (b) GROUP BYs in the database."""
     from threadpoolctl import threadpool_limits
 
-    from portal.services import scoring
-    from portal.services.dataset import load_lines
+    from portal.services.scores import scoring
+    from portal.services.scores.dataset import load_lines
 
     app = _app(db_name, models_dir)
     out = {}
@@ -316,9 +318,9 @@ def check_case(db_name: str, models_dir: str) -> dict:
     import pandas as pd
     from threadpoolctl import threadpool_limits
 
-    from portal.services import scoring
-    from portal.services.aggregates import customer_features_sql
-    from portal.services.dataset import load_lines
+    from portal.services.scores import scoring
+    from portal.services.scores.aggregates import customer_features_sql
+    from portal.services.scores.dataset import load_lines
     from preprocessing.features import compute_features
 
     tol = {"check_exact": False, "rtol": 1e-9, "atol": 1e-9}

@@ -105,7 +105,7 @@ def _deep_cursor(app, sort_col: str, n: int) -> str:
 
     from portal.extensions import db
     from portal.models import Customer
-    from portal.services.listing import _encode
+    from portal.services.lists.paging import _encode
 
     with app.app_context():
         col = getattr(Customer, sort_col)
@@ -143,7 +143,7 @@ def case_page(url: str, n: int, name: str) -> dict:
 def case_export(url: str, n: int, name: str) -> dict:
     app, client = _client(url)
     if name == "export_raw_read":
-        from portal.services import exports
+        from portal.services.lists import exports
 
         with app.test_request_context():
             start = time.perf_counter()

@@ -64,7 +64,7 @@ def child_outbox(n: int, database_url: str, reference: bool) -> dict:
 
     from portal.extensions import db
     from portal.models import Campaign, Customer, OutboxMessage
-    from portal.services import campaigns
+    from portal.services.campaigns import campaigns
 
     app = _app(database_url)
     with app.app_context():
@@ -90,8 +90,8 @@ def child_send(n: int, database_url: str, dry_run: bool) -> dict:
     sys.path.insert(0, str(ROOT / "tests" / "sms"))
     from fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
 
-    from portal.services import campaigns
-    from portal.services.sending import SendOptions, send_campaign
+    from portal.services.campaigns import campaigns
+    from portal.services.campaigns.sending import SendOptions, send_campaign
     from portal.sms import DryRunGateway, TwilioGateway
 
     app = _app(database_url)

@@ -1,27 +1,23 @@
 """``flask`` commands. Each prints its summary on stdout and a one-line reason on stderr.
 
 Exit status: 0 when the work was accepted (even if nothing new was added), 1 when refused,
-2 on a usage error (click's own). Area commands live in ``portal/<area>/commands.py`` and are
-collected here so the CLI and the pages call the same services.
+2 on a usage error (click's own). This module holds the helpers every command shares and the set-up
+commands (``init-db``, ``users``); each area's commands live in ``portal/<area>/commands.py``, and
+``app.register_commands`` lists them all. No module here imports an area, so nothing imports back.
 """
 from __future__ import annotations
 
-import importlib
 import os
 import secrets
 import sys
 
 import click
-from flask import Flask, current_app
+from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import func, select
 
 from portal.config import SECRET_FILE
 from portal.extensions import db
-
-AREA_COMMANDS = ("portal.imports.commands", "portal.registry.commands", "portal.lists.commands",
-                 "portal.campaigns.commands", "portal.jobs_cli")
-
 
 def refuse(reason: str) -> None:
     """Stop a command that was refused: the reason on stderr, exit status 1."""
@@ -116,10 +112,4 @@ def users_create(email, role, store_name, password_stdin):
     click.echo(f"created {role} {accounts.normalise_email(email)}")
 
 
-def register(app: Flask) -> None:
-    app.cli.add_command(init_db_command)
-    app.cli.add_command(users_group)
-    for name in AREA_COMMANDS:
-        module = importlib.import_module(name)
-        for command in module.commands:
-            app.cli.add_command(command)
+commands = [init_db_command, users_group]

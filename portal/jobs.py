@@ -1,32 +1,8 @@
-"""Background jobs: run a function named by dotted path, in a thread or on RQ workers.
+"""Background jobs: run a job declared by name (``@job("import.run")``), in a thread, a child process or on RQ.
 
-The only module that knows whether RQ or a thread runs the work. Job state lives in the
-``jobs`` table so any web worker can show it. Embedded default (no REDIS_URL): one job thread
-per web process, and an exclusive lock file per database (``job_processes.database_lock``) so one job runs at
-a time across all the web processes on that database; the others wait, still ``queued``. With
-REDIS_URL: RQ on Redis, any number of ``flask worker`` processes. ``JOBS_INLINE`` (tests) runs
-the job at once. A job is claimed queued → running by one conditional UPDATE, so however often
-its id is handed out (timers in several processes, ``flask jobs run``), it runs once.
-
-``JOBS_PROCESS`` (on by default outside tests): the embedded job thread runs each job in a child
-process (``flask jobs run ID``) and waits for it. A rescore or an import is CPU-bound Python;
-in a thread of the web process it would hold the GIL and stall every page for its duration.
-The child gets the parent's database, models and upload folders; if it dies, the job is failed.
-
-``JOBS_NICE`` (10 by default): job processes (that child, ``flask worker``) lower their own CPU
-priority by that much (``job_processes.lower_priority``), so on a small machine the pages stay fast while a
-job runs. The web process itself keeps its priority.
-
-``schedule_at`` records a job to run later (status ``scheduled``; its ``heartbeat_at`` holds the
-time it is due). With RQ it waits in RQ's scheduled registry, moved to the queue by the
-scheduler that ``flask worker`` runs. Embedded, it waits on a timer thread of this process:
-such a timer dies with the process, so the web server re-arms every still-scheduled job when
-it starts (``restore_scheduled``, called from gunicorn.conf.py).
-
-A job function has the signature ``fn(progress, **kwargs) -> dict | None`` where
-``progress(fraction, message)`` records progress. Report progress outside a long write
-transaction (SQLite allows one writer at a time). Raise ``JobError`` for a failure whose
-message the user should see; any other exception is logged and shown as a generic failure.
+The only module that knows whether RQ or a thread runs the work; job state lives in the ``jobs`` table,
+which stores the job's name, never a code path, so renaming a function cannot strand a queued job.
+How the runners work (one job at a time per database, child processes, nice levels, schedules): docs/jobs.md.
 """
 from __future__ import annotations
 
@@ -37,6 +13,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
@@ -59,18 +36,72 @@ class JobError(Exception):
     """A job failure with a message meant for the user."""
 
 
+JobFunc = Callable[..., "dict | None"]
+_REGISTRY: dict[str, JobFunc] = {}
+# The modules a child process must import to see the same jobs as its parent (tests declare their own).
+MODULES_ENV = "LOYALIST_JOB_MODULES"
+
+
+def job(name: str) -> Callable[[JobFunc], JobFunc]:
+    """Declare ``fn(progress, **kwargs) -> dict | None`` as the job ``name`` (stored in the jobs table).
+
+    The name is a promise to rows already queued or scheduled: keep it when the function moves or is
+    renamed, and add a migration when a name must change.
+    """
+    def register(fn: JobFunc) -> JobFunc:
+        known = _REGISTRY.get(name)
+        if known is not None and (known.__module__, known.__qualname__) != (fn.__module__, fn.__qualname__):
+            raise ValueError(f"job name {name!r} is declared twice ({known.__module__} and {fn.__module__})")
+        _REGISTRY[name] = fn
+        return fn
+    return register
+
+
+def names() -> frozenset[str]:
+    """Every declared job name."""
+    return frozenset(_REGISTRY)
+
+
+def extra_modules() -> list[str]:
+    """Modules outside portal/ that declared jobs in this process (tests do): handed to the process that
+    runs the job, which knows the portal's own jobs already (``app.register_jobs``)."""
+    return sorted({fn.__module__ for fn in _REGISTRY.values() if not fn.__module__.startswith("portal.")})
+
+
+def import_modules(modules: str | list[str] | None) -> None:
+    """Import the ``modules`` (a list, or comma-separated) another process declared jobs in."""
+    if isinstance(modules, str):
+        modules = modules.split(",")
+    for module in filter(None, modules or ()):
+        importlib.import_module(module)
+
+
+def _lookup(name: str) -> JobFunc:
+    if name not in _REGISTRY:
+        raise JobError(f"This version of Loyalist has no job named “{name}” (renamed or removed since it was "
+                       "queued); nothing was done. Start it again from its page.")
+    return _REGISTRY[name]
+
+
+def _check_declared(name: str) -> None:
+    """Refuse to record a job nobody declared (a typo would otherwise fail only when the job runs)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"no job is declared as {name!r} (see @jobs.job)")
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def enqueue(func: str, title: str, user_email: str | None = None, *, scope_store_id: int | None = None,
+def enqueue(name: str, title: str, user_email: str | None = None, *, scope_store_id: int | None = None,
             **kwargs) -> Job:
-    """Record a job and hand it to the runner; returns the stored Job (status queued).
+    """Record the job declared as ``name`` and hand it to the runner; returns the stored Job (status queued).
 
     ``scope_store_id`` is the store whose data the job reads or writes (None: chain-wide), which decides
     who may see the job (``visible_to``); ``kwargs`` go to the job function.
     """
-    job = Job(id=str(uuid.uuid4()), func=func, kwargs=kwargs, title=title, user_email=user_email, status="queued",
+    _check_declared(name)
+    job = Job(id=str(uuid.uuid4()), func=name, kwargs=kwargs, title=title, user_email=user_email, status="queued",
               store_id=scope_store_id)
     db.session.add(job)
     db.session.commit()
@@ -78,30 +109,24 @@ def enqueue(func: str, title: str, user_email: str | None = None, *, scope_store
     if app.config.get("JOBS_INLINE"):
         run_job(job.id)
     elif app.config.get("REDIS_URL"):
-        _rq_queue(app).enqueue("portal.jobs.run_job", job.id, job_id=job.id, job_timeout=6 * 3600,
+        _rq_queue(app).enqueue("portal.jobs.run_job", job.id, extra_modules(), job_id=job.id, job_timeout=6 * 3600,
                                result_ttl=3600, failure_ttl=7 * 24 * 3600)
     else:
         _executor(app).submit(_run_in_app, app, job.id)
     return job
 
 
-def schedule_at(when_utc: datetime, func_path: str, title: str, user_email: str | None = None, *,
+def schedule_at(when_utc: datetime, name: str, title: str, user_email: str | None = None, *,
                 scope_store_id: int | None = None, **kwargs) -> Job:
-    """Record a job that runs at ``when_utc`` (aware, UTC) and arm it; returns the stored Job.
+    """Record the job ``name`` to run at ``when_utc`` (aware, UTC) and arm it; returns the stored Job.
 
-    ``scope_store_id``: the store whose data the job touches (None: chain-wide), as for ``enqueue``.
-
-    The Job row is written first (status ``scheduled``, ``heartbeat_at`` = when it is due), so
-    any web worker can show it and ``run_job`` finds it however it is started. RQ: the job goes
-    to RQ's scheduled registry under the same id as the row (``flask worker`` runs the
-    scheduler). Embedded: a daemon ``threading.Timer`` of this process hands it, when due, to
-    the same single job thread as ``enqueue``. Limit: that timer dies with the process; the
-    row stays ``scheduled`` and ``restore_scheduled`` re-arms it when the server starts again
-    (late jobs then run at once). ``JOBS_INLINE`` (tests) records the row and arms nothing:
-    running it at once would defeat the schedule; a test runs it with ``run_job``.
+    The row is written first (status ``scheduled``, ``heartbeat_at`` = when it is due). RQ keeps the
+    schedule in Redis; embedded, a timer of this process does, re-armed at start-up by
+    ``restore_scheduled`` (a timer dies with its process). ``JOBS_INLINE`` (tests) arms nothing.
     """
+    _check_declared(name)
     when_utc = _aware_utc(when_utc)
-    job = Job(id=str(uuid.uuid4()), func=func_path, kwargs=kwargs, title=title, user_email=user_email,
+    job = Job(id=str(uuid.uuid4()), func=name, kwargs=kwargs, title=title, user_email=user_email,
               status="scheduled", heartbeat_at=when_utc, message=f"Scheduled for {when_utc:%Y-%m-%d %H:%M} UTC",
               store_id=scope_store_id)
     db.session.add(job)
@@ -110,7 +135,8 @@ def schedule_at(when_utc: datetime, func_path: str, title: str, user_email: str 
     if app.config.get("JOBS_INLINE"):
         return job
     if app.config.get("REDIS_URL"):
-        _rq_queue(app).enqueue_at(when_utc, "portal.jobs.run_job", job.id, job_id=job.id, job_timeout=6 * 3600,
+        _rq_queue(app).enqueue_at(when_utc, "portal.jobs.run_job", job.id, extra_modules(), job_id=job.id,
+                                  job_timeout=6 * 3600,
                                   result_ttl=3600, failure_ttl=7 * 24 * 3600)
     else:
         _arm(app, job.id, when_utc)
@@ -210,7 +236,7 @@ def _run_in_child(app: Flask, job_id: str, lock_fd: int) -> None:
     """
     env = dict(os.environ, DATABASE_URL=app.config["SQLALCHEMY_DATABASE_URI"], MODELS_DIR=app.config["MODELS_DIR"],
                UPLOAD_DIR=app.config["UPLOAD_DIR"], SECRET_KEY=app.config["SECRET_KEY"], JOBS_PROCESS="0",
-               JOBS_NICE=str(app.config.get("JOBS_NICE") or 0))
+               JOBS_NICE=str(app.config.get("JOBS_NICE") or 0), **{MODULES_ENV: ",".join(extra_modules())})
     env.pop("REDIS_URL", None)
     command = [sys.executable, "-m", "flask", "--app", "app:create_app", "jobs", "run", job_id]
     child = subprocess.run(command, cwd=app.root_path, env=env, capture_output=True, text=True, pass_fds=(lock_fd,))
@@ -238,15 +264,17 @@ def _claim(job_id: str) -> bool:
     return moved == 1
 
 
-def run_job(job_id: str) -> None:
+def run_job(job_id: str, modules: list[str] | None = None) -> None:
     """Run a recorded job to completion, keeping its state, progress and heartbeat current.
 
     A job that is not waiting to run (finished, failed, or already claimed by another process) is left alone.
+    ``modules``: where the enqueuing process declared jobs beyond the portal's own (RQ passes them along).
     """
+    import_modules(modules)
     job = db.session.get(Job, job_id)
     if job is None or job.status not in ("scheduled", "queued"):
         return
-    func_path, kwargs = job.func, dict(job.kwargs or {})
+    name, kwargs = job.func, dict(job.kwargs or {})
     db.session.rollback()
     if not _claim(job_id):
         return
@@ -262,15 +290,13 @@ def run_job(job_id: str) -> None:
         _write(job_id, **values)
 
     try:
-        module_name, _, attr = func_path.rpartition(".")
-        func = getattr(importlib.import_module(module_name), attr)
-        result = func(progress=progress, **kwargs)
+        result = _lookup(name)(progress=progress, **kwargs)
     except JobError as exc:
         db.session.rollback()
         _write(job_id, status="failed", message=str(exc), finished_at=_now())
     except Exception:
         db.session.rollback()
-        log.exception("job %s (%s) failed", job_id, func_path)
+        log.exception("job %s (%s) failed", job_id, name)
         _write(job_id, status="failed", finished_at=_now(),
                message="The job failed with an unexpected error (logged). Nothing it was writing was kept.")
     else:

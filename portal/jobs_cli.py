@@ -4,6 +4,8 @@ It also runs RQ's scheduler (one per Redis, elected by a lock among the workers)
 jobs recorded with ``jobs.schedule_at`` (e.g. a campaign resuming after quiet hours) to the
 queue when they are due.
 """
+import os
+
 import click
 from flask import current_app
 from flask.cli import with_appcontext
@@ -41,10 +43,11 @@ def jobs_group():
 @with_appcontext
 def run_command(job_id: str):
     """Run one recorded job here and now, at JOBS_NICE lower priority (the embedded runner's child process)."""
-    from portal.jobs import run_job
+    from portal import jobs
 
     lower_priority(current_app)
-    run_job(job_id)
+    jobs.import_modules(os.environ.get(jobs.MODULES_ENV))  # the jobs its parent declared beyond the app's
+    jobs.run_job(job_id)
 
 
 commands = [worker_command, jobs_group]

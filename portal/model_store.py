@@ -25,6 +25,13 @@ from portal.extensions import db
 from portal.models import ModelRecord
 
 MANIFEST = "manifest.json"
+# The model files, by the names the original system gave them (kept: other tools read Models/).
+SEGMENTATION_FILE = "CS_model.pkl"
+SCALER_FILE = "CS_scalers.pkl"
+CHURN_FILE = "churn_model.pkl"
+CLV_FILE = "clv_model.pkl"
+# Each trained model's files, the one its manifest entry is read from first; bundles are rows, not a pickle.
+FILES = {"segmentation": (SEGMENTATION_FILE, SCALER_FILE), "churn": (CHURN_FILE,), "clv": (CLV_FILE,), "bundles": ()}
 
 
 class ModelUnavailable(Exception):

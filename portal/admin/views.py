@@ -1,15 +1,12 @@
 """Admin pages: users, stores, settings and the audit log (admins only, checked on the server)."""
 from flask import Blueprint, abort, flash, make_response, redirect, render_template, request, url_for
 from flask_login import current_user, login_user
-from sqlalchemy import select
-
 from portal.admin.forms import StoreForm, UserCreateForm, UserEditForm
-from portal.extensions import db
-from portal.models import AuditEntry, Store, User
 from portal.security import roles_required
-from portal.services import accounts, audit
-from portal.services import settings as settings_service
-from portal.services.listing import Page
+from portal.services import accounts, stores as store_service
+from portal.models import AuditEntry
+from portal.services import audit, settings as settings_service
+from portal.services.lists.paging import Page
 
 bp = Blueprint("admin", __name__)
 
@@ -21,7 +18,7 @@ def admins_only():
 
 
 def _store_choices(blank: str = "— none —"):
-    return [(0, blank)] + [(s.id, s.name) for s in db.session.scalars(select(Store).order_by(Store.name))]
+    return [(0, blank)] + [(s.id, s.name) for s in store_service.all_stores()]
 
 
 def _users_page(form: UserCreateForm, shown_once: str | None = None):
@@ -30,7 +27,7 @@ def _users_page(form: UserCreateForm, shown_once: str | None = None):
     A flash would carry the password in the signed, unencrypted session cookie, so the POST
     answers with the page itself (not a redirect), marked no-store.
     """
-    rows = db.session.scalars(select(User).order_by(User.email)).all()
+    rows = accounts.all_users()
     response = make_response(render_template("admin/users.html", form=form, users=rows, shown_once=shown_once))
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -41,7 +38,7 @@ def users():
     form = UserCreateForm()
     form.store_id.choices = _store_choices()
     if form.validate_on_submit():
-        store = db.session.get(Store, form.store_id.data) if form.store_id.data else None
+        store = store_service.get(form.store_id.data)
         password = accounts.generate_password(form.email.data)
         try:
             accounts.create_user(form.email.data, form.role.data, password,
@@ -58,7 +55,7 @@ def users():
 
 @bp.route("/users/<int:user_id>", methods=["GET", "POST"])
 def user_edit(user_id: int):
-    user = db.session.get(User, user_id) or abort(404)
+    user = accounts.get_user(user_id) or abort(404)
     form = UserEditForm(obj=user)
     form.store_id.choices = _store_choices()
     if request.method == "GET":
@@ -79,7 +76,7 @@ def user_edit(user_id: int):
 
 @bp.route("/users/<int:user_id>/reset-password", methods=["POST"])
 def user_reset(user_id: int):
-    user = db.session.get(User, user_id) or abort(404)
+    user = accounts.get_user(user_id) or abort(404)
     password = accounts.reset_password(user, current_user.email)
     if user.id == current_user.id:
         login_user(user)  # the reset ended the admin's own sessions too; keep this one
@@ -92,36 +89,27 @@ def user_reset(user_id: int):
 def stores():
     form = StoreForm()
     if form.validate_on_submit():
-        if db.session.scalar(select(Store).where(Store.name == form.name.data.strip())):
-            form.name.errors.append("A store with this name exists.")
+        try:
+            store = store_service.create(form.data, current_user.email)
+        except store_service.StoreError as exc:
+            form.name.errors.append(str(exc))
         else:
-            store = Store()
-            form.populate_obj(store)
-            store.name = store.name.strip()
-            db.session.add(store)
-            audit.record("store.create", store.name, {k: getattr(store, k) for k in
-                         ("timezone", "currency", "phone_region", "sender_name", "contact_line")})
-            db.session.commit()
             flash(f"Store {store.name} created.", "success")
             return redirect(url_for("admin.stores"))
-    rows = db.session.scalars(select(Store).order_by(Store.name)).all()
+    rows = store_service.all_stores()
     return render_template("admin/stores.html", form=form, stores=rows)
 
 
 @bp.route("/stores/<int:store_id>", methods=["GET", "POST"])
 def store_edit(store_id: int):
-    store = db.session.get(Store, store_id) or abort(404)
+    store = store_service.get(store_id) or abort(404)
     form = StoreForm(obj=store)
     if form.validate_on_submit():
-        clash = db.session.scalar(select(Store).where(Store.name == form.name.data.strip(), Store.id != store.id))
-        if clash:
-            form.name.errors.append("A store with this name exists.")
+        try:
+            store_service.update(store, form.data, current_user.email)
+        except store_service.StoreError as exc:
+            form.name.errors.append(str(exc))
         else:
-            fields = ("name", "timezone", "currency", "phone_region", "sender_name", "contact_line")
-            before = {k: getattr(store, k) for k in fields}
-            form.populate_obj(store)
-            audit.record("store.update", store.name, {"before": before, "after": {k: getattr(store, k) for k in fields}})
-            db.session.commit()
             flash(f"Store {store.name} saved.", "success")
             return redirect(url_for("admin.stores"))
     return render_template("admin/store_edit.html", form=form, store=store)
@@ -148,13 +136,8 @@ def settings():
 
 @bp.route("/audit", endpoint="audit")
 def audit_log():
-    query = select(AuditEntry).order_by(AuditEntry.id.desc())
     q_user = request.args.get("user", "").strip()
     q_action = request.args.get("action", "").strip()
-    if q_user:
-        query = query.where(AuditEntry.user_email.ilike(f"%{q_user}%"))
-    if q_action:
-        query = query.where(AuditEntry.action.ilike(f"{q_action}%"))
-    page = Page.from_request(query, key=AuditEntry.id, descending=True)
+    page = Page.from_request(audit.entries_query(q_user, q_action), key=AuditEntry.id, descending=True)
     return render_template("admin/audit.html", page=page, q_user=q_user, q_action=q_action)
 

@@ -29,7 +29,7 @@ def campaign_group():
 @with_appcontext
 def create_command(name, filter_, template, control, expires):
     """Create a campaign and fix its audience; prints only the new campaign's id."""
-    from portal.services import campaigns
+    from portal.services.campaigns import campaigns
 
     expires_at = expires.replace(hour=23, minute=59, tzinfo=timezone.utc) if expires else None
     try:
@@ -48,13 +48,14 @@ def send_command(campaign_id, yes):
     """Send a campaign (or resume one); asks for confirmation unless --yes."""
     from portal import jobs, sms
     from portal.models import Campaign
-    from portal.services import campaigns, sending
+    from portal.services.campaigns import campaigns
+    from portal.services.campaigns import outbox, resuming
 
     campaign = db.session.get(Campaign, campaign_id)
     if campaign is None:
         refuse(f"No campaign {campaign_id}.")
     counts = campaigns.status_counts(campaign_id)
-    left = sum(counts.get(s, 0) for s in sending.IN_PROGRESS)
+    left = sum(counts.get(s, 0) for s in outbox.IN_PROGRESS)
     gateway = sms.gateway_from_config(current_app.config)
     mode = "DRY RUN (nothing leaves this machine): " if isinstance(gateway, sms.DryRunGateway) else ""
     if not yes:
@@ -68,7 +69,7 @@ def send_command(campaign_id, yes):
             refuse("not confirmed: nothing was sent (use --yes to send without asking)")
     lower_priority(current_app)  # batch work: the web pages on this machine come first
     try:
-        job = sending.start_send(campaign_id, user_email="cli")
+        job = resuming.start_send(campaign_id, user_email="cli")
     except campaigns.CampaignError as exc:
         refuse(str(exc))
     if current_app.config.get("REDIS_URL") and not current_app.config.get("JOBS_INLINE"):
@@ -90,7 +91,7 @@ def send_command(campaign_id, yes):
 @with_appcontext
 def cancel_command(campaign_id):
     """Cancel a campaign: messages not yet sent stay unsent."""
-    from portal.services import campaigns
+    from portal.services.campaigns import campaigns
 
     try:
         n = campaigns.cancel_campaign(campaign_id, user_email="cli")
@@ -103,9 +104,9 @@ def cancel_command(campaign_id):
 @with_appcontext
 def resume_command():
     """Queue campaigns that were waiting (quiet hours, retries) and are due; run it from cron."""
-    from portal.services import sending
+    from portal.services.campaigns import outbox, resuming
 
-    ids = sending.resume_due(datetime.now(timezone.utc))
+    ids = resuming.resume_due(datetime.now(timezone.utc))
     click.echo(f"resumed {len(ids)} campaign(s)" + (": " + ", ".join(map(str, ids)) if ids else ""))
 
 

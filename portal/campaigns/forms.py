@@ -17,7 +17,7 @@ from wtforms import (
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 
-from portal.services import campaigns as campaign_service
+from portal.services.campaigns import campaigns as campaign_service
 from portal.services.settings import BANDS, TIERS
 
 #: Builder fields that are list filters (the same keys as every list page and --filter on the CLI).

@@ -17,17 +17,20 @@ from werkzeug.exceptions import NotFound
 from wtforms.fields.choices import SelectChoice
 
 from portal import sms
-from portal.campaigns import builder
+from portal.services.campaigns import builder
 from portal.campaigns.forms import FILTER_FIELDS, ActionForm, BuilderForm, RedeemForm, SendForm
-from portal.extensions import db
 from portal.formatting import money
 from portal.models import Campaign, Customer, OutboxMessage
 from portal.security import is_safe_next, roles_required, user_store_id
-from portal.services import (audit, campaign_results, campaigns as campaign_service, redemption, segments, sending,
-                             settings)
+from portal.services import audit, settings
+from portal.services.campaigns import results as campaign_results
+from portal.services.campaigns import campaigns as campaign_service
+from portal.services.campaigns import redemption
+from portal.services.lists import segments
+from portal.services.campaigns import outbox, resuming
 from portal.services.clock import aware, utcnow
-from portal.services.customers import get_for_user
-from portal.services.listing import Page
+from portal.services.customers.customers import get_for_user
+from portal.services.lists.paging import Page
 from portal.params import parse_id
 
 bp = Blueprint("campaigns", __name__)
@@ -42,7 +45,7 @@ def _segment_not_found(_exc):
 
 
 def _campaign_or_404(campaign_id: int) -> Campaign:
-    campaign = db.session.scalar(campaign_service.visible_campaigns(current_user).where(Campaign.id == campaign_id))
+    campaign = campaign_service.get_for_user(campaign_id, current_user)
     if campaign is None:
         abort(404)
     return campaign
@@ -195,11 +198,7 @@ def confirm(campaign_id: int):
         return redirect(url_for("campaigns.detail", campaign_id=campaign.id))
     cost = campaign_results.outbox_cost(campaign.id)
     counts = campaign_service.status_counts(campaign.id)
-    samples = db.session.execute(
-        select(OutboxMessage.body, Customer.name, OutboxMessage.phone)
-        .join(Customer, Customer.id == OutboxMessage.customer_id)
-        .where(OutboxMessage.campaign_id == campaign.id, OutboxMessage.group == "message",
-               OutboxMessage.status == "pending").order_by(OutboxMessage.id).limit(3)).all()
+    samples = campaign_service.sample_messages(campaign.id)
     zone, store = builder.zone_of_campaign(campaign)
     scheduled = aware(campaign.scheduled_for)
     return render_template("campaigns/confirm.html", campaign=campaign, cost=cost, counts=counts, samples=samples,
@@ -223,13 +222,13 @@ def detail(campaign_id: int):
         rows = rows.where(OutboxMessage.group == group)
     page = Page.from_request(rows, key=OutboxMessage.id, scalars=False, size=100)
     messages = sum(n for s, n in counts.items() if s != "control")
-    done = sum(n for s, n in counts.items() if s in sending.FINAL and s != "control")
+    done = sum(n for s, n in counts.items() if s in outbox.FINAL and s != "control")
     export_available = _template_exists("lists/_export.html") and "campaign-recipients" in _lists()
     return render_template("campaigns/detail.html", campaign=campaign, counts=counts, page=page,
-                           job=sending.latest_job(campaign.id), form=ActionForm(), messages=messages, done=done,
+                           job=resuming.latest_job(campaign.id), form=ActionForm(), messages=messages, done=done,
                            exclusions=campaign_service.EXCLUSIONS, dry_run=_dry_run(),
                            can_send=current_user.role in SENDERS,
-                           left=sum(counts.get(s, 0) for s in sending.IN_PROGRESS),
+                           left=sum(counts.get(s, 0) for s in outbox.IN_PROGRESS),
                            results=campaign_results.campaign_results(campaign),
                            export_available=export_available, export_params={"campaign": str(campaign.id)})
 
@@ -244,7 +243,7 @@ def _template_exists(name: str) -> bool:
 
 def _lists() -> set[str]:
     try:
-        from portal.services import exports
+        from portal.services.lists import exports
     except ImportError:
         return set()
     return set(getattr(exports, "LISTS", {}))
@@ -265,7 +264,7 @@ def send(campaign_id: int):
                       "was shown. Check it again before sending.", "error")
                 return redirect(url_for("campaigns.confirm", campaign_id=campaign.id))
         try:
-            sending.start_send(campaign.id, user_email=audit.actor_email())
+            resuming.start_send(campaign.id, user_email=audit.actor_email())
         except campaign_service.CampaignError as exc:
             flash(str(exc), "error")
         else:

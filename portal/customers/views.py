@@ -4,21 +4,19 @@ from datetime import datetime, time, timezone
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from sqlalchemy import select
 from wtforms import BooleanField
 from wtforms.validators import DataRequired
 
 from portal.customers.forms import ConsentForm
-from portal.extensions import db
 from portal.lists.exporting import export_response
-from portal.models import ConsentEvent, PurchaseLine, Product, Store, TierChange
-from portal.services import customers as customer_service
-from portal.services import settings as settings_service
-from portal.services import tiers as tier_service
-from portal.services import exports
-from portal.services import privacy
+from portal.models import PurchaseLine
+from portal.services.customers import customers as customer_service
+from portal.services import settings as settings_service, stores as store_service
+from portal.services.scores import tiers as tier_service
+from portal.services.lists import exports
+from portal.services.customers import privacy
 from portal.security import roles_required
-from portal.services.listing import Page
+from portal.services.lists.paging import Page
 
 bp = Blueprint("customers", __name__)
 
@@ -31,7 +29,7 @@ def index():
         return response
     params = request.args
     page = exports.list_page("customers", params, current_user)
-    stores = db.session.scalars(select(Store).order_by(Store.name)).all() if current_user.role == "admin" else []
+    stores = store_service.all_stores() if current_user.role == "admin" else []
     filtered = any((params.get(k) or "").strip() for k in customer_service.FILTER_KEYS)
     return render_template("customers/index.html", page=page, params=params, stores=stores, filtered=filtered)
 
@@ -45,22 +43,16 @@ def detail(customer_id: int):
     if form.validate_on_submit():
         effective = datetime.combine(form.effective.data, time(12), tzinfo=timezone.utc) if form.effective.data else None
         try:
-            customer_service.set_consent(customer, form.status.data, (form.source.data or "staff").strip(),
+            customer_service.record_consent(customer, form.status.data, (form.source.data or "staff").strip(),
                                          effective, current_user.email)
         except customer_service.ConsentError as exc:
             form.status.errors.append(str(exc))
         else:
-            db.session.commit()
             flash("Consent recorded.", "success")
             return redirect(url_for("customers.detail", customer_id=customer.id))
-    consent_events = db.session.scalars(select(ConsentEvent).where(ConsentEvent.customer_id == customer.id)
-                                        .order_by(ConsentEvent.id.desc()).limit(20)).all()
-    tier_changes = db.session.scalars(select(TierChange).where(TierChange.customer_id == customer.id)
-                                      .order_by(TierChange.id.desc()).limit(20)).all()
-    lines_query = (select(PurchaseLine, Product.name.label("product_name"))
-                   .join(Product, PurchaseLine.product_id == Product.id)
-                   .where(PurchaseLine.customer_id == customer.id))
-    page = Page.from_request(lines_query, key=PurchaseLine.id, sort=PurchaseLine.purchased_at,
+    consent_events, tier_changes = customer_service.history(customer)
+    page = Page.from_request(customer_service.lines_query(customer), key=PurchaseLine.id,
+                             sort=PurchaseLine.purchased_at,
                              descending=True, scalars=False, size=25)
     values = settings_service.all_values()
     insights = {"reward": values.get(f"reward.{customer.tier}") if customer.tier else None,

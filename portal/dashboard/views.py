@@ -3,9 +3,9 @@ from flask import Blueprint, abort, jsonify, render_template, request
 from flask_login import current_user
 
 from portal import jobs
-from portal.services import dashboard as dashboard_service
-from portal.services import dashboard_summary as summary_service
-from portal.services import outlook as outlook_service
+from portal.services.dashboard import numbers as dashboard_service
+from portal.services.dashboard import summary as summary_service
+from portal.services.scores import outlook as outlook_service
 
 bp = Blueprint("dashboard", __name__)
 

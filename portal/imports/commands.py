@@ -9,6 +9,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
+from portal import cli
 from portal.extensions import db
 from portal.job_processes import lower_priority
 from portal.models import ImportRun, Store
@@ -109,9 +110,8 @@ def _ensure_demo_stores() -> list[str]:
 
 def _already_imported(path: Path) -> ImportRun | None:
     """A finished, not undone import of exactly this file (same sha256), so demo runs add nothing twice."""
-    from portal.services.importer.runs import _sha256
 
-    digest = _sha256(str(path))
+    digest = importer.file_sha256(str(path))
     runs = db.session.scalars(select(ImportRun).where(ImportRun.status == "done", ImportRun.undone_at.is_(None),
                                                       ImportRun.filename == path.name)).all()
     return next((r for r in runs if (r.options or {}).get("sha256") == digest), None)
@@ -121,8 +121,6 @@ def _already_imported(path: Path) -> ImportRun | None:
 @with_appcontext
 def demo_command():
     """Create the schema, the demo stores and their data, then train whatever models exist (idempotent)."""
-    from portal import cli
-
     if cli.ensure_secret_key():
         click.echo("wrote a new random SECRET_KEY to instance/")
     try:
@@ -151,7 +149,7 @@ def demo_command():
         if run.status != "done":
             cli.refuse(f"{name}: {importer.summary(run)}")
         click.echo(f"{name}: {importer.summary(run)}")
-    from portal.services import training
+    from portal.services.scores import training
 
     result = training.train_all()
     for line in result.get("details", []):

@@ -6,14 +6,12 @@ from pathlib import Path
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, stream_with_context, url_for
 from flask_login import current_user
-from sqlalchemy import select
 
-from portal.extensions import db
 from portal.imports.forms import ActionForm, UploadForm, chosen_mapping, mapping_form
-from portal.models import ImportRun, Job, Store
+from portal.models import ImportRun, Store
 from portal.security import roles_required, user_store_id
-from portal.services import importer
-from portal.services.listing import Page
+from portal.services import importer, stores as store_service
+from portal.services.lists.paging import Page
 from preprocessing.columns import FileFormatError, missing_required
 
 bp = Blueprint("imports", __name__)
@@ -32,11 +30,11 @@ def _samples() -> list[tuple[str, str]]:
 
 def _allowed_stores() -> list[Store]:
     """Stores the user may import into: a manager only their own, an admin every store."""
-    query = select(Store).order_by(Store.name)
-    store_id = user_store_id()
+    stores = store_service.all_stores()
     if current_user.role == "manager":
-        query = query.where(Store.id == (store_id or -1))
-    return db.session.scalars(query).all()
+        store_id = user_store_id()
+        stores = [s for s in stores if s.id == (store_id or -1)]
+    return stores
 
 
 def _upload_form() -> UploadForm:
@@ -51,7 +49,7 @@ def _index(form: UploadForm | None = None, status: int = 200):
     can_import = current_user.role in IMPORTERS and (current_user.role != "manager" or current_user.store_id)
     query = importer.runs_for(current_user).where(ImportRun.status != "pending")
     page = Page.from_request(query, key=ImportRun.id, descending=True, size=25)
-    stores = {s.id: s.name for s in db.session.scalars(select(Store))}
+    stores = {s.id: s.name for s in store_service.all_stores()}
     return render_template("imports/index.html", form=form or (_upload_form() if can_import else None), page=page,
                            stores=stores, samples=_samples() if can_import else [], action=ActionForm(),
                            can_import=can_import), status
@@ -84,7 +82,7 @@ def upload():
     form = _upload_form()
     if not form.validate_on_submit():
         return _index(form, 400)
-    store = db.session.get(Store, form.store_id.data) if form.store_id.data else None
+    store = store_service.get(form.store_id.data)
     if current_user.role == "manager" and (store is None or store.id != current_user.store_id):
         abort(403)
     upload_file = form.file.data
@@ -101,7 +99,7 @@ def sample(name: str):
         abort(404 if name not in kinds else 400)
     with open(SAMPLES / name, "rb") as src:
         path = importer.save_upload(src, name)
-    store = db.session.get(Store, current_user.store_id) if current_user.role == "manager" else None
+    store = store_service.get(current_user.store_id) if current_user.role == "manager" else None
     if current_user.role == "manager" and store is None:
         abort(403)
     return _begin(path, name, kinds[name], store, False) or redirect(url_for("imports.index"))
@@ -124,8 +122,7 @@ def mapping(import_id: int):
     try:
         found = importer.inspect(run.stored_path, run.filename, run.kind, run.mapping)
     except (FileFormatError, importer.ImportRefused, OSError) as exc:
-        run.status, run.message = "refused", getattr(exc, "message", "The uploaded file can no longer be read.")
-        db.session.commit()
+        importer.refuse(run, getattr(exc, "message", "The uploaded file can no longer be read."))
         flash(run.message, "error")
         return redirect(url_for("imports.index"))
     form = mapping_form(run.kind, found.headers, found.mapping, (run.options or {}).get("all_or_nothing", False))
@@ -140,9 +137,7 @@ def mapping(import_id: int):
         if missing:
             problems.append("Required fields are not mapped: " + ", ".join(missing) + ".")
         if not problems:
-            importer.set_mapping(run, chosen)
-            run.options = {**(run.options or {}), "all_or_nothing": bool(form.all_or_nothing.data)}
-            db.session.commit()
+            importer.set_mapping(run, chosen, all_or_nothing=bool(form.all_or_nothing.data))
             importer.start(run)
             return redirect(url_for("imports.detail", import_id=run.id))
     elif request.method == "POST":
@@ -157,11 +152,7 @@ def mapping(import_id: int):
 @roles_required(*IMPORTERS)
 def discard(import_id: int):
     run = _run_or_404(import_id)
-    if run.status == "pending" and ActionForm().validate_on_submit():
-        run.status, run.message = "refused", "Discarded before importing; nothing was written."
-        if run.stored_path and os.path.exists(run.stored_path):
-            os.remove(run.stored_path)
-        db.session.commit()
+    if run.status == "pending" and ActionForm().validate_on_submit() and importer.discard(run):
         flash(f"{run.filename} discarded; nothing was written.", "info")
     return redirect(url_for("imports.index"))
 
@@ -171,18 +162,11 @@ def detail(import_id: int):
     run = _run_or_404(import_id)
     if run.status == "pending":
         return redirect(url_for("imports.mapping", import_id=run.id))
-    job = db.session.get(Job, run.job_id) if run.job_id else None
-    if job is not None and run.status in ("queued", "running"):
-        from portal import jobs
-
-        job = jobs.get(job.id)
-        if job.status == "failed":  # the worker died: the import's transaction was never committed
-            run.status, run.message = "failed", job.message
-            db.session.commit()
+    job = importer.job_of(run)
     plan = importer.undo_plan(run) if run.status in ("done", "undone") else None
     return render_template("imports/detail.html", run=run, job=job, problems=importer.first_problems(run),
                            summary=importer.summary(run), plan=plan, action=ActionForm(),
-                           store=db.session.get(Store, run.store_id) if run.store_id else None,
+                           store=store_service.get(run.store_id),
                            can_import=current_user.role in IMPORTERS)
 
 

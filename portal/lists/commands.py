@@ -8,7 +8,7 @@ import click
 from flask.cli import with_appcontext
 
 from portal.cli import refuse
-from portal.services import exports
+from portal.services.lists import exports
 
 
 @click.command("export")

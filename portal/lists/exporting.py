@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from flask import Response, render_template, request, send_file, stream_with_context, url_for
 from flask_login import current_user
 
-from portal.services import exports
+from portal.services.lists import exports
 
 XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 

@@ -10,8 +10,9 @@ from sqlalchemy import select
 from portal.lists.exporting import export_error, export_response
 from portal.lists.forms import SegmentForm
 from portal.models import AuditEntry
-from portal.services import exports, segments
-from portal.services.listing import Page
+from portal.services.lists import exports
+from portal.services.lists import segments
+from portal.services.lists.paging import Page
 
 bp = Blueprint("lists", __name__)
 

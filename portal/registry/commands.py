@@ -6,7 +6,7 @@ from flask.cli import with_appcontext
 from portal.cli import refuse
 from portal.job_processes import lower_priority
 from portal.jobs import JobError
-from portal.services import training
+from portal.services.scores import training
 
 
 @click.command("train")

@@ -221,3 +221,11 @@ def ensure_store(name: str, **fields) -> Store:
         audit.record("store.create", name, fields or None)
         db.session.flush()
     return store
+
+
+def all_users() -> list[User]:
+    return list(db.session.scalars(select(User).order_by(User.email)))
+
+
+def get_user(user_id: int) -> User | None:
+    return db.session.get(User, user_id)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import has_request_context, request
 from flask_login import current_user
+from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import AuditEntry
@@ -27,3 +28,13 @@ def record(action: str, target: str | None = None, detail: dict | None = None,
     )
     db.session.add(entry)
     return entry
+
+
+def entries_query(user: str = "", action: str = ""):
+    """The audit log, newest first, filtered by a user e-mail fragment and an action prefix."""
+    query = select(AuditEntry).order_by(AuditEntry.id.desc())
+    if user:
+        query = query.where(AuditEntry.user_email.ilike(f"%{user}%"))
+    if action:
+        query = query.where(AuditEntry.action.ilike(f"{action}%"))
+    return query

@@ -18,17 +18,20 @@ from sqlalchemy import delete, distinct, exists, func, or_, select
 from threadpoolctl import threadpool_limits
 
 from portal import model_store
-from portal.extensions import db
+from portal import jobs
 from portal.jobs import JobError
+from portal.extensions import db
+
 from portal.models import BundleRule, Job, ModelRecord, Product, PurchaseLine, StockLevel, Store
 from portal.security import user_store_id
 from portal.services import settings as settings_service
-from portal.services.dataset import load_lines
+from portal.services.scores.dataset import load_lines
 from portal.params import parse_id
 from preprocessing import bundling
 
 # Job functions whose results are bundle mining runs (the page shows the latest one's outcome).
-JOB_FUNCS = ("portal.services.bundles.train", "portal.services.training.train_bundles")
+JOB = "bundles.mine"
+JOB_FUNCS = (JOB, "train.bundles")  # the bundles page's mining, the Models page's
 PARAM_KEYS = {"min_support": "bundles.min_support", "min_confidence": "bundles.min_confidence",
               "min_lift": "bundles.min_lift", "dead_stock_ratio": "bundles.dead_stock_ratio"}
 MAX_LEN = 3  # antecedent + consequent: pairs and triples are what a shelf can show
@@ -215,6 +218,7 @@ def _with_names(lines: pd.DataFrame) -> pd.DataFrame:
     return lines.assign(product_name=ids.map(names).fillna(ids))
 
 
+@jobs.job(JOB)
 def train(progress=_quiet, min_support: float | None = None, min_confidence: float | None = None,
           min_lift: float | None = None, dead_stock_ratio: float | None = None) -> dict:
     """Mine bundle rules for dead stock on the stored transactions and store them as the active model.
@@ -329,13 +333,6 @@ def pitch_html(rule: BundleRule, names: dict[str, str]) -> Markup:
     text = bundling.pitch({"antecedents": rule.antecedents, "consequents": rule.consequents,
                            "confidence": rule.confidence, "lift": rule.lift, "baskets": rule.baskets}, names)
     return Markup(_STARS.sub(r"<strong>\1</strong>", str(escape(text))))
-
-
-def pitch_text(rule: BundleRule, names: dict[str, str]) -> str:
-    """The same sentence as plain text."""
-    return bundling.pitch({"antecedents": rule.antecedents, "consequents": rule.consequents,
-                           "confidence": rule.confidence, "lift": rule.lift, "baskets": rule.baskets},
-                          names).replace("*", "")
 
 
 @dataclass

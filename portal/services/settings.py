@@ -9,8 +9,9 @@ from typing import Any
 from portal.extensions import db
 from portal.models import Setting
 from portal.services import audit
+from preprocessing.segmentation import TIER_NAMES
 
-TIERS = ("Platinum", "Gold", "Silver", "Bronze")
+TIERS = TIER_NAMES  # best first; the names segmentation gives its clusters
 BANDS = ("High", "Medium", "Low")
 
 

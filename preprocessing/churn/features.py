@@ -63,7 +63,7 @@ def trend_windows(lines: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     """Per-customer spend and purchases in the last and the previous ``TREND_WINDOW_DAYS`` before ``as_of``.
 
     The line-level half of ``churn_features``, kept apart so a database can aggregate the same
-    windows itself (``portal.services.aggregates.churn_windows_sql``) and only the per-customer
+    windows itself (``portal.services.scores.aggregates.churn_windows_sql``) and only the per-customer
     rows reach ``churn_features_from``.
 
     Args:

@@ -50,7 +50,7 @@ from preprocessing.clv.simulation import simulate_summary
 from preprocessing.clv.summary import DAYS_PER_MONTH, rfm_summary, rfm_summary_from_day_totals
 from preprocessing.clv.value import clv, score_customers
 
-# The purchase-day rule portal.services.aggregates mirrors in SQL (its docstring names it here).
+# The purchase-day rule portal.services.scores.aggregates mirrors in SQL (its docstring names it here).
 from preprocessing.clv.summary import _purchase_days  # noqa: F401
 
 __all__ = [

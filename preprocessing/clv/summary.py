@@ -84,7 +84,7 @@ def rfm_summary_from_day_totals(totals: pd.DataFrame, as_of, freq: str = "D") ->
     """``rfm_summary`` from per-customer purchase-day totals instead of lines.
 
     The same summary without the lines in memory: a database can reduce the purchase days itself
-    (``portal.services.aggregates.clv_day_totals_sql``) and send one row per customer.
+    (``portal.services.scores.aggregates.clv_day_totals_sql``) and send one row per customer.
 
     Args:
         totals: one row per customer (the index becomes ``customer_id``) over the purchase days

@@ -11,8 +11,8 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from portal.models import Campaign, OutboxMessage
-from portal.services import campaigns
-from portal.services.campaigns import CODE_ALPHABET, CampaignError, create_campaign, phone_type
+from portal.services.campaigns import campaigns
+from portal.services.campaigns.campaigns import CODE_ALPHABET, CampaignError, create_campaign, phone_type
 
 NOW = datetime(2026, 3, 10, 15, 0, tzinfo=timezone.utc)
 LANDLINE = "+442079460000"  # a London fixed line (FIXED_LINE)

@@ -22,7 +22,9 @@ from fake_twilio import ACCOUNT_SID, AUTH_TOKEN
 from sqlalchemy import select
 
 from portal.models import Campaign, OutboxMessage
-from portal.services import campaigns, sending
+from portal.services.campaigns import campaigns
+from portal.services.campaigns import sending
+from portal.services.campaigns import resuming
 
 ROOT = Path(__file__).resolve().parents[2]
 FROM = "+15005550006"
@@ -44,8 +46,8 @@ app = create_app(config)
 with app.app_context():
     from portal import jobs
     from portal.extensions import db
-    from portal.services import sending
-    job = sending.start_send(campaign_id, user_email="test")
+    from portal.services.campaigns import resuming
+    job = resuming.start_send(campaign_id, user_email="test")
     while True:
         db.session.expire_all()
         state = jobs.get(job.id)
@@ -135,13 +137,13 @@ def test_rq_worker_killed_mid_campaign_sends_exactly_once(app, db, campaign, fak
     saved = app.config["JOBS_INLINE"], app.config["REDIS_URL"]
     app.config["JOBS_INLINE"], app.config["REDIS_URL"] = False, os.environ["REDIS_URL"]
     try:
-        sending.start_send(campaign.id, options=FAST)
+        resuming.start_send(campaign.id, options=FAST)
         worker = subprocess.Popen(flask, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   text=True, start_new_session=True)
         _kill_during_the_tenth_send(worker, fake_twilio)  # kills the worker and its work horse
 
         def restart():
-            sending.start_send(campaign.id, options=FAST)
+            resuming.start_send(campaign.id, options=FAST)
             burst = subprocess.run(flask + ["--burst"], cwd=ROOT, env=env, capture_output=True, text=True,
                                    timeout=180)
             assert burst.returncode == 0, burst.stdout[-3000:] + burst.stderr[-3000:]

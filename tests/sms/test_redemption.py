@@ -9,8 +9,9 @@ from flask_login import login_user
 from sqlalchemy import func, select, update
 
 from portal.models import AuditEntry, OutboxMessage, Product, PurchaseLine
-from portal.services import campaigns, redemption
-from portal.services.redemption import RedemptionError, redeem_by_staff, redeem_from_imports
+from portal.services.campaigns import campaigns
+from portal.services.campaigns import redemption
+from portal.services.campaigns.redemption import RedemptionError, redeem_by_staff, redeem_from_imports
 from tests.conftest import post_form
 
 SENT = datetime(2026, 3, 10, 15, 0, tzinfo=timezone.utc)  # 11:00 in New York

@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import select, update
 
 from portal.models import Campaign, ConsentEvent, OutboxMessage, Product, PurchaseLine
-from portal.services import campaign_results as cr, campaigns
+from portal.services.campaigns import results as cr
+from portal.services.campaigns import campaigns
 from portal.sms import segment_info
 
 T0 = datetime(2026, 3, 10, 15, 0, tzinfo=timezone.utc)  # first send: 11:00 in New York (EDT)

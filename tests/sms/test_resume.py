@@ -24,7 +24,9 @@ from sqlalchemy import select
 
 from portal import jobs
 from portal.models import Campaign, Job, OutboxMessage
-from portal.services import campaigns, sending
+from portal.services.campaigns import campaigns
+from portal.services.campaigns import sending
+from portal.services.campaigns import resuming
 
 ROOT = Path(__file__).resolve().parents[2]
 NEW_YORK = ZoneInfo("America/New_York")
@@ -106,9 +108,9 @@ def _status(db, campaign_id):
 
 def _end_waiting(db, app, campaign_id):
     """Run the send as the Send button does; at 22:00 it ends 'waiting'. Returns the resume Job."""
-    first = _finished(sending.start_send(campaign_id, user_email="test").id)
+    first = _finished(resuming.start_send(campaign_id, user_email="test").id)
     assert first.status == "done" and "resumes by itself" in first.message, first.message
-    [resume] = [j for j in _jobs(db, sending.RESUME_JOB) if j.kwargs["campaign_id"] == campaign_id]
+    [resume] = [j for j in _jobs(db, resuming.RESUME_JOB) if j.kwargs["campaign_id"] == campaign_id]
     return resume
 
 
@@ -146,8 +148,8 @@ def test_waiting_campaign_resumes_at_the_window_and_sends_each_message_once(
 
     # The same timer going off again (another process armed it too) runs nothing more.
     jobs._fire(app, resume.id)
-    assert sending.resume_campaign_job(None, night_campaign.id, clock.morning.isoformat())["resumed"] is False
-    assert len(_jobs(db, sending.SEND_JOB)) == 2 and len(fake_twilio.requests) == 4
+    assert resuming.resume_campaign_job(None, night_campaign.id, clock.morning.isoformat())["resumed"] is False
+    assert len(_jobs(db, resuming.SEND_JOB)) == 2 and len(fake_twilio.requests) == 4
 
 
 def test_a_cancelled_campaign_is_not_resumed(app, db, thread_mode, clock, night_campaign, fake_twilio):
@@ -158,7 +160,7 @@ def test_a_cancelled_campaign_is_not_resumed(app, db, thread_mode, clock, night_
     done = _finished(resume.id)
     assert done.status == "done" and done.result["resumed"] is False and "cancelled" in done.message
     assert _status(db, night_campaign.id) == "cancelled"
-    assert len(_jobs(db, sending.SEND_JOB)) == 1 and fake_twilio.requests == []
+    assert len(_jobs(db, resuming.SEND_JOB)) == 1 and fake_twilio.requests == []
 
 
 def test_concurrent_resumes_queue_one_job(app, db, clock, night_campaign, monkeypatch):
@@ -185,15 +187,15 @@ def test_concurrent_resumes_queue_one_job(app, db, clock, night_campaign, monkey
 
     due = clock.morning.isoformat()
     racers = [threading.Thread(target=race, args=(fn,)) for fn in (
-        lambda: sending.resume_campaign_job(None, campaign_id, due)["resumed"],
-        lambda: sending.resume_campaign_job(None, campaign_id, due)["resumed"],
-        lambda: bool(sending.resume_due(clock.morning)))]
+        lambda: resuming.resume_campaign_job(None, campaign_id, due)["resumed"],
+        lambda: resuming.resume_campaign_job(None, campaign_id, due)["resumed"],
+        lambda: bool(resuming.resume_due(clock.morning)))]
     for racer in racers:
         racer.start()
     for racer in racers:
         racer.join(timeout=60)
     assert errors == [] and sorted(results) == [False, False, True]
-    assert queued == [(sending.SEND_JOB, campaign_id)]
+    assert queued == [(resuming.SEND_JOB, campaign_id)]
     assert _status(db, campaign_id) == "queued"
 
 
@@ -202,8 +204,8 @@ def test_a_resume_armed_for_an_earlier_time_leaves_a_rescheduled_campaign_alone(
     campaign.status, campaign.scheduled_for = "waiting", clock.morning
     db.session.commit()
     stale = (clock.morning - timedelta(hours=1)).isoformat()
-    assert sending.resume_campaign_job(None, campaign.id, stale)["resumed"] is False
-    assert _status(db, campaign.id) == "waiting" and _jobs(db, sending.SEND_JOB) == []
+    assert resuming.resume_campaign_job(None, campaign.id, stale)["resumed"] is False
+    assert _status(db, campaign.id) == "waiting" and _jobs(db, resuming.SEND_JOB) == []
 
 
 def test_server_start_resumes_due_campaigns_and_rearms_later_ones(app, db, thread_mode, clock, make_store,
@@ -227,13 +229,13 @@ def test_server_start_resumes_due_campaigns_and_rearms_later_ones(app, db, threa
     worker = SimpleNamespace(wsgi=app, log=SimpleNamespace(info=lambda *a: None, exception=pytest.fail))
     hook(worker)
     assert queued == [overdue.id] and _status(db, overdue.id) == "queued"
-    [resume] = _jobs(db, sending.RESUME_JOB)
+    [resume] = _jobs(db, resuming.RESUME_JOB)
     assert resume.kwargs["campaign_id"] == later.id and resume.id in app.extensions["loyalist_timers"]
 
     # A second start (another worker, a restart) re-arms that job instead of adding another one.
     app.extensions.pop("loyalist_timers").pop(resume.id).cancel()
     hook(worker)
-    assert queued == [overdue.id] and [j.id for j in _jobs(db, sending.RESUME_JOB)] == [resume.id]
+    assert queued == [overdue.id] and [j.id for j in _jobs(db, resuming.RESUME_JOB)] == [resume.id]
     assert resume.id in app.extensions["loyalist_timers"]
 
 
@@ -251,7 +253,7 @@ def test_rq_resume_waits_in_the_scheduled_registry_then_sends_once(app, db, cloc
     registry = ScheduledJobRegistry(queue=queue)
     summary = sending.send_campaign(night_campaign.id)  # 22:00: nothing goes, the campaign waits
     assert "resumes by itself" in summary["message"] and fake_twilio.requests == []
-    [resume] = _jobs(db, sending.RESUME_JOB)
+    [resume] = _jobs(db, resuming.RESUME_JOB)
     try:
         assert resume.status == "scheduled"
         assert resume.id in registry.get_job_ids()

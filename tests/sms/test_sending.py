@@ -11,8 +11,12 @@ from fake_twilio import ACCOUNT_SID, AUTH_TOKEN
 from sqlalchemy import select
 
 from portal.models import Campaign, ConsentEvent, Customer, OutboxMessage
-from portal.services import campaigns, resuming, sending
-from portal.services.sending import SendOptions, send_campaign
+from portal.services.campaigns import campaigns
+from portal.services.campaigns import resuming
+from portal.services.campaigns import sending
+from portal.services.campaigns import send_run
+from portal.services.campaigns import quiet_hours
+from portal.services.campaigns.sending import SendOptions, send_campaign
 from portal.sms import DryRunGateway, TwilioGateway
 
 FROM = "+15005550006"
@@ -141,7 +145,7 @@ def test_account_error_stops_the_campaign_and_keeps_rows_unsent(db, people, fake
     people(3)
     campaign = campaigns.create_campaign("Bad creds", {}, "Hi {code}", control_share=0)
     wrong = TwilioGateway(ACCOUNT_SID, "wrong-token", from_number=FROM, api_base=fake_twilio.base_url)
-    with pytest.raises(sending.CampaignStopped, match="account or sender"):
+    with pytest.raises(send_run.CampaignStopped, match="account or sender"):
         send_campaign(campaign.id, wrong, fast())
     assert len(fake_twilio.requests) == 1
     assert {r.status for r in outbox(db, campaign.id)} == {"pending"}
@@ -154,7 +158,7 @@ def test_account_error_stops_the_campaign_and_keeps_rows_unsent(db, people, fake
 def test_opt_out_after_creation_wins_and_frequency_cap_is_rechecked(db, people, fake_twilio):
     stays, leaves, busy = people(3)
     campaign = campaigns.create_campaign("Later", {}, "Hi {code}", control_share=0, now=NOON_NY)
-    from portal.services.customers import set_consent
+    from portal.services.customers.customers import set_consent
 
     set_consent(db.session.get(Customer, leaves.id), "opted_out", "staff")
     db.session.get(Customer, busy.id).last_sms_at = NOON_NY + timedelta(hours=1)  # another campaign
@@ -198,7 +202,7 @@ def test_quiet_hours_wait_for_the_store_window_with_a_frozen_clock(db, people, m
                                           ("08:00", False), ("12:00", False)])
 def test_quiet_hours_boundaries(local, quiet):
     hours, minutes = map(int, local.split(":"))
-    assert sending.is_quiet(datetime(2026, 1, 5, hours, minutes), "21:00", "08:00") is quiet
+    assert quiet_hours.is_quiet(datetime(2026, 1, 5, hours, minutes), "21:00", "08:00") is quiet
 
 
 def test_rate_limit_spaces_sends(db, people, fake_twilio):

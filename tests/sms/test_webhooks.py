@@ -8,8 +8,8 @@ from fake_twilio import AUTH_TOKEN
 from sqlalchemy import func, select
 
 from portal.models import ConsentEvent, Customer, OutboxMessage, SmsEvent
-from portal.services import campaigns
-from portal.services.sending import SendOptions, send_campaign
+from portal.services.campaigns import campaigns
+from portal.services.campaigns.sending import SendOptions, send_campaign
 from portal.sms import DryRunGateway, compute_signature
 
 PUBLIC = "https://loyalist.example.com"

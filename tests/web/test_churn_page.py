@@ -2,7 +2,8 @@
 from sqlalchemy import select
 
 from portal.models import Customer
-from portal.services import scoring, training
+from portal.services.scores import scoring
+from portal.services.scores import training
 from tests.conftest import synthetic_lines
 
 

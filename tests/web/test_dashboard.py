@@ -15,9 +15,11 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from portal.models import Campaign, Customer, OutboxMessage, Product, PurchaseLine, StockLevel
-from portal.services import dashboard as dashboard_service
-from portal.services import outlook as outlook_service
-from portal.services import scoring, settings as settings_service, training
+from portal.services.dashboard import numbers as dashboard_service
+from portal.services.scores import outlook as outlook_service
+from portal.services import settings as settings_service
+from portal.services.scores import scoring
+from portal.services.scores import training
 from tests.conftest import synthetic_lines
 
 KPI = re.compile(r'<a class="kpi" href="([^"]+)">([^<]+)</a>')

@@ -12,7 +12,7 @@ from sqlalchemy import insert, select
 
 from portal.models import (AuditEntry, BundleRule, Campaign, Customer, ModelRecord, OutboxMessage, Product, Setting,
                            StockLevel)
-from portal.services import exports
+from portal.services.lists import exports
 from tests.conftest import login
 
 HEADERS = ("customer_id,name,phone,email,store,sms_consent,tier,reward,monetary,frequency,recency,total_quantity,"

@@ -3,7 +3,8 @@ from datetime import datetime
 
 from portal import model_store
 from portal.formatting import fmt_datetime
-from portal.services import settings as settings_service, training
+from portal.services import settings as settings_service
+from portal.services.scores import training
 from tests.conftest import synthetic_lines
 
 

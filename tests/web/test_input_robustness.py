@@ -59,7 +59,8 @@ def test_a_malformed_paging_cursor_is_a_400_on_every_list_page(client, pages, pa
 
 
 def test_a_malformed_cursor_on_the_at_risk_list_is_a_400(client, db, login_as, seed_lines):
-    from portal.services import scoring, training
+    from portal.services.scores import scoring
+    from portal.services.scores import training
     from tests.conftest import synthetic_lines
 
     seed_lines(synthetic_lines(n_customers=120))

@@ -20,6 +20,7 @@ def threaded(app):
     app.config["JOBS_INLINE"], app.config["REDIS_URL"] = saved
 
 
+@jobs.job("tests.web.test_jobs.sample_job")
 def sample_job(progress, n, fail=False):
     """A job used by these tests: reports progress, then returns or fails."""
     for i in range(n):
@@ -29,6 +30,7 @@ def sample_job(progress, n, fail=False):
     return {"message": f"did {n} steps", "n": n}
 
 
+@jobs.job("tests.web.test_jobs.crashing_job")
 def crashing_job(progress):
     raise RuntimeError("secret internals")
 
@@ -60,6 +62,7 @@ def test_job_error_message_is_shown_and_internal_errors_are_not(app):
     assert crashed.status == "failed" and "secret internals" not in crashed.message
 
 
+@jobs.job("tests.web.test_jobs.pid_job")
 def pid_job(progress, die=False):
     """Reports the process it ran in; ``die`` ends that process without a word (a crash, an OOM kill)."""
     progress(0.5, "half way")
@@ -79,6 +82,7 @@ def test_process_runner_runs_the_job_in_a_child_process(app):
         app.config["JOBS_PROCESS"] = False
 
 
+@jobs.job("tests.web.test_jobs.nice_job")
 def nice_job(progress):
     """Reports the CPU priority (niceness) of the process it ran in."""
     return {"message": "ran", "pid": os.getpid(), "nice": os.getpriority(os.PRIO_PROCESS, 0)}

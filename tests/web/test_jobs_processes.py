@@ -17,12 +17,15 @@ from sqlalchemy import select
 from app import create_app
 from portal import jobs
 from portal.models import Campaign, Job
-from portal.services import campaigns, sending
+from portal.services.campaigns import campaigns
+from portal.services.campaigns import sending
+from portal.services.campaigns import resuming
 
 REPO = Path(__file__).resolve().parents[2]
 JOB = "tests.web.test_jobs_processes.logged_job"
 
 
+@jobs.job(JOB)
 def logged_job(progress, log: str, token: str):
     """Appends 'start TOKEN' and 'end TOKEN' (one write each, O_APPEND) around a short sleep."""
     _append(log, f"start {token} {os.getpid()}")
@@ -114,6 +117,6 @@ def test_workers_starting_together_schedule_a_waiting_campaigns_resume_once(app,
     db.session.commit()
     _start_processes(app, tmp_path, "start", ["-", "-", "-"])
     db.session.expire_all()
-    resumes = db.session.scalars(select(Job).where(Job.func == sending.RESUME_JOB)).all()
+    resumes = db.session.scalars(select(Job).where(Job.func == resuming.RESUME_JOB)).all()
     assert [(job.kwargs["campaign_id"], job.status) for job in resumes] == [(later.id, "scheduled")]
     assert db.session.get(Campaign, later.id).status == "waiting"

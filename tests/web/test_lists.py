@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import select
 
 from portal.models import AuditEntry, SavedSegment
-from portal.services import listing
+from portal.services.lists import paging as listing
 from tests.conftest import login, post_form
 
 

@@ -4,7 +4,8 @@ from pathlib import Path
 from sqlalchemy import select
 
 from portal.models import Customer
-from portal.services import settings as settings_service, training
+from portal.services import settings as settings_service
+from portal.services.scores import training
 from tests.conftest import post_form, synthetic_lines
 
 
@@ -13,7 +14,7 @@ def _trained(db, seed_lines):
     settings_service.update({"tier.min_frequency": "5", "tier.min_monetary": "2000"})
     training.train_segmentation(rescore=False)
     training.train_churn(rescore=False)
-    from portal.services import scoring
+    from portal.services.scores import scoring
 
     scoring.rescore_all()
 

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from portal.models import AuditEntry, Campaign, ConsentEvent, Customer, OutboxMessage, Product, PurchaseLine
-from portal.services.campaigns import build_audience
+from portal.services.campaigns.campaigns import build_audience
 from tests.conftest import login, post_form
 
 

@@ -113,13 +113,13 @@ def test_another_stores_job_is_a_404_and_chain_wide_jobs_are_for_admins_and_thei
 
 def test_jobs_record_the_store_they_work_for(app, db, two_stores):
     a, _b, _owner, _attacker = two_stores
-    job = jobs.schedule_at(jobs._now(), "portal.services.resuming.resume_campaign_job", "Resume",
+    job = jobs.schedule_at(jobs._now(), "campaign.resume", "Resume",
                            scope_store_id=a.id, campaign_id=1)
     assert job.store_id == a.id and job.kwargs == {"campaign_id": 1}
     campaign = Campaign(name="Spring", store_id=a.id, template="Hi", status="waiting")
     db.session.add(campaign)
     db.session.commit()
-    from portal.services import resuming
+    from portal.services.campaigns import resuming
 
     resumed = resuming.schedule_resume(campaign.id, jobs._now())
     assert resumed.store_id == a.id

@@ -287,7 +287,7 @@ def test_future_dated_line_is_refused_and_the_rest_kept(app, db):
 
 
 def test_future_line_in_the_database_does_not_move_the_reference_date(db):
-    from portal.services import scoring
+    from portal.services.scores import scoring
 
     world = build_chain(db)
     customer = world["customers"]["C00591"]

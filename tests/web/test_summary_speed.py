@@ -15,11 +15,13 @@ import pytest
 from sqlalchemy import func, select
 
 from portal.models import Customer, DashboardSummary, ImportRun, Job, PurchaseLine, TierChange
-from portal.services import churn as churn_service
-from portal.services import dashboard as dashboard_service
-from portal.services import dashboard_summary
-from portal.services import scoring, settings as settings_service, training
-from portal.services import tiers as tier_service
+from portal.services.scores import churn as churn_service
+from portal.services.dashboard import numbers as dashboard_service
+from portal.services.dashboard import summary as dashboard_summary
+from portal.services import settings as settings_service
+from portal.services.scores import scoring
+from portal.services.scores import training
+from portal.services.scores import tiers as tier_service
 from tests.conftest import synthetic_lines
 
 COLUMNS = ["customer_id", "transaction_id", "purchase_date", "product_id", "product_name", "quantity",

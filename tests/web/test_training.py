@@ -3,7 +3,9 @@ from sqlalchemy import func, select
 
 from portal import model_store
 from portal.models import Customer, TierChange
-from portal.services import scoring, settings as settings_service, training
+from portal.services import settings as settings_service
+from portal.services.scores import scoring
+from portal.services.scores import training
 from tests.conftest import synthetic_lines
 
 

@@ -4,12 +4,13 @@
 ``history`` lists runs, streams their problems and undoes them; ``merge`` and ``staging`` hold
 the SQL. Reading and validating the file itself is ``preprocessing.columns`` (pure pandas).
 """
-from portal.services.importer.history import (UndoPlan, UndoRefused, first_problems, get_for_user, problems_csv,
-                                              runs_for, undo, undo_plan)
+from portal.services.importer.history import (UndoPlan, UndoRefused, discard, first_problems, get_for_user, job_of,
+                                              problems_csv, refuse, runs_for, undo, undo_plan)
 from portal.services.importer.runs import (CHUNK_ROWS, ImportRefused, Inspection, create_run, default_store,
-                                           execute, find_store, inspect, run_job, save_upload, set_mapping, start,
-                                           summary)
+                                           execute, file_sha256, find_store, inspect, run_job, save_upload, set_mapping,
+                                           start, summary)
 
-__all__ = ["CHUNK_ROWS", "ImportRefused", "Inspection", "UndoPlan", "UndoRefused", "create_run", "default_store",
-           "execute", "find_store", "first_problems", "get_for_user", "inspect", "problems_csv", "run_job",
-           "runs_for", "save_upload", "set_mapping", "start", "summary", "undo", "undo_plan"]
+__all__ = ["CHUNK_ROWS", "ImportRefused", "Inspection", "UndoPlan", "UndoRefused", "create_run",
+           "default_store", "discard", "execute", "file_sha256", "find_store", "first_problems",
+           "get_for_user", "inspect", "job_of", "problems_csv", "refuse", "run_job", "runs_for", "save_upload",
+           "set_mapping", "start", "summary", "undo", "undo_plan"]

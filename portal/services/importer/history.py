@@ -3,16 +3,20 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import delete, false, func, select
 
+from portal import jobs
 from portal.extensions import db
-from portal.models import ImportProblem, ImportRun, ImportStore, OutboxMessage, PurchaseLine, StockLevel
+from portal.models import ImportProblem, ImportRun, Job, ImportStore, OutboxMessage, PurchaseLine, StockLevel
 from portal.security import user_store_id
 from portal.services import audit
+
+RESCORE_JOB = "import.rescore_after_undo"
 
 PROBLEM_HEADERS = ["row", "column", "value", "reason", "severity"]
 
@@ -135,16 +139,42 @@ def undo(run: ImportRun, user_email: str | None) -> UndoPlan:
                  user_email)
     db.session.commit()
     if run.kind == "transactions" and removed:
-        from portal import jobs
-
-        jobs.enqueue("portal.services.importer.history.rescore_job", f"Re-score after undoing import #{run.id}",
+        jobs.enqueue(RESCORE_JOB, f"Re-score after undoing import #{run.id}",
                      user_email=user_email, import_id=run.id)
     return plan
 
 
+@jobs.job(RESCORE_JOB)
 def rescore_job(progress, import_id: int) -> dict:
     """Job: re-score everyone once an import's lines are gone (features moved for its customers)."""
-    from portal.services import scoring
+    from portal.services.scores import scoring
 
     counts = scoring.rescore_all(reason=f"rescored after undoing import #{import_id}", progress=progress)
     return {"message": f"Re-scored {counts['scored']:,} customers after undoing import #{import_id}.", **counts}
+
+
+def refuse(run: ImportRun, message: str) -> None:
+    """Mark a pending run refused (its file can no longer be read, or it was discarded); nothing was written."""
+    run.status, run.message = "refused", message
+    db.session.commit()
+
+
+def discard(run: ImportRun) -> bool:
+    """Drop a pending run and its uploaded file before anything was imported; False when it is not pending."""
+    if run.status != "pending":
+        return False
+    if run.stored_path and os.path.exists(run.stored_path):
+        os.remove(run.stored_path)
+    refuse(run, "Discarded before importing; nothing was written.")
+    return True
+
+
+def job_of(run: ImportRun) -> Job | None:
+    """The run's job; a job whose worker died fails its run too (the import's transaction was never committed)."""
+    job = db.session.get(Job, run.job_id) if run.job_id else None
+    if job is not None and run.status in ("queued", "running"):
+        job = jobs.get(job.id)
+        if job.status == "failed":
+            run.status, run.message = "failed", job.message
+            db.session.commit()
+    return job

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.util
 import logging
 import os
 import secrets
@@ -22,11 +21,15 @@ import pandas as pd
 from flask import current_app
 from sqlalchemy import func, insert, select, update
 
+from portal import jobs
 from portal.extensions import db
 from portal.models import AuditEntry, ImportRun, Store
 from portal.services.importer import merge, staging
+from portal.services.scores import scoring
 from preprocessing.columns import (KINDS, SYNONYMS, FileFormatError, Mapping, ValidationState, detect_mapping,
                                    missing_required, read_table, validate_chunk)
+
+JOB = "import.run"
 
 log = logging.getLogger(__name__)
 
@@ -183,26 +186,27 @@ def create_run(kind: str, path: str, filename: str, *, store: Store | None, user
                     store_id=store.id, user_email=user_email, source=source, status="pending",
                     layout=found.mapping.layout, mapping=dict(found.mapping),
                     options={"all_or_nothing": bool(all_or_nothing), "as_of": as_of.isoformat() if as_of else None,
-                             "only_store_id": only_store_id, "read_as": found.described, "sha256": _sha256(path)})
+                             "only_store_id": only_store_id, "read_as": found.described, "sha256": file_sha256(path)})
     db.session.add(run)
     db.session.commit()
     return run, found
 
 
-def set_mapping(run: ImportRun, mapping: dict[str, str]) -> list[str]:
-    """Store the manager's corrected mapping (field -> header); returns the required fields still missing."""
+def set_mapping(run: ImportRun, mapping: dict[str, str], all_or_nothing: bool | None = None) -> list[str]:
+    """Store the manager's corrected mapping (field -> header) and, when given, the all-or-nothing choice;
+    returns the required fields still missing."""
     run.mapping = {f: h for f, h in mapping.items() if h}
+    if all_or_nothing is not None:
+        run.options = {**(run.options or {}), "all_or_nothing": bool(all_or_nothing)}
     db.session.commit()
     return missing_required(run.mapping, run.kind)
 
 
 def start(run: ImportRun):
     """Queue the import as a background job; the run's page shows its progress."""
-    from portal import jobs
-
     run.status = "queued"
     db.session.commit()
-    job = jobs.enqueue("portal.services.importer.run_job", f"Import {run.filename}", run.user_email,
+    job = jobs.enqueue(JOB, f"Import {run.filename}", run.user_email,
                        scope_store_id=_job_store(run), import_id=run.id)
     run = db.session.get(ImportRun, run.id)
     run.job_id = job.id
@@ -219,10 +223,9 @@ def _job_store(run: ImportRun) -> int | None:
     return run.store_id if "store" not in (run.mapping or {}) else None
 
 
+@jobs.job(JOB)
 def run_job(progress, import_id: int) -> dict:
     """Job entry point: run the import; a refusal is a finished job whose message says why."""
-    from portal import jobs
-
     try:
         run = execute(import_id, progress)
     except ImportRefused as exc:
@@ -273,7 +276,7 @@ def execute(import_id: int, progress=None) -> ImportRun:
     db.session.expire_all()
     run = db.session.get(ImportRun, import_id)
     if run.status == "done" and run.kind == "transactions":
-        from portal.services import redemption  # coupon codes on the new lines redeem their offers
+        from portal.services.campaigns import redemption  # coupon codes on the new lines redeem their offers
 
         redemption.redeem_from_imports(run.id, run.user_email)
     if run.status == "done" and (merged.new or merged.updated or merged.consent_changes):
@@ -413,11 +416,7 @@ def _finish(run: ImportRun, status: str, message: str) -> ImportRun:
 
 
 def _rescore(import_id: int) -> None:
-    """Let scoring refresh the customers this import touched, when the scoring service is installed."""
-    if importlib.util.find_spec("portal.services.scoring") is None:
-        return  # scoring not part of this installation yet: the import stands on its own
-    from portal.services import scoring
-
+    """Let scoring refresh the customers this import touched."""
     try:
         scoring.rescore_after_import(import_id)
     except Exception:  # the import is committed; a scoring failure must not make it look failed
@@ -443,7 +442,7 @@ def _estimate_rows(path: str) -> int | None:
     return max(count - 1, 1)
 
 
-def _sha256(path: str) -> str:
+def file_sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(1 << 22):

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import or_, select
 
 from portal.extensions import db
-from portal.models import ConsentEvent, Customer, Store
+from portal.models import ConsentEvent, Customer, Product, PurchaseLine, Store, TierChange
 from portal.security import scope_to_user
 from portal.services import audit
 from portal.params import parse_id
@@ -79,7 +79,7 @@ def get_for_user(customer_id: int, user) -> Customer | None:
 
 def set_consent(customer: Customer, status: str, source: str, effective_at: datetime | None = None,
                 user_email: str | None = None, keyword: str | None = None, detail: str | None = None) -> None:
-    """Record an SMS consent change with its legal trail; the caller commits.
+    """Record an SMS consent change with its legal trail, in the caller's transaction (``record_consent`` commits).
 
     An opt-in needs a date and a source; an opt-out always wins and is recorded as given.
     """
@@ -99,3 +99,26 @@ def set_consent(customer: Customer, status: str, source: str, effective_at: date
                                 effective_at=effective_at, user_email=user_email, detail=detail))
     audit.record("customer.consent", customer.external_id,
                  {"before": before, "after": status, "source": source}, user_email)
+
+
+def record_consent(customer: Customer, status: str, source: str, effective_at: datetime | None = None,
+                   user_email: str | None = None) -> None:
+    """Staff record a customer's SMS consent (``set_consent``, then commit); ConsentError when refused."""
+    set_consent(customer, status, source, effective_at, user_email)
+    db.session.commit()
+
+
+def history(customer: Customer, limit: int = 20) -> tuple[list[ConsentEvent], list[TierChange]]:
+    """The customer page's latest consent events and tier changes, newest first."""
+    consent = db.session.scalars(select(ConsentEvent).where(ConsentEvent.customer_id == customer.id)
+                                 .order_by(ConsentEvent.id.desc()).limit(limit)).all()
+    tiers = db.session.scalars(select(TierChange).where(TierChange.customer_id == customer.id)
+                               .order_by(TierChange.id.desc()).limit(limit)).all()
+    return list(consent), list(tiers)
+
+
+def lines_query(customer: Customer):
+    """A customer's purchase lines with each product's name (rows: line, product_name), unordered for paging."""
+    return (select(PurchaseLine, Product.name.label("product_name"))
+            .join(Product, PurchaseLine.product_id == Product.id)
+            .where(PurchaseLine.customer_id == customer.id))

@@ -1,51 +1,8 @@
 """Sending a campaign: claim → mark sending → send → record, exactly once per recipient.
 
-How exactly-once works (Twilio has no idempotency key on message creation)
----------------------------------------------------------------------------
-Every recipient is one outbox row, fixed when the campaign was created, and every body carries
-that recipient's unique coupon code, so a body identifies one message. A worker moves a row
-through these states, each change a compare-and-set UPDATE (``WHERE status = … AND
-claimed_by = <this worker's token>``) committed on its own:
-
-``pending`` → ``claimed`` (a batch, atomically: ``UPDATE … WHERE id IN (SELECT … LIMIT n)
-AND status = 'pending'``, with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL) → ``sending``
-(committed *before* the HTTP request, with the attempt time in ``claimed_at``) → the request →
-``sent`` with the SID (or ``failed`` with Twilio's error, or back to ``pending`` with a backoff
-for a 429 or a refused connection, which certainly sent nothing).
-
-A worker can die (kill -9, a lost host) at any point. ``claimed`` rows of a dead worker sent
-nothing: once their lease expires they return to ``pending``. A ``sending`` row is **in doubt**:
-the request may or may not have reached Twilio. So are rows whose answer was lost
-(``maybe_sent``: read timeout, dropped connection, 5xx). Such a row goes to ``in_doubt`` and is
-never resent blindly: a worker claims it (``checking``) and asks Twilio with
-``gateway.find_sent(to, body, since)`` — the list of recent messages to that number, matched on
-the exact body. Found: the SID is recorded and the row is ``sent``. Not found, and the lookup
-answered (it is authoritative: Twilio lists a message as soon as it has created it, and we look
-only after ``lookup_delay`` so a request still in flight has landed): the row is sent again.
-The lookup failed: the row stays in doubt and is asked about again later (after a day it is
-marked ``unknown`` for a person to check, and never resent). A ``sending`` row is taken over
-only after ``lease_seconds`` (default 120 s, far above the HTTP timeout), so a live worker's
-request is never second-guessed. Each step commits before the next, so the database always
-says which of these cases a row is in; the worst a crash can cost is one lookup.
-
-Other rules applied here: a row is sent only when its customer still has an opt-in, is not
-erased and was not messaged by another campaign within the frequency cap (else ``skipped``);
-quiet hours per store time zone (rows wait with ``next_attempt_at`` = the window's start; a
-run that would wait long ends with the campaign 'waiting' and schedules its own resumption);
-a rate limit in messages per second (per worker); Twilio error 21610 records an opt-out;
-an account error (bad credentials, invalid sender) stops the campaign instead of failing every
-recipient; without credentials the dry-run gateway marks rows ``dry-run`` with their exact body.
-
-Outbox statuses: pending, claimed, sending, in_doubt, checking (in progress) · sent, delivered,
-undelivered, failed, skipped, cancelled, unknown, dry-run, control (final).
-
-Where the parts live: this module drives a campaign's runs (``send_campaign``, the job entry
-``send_campaign_job``); portal/services/send_run.py is one worker's pass over the rows (the
-states above); send_options.py the knobs; quiet_hours.py the windows; resuming.py starting,
-scheduling and resuming the jobs; outbox.py the statuses and Twilio's status callbacks. The
-names of those modules are re-exported here, so ``portal.services.sending.X`` keeps working
-(and the job paths stored in the jobs table keep resolving). Patch a name in the module that
-uses it (e.g. ``resuming.start_send``), not here.
+This module drives a campaign's runs (``send_campaign``; the job ``campaign.send``). Twilio has no
+idempotency key, so every step commits before the next and a row in doubt is looked up, never resent
+blindly: the design, and where each part lives, is in docs/sending.md.
 """
 from __future__ import annotations
 
@@ -60,26 +17,15 @@ from portal import jobs, sms
 from portal.extensions import db
 from portal.models import Campaign, OutboxMessage
 from portal.services import audit
-from portal.services.clock import utcnow
-from portal.services.outbox import (DELIVERED_LIKE, FINAL, IN_PROGRESS, NO_SYNC, STATUS_MAP, apply_pending_events,
-                                    apply_status)
-from portal.services.quiet_hours import is_quiet, window_opens
-from portal.services.resuming import (RESUME_JOB, SEND_JOB, latest_job, resume_campaign_job, resume_due,
-                                      resume_on_start, schedule_resume, start_send, status_callback_url)
-from portal.services.send_options import TUNABLE, SendOptions, options_from_settings
-from portal.services.send_run import GIVE_UP_LOOKUPS_AFTER, CampaignStopped, SendRun, TwilioUnreachable
-
-__all__ = [
-    "CampaignStopped", "DELIVERED_LIKE", "FINAL", "GIVE_UP_LOOKUPS_AFTER", "IN_PROGRESS", "NO_SYNC", "RESUME_JOB",
-    "SEND_JOB", "STATUS_MAP", "TUNABLE", "SendOptions", "apply_pending_events", "apply_status", "is_quiet",
-    "latest_job", "options_from_settings", "resume_campaign_job", "resume_due", "resume_on_start",
-    "schedule_resume", "send_campaign", "send_campaign_job", "start_send", "status_callback_url", "utcnow",
-    "window_opens",
-]
+from portal.services.campaigns.outbox import FINAL, IN_PROGRESS, NO_SYNC
+from portal.services.campaigns.resuming import SEND_JOB, schedule_resume
+from portal.services.campaigns.send_options import SendOptions, options_from_settings
+from portal.services.campaigns.send_run import CampaignStopped, SendRun, TwilioUnreachable
 
 log = logging.getLogger(__name__)
 
 
+@jobs.job(SEND_JOB)
 def send_campaign_job(progress, campaign_id: int, callback_url: str | None = None,
                       options: Mapping | None = None) -> dict:
     """Job entry point (portal.jobs): send with the configured gateway; JobError when stopped."""

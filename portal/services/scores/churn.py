@@ -4,21 +4,15 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 
 from portal import model_store
 from portal.extensions import db
 from portal.models import Customer
-from portal.services import customers as customer_service
+from portal.services.customers import customers as customer_service
 from portal.services import settings as settings_service
 
 BANDS = settings_service.BANDS
-CHURN_FILE = "churn_model.pkl"
-
-
-def value_column():
-    """What "customer value" means for ranking: predicted 12-month CLV when trained, else last 12 months' spend."""
-    return func.coalesce(Customer.clv_12m, Customer.spend_12m, 0)
 
 
 def priority():
@@ -64,12 +58,9 @@ def at_risk_query(params, user):
 
 def model_info() -> dict | None:
     """The churn model's manifest entry and load state for the page header, or None if untrained."""
-    entry = model_store.entry(CHURN_FILE)
+    entry = model_store.entry(model_store.CHURN_FILE)
     if entry is None:
         return None
-    state = model_store.status().get(CHURN_FILE, {}).get("state", "missing")
+    state = model_store.status().get(model_store.CHURN_FILE, {}).get("state", "missing")
     return {**entry, "state": state}
 
-
-def band_order():
-    return case({b: i for i, b in enumerate(BANDS)}, value=Customer.churn_band, else_=len(BANDS))

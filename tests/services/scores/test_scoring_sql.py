@@ -14,9 +14,11 @@ import pytest
 from sqlalchemy import select
 
 from portal.models import Customer, PurchaseLine
-from portal.services import aggregates, scoring, training
+from portal.services.scores import aggregates
+from portal.services.scores import scoring
+from portal.services.scores import training
 from portal.services import settings as settings_service
-from portal.services.dataset import load_lines
+from portal.services.scores.dataset import load_lines
 from preprocessing import churn, clv
 from tests.conftest import synthetic_lines
 

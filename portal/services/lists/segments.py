@@ -8,7 +8,8 @@ from sqlalchemy import false, select
 from portal.extensions import db
 from portal.models import SavedSegment
 from portal.security import user_store_id
-from portal.services import audit, exports
+from portal.services import audit
+from portal.services.lists import exports
 
 
 class SegmentError(ValueError):

@@ -16,9 +16,12 @@ from sqlalchemy import select
 from portal.extensions import db
 from portal.models import SavedSegment, Store
 from portal.security import user_store_id
-from portal.services import campaigns as campaign_service, clock, exports, segments, settings
-from portal.services.customers import FILTER_KEYS
-from portal.services.sending import is_quiet, window_opens
+from portal.services import clock, settings
+from portal.services.campaigns import campaigns as campaign_service
+from portal.services.lists import exports
+from portal.services.lists import segments
+from portal.services.customers.customers import FILTER_KEYS
+from portal.services.campaigns.quiet_hours import is_quiet, window_opens
 from portal.sms import segment_info
 from portal.params import parse_id
 

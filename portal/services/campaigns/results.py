@@ -278,16 +278,6 @@ def campaign_results(campaign: Campaign, now: datetime | None = None, days: int 
 
 # --- what a campaign's messages cost ---------------------------------------------------------
 
-def segments_of(body: str) -> int:
-    """Billed segments of one body; a fast path for plain GSM-7 text (the usual case at 100k rows)."""
-    if not body:
-        return 0
-    if GSM7_BASIC.issuperset(body):
-        n = len(body)
-        return 1 if n <= 160 else -(-n // 153)
-    return segment_info(body).segments
-
-
 @dataclass
 class OutboxCost:
     """The exact size and price of the messages a campaign still has to send."""

@@ -26,7 +26,7 @@ from sqlalchemy import Float, Integer, case, cast, func, literal_column, select
 from portal.extensions import db
 from portal.models import Campaign, Customer, OutboxMessage, Product, PurchaseLine, StockLevel, Store
 from portal.security import scope_to_user, user_store_id
-from portal.services import customers as customer_service
+from portal.services.customers import customers as customer_service
 from portal.services import settings as settings_service
 
 TIERS = settings_service.TIERS

@@ -25,12 +25,12 @@ from sqlalchemy import func, select
 from portal import jobs
 from portal.extensions import db
 from portal.models import DashboardSummary, ImportRun, Job, PurchaseLine, Store, TierChange
-from portal.services import dashboard
+from portal.services.dashboard import numbers as dashboard
 
 log = logging.getLogger(__name__)
 
 ALL = "all"
-JOB = "portal.services.dashboard_summary.refresh_job"
+JOB = "dashboard.refresh_summary"
 ASK_AGAIN_AFTER = timedelta(minutes=15)  # a refresh asked for more recently is not asked for again (unless done)
 SCORING_GRACE = timedelta(minutes=30)  # after an import, its own scoring run refreshes the summary
 
@@ -125,6 +125,7 @@ def refresh_after_rescore(progress=_quiet) -> dict | None:
         return None
 
 
+@jobs.job(JOB)
 def refresh_job(progress=_quiet) -> dict:
     """Job entry point (asked for by a page that found the stored numbers stale or missing).
 

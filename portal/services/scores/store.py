@@ -10,8 +10,9 @@ from sqlalchemy import select, update
 
 from portal.extensions import db
 from portal.models import Customer, TierChange
+from portal.services.settings import TIERS
 
-TIER_RANK = {"Platinum": 4, "Gold": 3, "Silver": 2, "Bronze": 1, None: 0}
+TIER_RANK = {**{tier: len(TIERS) - i for i, tier in enumerate(TIERS)}, None: 0}  # Platinum 4 … Bronze 1
 BATCH = 5_000  # customers written per transaction
 WRITER_GAP_SECONDS = 0.1
 

@@ -14,9 +14,11 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from portal import model_store
-from portal.services import aggregates, dashboard_summary, score_store
+from portal.services.scores import aggregates
+from portal.services.dashboard import summary as dashboard_summary
+from portal.services.scores import store as score_store
 from portal.services import settings as settings_service
-from portal.services.dataset import load_lines
+from portal.services.scores.dataset import load_lines
 from preprocessing import churn as churn_model
 from preprocessing import clv
 from preprocessing import segmentation
@@ -24,19 +26,16 @@ from preprocessing.features import compute_features, reference_date
 
 log = logging.getLogger(__name__)
 
-SEGMENTATION_FILES = ("CS_model.pkl", "CS_scalers.pkl")
-CHURN_FILE = "churn_model.pkl"
-CLV_FILE = "clv_model.pkl"
 
 
 def tiers_for(features: pd.DataFrame, values: dict) -> pd.Series | None:
     """Tier per customer with the stored segmentation model, or None when it is not trained."""
     try:
-        kmeans = model_store.load("CS_model.pkl")
-        scaler = model_store.load("CS_scalers.pkl")
+        kmeans = model_store.load(model_store.SEGMENTATION_FILE)
+        scaler = model_store.load(model_store.SCALER_FILE)
     except model_store.ModelMissing:
         return None
-    entry = model_store.entry("CS_model.pkl") or {}
+    entry = model_store.entry(model_store.SEGMENTATION_FILE) or {}
     cluster_tiers = {int(k): v for k, v in entry.get("params", {}).get("cluster_tiers", {}).items()}
     return segmentation.assign_tiers(features, scaler, kmeans, cluster_tiers,
                                      values["tier.min_frequency"], values["tier.min_monetary"])
@@ -45,7 +44,7 @@ def tiers_for(features: pd.DataFrame, values: dict) -> pd.Series | None:
 def churn_for(inputs: ScoringInputs, values: dict) -> pd.DataFrame | None:
     """Churn probability, band and reasons per customer, or None when no churn model is trained."""
     try:
-        model = model_store.load(CHURN_FILE)
+        model = model_store.load(model_store.CHURN_FILE)
     except model_store.ModelMissing:
         return None
     features = inputs.churn_features()
@@ -60,7 +59,7 @@ def churn_for(inputs: ScoringInputs, values: dict) -> pd.DataFrame | None:
 def clv_for(inputs: ScoringInputs, values: dict) -> pd.DataFrame | None:
     """p_alive, expected purchases in 90 days and 12-month CLV, or None without a CLV model."""
     try:
-        fitted = model_store.load(CLV_FILE)
+        fitted = model_store.load(model_store.CLV_FILE)
     except model_store.ModelMissing:
         return None
     summary = inputs.rfm_summary()
@@ -78,7 +77,7 @@ def clv_for(inputs: ScoringInputs, values: dict) -> pd.DataFrame | None:
 class ScoringInputs:
     """What scoring reads from the purchase lines, as of the store's last trading moment.
 
-    Two sources give the same values (tests/web/test_scoring_sql.py): ``inputs_from_lines`` (every
+    Two sources give the same values (tests/services/scores/test_scoring_sql.py): ``inputs_from_lines`` (every
     line in pandas; SQLite, where the data are in-process anyway) and ``inputs_from_database``
     (GROUP BYs in the database, one row per customer reaches Python; PostgreSQL, where pulling 10M
     lines would take gigabytes). The churn and CLV inputs are built on first use, so a store

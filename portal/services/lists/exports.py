@@ -25,12 +25,12 @@ from portal.extensions import db
 from portal.models import Customer
 from portal.services import audit
 # Names imported here and not used below are re-exported: callers reach them as ``exports.<name>``.
-from portal.services.export_cells import csv_cell, e164, neutralise, xlsx_cell
+from portal.services.lists.cells import csv_cell, e164, neutralise, xlsx_cell
 # Importing the definitions is also what registers the lists in LISTS.
-from portal.services.list_definitions import (
+from portal.services.lists.definitions import (
     BUNDLE_HEADERS, CUSTOMER_HEADERS, CUSTOMER_SORTS, DEAD_STOCK_HEADERS, RECIPIENT_HEADERS,
 )
-from portal.services.list_registry import (
+from portal.services.lists.registry import (
     EXPORT_KEYS, LISTS, ExportError, ListDef, _first, _getlist, _truthy, filter_string, get, parse_filter, register,
 )
 
@@ -55,7 +55,7 @@ def sort_of(definition: ListDef, params: Mapping) -> tuple[Any, bool, str]:
 
 def list_page(name: str, params: Mapping, user, size: int | None = None):
     """The keyset ``Page`` of list ``name`` for the current request (filters, sort, store scoping)."""
-    from portal.services.listing import Page
+    from portal.services.lists.paging import Page
 
     definition = get(name)
     sort, descending, _ = sort_of(definition, params)

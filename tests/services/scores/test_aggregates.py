@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from portal.services.aggregates import customer_features_sql
-from portal.services.dataset import load_lines
+from portal.services.scores.aggregates import customer_features_sql
+from portal.services.scores.dataset import load_lines
 from preprocessing.features import FEATURE_COLUMNS, compute_features
 from tests.conftest import synthetic_lines
 

@@ -1,6 +1,6 @@
 """One worker's pass over a campaign's outbox: the row state machine of the exactly-once design.
 
-portal/services/sending.py explains the design (its module docstring) and drives the runs;
+docs/sending.md explains the design; portal/services/campaigns/sending.py drives the runs;
 this module holds what a run does to rows: recover the rows of dead workers, hold the rows of
 stores in quiet hours, claim a batch, then per row check → mark sending → send → record, and
 ask Twilio about rows in doubt. Every state change is its own compare-and-set UPDATE,
@@ -21,10 +21,10 @@ from portal import sms
 from portal.extensions import db
 from portal.models import Campaign, Customer, OutboxMessage, Store
 from portal.services.clock import aware, zone
-from portal.services.customers import set_consent
-from portal.services.outbox import NO_SYNC, apply_pending_events
-from portal.services.quiet_hours import window_opens
-from portal.services.send_options import SendOptions
+from portal.services.customers.customers import set_consent
+from portal.services.campaigns.outbox import NO_SYNC, apply_pending_events
+from portal.services.campaigns.quiet_hours import window_opens
+from portal.services.campaigns.send_options import SendOptions
 
 GIVE_UP_LOOKUPS_AFTER = timedelta(days=1)
 

@@ -5,9 +5,6 @@ quiet hours ends with the campaign 'waiting' and a ``RESUME_JOB`` scheduled for 
 window opens; the server catches up at start-up (``resume_on_start``) and cron may run
 ``flask campaign resume`` (``resume_due``). Every path goes through :func:`start_send`, whose
 waiting → queued step is one compare-and-set UPDATE, so a campaign is never queued twice.
-
-The job paths are stored in the jobs table and on RQ, so they keep naming
-portal.services.sending, which re-exports both job functions.
 """
 from __future__ import annotations
 
@@ -22,14 +19,14 @@ from portal import jobs
 from portal.extensions import db
 from portal.models import Campaign, Job, OutboxMessage
 from portal.services import audit
-from portal.services.campaigns import CampaignError
+from portal.services.campaigns.campaigns import CampaignError
 from portal.services.clock import aware, utcnow
-from portal.services.outbox import IN_PROGRESS, NO_SYNC
+from portal.services.campaigns.outbox import IN_PROGRESS, NO_SYNC
 
 log = logging.getLogger(__name__)
 
-SEND_JOB = "portal.services.sending.send_campaign_job"
-RESUME_JOB = "portal.services.sending.resume_campaign_job"
+SEND_JOB = "campaign.send"  # declared by sending.send_campaign_job
+RESUME_JOB = "campaign.resume"
 
 
 def status_callback_url() -> str | None:
@@ -118,6 +115,7 @@ def schedule_resume(campaign_id: int, due: datetime) -> Job:
                             scope_store_id=store_id, campaign_id=campaign_id, due=due.isoformat())
 
 
+@jobs.job(RESUME_JOB)
 def resume_campaign_job(progress, campaign_id: int, due: str | None = None) -> dict:
     """Job entry point (scheduled): resume this campaign if it is still waiting for this time.
 

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from portal.models import Customer, Product, PurchaseLine, Store
 from portal.services.importer import history, merge, row_checks, runs, staging
-from tests.web.test_import_db_faults import _generated_csv, _import, _pg_url, _stores
+from tests.services.importer.test_import_db_faults import _generated_csv, _import, _pg_url, _stores
 from tests.web.test_imports import LOYALIST, write
 
 pytestmark = pytest.mark.skipif(not os.environ.get("DATABASE_URL", "").startswith("postgresql"),

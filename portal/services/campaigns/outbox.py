@@ -8,15 +8,17 @@ callbacks that arrived before the sender had recorded the message's SID.
 """
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import datetime, timezone
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from portal import sms
 from portal.extensions import db
 from portal.models import Customer, OutboxMessage, SmsEvent
 from portal.services.clock import aware
-from portal.services.customers import set_consent
+from portal.services.customers.customers import set_consent
 
 IN_PROGRESS = ("pending", "claimed", "sending", "in_doubt", "checking")
 DELIVERED_LIKE = ("sent", "delivered", "undelivered", "failed")
@@ -67,3 +69,44 @@ def apply_pending_events(sid: str) -> None:
     for event in events:
         apply_status(message, event.status, event.error_code, aware(event.received_at))
         event.applied = True
+
+
+def store_event(**values) -> SmsEvent | None:
+    """Insert a Twilio callback's event; None when the same callback was already received (nothing to do)."""
+    if db.session.scalar(select(SmsEvent.id).where(SmsEvent.dedupe_key == values["dedupe_key"])):
+        return None
+    event = SmsEvent(**values)
+    db.session.add(event)
+    try:
+        db.session.flush()
+    except IntegrityError:  # the same callback, delivered twice at the same moment
+        db.session.rollback()
+        return None
+    return event
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def record_status_callback(form: Mapping[str, str]) -> None:
+    """A verified /sms/status callback: move its message on, once (a repeat changes nothing).
+
+    A callback that beats the worker's record step is kept and applied by ``apply_pending_events``.
+    """
+    sid = form.get("MessageSid") or form.get("SmsSid")
+    status = (form.get("MessageStatus") or form.get("SmsStatus") or "").lower()
+    if not sid or not status:
+        return
+    code = _int(form.get("ErrorCode"))
+    event = store_event(kind="status", message_sid=sid[:64], status=status[:20], error_code=code,
+                        payload=dict(form), dedupe_key=f"status:{sid}:{status}:{code or ''}"[:120])
+    if event is not None:
+        message = db.session.scalar(select(OutboxMessage).where(OutboxMessage.message_sid == sid))
+        if message is not None:
+            apply_status(message, status, code, datetime.now(timezone.utc))
+            event.applied = True
+        db.session.commit()

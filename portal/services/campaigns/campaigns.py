@@ -23,12 +23,12 @@ from portal.extensions import db
 from portal.models import Campaign, Customer, OutboxMessage, Store
 from portal.params import parse_id
 from portal.services import audit, settings
-from portal.services.campaign_messages import (CODE_ALPHABET, CODE_LENGTH, DEFAULT_EXPIRY_DAYS, OPT_OUT_LINE,
+from portal.services.campaigns.messages import (CODE_ALPHABET, CODE_LENGTH, DEFAULT_EXPIRY_DAYS, OPT_OUT_LINE,
                                                PLACEHOLDERS, CampaignError, body_writer, compile_template,
                                                new_codes, preview_bodies, render_body, validate_template)
 from portal.services.clock import aware
-from portal.services.customers import filtered_customers
-from portal.services.phones import phone_type
+from portal.services.customers.customers import filtered_customers
+from portal.services.campaigns.phones import phone_type
 
 __all__ = [
     "CODE_ALPHABET", "CODE_LENGTH", "DEFAULT_EXPIRY_DAYS", "EXCLUSIONS", "OPT_OUT_LINE", "PLACEHOLDERS", "Audience",
@@ -292,3 +292,17 @@ def cancel_campaign(campaign_id: int, user_email: str | None = None) -> int:
     audit.record("campaign.cancel", f"campaign:{campaign_id}", {"rows": result.rowcount}, user_email)
     db.session.commit()
     return result.rowcount
+
+
+def get_for_user(campaign_id: int, user) -> Campaign | None:
+    """The campaign, when ``user`` may see it (``visible_campaigns``)."""
+    return db.session.scalar(visible_campaigns(user).where(Campaign.id == campaign_id))
+
+
+def sample_messages(campaign_id: int, limit: int = 3) -> list:
+    """The first pending messages exactly as they will be sent: rows of (body, customer name, phone)."""
+    return db.session.execute(
+        select(OutboxMessage.body, Customer.name, OutboxMessage.phone)
+        .join(Customer, Customer.id == OutboxMessage.customer_id)
+        .where(OutboxMessage.campaign_id == campaign_id, OutboxMessage.group == "message",
+               OutboxMessage.status == "pending").order_by(OutboxMessage.id).limit(limit)).all()

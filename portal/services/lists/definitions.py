@@ -3,7 +3,7 @@ suggestions, dead stock and campaign recipients.
 
 Each is registered with its query (filters and store scoping through the services), its sort
 options, its stable snake_case export headers (DESIGN.md "Contracts") and its row formatter.
-Importing this module fills ``LISTS``; ``portal.services.exports`` does so.
+Importing this module fills ``LISTS``; ``portal.services.lists.exports`` does so.
 """
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from portal.extensions import db
 from portal.models import BundleRule, Customer, ModelRecord, OutboxMessage, Product, StockLevel, Store
 from portal.params import parse_id
 from portal.security import scope_to_user
-from portal.services import customers as customer_service
+from portal.services.customers import customers as customer_service
 from portal.services import settings as settings_service
-from portal.services.export_cells import e164
-from portal.services.list_registry import ExportError, ListDef, _first, register
+from portal.services.lists.cells import e164
+from portal.services.lists.registry import ExportError, ListDef, _first, register
 
 CUSTOMER_HEADERS = (
     "customer_id", "name", "phone", "email", "store", "sms_consent", "tier", "reward", "monetary",

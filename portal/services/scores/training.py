@@ -11,11 +11,14 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from portal import model_store
-from portal.extensions import db
+from portal import jobs
 from portal.jobs import JobError
-from portal.services import outlook, scoring
+from portal.extensions import db
+
+from portal.services.scores import outlook
+from portal.services.scores import scoring
 from portal.services import settings as settings_service
-from portal.services.dataset import load_lines
+from portal.services.scores.dataset import load_lines
 from preprocessing import churn as churn_model
 from preprocessing import segmentation
 from preprocessing.features import compute_features
@@ -42,6 +45,7 @@ def _lines_or_refuse() -> pd.DataFrame:
     return lines
 
 
+@jobs.job("train.segmentation")
 def train_segmentation(progress=_quiet, rescore: bool = True) -> dict:
     """Fit scaler + K-Means tiers on the eligible customers; pickle CS_model.pkl and CS_scalers.pkl."""
     progress(0.05, "reading purchase lines")
@@ -62,7 +66,8 @@ def train_segmentation(progress=_quiet, rescore: bool = True) -> dict:
               "min_frequency": values["tier.min_frequency"], "min_monetary": values["tier.min_monetary"], "k": values["tier.k"]}
     metrics = {"silhouette": result.silhouette, "n_customers": result.n_customers, "n_total": result.n_total,
                "share_eligible": result.n_customers / max(result.n_total, 1)}
-    model_store.save("segmentation", {"CS_model.pkl": result.kmeans, "CS_scalers.pkl": result.scaler},
+    model_store.save("segmentation",
+                     {model_store.SEGMENTATION_FILE: result.kmeans, model_store.SCALER_FILE: result.scaler},
                      data_window=_window(lines), metrics=metrics, params=params)
     db.session.commit()
     summary = {"message": f"Tiers fitted on {result.n_customers:,} of {result.n_total:,} customers "
@@ -88,6 +93,7 @@ def _record_moves(moved: dict) -> None:
         db.session.commit()
 
 
+@jobs.job("train.churn")
 def train_churn(progress=_quiet, rescore: bool = True) -> dict:
     """Train the churn model on a temporal split (or the documented rule fallback); pickle churn_model.pkl."""
     progress(0.05, "reading purchase lines")
@@ -97,7 +103,7 @@ def train_churn(progress=_quiet, rescore: bool = True) -> dict:
     with threadpool_limits(limits=1):  # OpenMP threads oversubscribe a busy 2-core host (50x slower seen)
         result = churn_model.train_churn(lines, horizon_days=horizon)
     info = result.manifest()
-    model_store.save("churn", {scoring.CHURN_FILE: result.model}, data_window=_window(lines),
+    model_store.save("churn", {model_store.CHURN_FILE: result.model}, data_window=_window(lines),
                      metrics=info.pop("metrics"), params={"chosen": result.chosen, "horizon_days": horizon},
                      extra=info)
     db.session.commit()
@@ -108,6 +114,7 @@ def train_churn(progress=_quiet, rescore: bool = True) -> dict:
     return summary
 
 
+@jobs.job("train.clv")
 def train_clv(progress=_quiet, rescore: bool = True) -> dict:
     """Fit BG/NBD + Gamma-Gamma; pickle clv_model.pkl with the fitted parameters in the manifest."""
     from preprocessing import clv
@@ -126,7 +133,7 @@ def train_clv(progress=_quiet, rescore: bool = True) -> dict:
               "unit": "days"}
     metrics = {"bgnbd_log_likelihood": float(bg.log_likelihood), "gamma_gamma_log_likelihood": float(gg.log_likelihood),
                "customers": int(bg.n), "repeat_buyers": int(gg.n)}
-    model_store.save("clv", {scoring.CLV_FILE: {"bgnbd": bg, "gamma_gamma": gg}}, data_window=_window(lines),
+    model_store.save("clv", {model_store.CLV_FILE: {"bgnbd": bg, "gamma_gamma": gg}}, data_window=_window(lines),
                      metrics=metrics, params=params)
     db.session.commit()
     progress(0.5, "forecasting the next 12 months and backtesting")
@@ -138,6 +145,7 @@ def train_clv(progress=_quiet, rescore: bool = True) -> dict:
     return result
 
 
+@jobs.job("train.bundles")
 def train_bundles(progress=_quiet, rescore: bool = False) -> dict:
     """Mine bundle rules for dead stock and store them (see portal.services.bundles)."""
     from portal.services import bundles
@@ -145,6 +153,7 @@ def train_bundles(progress=_quiet, rescore: bool = False) -> dict:
     return bundles.train(progress=progress)
 
 
+@jobs.job("train.all")
 def train_all(progress=_quiet) -> dict:
     """Train every model in turn, then score customers once. A model that cannot be fitted on these
     data is skipped with its reason; the others still train."""

@@ -6,7 +6,9 @@ import pytest
 from sqlalchemy import func, select, text
 
 from portal.models import Customer, TierChange
-from portal.services import score_store, settings as settings_service, training
+from portal.services import settings as settings_service
+from portal.services.scores import store as score_store
+from portal.services.scores import training
 from tests.conftest import synthetic_lines
 
 

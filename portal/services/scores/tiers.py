@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from portal import model_store
 from portal.extensions import db
 from portal.formatting import money
-from portal.models import Customer
-from portal.services import customers as customer_service
+from portal.models import Customer, ModelRecord
+from portal.services.customers import customers as customer_service
 from portal.services import settings as settings_service
 
 TIERS = settings_service.TIERS  # best first
@@ -76,7 +76,7 @@ def progress_message(customer: Customer, values: dict | None = None, floors: dic
     values = values or settings_service.all_values()
     store = customer.store
     if customer.tier is None:
-        if model_store.entry("CS_model.pkl") is None:
+        if model_store.entry(model_store.SEGMENTATION_FILE) is None:
             return None
         purchases = max(int(values["tier.min_frequency"]) - int(customer.frequency), 0)
         spend = max(Decimal(str(values["tier.min_monetary"])) - Decimal(customer.monetary or 0), Decimal(0))
@@ -90,3 +90,10 @@ def progress_message(customer: Customer, values: dict | None = None, floors: dic
     gap = max(Decimal(str(floors.get(next_tier, 0))) - Decimal(customer.monetary or 0), Decimal(0))
     return values["tier.message.next"].format(spend=money(gap, store), next_tier=next_tier,
                                               reward=values[f"reward.{next_tier}"])
+
+
+def latest_moves() -> dict | None:
+    """How customers moved between tiers at the last training (kept in the active model's record)."""
+    record = db.session.scalar(select(ModelRecord).where(ModelRecord.name == "segmentation",
+                                                         ModelRecord.active.is_(True)))
+    return (record.manifest or {}).get("moves") if record else None
