@@ -7,6 +7,7 @@
   if (!form || !window.fetch) { return; }
   var audienceUrl = form.getAttribute('data-audience-url');
   var previewUrl = form.getAttribute('data-preview-url');
+  var currency = form.getAttribute('data-currency') || 'USD';
   var FILTERS = ['band', 'tier', 'store', 'min_recency', 'max_recency', 'days_since_sms', 'q', 'consent'];
   var AUDIENCE = FILTERS.concat(['segment', 'control']);
   var PREVIEW = ['template', 'expires', 'when', 'send_at'];
@@ -15,6 +16,14 @@
   var previewSeq = 0;
 
   function $(id) { return document.getElementById(id); }
+  // Numbers as the server writes them (formatting.py): 3,081 and $0.0083, never a bare 3081.
+  function num(n) { return Number(n).toLocaleString('en-US'); }
+  function counted(n, word) { return num(n) + ' ' + word + (Number(n) === 1 ? '' : 's'); }
+  function price(n) {
+    try {
+      return Number(n).toLocaleString('en-US', {style: 'currency', currency: currency, maximumFractionDigits: 4});
+    } catch (e) { return currency + ' ' + n; }
+  }
   function el(name) { return form.elements[name]; }
   function value(name) {
     var field = el(name);
@@ -41,7 +50,7 @@
   function renderAudience(d) {
     ['messages', 'eligible', 'control', 'total', 'excluded'].forEach(function (key) {
       form.querySelectorAll('[data-audience="' + key + '"]').forEach(function (node) {
-        node.textContent = String(d[key]);
+        node.textContent = num(d[key]);
       });
     });
     var list = $('exclusion-list');
@@ -51,7 +60,7 @@
       li.setAttribute('data-exclusion', e.key);
       li.appendChild(document.createTextNode(e.label + ': '));
       var strong = document.createElement('strong');
-      strong.textContent = String(e.count);
+      strong.textContent = num(e.count);
       li.appendChild(strong);
       list.appendChild(li);
     });
@@ -80,7 +89,7 @@
     var head = document.createElement('div');
     head.className = 'small text-body-secondary mb-1';
     head.textContent = (p.phone || 'Example') + (p.first_name ? ' · ' + p.first_name : '') + ' · ' +
-      p.segments + (p.segments === 1 ? ' segment' : ' segments');
+      counted(p.segments, 'segment');
     var text = document.createElement('div');
     text.className = 'bubble';
     text.textContent = p.body;  // textContent: a customer's name can never become markup
@@ -96,13 +105,13 @@
     $('preview-caption').textContent = d.example
       ? '(nobody in this audience can be messaged: an example recipient)'
       : '(the first customers of this audience; coupon codes are examples)';
-    $('message-stats').textContent = d.encoding + ' · ' + d.characters + ' characters · ' + d.segments +
-      (d.segments === 1 ? ' segment' : ' segments') + ' per message (' + d.per_segment_limit + ' per segment)';
+    $('message-stats').textContent = d.encoding + ' · ' + counted(d.characters, 'character') + ' · ' +
+      counted(d.segments, 'segment') + ' per message (' + d.per_segment_limit + ' per segment)';
     show($('ucs2-warning'), d.warning);
     if (d.cost_text !== null && d.cost_text !== undefined) {
       $('cost-estimate').textContent = d.cost_text;
-      $('cost-detail').textContent = '(' + d.messages + ' × ' + d.segments + (d.segments === 1 ? ' segment' : ' segments') +
-        ' × ' + d.price_per_segment + ' per segment)';
+      $('cost-detail').textContent = '(' + num(d.messages) + ' × ' + counted(d.segments, 'segment') +
+        ' × ' + price(d.price_per_segment) + ' per segment)';
     }
     $('quiet-note').textContent = d.quiet_note || '';
   }

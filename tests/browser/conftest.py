@@ -24,9 +24,24 @@ SCREENSHOTS = REPO / "docs" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
-ADMIN = ("admin@example.com", "admin-password-123")
-MARKETER = ("marketer@example.com", "marketer-password-123")
-MANAGER = ("manager@example.com", "manager-password-123")
+# Passwords must not contain the part of the e-mail before the @ (accounts.check_password_strength).
+ADMIN = ("admin@example.com", "sea-otter-lantern-81")
+MARKETER = ("marketer@example.com", "copper-kettle-harbor-22")
+MANAGER = ("manager@example.com", "violet-meadow-compass-63")
+DEMO_TIMEOUT = 600  # flask demo imports ~5,000 customers and trains every model
+
+# Quiet hours off, so "send as soon as confirmed" sends now whatever the time of day in the demo stores.
+NO_QUIET_HOURS = r'''
+from app import create_app
+from portal.extensions import db
+from portal.services import settings
+
+app = create_app()
+with app.app_context():
+    errors = settings.update({"sms.quiet_start": "00:00", "sms.quiet_end": "00:00"}, "browser-tests")
+    assert not errors, errors
+    db.session.commit()
+'''
 
 # Seed run inside the server's environment (a subprocess, so the test process never imports the app
 # with the server's configuration). Deterministic: tests assert on these rows.
@@ -74,6 +89,75 @@ def _run(args, env, **kw):
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def run_long(args, env, timeout, **kw):
+    """Run ``python ARGS`` in the repository with ``env``; raise with the output tail when it fails."""
+    result = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=timeout, **kw)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
+                           f"{result.stderr[-3000:]}")
+    return result
+
+
+def serve_demo(tmp: Path, prepare=()):
+    """Yield the base URL of the portal over a database filled by ``flask demo`` (data imported, models trained).
+
+    A fresh SQLite file and Models directory under ``tmp``; quiet hours off; then each ``prepare(env)`` runs
+    (e.g. CLI commands that add a campaign) before gunicorn starts. Used by module-scoped fixtures, so each
+    test module gets a demo store of its own and never sees another module's campaigns or imports.
+    """
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "DATABASE_URL", "TWILIO_ACCOUNT_SID",
+                                                            "TWILIO_AUTH_TOKEN", "TWILIO_FROM"}}
+    env.update(DATABASE_URL=f"sqlite:///{tmp / 'demo.db'}", SECRET_KEY="browser-demo-secret", FLASK_APP="app.py",
+               ADMIN_EMAIL=ADMIN[0], ADMIN_PASSWORD=ADMIN[1], BIND=f"127.0.0.1:{port}",
+               MODELS_DIR=str(tmp / "Models"), UPLOAD_DIR=str(tmp / "uploads"), PYTHONUNBUFFERED="1")
+    run_long(["-m", "flask", "demo"], env, DEMO_TIMEOUT)
+    run_long(["-"], env, 120, input=NO_QUIET_HOURS)
+    for step in prepare:
+        step(env)
+    log = open(tmp / "server.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "--workers", "1",
+                               "--threads", "4", "app:create_app()"], cwd=REPO, env=env, stdout=log,
+                              stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            raise RuntimeError("the demo server did not start:\n" + (tmp / "server.log").read_text()[-3000:])
+        time.sleep(0.3)
+    try:
+        yield base
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+def browser_page(browser, base_url, width=1280, height=900):
+    """A new page on ``base_url`` that records script errors, CSP violations and failed requests."""
+    context = browser.new_context(base_url=base_url, accept_downloads=True, viewport={"width": width, "height": height})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text)
+            if m.type == "error" and not m.text.startswith("Failed to load resource") else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("response", lambda r: errors.append(f"{r.status} {r.url}")
+            if r.status >= 400 and not r.url.endswith("/favicon.ico") else None)
+    page.js_errors = errors
+    return page
 
 
 @pytest.fixture(scope="session")
@@ -139,18 +223,10 @@ def browser(chromium_path):
 
 @pytest.fixture()
 def page(browser, live_server):
-    context = browser.new_context(base_url=live_server, accept_downloads=True, viewport={"width": 1280, "height": 900})
-    page = context.new_page()
     # Script errors, CSP violations and failed requests (the browser's own /favicon.ico probe aside).
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text)
-            if m.type == "error" and not m.text.startswith("Failed to load resource") else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("response", lambda r: errors.append(f"{r.status} {r.url}")
-            if r.status >= 400 and not r.url.endswith("/favicon.ico") else None)
-    page.js_errors = errors
+    page = browser_page(browser, live_server)
     yield page
-    context.close()
+    page.context.close()
 
 
 @pytest.fixture()

@@ -8,99 +8,31 @@ the ones the README shows (docs/screenshots/*.png, 1300 px wide, full page).
 """
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import ADMIN, REPO, _free_port
+from tests.browser.conftest import ADMIN, REPO, browser_page, serve_demo
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-DEMO_TIMEOUT = 600  # flask demo imports ~5,000 customers and trains every model
 SAMPLE = REPO / "data" / "samples" / "transactions_loyalist.csv"
 TIERS = ("Platinum", "Gold", "Silver", "Bronze")
-
-# Quiet hours off, so "send as soon as confirmed" sends now whatever the time of day in the demo stores.
-NO_QUIET_HOURS = r'''
-from app import create_app
-from portal.extensions import db
-from portal.services import settings
-
-app = create_app()
-with app.app_context():
-    errors = settings.update({"sms.quiet_start": "00:00", "sms.quiet_end": "00:00"}, "browser-tests")
-    assert not errors, errors
-    db.session.commit()
-'''
-
-
-def _run_long(args, env, timeout, **kw):
-    result = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=timeout, **kw)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
-                           f"{result.stderr[-3000:]}")
-    return result
 
 
 @pytest.fixture(scope="module")
 def demo_server(chromium_path, tmp_path_factory):
     """The portal on a free port over a database filled by ``flask demo`` (data imported, models trained)."""
-    tmp = tmp_path_factory.mktemp("demo")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "DATABASE_URL", "TWILIO_ACCOUNT_SID",
-                                                            "TWILIO_AUTH_TOKEN", "TWILIO_FROM"}}
-    env.update(DATABASE_URL=f"sqlite:///{tmp / 'demo.db'}", SECRET_KEY="browser-demo-secret", FLASK_APP="app.py",
-               ADMIN_EMAIL=ADMIN[0], ADMIN_PASSWORD=ADMIN[1], BIND=f"127.0.0.1:{port}",
-               MODELS_DIR=str(tmp / "Models"), UPLOAD_DIR=str(tmp / "uploads"), PYTHONUNBUFFERED="1")
-    _run_long(["-m", "flask", "demo"], env, DEMO_TIMEOUT)
-    _run_long(["-"], env, 120, input=NO_QUIET_HOURS)
-    log = open(tmp / "server.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "--workers", "1",
-                               "--threads", "4", "app:create_app()"], cwd=REPO, env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            raise RuntimeError("the demo server did not start:\n" + (tmp / "server.log").read_text()[-3000:])
-        time.sleep(0.3)
-    yield base
-    server.terminate()
-    try:
-        server.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        server.kill()
-    log.close()
+    yield from serve_demo(tmp_path_factory.mktemp("demo"))
 
 
 @pytest.fixture()
 def tour_page(browser, demo_server):
-    context = browser.new_context(base_url=demo_server, viewport={"width": 1300, "height": 900})
-    page = context.new_page()
+    page = browser_page(browser, demo_server, width=1300)
     page.set_default_timeout(30_000)
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text)
-            if m.type == "error" and not m.text.startswith("Failed to load resource") else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("response", lambda r: errors.append(f"{r.status} {r.url}")
-            if r.status >= 400 and not r.url.endswith("/favicon.ico") else None)
-    page.js_errors = errors
     yield page
-    context.close()
+    page.context.close()
 
 
 def _int(text: str) -> int:
@@ -234,7 +166,8 @@ def test_demo_tour(tour_page, log_in, shot):
     expect(page.get_by_role("heading", name=re.compile("Confirm “Win back High risk”"))).to_be_visible()
     expect(page.get_by_text("Dry run: no Twilio credentials are configured.")).to_be_visible()
     assert _int(page.locator("#confirm-messages").inner_text()) == messages
-    expect(page.locator("#confirm-summary")).to_contain_text(f"{control} customers are held out as the control group")
+    held_out = f"{control:,} customer{'s are' if control != 1 else ' is'} held out as the control group"
+    expect(page.locator("#confirm-summary")).to_contain_text(held_out)
     first_bubble = page.locator(".phone-preview .bubble").first
     expect(first_bubble).to_contain_text("we miss you")
     assert "{first_name}" not in first_bubble.inner_text() and "{code}" not in first_bubble.inner_text()
@@ -243,7 +176,7 @@ def test_demo_tour(tour_page, log_in, shot):
     page.get_by_role("button", name=re.compile(r"^Run dry: record")).click()
     page.wait_for_url(re.compile(r".*/campaigns/\d+$"))
     # The progress bar polls the job and reloads the page when it is done.
-    expect(page.locator("#campaign-progress")).to_contain_text(f"{messages} of {messages} messages finished",
+    expect(page.locator("#campaign-progress")).to_contain_text(f"{messages:,} of {messages:,} messages finished",
                                                                timeout=180_000)
     expect(page.locator("h1 .badge")).to_have_text("done", timeout=30_000)
     expect(page.locator("div.progress > .progress-bar.bg-success").first).to_be_attached()
@@ -252,7 +185,7 @@ def test_demo_tour(tour_page, log_in, shot):
     sent_box = counts.locator(".border", has=page.locator(".small", has_text=re.compile("^sent$")))
     assert _int(sent_box.locator(".kpi").inner_text()) == messages
     expect(page.get_by_text("Dry run: messages are written to the outbox")).to_be_visible()
-    expect(page.locator("dl")).to_contain_text(f"({control} customers, never messaged)")
+    expect(page.locator("dl")).to_contain_text(f"({control:,} customer{'s' if control != 1 else ''}, never messaged)")
     uplift = page.locator("#uplift-table")
     if uplift.count():
         control_row = uplift.locator("tbody tr", has=page.locator("th", has_text=re.compile("^Control$")))

@@ -231,7 +231,7 @@ def test_manager_sends_a_dry_run_from_the_page(client, login_as, opted_in, db, s
     opted_in(name="Ann Lee")
     campaign = create_campaign("Spring", {"store": "Corner Shop"}, "Hi {first_name}", control_share=0)
     login_as("manager", store=store)
-    assert "Run dry 1 messages" in client.get(f"/campaigns/{campaign.id}").get_data(as_text=True)
+    assert "Run dry 1 message" in client.get(f"/campaigns/{campaign.id}").get_data(as_text=True)
     response = post_form(client, f"/campaigns/{campaign.id}/send", {}, token_from=f"/campaigns/{campaign.id}",
                          follow_redirects=True)
     assert response.status_code == 200 and "Sending started" in response.get_data(as_text=True)
