@@ -16,7 +16,7 @@ import churn_app
 from portal import errors, formatting, login_sessions, logs
 from portal.config import Config
 from portal.extensions import csrf, db, login_manager, migrate
-from portal.security import reject_nul_bytes, require_login, set_security_headers
+from portal.security import reject_nul_bytes, remember_client_address, require_login, set_security_headers
 
 NAV = [
     ("dashboard.index", "Dashboard"),
@@ -134,6 +134,7 @@ def register_jobs() -> None:
 
 def register_security(app: Flask) -> None:
     app.before_request(reject_nul_bytes)
+    app.before_request(remember_client_address)
     login_sessions.register(app)  # user loader + session checks, before the login gate
     app.before_request(require_login)
     app.after_request(set_security_headers)

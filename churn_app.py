@@ -2,11 +2,10 @@
 from flask import Blueprint, render_template, request
 from flask_login import current_user
 
-from portal import model_store
 from portal.models import Customer
 from portal.services.scores import churn as churn_service
 from portal.services.scores import model_info
-from portal.services.lists.paging import Page
+from portal.paging import Page
 
 bp = Blueprint("churn", __name__)
 
@@ -19,6 +18,6 @@ def index():
     if info:
         query = churn_service.at_risk_query(request.args, current_user)
         page = Page.from_request(query, key=Customer.id, sort=churn_service.priority(), descending=True)
-    has_clv = model_info.file_entry(model_store.CLV_FILE) is not None
+    has_clv = model_info.file_entry("clv") is not None
     return render_template("churn/index.html", info=info, summary=summary, page=page, params=request.args,
                            list_name="at-risk", has_clv=has_clv)

@@ -7,6 +7,8 @@ from urllib.parse import urlsplit
 from flask import abort, current_app, redirect, request, url_for
 from flask_login import current_user
 
+from portal.services import audit
+
 # Endpoints reachable without logging in; everything else needs a session (checked before each request).
 PUBLIC_ENDPOINTS = {"auth.login", "health.healthz", "health.readyz", "static",
                     "webhooks.sms_inbound", "webhooks.sms_status"}
@@ -26,6 +28,12 @@ def require_login():
         if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
             abort(401)
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+    return None
+
+
+def remember_client_address():
+    """Before every request: tell the audit service the client's address (services never read the request)."""
+    audit.request_address.set(request.remote_addr)
     return None
 
 

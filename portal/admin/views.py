@@ -6,7 +6,7 @@ from portal.security import roles_required
 from portal.services import accounts, stores as store_service
 from portal.models import AuditEntry
 from portal.services import audit, settings as settings_service
-from portal.services.lists.paging import Page
+from portal.paging import Page
 
 bp = Blueprint("admin", __name__)
 

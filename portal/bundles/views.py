@@ -9,7 +9,7 @@ from portal.bundles.forms import LookupForm, MiningForm
 from portal.models import BundleRule
 from portal.security import roles_required
 from portal.services import bundles as bundle_service
-from portal.services.lists.paging import Page
+from portal.paging import Page
 
 bp = Blueprint("bundles", __name__)
 
@@ -113,8 +113,6 @@ def mine():
         flash("Fix the parameters marked below.", "danger")
         return _render(form, 400)
     kwargs = form.job_kwargs()
-    job = jobs.enqueue(bundle_service.JOB,
-                       f"Mine bundles at {bundle_service.pct(kwargs['min_support'])} % support",
-                       current_user.email, scope_store_id=None, **kwargs)  # mines the whole chain's baskets
+    job = bundle_service.start_mining(current_user, **kwargs)
     flash("Mining started: the bundle suggestions refresh when it finishes.", "info")
     return redirect(url_for("bundles.index", job=job.id) + "#mining")

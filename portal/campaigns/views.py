@@ -16,21 +16,20 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import NotFound
 from wtforms.fields.choices import SelectChoice
 
-from portal import sms
 from portal.services.campaigns import builder
 from portal.campaigns.forms import FILTER_FIELDS, ActionForm, BuilderForm, RedeemForm, SendForm
 from portal.formatting import money
 from portal.models import Campaign, Customer, OutboxMessage
 from portal.security import is_safe_next, roles_required, user_store_id
-from portal.services import audit, settings
+from portal.services import settings
 from portal.services.campaigns import results as campaign_results
 from portal.services.campaigns import campaigns as campaign_service
 from portal.services.campaigns import redemption
 from portal.services.lists import segments
-from portal.services.campaigns import outbox, resuming
+from portal.services.campaigns import outbox, resuming, send_options
 from portal.services.clock import aware, utcnow
 from portal.services.customers.customers import get_for_user
-from portal.services.lists.paging import Page
+from portal.paging import Page
 from portal.params import parse_id
 
 bp = Blueprint("campaigns", __name__)
@@ -52,7 +51,7 @@ def _campaign_or_404(campaign_id: int) -> Campaign:
 
 
 def _dry_run() -> bool:
-    return isinstance(sms.gateway_from_config(current_app.config), sms.DryRunGateway)
+    return send_options.is_dry_run()
 
 
 def _builder_form(formdata=None) -> BuilderForm:
@@ -264,7 +263,7 @@ def send(campaign_id: int):
                       "was shown. Check it again before sending.", "error")
                 return redirect(url_for("campaigns.confirm", campaign_id=campaign.id))
         try:
-            resuming.start_send(campaign.id, user_email=audit.actor_email())
+            resuming.start_send(campaign.id, user_email=current_user.email)
         except campaign_service.CampaignError as exc:
             flash(str(exc), "error")
         else:
@@ -279,7 +278,7 @@ def cancel(campaign_id: int):
     campaign = _campaign_or_404(campaign_id)
     if ActionForm().validate_on_submit():
         try:
-            n = campaign_service.cancel_campaign(campaign.id, audit.actor_email())
+            n = campaign_service.cancel_campaign(campaign.id, current_user.email)
         except campaign_service.CampaignError as exc:
             flash(str(exc), "error")
         else:

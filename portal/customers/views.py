@@ -13,10 +13,9 @@ from portal.models import PurchaseLine
 from portal.services.customers import customers as customer_service
 from portal.services import settings as settings_service, stores as store_service
 from portal.services.scores import tiers as tier_service
-from portal.services.lists import exports
 from portal.services.customers import privacy
 from portal.security import roles_required
-from portal.services.lists.paging import Page
+from portal.paging import Page, list_page
 
 bp = Blueprint("customers", __name__)
 
@@ -28,7 +27,7 @@ def index():
     if response is not None:
         return response
     params = request.args
-    page = exports.list_page("customers", params, current_user)
+    page = list_page("customers", params, current_user)
     stores = store_service.all_stores() if current_user.role == "admin" else []
     filtered = any((params.get(k) or "").strip() for k in customer_service.FILTER_KEYS)
     return render_template("customers/index.html", page=page, params=params, stores=stores, filtered=filtered)

@@ -14,7 +14,7 @@ from portal.extensions import db
 from portal.job_processes import lower_priority
 from portal.models import ImportRun, Store
 from portal.services import importer
-from preprocessing.columns import KINDS, SYNONYMS, FileFormatError
+from preprocessing.columns import KINDS, SYNONYMS
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 DEMO_STORES = (
@@ -58,8 +58,8 @@ def run_file(kind: str, path: str, store: Store | None, overrides: dict | None =
         run, found = importer.create_run(kind, os.path.abspath(path), os.path.basename(path), store=store,
                                          user_email="cli", source="cli", overrides=overrides,
                                          all_or_nothing=all_or_nothing, as_of=as_of)
-    except FileFormatError as exc:
-        raise importer.ImportRefused(f"{os.path.basename(path)}: {exc.message}") from exc
+    except importer.ImportRefused as exc:
+        raise importer.ImportRefused(f"{os.path.basename(path)}: {exc}") from exc
     click.echo(f"{os.path.basename(path)}: {found.described} Layout: {found.mapping.layout}; mapping: "
                + ", ".join(f"{h} -> {f}" for f, h in found.mapping.items()), err=True)
     return importer.execute(run.id)

@@ -11,8 +11,7 @@ from portal.imports.forms import ActionForm, UploadForm, chosen_mapping, mapping
 from portal.models import ImportRun, Store
 from portal.security import roles_required, user_store_id
 from portal.services import importer, stores as store_service
-from portal.services.lists.paging import Page
-from preprocessing.columns import FileFormatError, missing_required
+from portal.paging import Page
 
 bp = Blueprint("imports", __name__)
 SAMPLES = Path(__file__).resolve().parents[2] / "data" / "samples"
@@ -69,9 +68,9 @@ def _begin(path: str, filename: str, kind: str, store: Store | None, all_or_noth
         run, _ = importer.create_run(kind, path, filename, store=store, user_email=current_user.email,
                                      source="web", all_or_nothing=all_or_nothing,
                                      only_store_id=None if current_user.is_admin else current_user.store_id)
-    except (FileFormatError, importer.ImportRefused) as exc:
+    except importer.ImportRefused as exc:
         os.remove(path)
-        flash(f"{filename}: {getattr(exc, 'message', str(exc))}", "error")
+        flash(f"{filename}: {exc}", "error")
         return None
     return redirect(url_for("imports.mapping", import_id=run.id))
 
@@ -121,8 +120,9 @@ def mapping(import_id: int):
         abort(403)
     try:
         found = importer.inspect(run.stored_path, run.filename, run.kind, run.mapping)
-    except (FileFormatError, importer.ImportRefused, OSError) as exc:
-        importer.refuse(run, getattr(exc, "message", "The uploaded file can no longer be read."))
+    except (importer.ImportRefused, OSError) as exc:
+        importer.refuse(run, str(exc) if isinstance(exc, importer.ImportRefused)
+                        else "The uploaded file can no longer be read.")
         flash(run.message, "error")
         return redirect(url_for("imports.index"))
     form = mapping_form(run.kind, found.headers, found.mapping, (run.options or {}).get("all_or_nothing", False))
@@ -130,7 +130,7 @@ def mapping(import_id: int):
     if form.validate_on_submit():
         chosen = chosen_mapping(form, run.kind)
         twice = sorted({h for h in chosen.values() if list(chosen.values()).count(h) > 1})
-        missing = missing_required(chosen, run.kind)
+        missing = importer.missing_fields(chosen, run.kind)
         if twice:
             problems.append("Each column can be used for one field only: " + ", ".join(repr(h) for h in twice)
                             + " is chosen more than once.")

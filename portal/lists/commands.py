@@ -8,11 +8,11 @@ import click
 from flask.cli import with_appcontext
 
 from portal.cli import refuse
-from portal.services.lists import exports
+from portal.services.lists import exports, registry
 
 
 @click.command("export")
-@click.argument("list_name", metavar="LIST", type=click.Choice(list(exports.LISTS)))
+@click.argument("list_name", metavar="LIST", type=click.Choice(list(registry.LISTS)))
 @click.option("--filter", "filter_text", default="", help="The list page's query string, e.g. 'band=High&tier=Gold'.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "xlsx"]), default="csv", show_default=True)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The file to write.")
@@ -21,7 +21,7 @@ from portal.services.lists import exports
 @with_appcontext
 def export_command(list_name, filter_text, fmt, output, columns, include_opted_out):
     """Export a list (all stores) to CSV or XLSX with the list page's filters."""
-    params = exports.parse_filter(filter_text)
+    params = registry.parse_filter(filter_text)
     for key in ("format", "columns", "include_opted_out", "after"):
         params.poplist(key)
     if columns:
@@ -30,7 +30,7 @@ def export_command(list_name, filter_text, fmt, output, columns, include_opted_o
         params["include_opted_out"] = "1"
     try:
         export = exports.prepare(list_name, params, None)
-    except exports.ExportError as exc:
+    except registry.ExportError as exc:
         refuse(str(exc))
     directory = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(directory):
@@ -45,7 +45,7 @@ def export_command(list_name, filter_text, fmt, output, columns, include_opted_o
             with os.fdopen(fd, "wb") as fh:
                 rows = exports.write_xlsx(export, fh)
         os.replace(tmp, output)
-    except exports.ExportError as exc:
+    except registry.ExportError as exc:
         os.unlink(tmp)
         refuse(str(exc))
     except BaseException:

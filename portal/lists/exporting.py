@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from flask import Response, render_template, request, send_file, stream_with_context, url_for
 from flask_login import current_user
 
-from portal.services.lists import exports
+from portal.services.lists import exports, registry
 
 XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
@@ -31,14 +31,14 @@ def export_response(name: str, params: Mapping | None = None, user=None) -> Resp
         return export_error(name, params, f"Unknown format '{fmt}': choose csv or xlsx.")
     try:
         export = exports.prepare(name, params, user)
-    except exports.ExportError as exc:
+    except registry.ExportError as exc:
         return export_error(name, params, str(exc))
     if fmt == "csv":
         return _csv_response(export, user.email)
     spool = tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024)
     try:
         rows = exports.write_xlsx(export, spool)
-    except exports.ExportError as exc:
+    except registry.ExportError as exc:
         spool.close()
         return export_error(name, params, str(exc), csv_instead=True)
     exports.record_export(export, "xlsx", rows, "web", user_email=user.email)
@@ -66,7 +66,7 @@ def export_error(name: str, params: Mapping, message: str, csv_instead: bool = F
     back = [(k, v) for k, v in keep if k not in {"columns", "include_opted_out"}]
     csv_url = url_for("lists.export", list_name=name) + "?" + urlencode(keep + [("format", "csv")]) \
         if csv_instead else None
-    definition = exports.LISTS.get(name)
+    definition = registry.LISTS.get(name)
     back_url = None
     if definition is not None and definition.endpoint:
         back_url = url_for(definition.endpoint) + ("?" + urlencode(back) if back else "")

@@ -10,9 +10,9 @@ from sqlalchemy import select
 from portal.lists.exporting import export_error, export_response
 from portal.lists.forms import SegmentForm
 from portal.models import AuditEntry
-from portal.services.lists import exports
+from portal.services.lists import exports, registry
 from portal.services.lists import segments
-from portal.services.lists.paging import Page
+from portal.paging import Page
 
 bp = Blueprint("lists", __name__)
 
@@ -20,18 +20,18 @@ bp = Blueprint("lists", __name__)
 @bp.app_template_global()
 def list_definition(name: str):
     """The registered list ``name`` (headers, filter keys) for the export macros."""
-    return exports.get(name)
+    return registry.get(name)
 
 
 @bp.app_context_processor
 def list_names():
-    return {"list_names": set(exports.LISTS)}
+    return {"list_names": set(registry.LISTS)}
 
 
 @bp.app_template_global()
 def list_url(name: str, query: str = "", **extra) -> str:
     """The page of list ``name`` with a filter query string (export endpoint if it has no page)."""
-    definition = exports.get(name)
+    definition = registry.get(name)
     base = url_for(definition.endpoint) if definition.endpoint else url_for("lists.export", list_name=name)
     query = "&".join(filter(None, [query, urlencode(extra)]))
     return base + ("?" + query if query else "")
@@ -40,7 +40,7 @@ def list_url(name: str, query: str = "", **extra) -> str:
 @bp.route("/exports/<list_name>")
 def export(list_name: str):
     """``?format=csv|xlsx`` for any registered list, with the same filters as its page."""
-    if list_name not in exports.LISTS:
+    if list_name not in registry.LISTS:
         abort(404)
     response = export_response(list_name)
     if response is None:
@@ -58,7 +58,7 @@ def history():
 
 def _form() -> SegmentForm:
     form = SegmentForm()
-    form.list_name.choices = [(d.name, d.title) for d in exports.LISTS.values()]
+    form.list_name.choices = [(d.name, d.title) for d in registry.LISTS.values()]
     return form
 
 
@@ -98,7 +98,7 @@ def segment_count(segment_id: int):
     segment = segments.get(segment_id, current_user) or abort(404)
     try:
         return jsonify(count=segments.size(segment, current_user), list=segment.list_name)
-    except exports.ExportError as exc:
+    except registry.ExportError as exc:
         return jsonify(error=str(exc)), 400
 
 
@@ -108,5 +108,5 @@ def filter_count():
     name = request.args.get("list", "customers")
     try:
         return jsonify(count=exports.count(name, request.args, current_user), list=name)
-    except exports.ExportError as exc:
+    except registry.ExportError as exc:
         return jsonify(error=str(exc)), 400

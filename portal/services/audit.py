@@ -1,31 +1,30 @@
-"""The audit log: who did what, when, with before/after where a value changed."""
+"""The audit log: who did what, when, with before/after where a value changed.
+
+Services name the acting user themselves (an e-mail, or "cli" / "worker" for batch callers); the web
+layer tells this module the client address of the request it is serving (``request_address``), so no
+service reads Flask's request or the logged-in user.
+"""
 from __future__ import annotations
 
-from flask import has_request_context, request
-from flask_login import current_user
+from contextvars import ContextVar
+
 from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import AuditEntry
 
-
-def actor_email() -> str | None:
-    """The logged-in user's e-mail, or None outside a request (CLI callers pass their own)."""
-    if has_request_context() and getattr(current_user, "is_authenticated", False):
-        return current_user.email
-    return None
+# Set by the web layer for the length of one request (portal.security.remember_client_address).
+request_address: ContextVar[str | None] = ContextVar("audit_request_address", default=None)
 
 
 def record(action: str, target: str | None = None, detail: dict | None = None,
            user_email: str | None = None) -> AuditEntry:
-    """Add an audit entry to the session; the calling service commits with its own change."""
-    entry = AuditEntry(
-        action=action,
-        target=target,
-        detail=detail,
-        user_email=user_email or actor_email() or "cli",
-        address=request.remote_addr if has_request_context() else None,
-    )
+    """Add an audit entry to the session; the calling service commits with its own change.
+
+    ``user_email`` is the acting user; None means a batch command ("cli").
+    """
+    entry = AuditEntry(action=action, target=target, detail=detail, user_email=user_email or "cli",
+                       address=request_address.get())
     db.session.add(entry)
     return entry
 

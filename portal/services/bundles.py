@@ -380,3 +380,9 @@ def lookup(product: str, model: ModelRecord | None = None, limit: int = 20) -> L
 def pct(fraction: float) -> str:
     """A support as the page writes it (0.005 -> "0.5")."""
     return f"{fraction * 100:.3g}"
+
+
+def start_mining(user, **params) -> Job:
+    """Queue a mining run with the page's parameters; it mines the whole chain's baskets (chain-wide job)."""
+    return jobs.enqueue(JOB, f"Mine bundles at {pct(params['min_support'])} % support", user.email,
+                        scope_store_id=None, **params)

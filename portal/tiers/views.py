@@ -2,20 +2,19 @@
 from flask import Blueprint, render_template, request
 from flask_login import current_user
 
-from portal import model_store
 from portal.models import Customer
 from portal.services.customers import customers as customer_service
 from portal.services.scores import model_info
 from portal.services.scores import tiers as tier_service
-from portal.services.lists.paging import Page
+from portal.paging import Page
 
 bp = Blueprint("tiers", __name__)
 
 
 @bp.route("/tiers")
 def index():
-    entry = model_info.file_entry(model_store.SEGMENTATION_FILE)
-    state = model_info.file_state(model_store.SEGMENTATION_FILE)
+    entry = model_info.file_entry("segmentation")
+    state = model_info.file_state("segmentation")
     summary = tier_service.summary(current_user)
     query = customer_service.filtered_customers(request.args, current_user)
     if not request.args.get("tier"):

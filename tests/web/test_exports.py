@@ -12,7 +12,7 @@ from sqlalchemy import insert, select
 
 from portal.models import (AuditEntry, BundleRule, Campaign, Customer, ModelRecord, OutboxMessage, Product, Setting,
                            StockLevel)
-from portal.services.lists import exports
+from portal.services.lists import cells, exports
 from tests.conftest import login
 
 HEADERS = ("customer_id,name,phone,email,store,sms_consent,tier,reward,monetary,frequency,recency,total_quantity,"
@@ -74,7 +74,7 @@ def test_opted_out_filter_implies_the_toggle(client, login_as, scored):
     ("+1 202 555 0123", "'+1 202 555 0123"), ("plain", "plain"), ("a=b", "a=b"), ("", ""),
 ])
 def test_neutralise_follows_owasp_with_number_and_phone_exceptions(text, expected):
-    assert exports.neutralise(text) == expected
+    assert cells.neutralise(text) == expected
 
 
 def test_columns_are_chosen_in_order_and_validated(client, login_as, scored):

@@ -18,7 +18,7 @@ from portal.models import SavedSegment, Store
 from portal.security import user_store_id
 from portal.services import clock, settings
 from portal.services.campaigns import campaigns as campaign_service
-from portal.services.lists import exports
+from portal.services.lists import registry
 from portal.services.lists import segments
 from portal.services.customers.customers import FILTER_KEYS
 from portal.services.campaigns.quiet_hours import is_quiet, window_opens
@@ -36,7 +36,7 @@ def customer_segments(user) -> list[SavedSegment]:
     out = []
     for s in rows:
         try:
-            if exports.get(s.list_name).customer_type:
+            if registry.get(s.list_name).customer_type:
                 out.append(s)
         except Exception:  # a list that is not registered (any more)
             continue

@@ -162,7 +162,7 @@ def create_campaign(name: str, params: Mapping[str, str] | str, template: str,
         reasons = ", ".join(f"{n} {EXCLUSIONS[k].lower()}" for k, n in audience.exclusions.items() if n)
         raise CampaignError(f"Nobody in this audience can be messaged ({audience.total} customers"
                             + (f": {reasons}" if reasons else "") + ").")
-    email = user_email or (user.email if user is not None else None) or audit.actor_email() or "cli"
+    email = user_email or (user.email if user is not None else None) or "cli"
     store_id = _campaign_store_id(params, user)
     rewards = {t: settings.get(f"reward.{t}") for t in settings.TIERS}
     for attempt in range(3):  # a coupon-code collision with an older campaign: draw new codes

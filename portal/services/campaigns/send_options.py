@@ -13,6 +13,8 @@ from datetime import datetime
 
 from flask import current_app
 
+from portal import sms
+
 from portal.services import settings
 from portal.services.clock import utcnow
 
@@ -67,3 +69,8 @@ def options_from_settings(overrides: Mapping | None = None) -> SendOptions:
     for source in (current_app.config.get("SMS_SEND_OPTIONS") or {}, overrides or {}):
         opts = replace(opts, **{k: v for k, v in source.items() if k in TUNABLE})
     return opts
+
+
+def is_dry_run() -> bool:
+    """True when this installation sends nothing (no Twilio credentials): messages go to the dry-run outbox."""
+    return isinstance(sms.gateway_from_config(current_app.config), sms.DryRunGateway)

@@ -139,11 +139,14 @@ def _damaged_gzip():
 
 
 def inspect(path: str, filename: str, kind: str, mapping: dict | None = None) -> Inspection:
-    """Read the header and the first rows; detect (or re-check) the mapping. Raises FileFormatError."""
+    """Read the header and the first rows; detect (or re-check) the mapping.
+
+    Raises ImportRefused with a message for the person importing when the file cannot be read as a table.
+    """
     if kind not in KINDS:
         raise ImportRefused(f"Unknown kind {kind!r}: choose one of {', '.join(KINDS)}.")
-    check_workbook(path)
     try:
+        check_workbook(path)
         with _damaged_gzip(), _read_table(path, filename, chunksize=1000) as reader:
             detected = detect_mapping(reader.headers, kind)
             if mapping is not None:
@@ -151,12 +154,19 @@ def inspect(path: str, filename: str, kind: str, mapping: dict | None = None) ->
                                    layout=detected.layout)
             return Inspection(reader.headers, detected, reader.describe(), reader.preview(10),
                               missing_required(detected, kind))
-    except (FileFormatError, ImportRefused):
+    except ImportRefused:
         raise
+    except FileFormatError as exc:
+        raise ImportRefused(exc.message) from exc
     except Exception as exc:  # a file the reader chokes on must be a refusal (its upload removed), not a 500
         log.exception("could not inspect %s", filename)
-        raise FileFormatError("The file could not be read as a table. Save it again as CSV (UTF-8) or .xlsx and "
-                              "upload it again.") from exc
+        raise ImportRefused("The file could not be read as a table. Save it again as CSV (UTF-8) or .xlsx and "
+                            "upload it again.") from exc
+
+
+def missing_fields(mapping: dict, kind: str) -> list[str]:
+    """The required fields of ``kind`` that ``mapping`` (field -> header) leaves unmapped."""
+    return missing_required(mapping, kind)
 
 
 def _read_table(path: str, filename: str, chunksize: int):

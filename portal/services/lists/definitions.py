@@ -20,7 +20,7 @@ from portal.security import scope_to_user
 from portal.services.customers import customers as customer_service
 from portal.services import settings as settings_service
 from portal.services.lists.cells import e164
-from portal.services.lists.registry import ExportError, ListDef, _first, register
+from portal.services.lists.registry import ExportError, ListDef, first_value, register
 
 CUSTOMER_HEADERS = (
     "customer_id", "name", "phone", "email", "store", "sms_consent", "tier", "reward", "monetary",
@@ -101,13 +101,13 @@ def _active_bundles_model():
 
 def _bundle_query(params: Mapping, user):
     query = select(BundleRule).where(BundleRule.model_id == _active_bundles_model())
-    q = _first(params, "q")
+    q = first_value(params, "q")
     if q:
         like = f"%{q}%"
         query = query.where(or_(BundleRule.antecedent_names.ilike(like), BundleRule.consequent_names.ilike(like)))
     for key, col in (("min_lift", BundleRule.lift), ("min_confidence", BundleRule.confidence),
                      ("min_support", BundleRule.support)):
-        raw = _first(params, key)
+        raw = first_value(params, key)
         try:
             query = query.where(col >= float(raw)) if raw else query
         except ValueError:
@@ -150,10 +150,10 @@ def _dead_stock_query(params: Mapping, user):
                     cast(StockLevel.total_sold, Float) < ratio * cast(StockLevel.initial_stock, Float)))
     if user is not None:
         query = scope_to_user(query, StockLevel.store_id, user)
-    q = _first(params, "q")
+    q = first_value(params, "q")
     if q:
         query = query.where(or_(Product.external_id == q, Product.name.ilike(f"%{q}%")))
-    store = _first(params, "store")
+    store = first_value(params, "store")
     if store:
         query = query.join(Store, StockLevel.store_id == Store.id).where(
             or_(Store.name == store, Store.id == (parse_id(store) if parse_id(store) is not None else -1)))
@@ -193,7 +193,7 @@ register(ListDef(
 # --- campaign recipients -----------------------------------------------------------------------
 
 def _recipients_query(params: Mapping, user):
-    raw = _first(params, "campaign")
+    raw = first_value(params, "campaign")
     if parse_id(raw) is None:
         raise ExportError("Choose a campaign: campaign-recipients needs campaign=<id> in the filter.")
     query = (select(OutboxMessage).join(Customer, OutboxMessage.customer_id == Customer.id)
@@ -201,10 +201,10 @@ def _recipients_query(params: Mapping, user):
     if user is not None:
         query = scope_to_user(query, Customer.store_id, user)
     for key, col in (("status", OutboxMessage.status), ("group", OutboxMessage.group)):
-        value = _first(params, key)
+        value = first_value(params, key)
         if value:
             query = query.where(col == value)
-    q = _first(params, "q")
+    q = first_value(params, "q")
     if q:
         query = query.where(or_(Customer.external_id == q, OutboxMessage.phone.like(f"%{q.replace(' ', '')}%")))
     return query

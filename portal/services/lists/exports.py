@@ -2,13 +2,12 @@
 
 A list is registered once (``LISTS``) with: the query built from the query-string filters and the
 user (store scoping applied through the services), its sort options, the stable snake_case export
-headers (DESIGN.md "Contracts") and a row formatter. Pages get keyset pages from ``list_page``;
+headers (DESIGN.md "Contracts") and a row formatter. Pages get keyset pages from ``portal.paging.list_page``;
 ``?format=csv|xlsx`` and the CLI get exactly the same rows from ``prepare`` + ``csv_chunks`` /
 ``write_xlsx``. Every export is audited (action ``export``).
 
-The list registry and filter parsing are in ``list_registry``, the lists themselves in
-``list_definitions`` and cell formatting (CSV-injection safety) in ``export_cells``; this module
-resolves an export and writes it, and re-exports those names so callers need only this one.
+The list registry and filter parsing are in ``registry``, the lists themselves in ``definitions`` and
+cell formatting (CSV-injection safety) in ``cells``; this module resolves an export and writes it.
 """
 from __future__ import annotations
 
@@ -24,43 +23,25 @@ from sqlalchemy import func, select
 from portal.extensions import db
 from portal.models import Customer
 from portal.services import audit
-# Names imported here and not used below are re-exported: callers reach them as ``exports.<name>``.
-from portal.services.lists.cells import csv_cell, e164, neutralise, xlsx_cell
-# Importing the definitions is also what registers the lists in LISTS.
-from portal.services.lists.definitions import (
-    BUNDLE_HEADERS, CUSTOMER_HEADERS, CUSTOMER_SORTS, DEAD_STOCK_HEADERS, RECIPIENT_HEADERS,
-)
-from portal.services.lists.registry import (
-    EXPORT_KEYS, LISTS, ExportError, ListDef, _first, _getlist, _truthy, filter_string, get, parse_filter, register,
-)
+from portal.services.lists import definitions  # noqa: F401  (importing it registers the lists)
+from portal.services.lists.cells import csv_cell, xlsx_cell
+from portal.services.lists.registry import ExportError, ListDef, all_values, filter_string, first_value, get, truthy
 
 XLSX_MAX_ROWS = 1_048_575  # Excel's 1,048,576 rows minus the header row
 BATCH = 2000  # rows fetched per round trip (server-side cursor on PostgreSQL)
 
-__all__ = ["Export", "ExportError", "LISTS", "ListDef", "XLSX_MAX_ROWS", "count", "csv_chunks",
-           "get", "list_page", "neutralise", "parse_filter", "prepare", "record_export", "register", "write_xlsx"]
 
 
 # --- pages -------------------------------------------------------------------------------------
 
 def sort_of(definition: ListDef, params: Mapping) -> tuple[Any, bool, str]:
     """The (sort expression or None, descending, sort key as given) for ``params``' ``sort``."""
-    key = _first(params, "sort") or definition.default_sort
+    key = first_value(params, "sort") or definition.default_sort
     expr = definition.sorts.get(key.lstrip("-"))
     if expr is None:
         key = definition.default_sort
         expr = definition.sorts.get(key.lstrip("-"))
     return expr, key.startswith("-"), key
-
-
-def list_page(name: str, params: Mapping, user, size: int | None = None):
-    """The keyset ``Page`` of list ``name`` for the current request (filters, sort, store scoping)."""
-    from portal.services.lists.paging import Page
-
-    definition = get(name)
-    sort, descending, _ = sort_of(definition, params)
-    return Page.from_request(definition.query(params, user), key=definition.key, sort=sort,
-                             descending=descending, size=size)
 
 
 # --- exports -----------------------------------------------------------------------------------
@@ -127,14 +108,14 @@ def prepare(name: str, params: Mapping, user) -> Export:
         ExportError: unknown list, unknown column, or a filter the list needs but lacks.
     """
     definition = get(name)
-    wanted = [c.strip() for raw in _getlist(params, "columns") for c in (raw or "").split(",") if c.strip()]
+    wanted = [c.strip() for raw in all_values(params, "columns") for c in (raw or "").split(",") if c.strip()]
     unknown = [c for c in wanted if c not in definition.headers]
     if unknown:
         raise ExportError(f"Unknown column{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for {name}; "
                           f"choose from: {', '.join(definition.headers)}.")
     columns = list(dict.fromkeys(wanted)) or list(definition.headers)
-    include = _truthy(_first(params, "include_opted_out"))
-    if definition.customer_type and _first(params, "consent") == "opted_out":
+    include = truthy(first_value(params, "include_opted_out"))
+    if definition.customer_type and first_value(params, "consent") == "opted_out":
         include = True  # asking for the opted-out customers by name means exporting them
     export = Export(definition, params, user, columns, include, filter_string(definition, params))
     definition.query(params, user)  # raises ExportError early for a missing required filter

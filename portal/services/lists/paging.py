@@ -12,12 +12,10 @@ and, when it runs out, the NULL part as ``WHERE col IS NULL AND id > :id ORDER B
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from flask import abort, request, url_for
 from sqlalchemy import and_, or_
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -155,51 +153,7 @@ def fetch_keyset(query, key, sort=None, descending: bool = False, size: int = PA
     return [r[0] for r in rows[:size]], nxt
 
 
-@dataclass
-class Page:
-    """One page of a keyset-paginated query plus the links to its neighbours."""
-
-    items: list
-    has_next: bool
-    has_prev: bool
-    next_url: str | None
-    prev_url: str | None
-    label: str
-
-    @classmethod
-    def from_request(cls, query, key, sort=None, descending: bool = False, size: int | None = None,
-                     scalars: bool = True) -> "Page":
-        """Run ``query`` for the page named by the request's ``after`` parameter.
-
-        Args:
-            query: a ``select()``; it must not be ordered yet.
-            key: the unique tie-breaker column (usually the primary key).
-            sort: the column (or SQL expression, with ``scalars=True``) users sort by; None: key only.
-                NULLs sort last.
-            descending: sort direction.
-            scalars: True when the query selects one entity (items are entities); False for
-                multi-column rows (items are rows; ``sort`` must then be a column of the first entity).
-        """
-        size = size or PAGE_SIZE
-        try:
-            cursor = parse_cursor(request.args.get("after"), key, sort)
-        except BadCursor:  # a hand-edited link: say so with a 400, never let the database choke on it (a 500)
-            abort(400)
-        if scalars:
-            items, nxt = fetch_keyset(query, key, sort, descending, size, cursor)
-        else:
-            items, nxt = _fetch_rows(query, key, sort, descending, size, cursor)
-        next_url = None
-        if nxt is not None:
-            args = {**request.args.to_dict(), "after": json.dumps(nxt)}
-            next_url = url_for(request.endpoint, **(request.view_args or {}), **args)
-        first_args = {k: v for k, v in request.args.to_dict().items() if k != "after"}
-        prev_url = url_for(request.endpoint, **(request.view_args or {}), **first_args) if cursor else None
-        label = f"{len(items)} shown" + (" · more on the next page" if nxt is not None else "")
-        return cls(items, nxt is not None, cursor is not None, next_url, prev_url, label)
-
-
-def _fetch_rows(query, key, sort, descending, size, cursor):
+def fetch_rows(query, key, sort, descending, size, cursor):
     """Keyset page of multi-column rows (items keep their row shape: ``for a, b in page.items``)."""
     if cursor is not None:
         sval, kval = _decode(cursor[0]), cursor[1]

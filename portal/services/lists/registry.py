@@ -64,12 +64,12 @@ def get(name: str) -> ListDef:
 
 # --- helpers shared by the list definitions --------------------------------------------------
 
-def _first(params: Mapping, key: str) -> str:
+def first_value(params: Mapping, key: str) -> str:
     value = params.get(key)
     return (value or "").strip() if isinstance(value, str) else ""
 
 
-def _getlist(params: Mapping, key: str) -> list[str]:
+def all_values(params: Mapping, key: str) -> list[str]:
     if hasattr(params, "getlist"):
         return params.getlist(key)
     value = params.get(key)
@@ -84,9 +84,9 @@ def parse_filter(text: str | None) -> MultiDict:
 
 def filter_string(definition: ListDef, params: Mapping) -> str:
     """The canonical filter of ``params`` for this list (its filter keys and sort, nothing else)."""
-    pairs = [(k, _first(params, k)) for k in (*definition.filter_keys, "sort") if _first(params, k)]
+    pairs = [(k, first_value(params, k)) for k in (*definition.filter_keys, "sort") if first_value(params, k)]
     return urlencode(pairs)
 
 
-def _truthy(value: str) -> bool:
+def truthy(value: str) -> bool:
     return value.lower() in {"1", "true", "yes", "on", "y"}

@@ -9,7 +9,7 @@ from portal.extensions import db
 from portal.models import SavedSegment
 from portal.security import user_store_id
 from portal.services import audit
-from portal.services.lists import exports
+from portal.services.lists import exports, registry
 
 
 class SegmentError(ValueError):
@@ -22,10 +22,10 @@ class SegmentNotFound(LookupError):
 
 def normalise_query(list_name: str, query: str) -> str:
     """Keep only the list's filter keys, its sort and the opted-out toggle (no paging, no format)."""
-    definition = exports.get(list_name)
-    params = exports.parse_filter(query)
-    text = exports.filter_string(definition, params)
-    if definition.customer_type and exports._truthy(params.get("include_opted_out", "")):
+    definition = registry.get(list_name)
+    params = registry.parse_filter(query)
+    text = registry.filter_string(definition, params)
+    if definition.customer_type and registry.truthy(params.get("include_opted_out", "")):
         text = "&".join(filter(None, [text, urlencode([("include_opted_out", "1")])]))
     return text
 
@@ -43,8 +43,8 @@ def create(name: str, list_name: str, query: str, user) -> SavedSegment:
         raise SegmentError("A segment name has at most 120 characters.")
     try:
         text = normalise_query(list_name, query)
-        exports.prepare(list_name, exports.parse_filter(text), None)
-    except exports.ExportError as exc:
+        exports.prepare(list_name, registry.parse_filter(text), None)
+    except registry.ExportError as exc:
         raise SegmentError(str(exc)) from None
     duplicate = db.session.scalar(select(SavedSegment).where(SavedSegment.owner_email == owner_email,
                                                              SavedSegment.name == name))
@@ -105,7 +105,7 @@ def delete(segment: SavedSegment, user) -> None:
 def size(segment: SavedSegment, user) -> int:
     """How many rows the segment selects for ``user`` (their store scoping applies)."""
     _require_visible(segment, user)
-    return exports.count(segment.list_name, exports.parse_filter(segment.query), user)
+    return exports.count(segment.list_name, registry.parse_filter(segment.query), user)
 
 
 def audience(segment_id: int, user) -> tuple[str, str] | None:

@@ -86,13 +86,14 @@ def model_facts() -> list[dict]:
     return facts
 
 
-def file_entry(file_name: str) -> dict | None:
-    """A model file's manifest entry (None: not trained yet)."""
-    return model_store.entry(file_name)
+def file_entry(model: str) -> dict | None:
+    """The manifest entry of model ``model``'s main file (None: not trained yet)."""
+    return model_store.entry(model_store.FILES[model][0])
 
 
-def file_state(file_name: str) -> str | None:
-    """"ok", "missing" or why the file is refused (a hash mismatch); None when it was never trained."""
-    if model_store.entry(file_name) is None:
+def file_state(model: str) -> str | None:
+    """"ok", "missing" or why model ``model``'s main file is refused (a hash mismatch); None: never trained."""
+    name = model_store.FILES[model][0]
+    if model_store.entry(name) is None:
         return None
-    return model_store.status().get(file_name, {}).get("state")
+    return model_store.status().get(name, {}).get("state")
