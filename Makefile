@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export FLASK_APP := app.py
 PYTEST_ARGS ?=
 
-.PHONY: run test setup setup-dev demo clean
+.PHONY: run test lint setup setup-dev demo clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,10 @@ run: demo
 
 test: setup-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) node_modules instance

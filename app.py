@@ -3,6 +3,7 @@
 WSGI entry: ``gunicorn "app:create_app()"``. The factory has no side effects: it writes nothing,
 trains nothing and opens no network connection.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -101,8 +102,20 @@ def register_blueprints(app: Flask) -> None:
     from portal.registry.views import bp as registry_bp
     from portal.tiers.views import bp as tiers_bp
 
-    for bp in (auth_bp, health.bp, dashboard_bp, customers_bp, tiers_bp, bundles_bp, churn_app.bp,
-               campaigns_bp, imports_bp, registry_bp, admin_bp, webhooks.bp):
+    for bp in (
+        auth_bp,
+        health.bp,
+        dashboard_bp,
+        customers_bp,
+        tiers_bp,
+        bundles_bp,
+        churn_app.bp,
+        campaigns_bp,
+        imports_bp,
+        registry_bp,
+        admin_bp,
+        webhooks.bp,
+    ):
         app.register_blueprint(bp)
     app.register_blueprint(lists_bp)
     app.register_blueprint(help_bp)

@@ -1,11 +1,12 @@
 """The churn-risk & retention blueprint: views only; churn logic lives in portal/services/scores/churn.py."""
+
 from flask import Blueprint, render_template, request
 from flask_login import current_user
 
 from portal.models import Customer
+from portal.paging import Page
 from portal.services.scores import churn as churn_service
 from portal.services.scores import model_info
-from portal.paging import Page
 
 bp = Blueprint("churn", __name__)
 
@@ -19,5 +20,12 @@ def index():
         query = churn_service.at_risk_query(request.args, current_user)
         page = Page.from_request(query, key=Customer.id, sort=churn_service.priority(), descending=True)
     has_clv = model_info.file_entry("clv") is not None
-    return render_template("churn/index.html", info=info, summary=summary, page=page, params=request.args,
-                           list_name="at-risk", has_clv=has_clv)
+    return render_template(
+        "churn/index.html",
+        info=info,
+        summary=summary,
+        page=page,
+        params=request.args,
+        list_name="at-risk",
+        has_clv=has_clv,
+    )

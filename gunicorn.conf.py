@@ -13,6 +13,7 @@ core while the other idled. With a connection per request the kernel spreads req
 processes: p50 200 -> 98 ms, p95 1.3 -> 0.87 s, 35 -> 41 req/s. Put keep-alive on the proxy's client
 side, not between the proxy and gunicorn.
 """
+
 import multiprocessing
 import os
 
@@ -56,5 +57,9 @@ def post_worker_init(worker):
         worker.log.exception("resuming waiting campaigns at start-up failed; run `flask campaign resume`")
         return
     if any(summary.values()):
-        worker.log.info("campaigns at start-up: resumed %s, scheduled %s; %s scheduled jobs re-armed",
-                        summary["resumed"], summary["scheduled"], summary["rearmed"])
+        worker.log.info(
+            "campaigns at start-up: resumed %s, scheduled %s; %s scheduled jobs re-armed",
+            summary["resumed"],
+            summary["scheduled"],
+            summary["rearmed"],
+        )

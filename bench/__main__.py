@@ -16,6 +16,7 @@ A failing module does not stop the run; the exit status is 1 when any failed. ``
 they run only with ``--with-load`` / ``--with-heavy`` or when named in ``--only``.
 ``bench.scale_demo`` is not a benchmark (it builds the database ``bench.load`` uses) and never runs here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,10 +54,18 @@ def summary_line(name: str) -> str:
 def machine_facts(quick: bool, modules: list[str]) -> dict:
     """What the numbers depend on: when, how many cores, how busy, which Python."""
     load_1m, load_5m, load_15m = os.getloadavg()
-    return {"name": "machine", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "cpu_count": os.cpu_count(), "load_avg_1m": round(load_1m, 2), "load_avg_5m": round(load_5m, 2),
-            "load_avg_15m": round(load_15m, 2), "python": platform.python_version(),
-            "platform": platform.platform(), "quick": quick, "modules": modules}
+    return {
+        "name": "machine",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cpu_count": os.cpu_count(),
+        "load_avg_1m": round(load_1m, 2),
+        "load_avg_5m": round(load_5m, 2),
+        "load_avg_15m": round(load_15m, 2),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "quick": quick,
+        "modules": modules,
+    }
 
 
 def choose_modules(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
@@ -90,8 +99,14 @@ def run_module(name: str, quick: bool) -> dict:
             proc.terminate()
             raise
         exit_code = proc.wait()
-    return {"name": f"bench.{name}", "status": "ok" if exit_code == 0 else "failed", "exit_code": exit_code,
-            "seconds": round(time.perf_counter() - start, 1), "quick": quick, "command": " ".join(command[1:])}
+    return {
+        "name": f"bench.{name}",
+        "status": "ok" if exit_code == 0 else "failed",
+        "exit_code": exit_code,
+        "seconds": round(time.perf_counter() - start, 1),
+        "quick": quick,
+        "command": " ".join(command[1:]),
+    }
 
 
 def list_modules() -> None:
@@ -122,8 +137,15 @@ def main(argv: list[str] | None = None) -> int:
         emit(status)
         if status["status"] != "ok":
             failed.append(name)
-    emit({"name": "summary", "status": "failed" if failed else "ok", "ok": len(modules) - len(failed),
-          "failed": failed, "seconds": round(time.perf_counter() - start, 1)})
+    emit(
+        {
+            "name": "summary",
+            "status": "failed" if failed else "ok",
+            "ok": len(modules) - len(failed),
+            "failed": failed,
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+    )
     return 1 if failed else 0
 
 

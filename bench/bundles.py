@@ -54,8 +54,7 @@ def synthetic_lines(n_baskets: int, seed: int = 7) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     popularity = 1.0 / (np.arange(N_PRODUCTS) + 5.0) ** 1.05
     cum_pop = np.cumsum(popularity / popularity.sum())
-    themes = rng.choice(N_PRODUCTS, size=(N_THEMES, THEME_SIZE), replace=True,
-                        p=popularity / popularity.sum())
+    themes = rng.choice(N_PRODUCTS, size=(N_THEMES, THEME_SIZE), replace=True, p=popularity / popularity.sum())
     theme_pop = 1.0 / (np.arange(N_THEMES) + 3.0)
     basket_theme = np.searchsorted(np.cumsum(theme_pop / theme_pop.sum()), rng.random(n_baskets))
     basket_theme = np.minimum(basket_theme, N_THEMES - 1)
@@ -66,11 +65,13 @@ def synthetic_lines(n_baskets: int, seed: int = 7) -> pd.DataFrame:
     glob = np.minimum(np.searchsorted(cum_pop, rng.random(len(tx))), N_PRODUCTS - 1)
     product = np.where(from_theme, themes[basket_theme[tx], slot], glob)
     ids = np.char.add("P", np.arange(N_PRODUCTS).astype(str)).astype(object)
-    return pd.DataFrame({
-        "transaction_id": pd.Series(np.char.add("T", tx.astype(str)), dtype="str"),
-        "product_id": pd.Series(ids[product], dtype="str"),
-        "quantity": rng.integers(1, 4, len(tx)).astype(float),
-    })
+    return pd.DataFrame(
+        {
+            "transaction_id": pd.Series(np.char.add("T", tx.astype(str)), dtype="str"),
+            "product_id": pd.Series(ids[product], dtype="str"),
+            "quantity": rng.integers(1, 4, len(tx)).astype(float),
+        }
+    )
 
 
 def _transactions(lines: pd.DataFrame) -> list[list[str]]:
@@ -150,10 +151,19 @@ def _run_case(case: str, n: int, support: float, out: str) -> None:
         raise ValueError(case)
     t1 = time.perf_counter()
     peak = _status_mb("VmHWM")
-    Path(out).write_text(json.dumps({"seconds": t1 - t0, "mine_seconds": t1 - mine_start,
-                                     "data_rss_mb": data_rss_mb, "work_extra_mb": round(peak - data_rss_mb, 1),
-                                     "n_baskets": int(n_baskets), "n_lines": len(lines),
-                                     "itemsets": itemsets}))
+    Path(out).write_text(
+        json.dumps(
+            {
+                "seconds": t1 - t0,
+                "mine_seconds": t1 - mine_start,
+                "data_rss_mb": data_rss_mb,
+                "work_extra_mb": round(peak - data_rss_mb, 1),
+                "n_baskets": int(n_baskets),
+                "n_lines": len(lines),
+                "itemsets": itemsets,
+            }
+        )
+    )
 
 
 def _measure(case: str, n: int, support: float, cap: float, mem_cap_gb: float) -> dict:
@@ -167,8 +177,9 @@ def _measure(case: str, n: int, support: float, cap: float, mem_cap_gb: float) -
 
     cmd = [sys.executable, "-m", "bench.bundles", "--child", case, str(n), repr(support), out]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            preexec_fn=cap_memory, env=env, text=True)
+    proc = subprocess.Popen(
+        cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, preexec_fn=cap_memory, env=env, text=True
+    )
     started = time.monotonic()
     status, usage, timed_out = None, None, False
     while status is None:
@@ -183,8 +194,13 @@ def _measure(case: str, n: int, support: float, cap: float, mem_cap_gb: float) -
             time.sleep(0.05)
     proc.returncode = os.waitstatus_to_exitcode(status)
     stderr = proc.stderr.read() if proc.stderr else ""
-    row = {"name": case, "n": n, "support": support,
-           "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "wall_seconds": round(time.monotonic() - started, 2)}
+    row = {
+        "name": case,
+        "n": n,
+        "support": support,
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "wall_seconds": round(time.monotonic() - started, 2),
+    }
     if timed_out:
         row["error"] = f"timeout: killed after {cap:g} s"
     elif proc.returncode != 0:
@@ -214,14 +230,28 @@ def main(argv: list[str] | None = None) -> None:
     original_failed: dict[float, int] = {}
     for n in sizes:
         floor = _measure("data", n, 0.01, args.cap, args.mem_cap_gb)
-        print(json.dumps({"name": "data", "n": n, "peak_rss_mb": floor["peak_rss_mb"],
-                          "n_baskets": floor.get("n_baskets"), "n_lines": floor.get("n_lines")}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "name": "data",
+                    "n": n,
+                    "peak_rss_mb": floor["peak_rss_mb"],
+                    "n_baskets": floor.get("n_baskets"),
+                    "n_lines": floor.get("n_lines"),
+                }
+            ),
+            flush=True,
+        )
         for support in args.supports:
             rows = {}
             for case in ("pyfim", "ours", "original"):
                 if case == "original" and support in original_failed and n > original_failed[support]:
-                    rows[case] = {"name": case, "n": n, "support": support,
-                                  "error": f"skipped: failed already at n={original_failed[support]}"}
+                    rows[case] = {
+                        "name": case,
+                        "n": n,
+                        "support": support,
+                        "error": f"skipped: failed already at n={original_failed[support]}",
+                    }
                     continue
                 rows[case] = _measure(case, n, support, args.cap, args.mem_cap_gb)
                 if case == "original" and "error" in rows[case]:
@@ -240,7 +270,8 @@ def main(argv: list[str] | None = None) -> None:
                         row[f"time_ratio_vs_{ref_name}"] = round(row["seconds"] / ref["seconds"], 3)
                         row[f"rss_ratio_vs_{ref_name}"] = round(row["peak_rss_mb"] / ref["peak_rss_mb"], 3)
                         row[f"extra_mem_ratio_vs_{ref_name}"] = round(
-                            max(row["work_extra_mb"], 1.0) / max(ref["work_extra_mb"], 1.0), 3)
+                            max(row["work_extra_mb"], 1.0) / max(ref["work_extra_mb"], 1.0), 3
+                        )
                     if ref_name == "pyfim" and "mine_seconds" in ref:
                         row["mine_time_ratio_vs_pyfim"] = round(row["mine_seconds"] / ref["mine_seconds"], 3)
                     elif "peak_rss_mb" in ref:  # the reference failed: at least compare memory

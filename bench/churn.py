@@ -10,6 +10,7 @@ each), ``train`` (``train_churn_frames``: both candidates on the train window, h
 calibrated refit on the latest window; the calibration check is skipped above 200k customers to keep
 the run short), ``score`` (``score_churn`` with the trained model) and ``explain`` (top-3 reasons).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -102,7 +103,10 @@ def run_case(case: str, n: int, model_path: Path) -> dict:
         train = synthetic_features(n, seed=0)
         start = time.perf_counter()
         trained = train_churn_frames(train, frame, frame, check_calibration=n <= CHECK_CALIBRATION_UP_TO)
-        result = {"chosen": trained.chosen, **{f"roc_auc_{k}": round(v["roc_auc"], 3) for k, v in trained.metrics.items()}}
+        result = {
+            "chosen": trained.chosen,
+            **{f"roc_auc_{k}": round(v["roc_auc"], 3) for k, v in trained.metrics.items()},
+        }
         seconds = time.perf_counter() - start
         model_path.write_bytes(pickle.dumps(trained.model))
         return {"seconds": seconds, **result}

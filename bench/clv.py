@@ -57,12 +57,23 @@ def _child(step: str, n: int) -> dict:
     start = time.perf_counter()
     if step == "fit_bgnbd":
         fit = clv.fit_bgnbd(summary)
-        result["params"] = {"r": fit.r, "alpha": fit.alpha, "a": fit.a, "b": fit.b,
-                            "log_likelihood": fit.log_likelihood, "se": fit.std_errors()}
+        result["params"] = {
+            "r": fit.r,
+            "alpha": fit.alpha,
+            "a": fit.a,
+            "b": fit.b,
+            "log_likelihood": fit.log_likelihood,
+            "se": fit.std_errors(),
+        }
     elif step == "fit_gamma_gamma":
         fit = clv.fit_gamma_gamma(summary)
-        result["params"] = {"p": fit.p, "q": fit.q, "v": fit.v,
-                            "log_likelihood": fit.log_likelihood, "se": fit.std_errors()}
+        result["params"] = {
+            "p": fit.p,
+            "q": fit.q,
+            "v": fit.v,
+            "log_likelihood": fit.log_likelihood,
+            "se": fit.std_errors(),
+        }
     elif step == "score":
         clv.score_customers(bg, gg, summary)
     elif step == "forecast":
@@ -74,8 +85,9 @@ def _child(step: str, n: int) -> dict:
 def _run(step: str, n: int) -> dict:
     """One child process; its own peak RSS from os.wait4 (output via a temp file, so no pipe deadlock)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "bench.clv", "--child", step, str(n)],
-                                stdout=out, stderr=err, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.clv", "--child", step, str(n)], stdout=out, stderr=err, text=True
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)

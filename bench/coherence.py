@@ -8,6 +8,7 @@ customers active in the last 12 months who hold a tier under ``segmentation.deri
 model's temporal-holdout ROC-AUC / PR-AUC / Brier, and (demo) dead-stock products with a suggestion.
 UCI is read from ../shared/data/ and skipped when absent.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,12 +42,17 @@ def uci_lines() -> pd.DataFrame | None:
     if not UCI.exists():
         return None
     raw = pd.read_csv(UCI, dtype={"InvoiceNo": str, "StockCode": str, "CustomerID": str})
-    lines = pd.DataFrame({
-        "customer_id": raw["CustomerID"].str.replace(r"\.0$", "", regex=True),
-        "transaction_id": raw["InvoiceNo"], "purchase_date": pd.to_datetime(raw["InvoiceDate"]),
-        "product_id": raw["StockCode"], "product_name": raw["Description"],
-        "quantity": raw["Quantity"].astype(float), "price_per_unit": raw["UnitPrice"].astype(float),
-    })
+    lines = pd.DataFrame(
+        {
+            "customer_id": raw["CustomerID"].str.replace(r"\.0$", "", regex=True),
+            "transaction_id": raw["InvoiceNo"],
+            "purchase_date": pd.to_datetime(raw["InvoiceDate"]),
+            "product_id": raw["StockCode"],
+            "product_name": raw["Description"],
+            "quantity": raw["Quantity"].astype(float),
+            "price_per_unit": raw["UnitPrice"].astype(float),
+        }
+    )
     lines["total_amount"] = lines["quantity"] * lines["price_per_unit"]
     return lines
 
@@ -69,15 +75,31 @@ def measure(name: str, lines: pd.DataFrame) -> list[dict]:
         bg = clv.fit_purchase_model(summary, model)
         picture = customer_picture(p, bg, gg, summary, horizon_days=trained.horizon_days)
         raw = coherence(picture.assign(p_alive=picture["p_alive_model"]))
-        out.append({
-            "name": f"coherence.{name}.{model}", "n": raw["n"], "log_likelihood": round(bg.log_likelihood, 1),
-            "raw": {k: round(v, 4) for k, v in raw.items() if k != "n"},
-            "reconciled": {k: round(v, 4) for k, v in coherence(picture).items() if k != "n"},
-        })
-    out.append({"name": f"coherence.{name}.tiers", "min_frequency": bar[0], "min_monetary": bar[1],
-                "share_recent_with_tier": round(tier_share, 4)})
-    out.append({"name": f"coherence.{name}.churn", "chosen": trained.chosen, "holdout": metrics,
-                "seconds": round(time.perf_counter() - start, 1)})
+        out.append(
+            {
+                "name": f"coherence.{name}.{model}",
+                "n": raw["n"],
+                "log_likelihood": round(bg.log_likelihood, 1),
+                "raw": {k: round(v, 4) for k, v in raw.items() if k != "n"},
+                "reconciled": {k: round(v, 4) for k, v in coherence(picture).items() if k != "n"},
+            }
+        )
+    out.append(
+        {
+            "name": f"coherence.{name}.tiers",
+            "min_frequency": bar[0],
+            "min_monetary": bar[1],
+            "share_recent_with_tier": round(tier_share, 4),
+        }
+    )
+    out.append(
+        {
+            "name": f"coherence.{name}.churn",
+            "chosen": trained.chosen,
+            "holdout": metrics,
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+    )
     return out
 
 

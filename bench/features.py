@@ -22,6 +22,7 @@ The row-wise cases run last and are stopped after ``--naive-timeout`` seconds (d
 reported with ``"timed_out": true``, so the whole bench stays near ten minutes on a busy machine.
 Output: one JSON line per measurement on stdout; ``load_avg_1m`` says how busy the machine was.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -94,8 +95,12 @@ def pandas_lines(data: dict):
 
     return pd.DataFrame(
         {
-            "customer_id": pd.Categorical.from_codes(data["customer"], categories=_labels("C", int(data["n_customers"]))),
-            "transaction_id": pd.Categorical.from_codes(data["transaction"], categories=_labels("T", int(data["n_transactions"]))),
+            "customer_id": pd.Categorical.from_codes(
+                data["customer"], categories=_labels("C", int(data["n_customers"]))
+            ),
+            "transaction_id": pd.Categorical.from_codes(
+                data["transaction"], categories=_labels("T", int(data["n_transactions"]))
+            ),
             "purchase_date": data["date_ns"].view("datetime64[ns]"),
             "product_id": pd.Categorical.from_codes(data["product"], categories=_labels("P", N_PRODUCTS)),
             "quantity": data["quantity"],
@@ -136,7 +141,7 @@ def polars_features(lines):
 
     as_of = lines["purchase_date"].max()
     as_of_day = as_of.replace(hour=0, minute=0, second=0, microsecond=0)
-    day = (pl.col("purchase_date").cast(pl.Int64) // NS_PER_DAY)
+    day = pl.col("purchase_date").cast(pl.Int64) // NS_PER_DAY
     table = (
         lines.lazy()
         .filter(pl.col("customer_id").is_not_null() & (pl.col("purchase_date") <= as_of))
@@ -256,7 +261,6 @@ def run_case(engine: str, n: int) -> dict:
 
 def run_check(n: int) -> dict:
     """pandas and polars tables must agree (same customers, every column)."""
-    import pandas as pd
 
     from preprocessing.features import FEATURE_COLUMNS, compute_features
 
@@ -285,8 +289,13 @@ def spawn(args: list[str], timeout: float | None = None) -> dict:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        return {"name": f"features+tiers/{args[1]}", "n": int(args[3]), "timed_out": True,
-                "seconds": None, "process_seconds": round(time.perf_counter() - started, 3)}
+        return {
+            "name": f"features+tiers/{args[1]}",
+            "n": int(args[3]),
+            "timed_out": True,
+            "seconds": None,
+            "process_seconds": round(time.perf_counter() - started, 3),
+        }
     if proc.returncode != 0:
         raise SystemExit(f"case {args} failed with exit code {proc.returncode}")
     result = json.loads(out.strip().splitlines()[-1])
@@ -297,8 +306,12 @@ def spawn(args: list[str], timeout: float | None = None) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100k and 1M lines only")
-    parser.add_argument("--naive-timeout", type=float, default=300.0,
-                        help="seconds before a row-wise case is stopped (reported as timed_out)")
+    parser.add_argument(
+        "--naive-timeout",
+        type=float,
+        default=300.0,
+        help="seconds before a row-wise case is stopped (reported as timed_out)",
+    )
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -328,6 +341,7 @@ def main() -> None:
     # The row-wise runs last: they are the slow ones, and are cut off after --naive-timeout.
     for n in naive_sizes:
         report(spawn(["--case", "naive", "--n", str(n)], timeout=args.naive_timeout))
+
 
 if __name__ == "__main__":
     main()

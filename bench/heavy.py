@@ -39,6 +39,7 @@ subprocess, imports and app start included), peak_rss_mb, ratio (seconds / the p
 seconds in the same run), rss_ratio (peak_rss_mb / the pandas case's), phase timings;
 ``load_avg_1m`` says how busy the 2-core machine was.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,7 +61,7 @@ def _base() -> str:
 
 def _url(db_name: str, driver: bool = True) -> str:
     raw = f"{_base()}/{db_name}"
-    return "postgresql+psycopg://" + raw[len("postgresql://"):] if driver else raw
+    return "postgresql+psycopg://" + raw[len("postgresql://") :] if driver else raw
 
 
 def _app(db_name: str, models_dir: str):
@@ -87,10 +88,19 @@ def _pg(db_name: str):
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 _COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
 # Staging row in PostgreSQL's binary COPY layout: field count, then (length, big-endian value) per field.
-_STAGE_FIELDS = (("id", ">i8"), ("tx", ">i4"), ("product", ">i4"), ("line_no", ">i4"), ("customer", ">i4"),
-                 ("epoch_s", ">i8"), ("qty", ">i4"), ("price_cents", ">i4"))
-_STAGE_DTYPE = np.dtype([("nfields", ">i2")] + [pair for name, kind in _STAGE_FIELDS
-                                                 for pair in ((f"len_{name}", ">i4"), (name, kind))])
+_STAGE_FIELDS = (
+    ("id", ">i8"),
+    ("tx", ">i4"),
+    ("product", ">i4"),
+    ("line_no", ">i4"),
+    ("customer", ">i4"),
+    ("epoch_s", ">i8"),
+    ("qty", ">i4"),
+    ("price_cents", ">i4"),
+)
+_STAGE_DTYPE = np.dtype(
+    [("nfields", ">i2")] + [pair for name, kind in _STAGE_FIELDS for pair in ((f"len_{name}", ">i4"), (name, kind))]
+)
 
 
 def _binary_rows(columns: dict[str, np.ndarray]) -> bytes:
@@ -127,11 +137,16 @@ def load(db_name: str, n: int, models_dir: str) -> dict:
     product = data["product"][order]
     # line_no: n-th line of the same product within a transaction (the natural key's third part)
     line_no = pd.DataFrame({"t": tx, "p": product}).groupby(["t", "p"], sort=False).cumcount().to_numpy()
-    lines = {"id": np.arange(1, n + 1), "tx": tx, "product": product + 1, "line_no": line_no,
-             "customer": data["customer"][order] + 1,  # 0 = anonymous (NULL after the merge)
-             "epoch_s": data["date_ns"][order] // 10**9,
-             "qty": data["quantity"][order].astype(np.int64),
-             "price_cents": np.round(data["price"][order] * 100).astype(np.int64)}
+    lines = {
+        "id": np.arange(1, n + 1),
+        "tx": tx,
+        "product": product + 1,
+        "line_no": line_no,
+        "customer": data["customer"][order] + 1,  # 0 = anonymous (NULL after the merge)
+        "epoch_s": data["date_ns"][order] // 10**9,
+        "qty": data["quantity"][order].astype(np.int64),
+        "price_cents": np.round(data["price"][order] * 100).astype(np.int64),
+    }
     del data, order
     t_generated = time.perf_counter()
 
@@ -140,20 +155,30 @@ def load(db_name: str, n: int, models_dir: str) -> dict:
         for index in table.indexes:
             cur.execute(f'DROP INDEX "{index.name}"')
         cur.execute("ALTER TABLE purchase_lines DROP CONSTRAINT uq_line_natural_key")
-        cur.execute("INSERT INTO stores (id, name, timezone, currency, phone_region, contact_line, sender_name, "
-                    "created_at) VALUES (1, 'Bench', 'UTC', 'USD', 'US', '', '', now())")
-        cur.execute("INSERT INTO products (id, external_id, name) SELECT i, 'P' || lpad((i - 1)::text, 8, '0'), "
-                    "'Product ' || (i - 1) FROM generate_series(1, %s) AS i", (N_PRODUCTS,))
-        cur.execute("INSERT INTO customers (id, external_id, name, store_id, sms_consent, created_at) "
-                    "SELECT i, 'C' || lpad((i - 1)::text, 8, '0'), 'Customer ' || i, 1, 'unknown', now() "
-                    "FROM generate_series(1, %s) AS i", (n_customers,))
-        cur.execute("CREATE UNLOGGED TABLE bench_stage (id int8, tx int4, product int4, line_no int4, "
-                    "customer int4, epoch_s int8, qty int4, price_cents int4)")
+        cur.execute(
+            "INSERT INTO stores (id, name, timezone, currency, phone_region, contact_line, sender_name, "
+            "created_at) VALUES (1, 'Bench', 'UTC', 'USD', 'US', '', '', now())"
+        )
+        cur.execute(
+            "INSERT INTO products (id, external_id, name) SELECT i, 'P' || lpad((i - 1)::text, 8, '0'), "
+            "'Product ' || (i - 1) FROM generate_series(1, %s) AS i",
+            (N_PRODUCTS,),
+        )
+        cur.execute(
+            "INSERT INTO customers (id, external_id, name, store_id, sms_consent, created_at) "
+            "SELECT i, 'C' || lpad((i - 1)::text, 8, '0'), 'Customer ' || i, 1, 'unknown', now() "
+            "FROM generate_series(1, %s) AS i",
+            (n_customers,),
+        )
+        cur.execute(
+            "CREATE UNLOGGED TABLE bench_stage (id int8, tx int4, product int4, line_no int4, "
+            "customer int4, epoch_s int8, qty int4, price_cents int4)"
+        )
         step = 1_000_000
         with cur.copy("COPY bench_stage FROM STDIN WITH (FORMAT binary)") as copy:
             copy.write(_COPY_HEADER)
             for start in range(0, n, step):
-                copy.write(_binary_rows({k: v[start:start + step] for k, v in lines.items()}))
+                copy.write(_binary_rows({k: v[start : start + step] for k, v in lines.items()}))
             copy.write(_COPY_TRAILER)
         del lines
         t_copied = time.perf_counter()
@@ -163,12 +188,15 @@ def load(db_name: str, n: int, models_dir: str) -> dict:
             "purchased_at, quantity, unit_price, amount) "
             "SELECT id, 'T' || lpad(tx::text, 8, '0'), product, line_no, NULLIF(customer, 0), 1, "
             "to_timestamp(epoch_s) AT TIME ZONE 'UTC', qty, price_cents / 100.0, round(qty * price_cents / 100.0, 2) "
-            "FROM bench_stage ORDER BY id")
+            "FROM bench_stage ORDER BY id"
+        )
         cur.execute("SET session_replication_role = origin")
         cur.execute("DROP TABLE bench_stage")
         t_merged = time.perf_counter()
-        cur.execute("ALTER TABLE purchase_lines ADD CONSTRAINT uq_line_natural_key "
-                    "UNIQUE (transaction_ref, product_id, line_no)")
+        cur.execute(
+            "ALTER TABLE purchase_lines ADD CONSTRAINT uq_line_natural_key "
+            "UNIQUE (transaction_ref, product_id, line_no)"
+        )
         from sqlalchemy.dialects import postgresql
         from sqlalchemy.schema import CreateIndex
 
@@ -181,11 +209,19 @@ def load(db_name: str, n: int, models_dir: str) -> dict:
         cur.execute("SELECT pg_total_relation_size('purchase_lines')")
         size = cur.fetchone()[0]
     done = time.perf_counter()
-    return {"name": "load/copy", "n": n, "customers": n_customers, "seconds": round(done - t0, 1),
-            "generate_seconds": round(t_generated - t0, 1), "copy_seconds": round(t_copied - t_generated, 1),
-            "merge_seconds": round(t_merged - t_copied, 1), "index_seconds": round(t_indexed - t_merged, 1),
-            "vacuum_analyze_seconds": round(done - t_indexed, 1), "lines_table_mb": round(size / 2**20),
-            "peak_rss_mb": _peak_mb()}
+    return {
+        "name": "load/copy",
+        "n": n,
+        "customers": n_customers,
+        "seconds": round(done - t0, 1),
+        "generate_seconds": round(t_generated - t0, 1),
+        "copy_seconds": round(t_copied - t_generated, 1),
+        "merge_seconds": round(t_merged - t_copied, 1),
+        "index_seconds": round(t_indexed - t_merged, 1),
+        "vacuum_analyze_seconds": round(done - t_indexed, 1),
+        "lines_table_mb": round(size / 2**20),
+        "peak_rss_mb": _peak_mb(),
+    }
 
 
 def train(db_name: str, models_dir: str) -> dict:
@@ -203,22 +239,34 @@ def train(db_name: str, models_dir: str) -> dict:
     with app.app_context(), threadpool_limits(limits=1):
         values = settings_service.all_values()
         features = customer_features_sql()
-        result = segmentation.fit_segmentation(features, k=values["tier.k"], min_frequency=values["tier.min_frequency"],
-                                               min_monetary=values["tier.min_monetary"])
+        result = segmentation.fit_segmentation(
+            features,
+            k=values["tier.k"],
+            min_frequency=values["tier.min_frequency"],
+            min_monetary=values["tier.min_monetary"],
+        )
         params = {"cluster_tiers": {str(k): v for k, v in result.cluster_tiers.items()}}
-        model_store.save("segmentation",
-                         {model_store.SEGMENTATION_FILE: result.kmeans, model_store.SCALER_FILE: result.scaler},
-                         params=params)
+        model_store.save(
+            "segmentation",
+            {model_store.SEGMENTATION_FILE: result.kmeans, model_store.SCALER_FILE: result.scaler},
+            params=params,
+        )
         db.session.commit()
-    return {"name": "setup/train_tiers", "customers": len(features), "eligible": result.n_customers,
-            "seconds": round(time.perf_counter() - start, 1)}
+    return {
+        "name": "setup/train_tiers",
+        "customers": len(features),
+        "eligible": result.n_customers,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
 
 
 def reset_scores(db_name: str) -> None:
     """Every customer unscored and no tier history, so each scoring case writes the same rows."""
     with _pg(db_name) as conn:
         conn.execute("TRUNCATE tier_changes")
-        conn.execute("UPDATE customers SET tier = NULL, scored_at = NULL WHERE tier IS NOT NULL OR scored_at IS NOT NULL")
+        conn.execute(
+            "UPDATE customers SET tier = NULL, scored_at = NULL WHERE tier IS NOT NULL OR scored_at IS NOT NULL"
+        )
         conn.execute("VACUUM ANALYZE customers")
 
 
@@ -226,10 +274,12 @@ def reset_scores(db_name: str) -> None:
 # Measured cases (one subprocess each)
 # ---------------------------------------------------------------------------------------------
 
+
 def _temp_bytes(db_name: str) -> int:
     with _pg(db_name) as conn:
-        return int(conn.execute("SELECT temp_bytes FROM pg_stat_database WHERE datname = current_database()")
-                   .fetchone()[0])
+        return int(
+            conn.execute("SELECT temp_bytes FROM pg_stat_database WHERE datname = current_database()").fetchone()[0]
+        )
 
 
 def features_case(path: str, db_name: str, models_dir: str) -> dict:
@@ -248,8 +298,11 @@ def features_case(path: str, db_name: str, models_dir: str) -> dict:
             lines = load_lines()
             t1 = time.perf_counter()
             features = compute_features(lines)
-            out.update(read_seconds=round(t1 - t0, 2), compute_seconds=round(time.perf_counter() - t1, 2),
-                       lines_frame_mb=round(lines.memory_usage(deep=True).sum() / 2**20))
+            out.update(
+                read_seconds=round(t1 - t0, 2),
+                compute_seconds=round(time.perf_counter() - t1, 2),
+                lines_frame_mb=round(lines.memory_usage(deep=True).sum() / 2**20),
+            )
         else:
             features = customer_features_sql()
         seconds = time.perf_counter() - t0
@@ -260,9 +313,9 @@ def scoring_case(path: str, db_name: str, models_dir: str) -> dict:
     """A re-score with a trained tier model, no churn/CLV model: features, spend_12m, tiers, stored."""
     from threadpoolctl import threadpool_limits
 
-    from portal.services.scores import store as score_store
-    from portal.services.scores import scoring
     from portal.services import settings as settings_service
+    from portal.services.scores import scoring
+    from portal.services.scores import store as score_store
     from portal.services.scores.dataset import load_lines
 
     app = _app(db_name, models_dir)
@@ -279,9 +332,15 @@ def scoring_case(path: str, db_name: str, models_dir: str) -> dict:
         t2 = time.perf_counter()
         counts = score_store.store(frame, True, "bench")
         t3 = time.perf_counter()
-    return {"customers": len(features), "tiered": int(tiers.notna().sum()), "stored": counts["scored"],
-            "seconds": round(t3 - t0, 2), "features_seconds": round(t1 - t0, 2),
-            "tiers_seconds": round(t2 - t1, 2), "store_seconds": round(t3 - t2, 2)}
+    return {
+        "customers": len(features),
+        "tiered": int(tiers.notna().sum()),
+        "stored": counts["scored"],
+        "seconds": round(t3 - t0, 2),
+        "features_seconds": round(t1 - t0, 2),
+        "tiers_seconds": round(t2 - t1, 2),
+        "store_seconds": round(t3 - t2, 2),
+    }
 
 
 def inputs_case(path: str, db_name: str, models_dir: str) -> dict:
@@ -297,8 +356,10 @@ def inputs_case(path: str, db_name: str, models_dir: str) -> dict:
         t0 = time.perf_counter()
         if path == "pandas":
             lines = load_lines()
-            out.update(read_seconds=round(time.perf_counter() - t0, 2),
-                       lines_frame_mb=round(lines.memory_usage(deep=True).sum() / 2**20))
+            out.update(
+                read_seconds=round(time.perf_counter() - t0, 2),
+                lines_frame_mb=round(lines.memory_usage(deep=True).sum() / 2**20),
+            )
             inputs = scoring.inputs_from_lines(lines)
             del lines  # the inputs keep their own reference, as _rescore_all's frame does
         else:
@@ -308,9 +369,16 @@ def inputs_case(path: str, db_name: str, models_dir: str) -> dict:
         t2 = time.perf_counter()
         summary = inputs.rfm_summary()
         t3 = time.perf_counter()
-    return {"customers": len(inputs.features), "churn_rows": len(churn), "clv_rows": len(summary),
-            "seconds": round(t3 - t0, 2), "features_seconds": round(t1 - t0, 2),
-            "churn_seconds": round(t2 - t1, 2), "clv_seconds": round(t3 - t2, 2), **out}
+    return {
+        "customers": len(inputs.features),
+        "churn_rows": len(churn),
+        "clv_rows": len(summary),
+        "seconds": round(t3 - t0, 2),
+        "features_seconds": round(t1 - t0, 2),
+        "churn_seconds": round(t2 - t1, 2),
+        "clv_seconds": round(t3 - t2, 2),
+        **out,
+    }
 
 
 def check_case(db_name: str, models_dir: str) -> dict:
@@ -354,15 +422,22 @@ def run_case(case: str, db_name: str, models_dir: str, n: int) -> dict:
     else:
         result = check_case(db_name, models_dir)
     time.sleep(1.0)  # backends flush their statistics (temp_bytes) about once a second
-    result = {"name": case, "n": n, **result, "process_seconds_in": round(time.perf_counter() - started, 2),
-              "peak_rss_mb": _peak_mb(), "pg_temp_mb": round((_temp_bytes(db_name) - temp_before) / 2**20),
-              "load_avg_1m": round(os.getloadavg()[0], 1)}
+    result = {
+        "name": case,
+        "n": n,
+        **result,
+        "process_seconds_in": round(time.perf_counter() - started, 2),
+        "peak_rss_mb": _peak_mb(),
+        "pg_temp_mb": round((_temp_bytes(db_name) - temp_before) / 2**20),
+        "load_avg_1m": round(os.getloadavg()[0], 1),
+    }
     return result
 
 
 # ---------------------------------------------------------------------------------------------
 # Driver
 # ---------------------------------------------------------------------------------------------
+
 
 def spawn(args: list[str], timeout: float | None = None) -> dict:
     """Run ``python -m bench.heavy <args>`` in a fresh interpreter; its last stdout line is the JSON.
@@ -371,11 +446,16 @@ def spawn(args: list[str], timeout: float | None = None) -> dict:
     """
     started = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, "-m", "bench.heavy", *args], stdout=subprocess.PIPE, text=True,
-                              timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.heavy", *args], stdout=subprocess.PIPE, text=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired:
-        return {"name": args[1], "timed_out": True, "seconds": None,
-                "process_seconds": round(time.perf_counter() - started, 2)}
+        return {
+            "name": args[1],
+            "timed_out": True,
+            "seconds": None,
+            "process_seconds": round(time.perf_counter() - started, 2),
+        }
     if proc.returncode != 0:
         raise SystemExit(f"bench.heavy {' '.join(args)} failed with exit code {proc.returncode}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -395,14 +475,23 @@ def main() -> None:
     parser.add_argument("--db", default="loyalist_bench", help="database to create (and drop at the end)")
     parser.add_argument("--keep", action="store_true", help="keep the loaded database for a later --reuse")
     parser.add_argument("--reuse", action="store_true", help="measure on the database a --keep run left")
-    parser.add_argument("--scoring", action="store_true",
-                        help="also the scoring cases at full size (always on with --quick; ~1M row updates each)")
-    parser.add_argument("--inputs", action="store_true",
-                        help="also scoring's inputs (features, churn, CLV) both ways at full size "
-                             "(always on with --quick)")
+    parser.add_argument(
+        "--scoring",
+        action="store_true",
+        help="also the scoring cases at full size (always on with --quick; ~1M row updates each)",
+    )
+    parser.add_argument(
+        "--inputs",
+        action="store_true",
+        help="also scoring's inputs (features, churn, CLV) both ways at full size (always on with --quick)",
+    )
     parser.add_argument("--check", action="store_true", help="also check both paths agree at full size")
-    parser.add_argument("--pandas-timeout", type=float, default=900.0,
-                        help="seconds before the pandas reference is stopped (reported as timed_out)")
+    parser.add_argument(
+        "--pandas-timeout",
+        type=float,
+        default=900.0,
+        help="seconds before the pandas reference is stopped (reported as timed_out)",
+    )
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--models-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -13,6 +13,7 @@ pure-Python loop, to show how loaded the machine was. Re-scoring after the impor
 by PostgreSQL's per-row triggers (what a role that may not set ``session_replication_role`` gets;
 see portal/services/importer/row_checks.py); ``line_checks`` says which way each case ran.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -84,20 +85,31 @@ def _child_import(backend: str, path: str, url: str) -> dict:
         results = {}
         for label in ("first", "again"):
             start = time.perf_counter()
-            run, _ = importer.create_run("transactions", path, "bench.csv", store=None, user_email="bench",
-                                         source="cli")
+            run, _ = importer.create_run(
+                "transactions", path, "bench.csv", store=None, user_email="bench", source="cli"
+            )
             run = importer.execute(run.id)
-            results[label] = {"seconds": round(time.perf_counter() - start, 2), "status": run.status,
-                              "new": run.new_rows, "present": run.duplicate_rows, "total": run.total_rows,
-                              "line_checks": (run.options or {}).get("line_checks")}
+            results[label] = {
+                "seconds": round(time.perf_counter() - start, 2),
+                "status": run.status,
+                "new": run.new_rows,
+                "present": run.duplicate_rows,
+                "total": run.total_rows,
+                "line_checks": (run.options or {}).get("line_checks"),
+            }
         db.session.remove()  # an open read transaction would make PostgreSQL's DROP wait forever
         db.drop_all()
     return results
 
 
 def _run_child(args: list[str]) -> tuple[dict, float]:
-    out = subprocess.run([sys.executable, "-m", "bench.import", "--child", *args], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[1], timeout=1800)
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.import", "--child", *args],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=1800,
+    )
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
     data = json.loads(out.stdout.strip().splitlines()[-1])
@@ -139,8 +151,19 @@ def main(argv: list[str] | None = None) -> int:
         path = _write_file(n, folder)
         size_mb = round(path.stat().st_size / 1048576, 1)
         ref, ref_rss = _run_child(["validate", str(path)])
-        print(json.dumps({"name": "reference_read_validate", "n": n, "seconds": ref["seconds"], "peak_rss_mb": ref_rss,
-                          "ratio": 1.0, "file_mb": size_mb, "cpu_ref_s": _cpu_ref()}))
+        print(
+            json.dumps(
+                {
+                    "name": "reference_read_validate",
+                    "n": n,
+                    "seconds": ref["seconds"],
+                    "peak_rss_mb": ref_rss,
+                    "ratio": 1.0,
+                    "file_mb": size_mb,
+                    "cpu_ref_s": _cpu_ref(),
+                }
+            )
+        )
         for backend in args.backends.split(","):
             if backend == "sqlite":
                 url = f"sqlite:///{folder / 'bench.db'}"
@@ -152,11 +175,23 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"unknown backend {backend}")
             data, rss = _run_child([backend, str(path), url])
             for label, case in data.items():
-                print(json.dumps({"name": f"import_{backend}_{label}", "n": n, "seconds": case["seconds"],
-                                  "peak_rss_mb": rss, "ratio": round(case["seconds"] / max(ref["seconds"], 1e-9), 2),
-                                  "status": case["status"], "new": case["new"], "already_present": case["present"],
-                                  "total": case["total"], "line_checks": case["line_checks"],
-                                  "cpu_ref_s": _cpu_ref()}))
+                print(
+                    json.dumps(
+                        {
+                            "name": f"import_{backend}_{label}",
+                            "n": n,
+                            "seconds": case["seconds"],
+                            "peak_rss_mb": rss,
+                            "ratio": round(case["seconds"] / max(ref["seconds"], 1e-9), 2),
+                            "status": case["status"],
+                            "new": case["new"],
+                            "already_present": case["present"],
+                            "total": case["total"],
+                            "line_checks": case["line_checks"],
+                            "cpu_ref_s": _cpu_ref(),
+                        }
+                    )
+                )
     return 0
 
 

@@ -9,6 +9,7 @@ the case), ratio (to the reference of its group measured in the same run: list p
 page, the export to a raw read of the same rows without formatting), plus case details.
 Each case runs in its own subprocess so peak memory is the case's own.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,13 +39,14 @@ def _app(url: str):
 
 
 def _url(raw: str) -> str:
-    return "postgresql+psycopg://" + raw[len("postgresql://"):] if raw.startswith("postgresql://") else raw
+    return "postgresql+psycopg://" + raw[len("postgresql://") :] if raw.startswith("postgresql://") else raw
 
 
 def setup(url: str, n: int) -> None:
     """Create the schema and n customers across 10 stores (bulk insert via SQLAlchemy Core)."""
-    from sqlalchemy import insert
     from datetime import datetime, timezone
+
+    from sqlalchemy import insert
 
     from portal.extensions import db
     from portal.models import Customer, Store, User
@@ -64,17 +66,32 @@ def setup(url: str, n: int) -> None:
         batch = []
         for i in range(n):
             band = BANDS[i % 4]
-            batch.append({
-                "external_id": f"M{i:07d}", "name": f"Customer {i % 50000}", "phone": f"+1202{i:07d}",
-                "email": f"c{i}@example.com", "store_id": ids[i % STORES],
-                "sms_consent": ("opted_in", "unknown", "opted_out")[i % 3], "tier": TIERS[i % 5],
-                "monetary": Decimal(i % 20000) / 4, "frequency": i % 60, "recency": i % 400,
-                "total_quantity": float(i % 300), "num_unique_products": i % 50, "avg_price_per_unit": 3.25,
-                "store_visit_frequency": i % 40, "active_days": i % 700, "avg_purchase_gap_days": 12.5,
-                "churn_probability": None if band is None else (i % 1000) / 1000, "churn_band": band,
-                "p_alive": 0.5, "expected_purchases_90d": 1.25, "clv_12m": Decimal(i % 3000),
-                "scored_at": scored,
-            })
+            batch.append(
+                {
+                    "external_id": f"M{i:07d}",
+                    "name": f"Customer {i % 50000}",
+                    "phone": f"+1202{i:07d}",
+                    "email": f"c{i}@example.com",
+                    "store_id": ids[i % STORES],
+                    "sms_consent": ("opted_in", "unknown", "opted_out")[i % 3],
+                    "tier": TIERS[i % 5],
+                    "monetary": Decimal(i % 20000) / 4,
+                    "frequency": i % 60,
+                    "recency": i % 400,
+                    "total_quantity": float(i % 300),
+                    "num_unique_products": i % 50,
+                    "avg_price_per_unit": 3.25,
+                    "store_visit_frequency": i % 40,
+                    "active_days": i % 700,
+                    "avg_purchase_gap_days": 12.5,
+                    "churn_probability": None if band is None else (i % 1000) / 1000,
+                    "churn_band": band,
+                    "p_alive": 0.5,
+                    "expected_purchases_90d": 1.25,
+                    "clv_12m": Decimal(i % 3000),
+                    "scored_at": scored,
+                }
+            )
             if len(batch) == 20_000:
                 db.session.connection().execute(insert(Customer.__table__), batch)
                 batch = []
@@ -109,8 +126,13 @@ def _deep_cursor(app, sort_col: str, n: int) -> str:
 
     with app.app_context():
         col = getattr(Customer, sort_col)
-        row = db.session.execute(select(col, Customer.id).where(col.isnot(None))
-                                 .order_by(col.desc(), Customer.id.desc()).offset(n // 2).limit(1)).one()
+        row = db.session.execute(
+            select(col, Customer.id)
+            .where(col.isnot(None))
+            .order_by(col.desc(), Customer.id.desc())
+            .offset(n // 2)
+            .limit(1)
+        ).one()
         return json.dumps([_encode(row[0]), row[1]])
 
 
@@ -128,6 +150,7 @@ def case_page(url: str, n: int, name: str) -> dict:
     path = paths[name]
     if name == "list_sorted_by_spend_deep_page":
         from urllib.parse import quote
+
         path = "/customers?sort=-monetary&after=" + quote(_deep_cursor(app, "monetary", n))
     client.get(path)  # warm caches once; the timing is the best of three
     times = []
@@ -167,9 +190,14 @@ def case_export(url: str, n: int, name: str) -> dict:
     response.close()
     total = time.perf_counter() - start
     assert lines == n + 1, lines
-    return {"seconds": round(total, 3), "ttfb_seconds": round(first, 4),
-            "first_rows_seconds": round(first_rows, 4), "rows": lines - 1,
-            "mb": round(size / 2**20, 1), "rows_per_second": round((lines - 1) / total)}
+    return {
+        "seconds": round(total, 3),
+        "ttfb_seconds": round(first, 4),
+        "first_rows_seconds": round(first_rows, 4),
+        "rows": lines - 1,
+        "mb": round(size / 2**20, 1),
+        "rows_per_second": round((lines - 1) / total),
+    }
 
 
 def run_case(url: str, n: int, name: str) -> None:
@@ -178,9 +206,15 @@ def run_case(url: str, n: int, name: str) -> None:
     print(json.dumps(result))
 
 
-PAGE_CASES = ("list_first_page", "list_deep_page_by_id", "list_sorted_by_spend_first_page",
-              "list_sorted_by_spend_deep_page", "list_filtered_gold_high", "list_filtered_store_sorted_by_risk",
-              "list_search_name")
+PAGE_CASES = (
+    "list_first_page",
+    "list_deep_page_by_id",
+    "list_sorted_by_spend_first_page",
+    "list_sorted_by_spend_deep_page",
+    "list_filtered_gold_high",
+    "list_filtered_store_sorted_by_risk",
+    "list_search_name",
+)
 EXPORT_CASES = ("export_raw_read", "export_csv")
 
 
@@ -210,18 +244,39 @@ def main() -> None:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "bench.lists", "--setup", "--url", url, "--n", str(n)], check=True, env=env)
-    print(json.dumps({"name": "setup_bulk_insert", "n": n, "backend": backend,
-                      "seconds": round(time.perf_counter() - start, 2)}), flush=True)
+    print(
+        json.dumps(
+            {"name": "setup_bulk_insert", "n": n, "backend": backend, "seconds": round(time.perf_counter() - start, 2)}
+        ),
+        flush=True,
+    )
     refs: dict[str, float] = {}
     for group, cases in (("page", PAGE_CASES), ("export", EXPORT_CASES)):
         for name in cases:
-            out = subprocess.run([sys.executable, "-m", "bench.lists", "--case", name, "--url", url, "--n", str(n)],
-                                 check=True, capture_output=True, text=True, env=env)
+            out = subprocess.run(
+                [sys.executable, "-m", "bench.lists", "--case", name, "--url", url, "--n", str(n)],
+                check=True,
+                capture_output=True,
+                text=True,
+                env=env,
+            )
             result = json.loads(out.stdout.strip().splitlines()[-1])
             refs.setdefault(group, result["seconds"])
             ratio = round(result["seconds"] / refs[group], 2) if refs[group] else None
-            print(json.dumps({"name": name, "n": n, "backend": backend, "seconds": result.pop("seconds"),
-                              "peak_rss_mb": result.pop("peak_rss_mb"), "ratio": ratio, **result}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "name": name,
+                        "n": n,
+                        "backend": backend,
+                        "seconds": result.pop("seconds"),
+                        "peak_rss_mb": result.pop("peak_rss_mb"),
+                        "ratio": ratio,
+                        **result,
+                    }
+                ),
+                flush=True,
+            )
     if tmp is not None:
         tmp.cleanup()
 

@@ -30,6 +30,7 @@ p99_ms, errors, peak_rss_mb (the gunicorn processes), ratio (to the bare-Flask c
 plus load_avg_1m (the machine is shared; a high load average means slower numbers). Progress on stderr.
 Needs locust (``pip install locust``; 2.47.0 was used) and optionally wrk (``apt-get install wrk``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,18 @@ PASSWORD = "load-test-password-123"
 REDIS_DEFAULT = "redis://127.0.0.1:6379/7"
 CEILING_CONNECTIONS = 16
 CEILING_SECONDS = 20
-LIST_FILTERS = ("", "tier=Gold", "band=High", "store=Harbor", "tier=Silver&band=Medium", "q=smith",
-                "sort=-monetary", "sort=-churn_probability&band=High", "sort=recency&store=Uptown", "band=Low&sort=name")
+LIST_FILTERS = (
+    "",
+    "tier=Gold",
+    "band=High",
+    "store=Harbor",
+    "tier=Silver&band=Medium",
+    "q=smith",
+    "sort=-monetary",
+    "sort=-churn_probability&band=High",
+    "sort=recency&store=Uptown",
+    "band=Low&sort=name",
+)
 
 
 def log(message: str) -> None:
@@ -102,8 +113,9 @@ if os.environ.get("LOYALIST_LOAD_SESSIONS"):
             self.rng = random.Random(session["email"])
 
         def _get(self, path: str, name: str):
-            with self.client.get(path, name=name, headers=self.headers, catch_response=True,
-                                 allow_redirects=False) as response:
+            with self.client.get(
+                path, name=name, headers=self.headers, catch_response=True, allow_redirects=False
+            ) as response:
                 if response.status_code != 200:  # a redirect to /login (logged out) counts too
                     response.failure(f"HTTP {response.status_code}")
                 return response
@@ -125,6 +137,7 @@ if os.environ.get("LOYALIST_LOAD_SESSIONS"):
             self._list("/customers" + ("?" + query if query else ""), "customers list")
 
         if not _LIST_ONLY:
+
             @task(3)
             def customer_list_next(self):
                 if self.next_page:
@@ -159,6 +172,7 @@ if os.environ.get("LOYALIST_LOAD_SESSIONS"):
 # The orchestrating side
 # ------------------------------------------------------------------------------------------------
 
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -168,15 +182,26 @@ def free_port() -> int:
 class Gunicorn:
     """gunicorn started as ``make run`` does, on a loopback port; stopped (its own group) by ``stop``."""
 
-    def __init__(self, env: dict[str, str], app: str = "app:create_app()", cwd: Path = REPO,
-                 extra: list[str] | None = None, log_to: Path | None = None):
+    def __init__(
+        self,
+        env: dict[str, str],
+        app: str = "app:create_app()",
+        cwd: Path = REPO,
+        extra: list[str] | None = None,
+        log_to: Path | None = None,
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**env, "BIND": f"127.0.0.1:{self.port}"}
         self.log_file = open(log_to or os.devnull, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py"),
-                                      *(extra or []), app], cwd=cwd, env=env, stdout=self.log_file,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py"), *(extra or []), app],
+            cwd=cwd,
+            env=env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def wait_ready(self, timeout: float = 180) -> None:
         import requests
@@ -238,19 +263,22 @@ def ensure_users(built, n_users: int) -> list[dict]:
             users.append({"email": f"load-manager-{i:02d}@example.com", "role": "manager", "store": stores[i % 3]})
     # `flask users create --password-stdin` for each user, invoked through click's runner in one process
     # (50 separate interpreters cost minutes of imports on a busy 2-core machine; the command is the same).
-    code = ("import json, sys\n"
-            "from app import create_app\n"
-            "app = create_app()\n"
-            "runner = app.test_cli_runner()\n"
-            "for u in json.loads(sys.argv[1]):\n"
-            "    args = ['users', 'create', u['email'], '--role', u['role'], '--password-stdin']\n"
-            "    args += ['--store', u['store']] if u['store'] else []\n"
-            "    r = runner.invoke(args=args, input=sys.argv[2] + '\\n')\n"
-            "    if r.exit_code != 0 and 'already' not in r.output:\n"
-            "        sys.exit(f\"users create {u['email']}: {r.output.strip()}\")\n")
+    code = (
+        "import json, sys\n"
+        "from app import create_app\n"
+        "app = create_app()\n"
+        "runner = app.test_cli_runner()\n"
+        "for u in json.loads(sys.argv[1]):\n"
+        "    args = ['users', 'create', u['email'], '--role', u['role'], '--password-stdin']\n"
+        "    args += ['--store', u['store']] if u['store'] else []\n"
+        "    r = runner.invoke(args=args, input=sys.argv[2] + '\\n')\n"
+        "    if r.exit_code != 0 and 'already' not in r.output:\n"
+        "        sys.exit(f\"users create {u['email']}: {r.output.strip()}\")\n"
+    )
     log(f"creating {n_users} users with `flask users create --password-stdin`")
-    subprocess.run([sys.executable, "-c", code, json.dumps(users), PASSWORD], cwd=REPO, env=built.env(),
-                   check=True, timeout=900)
+    subprocess.run(
+        [sys.executable, "-c", code, json.dumps(users), PASSWORD], cwd=REPO, env=built.env(), check=True, timeout=900
+    )
     marker.write_text(json.dumps(users))
     return users
 
@@ -265,10 +293,14 @@ def login_all(base_url: str, users: list[dict]) -> list[dict]:
         s.headers["User-Agent"] = USER_AGENT
         page = s.get(base_url + "/login", timeout=60).text
         token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page) or re.search(
-            r'value="([^"]+)"[^>]*name="csrf_token"', page)
-        r = s.post(base_url + "/login", data={"email": user["email"], "password": PASSWORD,
-                                              "csrf_token": token.group(1) if token else ""},
-                   allow_redirects=False, timeout=60)
+            r'value="([^"]+)"[^>]*name="csrf_token"', page
+        )
+        r = s.post(
+            base_url + "/login",
+            data={"email": user["email"], "password": PASSWORD, "csrf_token": token.group(1) if token else ""},
+            allow_redirects=False,
+            timeout=60,
+        )
         if r.status_code != 302 or "session" not in s.cookies:
             raise RuntimeError(f"login of {user['email']} failed: HTTP {r.status_code}")
         sessions.append({"email": user["email"], "role": user["role"], "cookie": s.cookies["session"]})
@@ -307,8 +339,14 @@ class Background(threading.Thread):
 
     def _record(self, name: str, started: float, code: int | None, output: str) -> None:
         lines = [line for line in output.strip().splitlines() if line.strip()]
-        self.results.append({"name": name, "seconds": round(time.perf_counter() - started, 1), "exit": code,
-                             "summary": lines[-1][-300:] if lines else ""})
+        self.results.append(
+            {
+                "name": name,
+                "seconds": round(time.perf_counter() - started, 1),
+                "exit": code,
+                "summary": lines[-1][-300:] if lines else "",
+            }
+        )
 
     def _run(self, name: str, args: list[str]) -> subprocess.CompletedProcess:
         from bench.scale_demo import flask
@@ -320,9 +358,15 @@ class Background(threading.Thread):
 
     def _bounded(self, name: str, args: list[str], deadline: float, campaign_id: str) -> None:
         started = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, "-m", "flask", *args], cwd=REPO, env=self.env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "flask", *args],
+            cwd=REPO,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         try:
             output = self.proc.communicate(timeout=max(1.0, deadline - time.monotonic()))[0]
         except subprocess.TimeoutExpired:
@@ -336,23 +380,39 @@ class Background(threading.Thread):
 
     def _no_quiet_hours(self) -> None:
         """Quiet hours off in this run's copy of the store, so the campaign sends whatever the hour."""
-        code = ("from app import create_app\nfrom portal.services import settings\napp = create_app()\n"
-                "with app.app_context():\n    print(settings.update({'sms.quiet_start': '00:00', 'sms.quiet_end': '00:00'}) or 'set')")
+        code = (
+            "from app import create_app\nfrom portal.services import settings\napp = create_app()\n"
+            "with app.app_context():\n"
+            "    print(settings.update({'sms.quiet_start': '00:00', 'sms.quiet_end': '00:00'}) or 'set')"
+        )
         started = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=self.env, capture_output=True, text=True,
-                             timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, env=self.env, capture_output=True, text=True, timeout=120
+        )
         self._record("quiet hours off", started, out.returncode, out.stdout + out.stderr)
 
     def run(self) -> None:
         deadline = time.monotonic() + self.budget
         time.sleep(self.delay)
-        importer = threading.Thread(target=self._run, args=(
-            "import", ["import", "transactions", str(self.import_file), "--store", "Downtown"]), daemon=True)
+        importer = threading.Thread(
+            target=self._run,
+            args=("import", ["import", "transactions", str(self.import_file), "--store", "Downtown"]),
+            daemon=True,
+        )
         importer.start()
         self._no_quiet_hours()
-        created = self._run("campaign create", [
-            "campaign", "create", f"Load test {time.strftime('%H%M%S')}", "--filter", "band=High",
-            "--template", "Hi {first_name}, we miss you at {store}: 15% off with code {code} until {expires}."])
+        created = self._run(
+            "campaign create",
+            [
+                "campaign",
+                "create",
+                f"Load test {time.strftime('%H%M%S')}",
+                "--filter",
+                "band=High",
+                "--template",
+                "Hi {first_name}, we miss you at {store}: 15% off with code {code} until {expires}.",
+            ],
+        )
         if created.returncode == 0:
             campaign_id = created.stdout.strip().splitlines()[-1]
             if self.redis:  # the send is queued; one RQ worker runs it (and exits when the queue is empty)
@@ -367,16 +427,45 @@ class Background(threading.Thread):
             os.killpg(self.proc.pid, signal.SIGTERM)
 
 
-def run_locust(base_url: str, sessions_file: Path, users: int, seconds: int, think: float, out_prefix: Path,
-               mode: str = "mixed") -> list[dict]:
+def run_locust(
+    base_url: str, sessions_file: Path, users: int, seconds: int, think: float, out_prefix: Path, mode: str = "mixed"
+) -> list[dict]:
     """Run locust headless against ``base_url``; returns its per-name stats rows (incl. 'Aggregated')."""
-    env = {**os.environ, "LOYALIST_LOAD_SESSIONS": str(sessions_file), "LOYALIST_LOAD_THINK": str(think),
-           "LOYALIST_LOAD_MODE": mode, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "locust", "-f", str(Path(__file__).resolve()), "--headless", "-u", str(users),
-           "-r", str(users), "-t", f"{seconds}s", "--host", base_url, "--csv", str(out_prefix), "--only-summary",
-           "--stop-timeout", "30", "--loglevel", "WARNING", "--exit-code-on-error", "0"]
-    subprocess.run(cmd, cwd=REPO, env=env, timeout=seconds + 180, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "LOYALIST_LOAD_SESSIONS": str(sessions_file),
+        "LOYALIST_LOAD_THINK": str(think),
+        "LOYALIST_LOAD_MODE": mode,
+        "PYTHONPATH": str(REPO),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(Path(__file__).resolve()),
+        "--headless",
+        "-u",
+        str(users),
+        "-r",
+        str(users),
+        "-t",
+        f"{seconds}s",
+        "--host",
+        base_url,
+        "--csv",
+        str(out_prefix),
+        "--only-summary",
+        "--stop-timeout",
+        "30",
+        "--loglevel",
+        "WARNING",
+        "--exit-code-on-error",
+        "0",
+    ]
+    subprocess.run(
+        cmd, cwd=REPO, env=env, timeout=seconds + 180, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     with open(f"{out_prefix}_stats.csv", newline="") as fh:
         return list(csv.DictReader(fh))
 
@@ -428,44 +517,90 @@ def wrk(url: str, seconds: int, connections: int, headers: dict[str, str] | None
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = int(bad.group(1)) if bad else 0
     errors += sum(int(x) for x in sock.groups()) if sock else 0
-    return {"rps": float(rps.group(1)) if rps else None, "requests": int(total.group(1)) if total else None,
-            "p50_ms": ms("50"), "p90_ms": ms("90"), "p99_ms": ms("99"), "errors": errors, "tool": "wrk"}
+    return {
+        "rps": float(rps.group(1)) if rps else None,
+        "requests": int(total.group(1)) if total else None,
+        "p50_ms": ms("50"),
+        "p90_ms": ms("90"),
+        "p99_ms": ms("99"),
+        "errors": errors,
+        "tool": "wrk",
+    }
 
 
-def ceiling(env: dict[str, str], workdir: Path, list_url: str, list_headers: dict[str, str], sessions_file: Path,
-            n: int) -> None:
+def ceiling(
+    env: dict[str, str], workdir: Path, list_url: str, list_headers: dict[str, str], sessions_file: Path, n: int
+) -> None:
     """The bare-Flask 50-row table vs the customer list alone, same gunicorn settings, 16 connections."""
     app_dir = workdir / "bare"
     app_dir.mkdir(exist_ok=True)
     (app_dir / "bare_table.py").write_text(BARE_APP)
-    bare = Gunicorn(env, app="bare_table:app", cwd=app_dir, extra=["--chdir", str(app_dir)],
-                    log_to=workdir / "bare-gunicorn.log")
+    bare = Gunicorn(
+        env, app="bare_table:app", cwd=app_dir, extra=["--chdir", str(app_dir)], log_to=workdir / "bare-gunicorn.log"
+    )
     try:
         bare.wait_ready()
         log(f"ceiling: bare Flask 50-row table, {CEILING_CONNECTIONS} connections, {CEILING_SECONDS} s")
         result = wrk(bare.url + "/", CEILING_SECONDS, CEILING_CONNECTIONS)
         if result is None:
-            rows = run_locust(bare.url, sessions_file, CEILING_CONNECTIONS, CEILING_SECONDS, 0.0,
-                              workdir / "bare-locust", mode="bare")
+            rows = run_locust(
+                bare.url, sessions_file, CEILING_CONNECTIONS, CEILING_SECONDS, 0.0, workdir / "bare-locust", mode="bare"
+            )
             agg = next(r for r in rows if r["Name"] == "Aggregated")
-            result = {"rps": _f(agg["Requests/s"]), "requests": int(agg["Request Count"]), "p50_ms": _f(agg["50%"]),
-                      "p99_ms": _f(agg["99%"]), "errors": int(agg["Failure Count"]), "tool": "locust"}
+            result = {
+                "rps": _f(agg["Requests/s"]),
+                "requests": int(agg["Request Count"]),
+                "p50_ms": _f(agg["50%"]),
+                "p99_ms": _f(agg["99%"]),
+                "errors": int(agg["Failure Count"]),
+                "tool": "locust",
+            }
         bare_rss = bare.peak_rss_mb()
     finally:
         bare.stop()
-    emit({"name": "ceiling.bare_flask_table", "n": 50, "seconds": CEILING_SECONDS,
-          "connections": CEILING_CONNECTIONS, **result, "peak_rss_mb": bare_rss, "ratio": 1.0})
+    emit(
+        {
+            "name": "ceiling.bare_flask_table",
+            "n": 50,
+            "seconds": CEILING_SECONDS,
+            "connections": CEILING_CONNECTIONS,
+            **result,
+            "peak_rss_mb": bare_rss,
+            "ratio": 1.0,
+        }
+    )
     log(f"ceiling: customer list alone, {CEILING_CONNECTIONS} connections, {CEILING_SECONDS} s")
     listed = wrk(list_url, CEILING_SECONDS, CEILING_CONNECTIONS, list_headers)
     if listed is None:
-        rows = run_locust(list_url.rsplit("/customers", 1)[0], sessions_file, CEILING_CONNECTIONS, CEILING_SECONDS,
-                          0.0, workdir / "list-locust", mode="list")
+        rows = run_locust(
+            list_url.rsplit("/customers", 1)[0],
+            sessions_file,
+            CEILING_CONNECTIONS,
+            CEILING_SECONDS,
+            0.0,
+            workdir / "list-locust",
+            mode="list",
+        )
         agg = next(r for r in rows if r["Name"] == "Aggregated")
-        listed = {"rps": _f(agg["Requests/s"]), "requests": int(agg["Request Count"]), "p50_ms": _f(agg["50%"]),
-                  "p99_ms": _f(agg["99%"]), "errors": int(agg["Failure Count"]), "tool": "locust"}
+        listed = {
+            "rps": _f(agg["Requests/s"]),
+            "requests": int(agg["Request Count"]),
+            "p50_ms": _f(agg["50%"]),
+            "p99_ms": _f(agg["99%"]),
+            "errors": int(agg["Failure Count"]),
+            "tool": "locust",
+        }
     share = round(listed["rps"] / result["rps"], 4) if listed.get("rps") and result.get("rps") else None
-    emit({"name": "ceiling.customer_list_alone", "n": n, "seconds": CEILING_SECONDS,
-          "connections": CEILING_CONNECTIONS, **listed, "ratio": share})
+    emit(
+        {
+            "name": "ceiling.customer_list_alone",
+            "n": n,
+            "seconds": CEILING_SECONDS,
+            "connections": CEILING_CONNECTIONS,
+            **listed,
+            "ratio": share,
+        }
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -516,11 +651,23 @@ def main(argv: list[str] | None = None) -> None:
         rss = server.peak_rss_mb()
         for row in rows:
             name = "total" if row["Name"] == "Aggregated" else row["Name"]
-            emit({"name": f"load.{backend}.{name}", "n": args.customers, "users": args.users,
-                  "seconds": args.seconds, "think_s": args.think, "requests": int(row["Request Count"]),
-                  "rps": _f(row["Requests/s"]), "p50_ms": _f(row["50%"]), "p95_ms": _f(row["95%"]),
-                  "p99_ms": _f(row["99%"]), "max_ms": _f(row["Max Response Time"]),
-                  "errors": int(row["Failure Count"]), **({"peak_rss_mb": rss, "wall_s": elapsed} if name == "total" else {})})
+            emit(
+                {
+                    "name": f"load.{backend}.{name}",
+                    "n": args.customers,
+                    "users": args.users,
+                    "seconds": args.seconds,
+                    "think_s": args.think,
+                    "requests": int(row["Request Count"]),
+                    "rps": _f(row["Requests/s"]),
+                    "p50_ms": _f(row["50%"]),
+                    "p95_ms": _f(row["95%"]),
+                    "p99_ms": _f(row["99%"]),
+                    "max_ms": _f(row["Max Response Time"]),
+                    "errors": int(row["Failure Count"]),
+                    **({"peak_rss_mb": rss, "wall_s": elapsed} if name == "total" else {}),
+                }
+            )
         failures = Path(f"{workdir / 'locust'}_failures.csv")
         if failures.exists():
             for row in list(csv.DictReader(failures.open()))[:10]:
@@ -533,9 +680,14 @@ def main(argv: list[str] | None = None) -> None:
             server = Gunicorn(env, log_to=workdir / "gunicorn-list.log")
             server.wait_ready()
             session = sessions[0]
-            ceiling(env, workdir, server.url + "/customers",
-                    {"Cookie": f"session={session['cookie']}", "User-Agent": USER_AGENT}, sessions_file,
-                    args.customers)
+            ceiling(
+                env,
+                workdir,
+                server.url + "/customers",
+                {"Cookie": f"session={session['cookie']}", "User-Agent": USER_AGENT},
+                sessions_file,
+                args.customers,
+            )
     finally:
         if background is not None:
             background.stop()

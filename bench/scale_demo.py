@@ -9,8 +9,8 @@ step that is not a CLI command is creating the three demo stores (``flask demo``
 loads the 5,000-customer demo; an admin would use Admin -> Stores).
 
 The result is cached under ``$LOYALIST_BENCH_CACHE`` (default ``<tmp>/loyalist-bench``), keyed by the
-parameters, so a rerun with the same parameters takes seconds (the copy is migrated with ``flask init-db``). SQLite: a file
-in the cache folder. PostgreSQL (``--postgres``): the database ``loyalist_load`` on
+parameters, so a rerun with the same parameters takes seconds (the copy is migrated with ``flask init-db``).
+SQLite: a file in the cache folder. PostgreSQL (``--postgres``): the database ``loyalist_load`` on
 ``$LOAD_PG`` (default ``postgresql://postgres@127.0.0.1:5432``), created with ``createdb`` and kept as
 the pristine copy; ``working_copy()`` clones either backend for a run that writes (a load test imports
 and sends), so the cached build never drifts. The shared ``test`` database is never touched.
@@ -18,6 +18,7 @@ and sends), so the cached build never drifts. The shared ``test`` database is ne
 The demo generator draws phone numbers from the 8,000 fictional North-American 555-01XX numbers; past
 8,000 customers numbers repeat (still fictional; a campaign then texts some numbers for two customers).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,9 +60,16 @@ class Built:
     def env(self, **extra: str) -> dict[str, str]:
         """The environment a ``flask`` command or gunicorn needs to run against this database."""
         env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "DATABASE_URL", "WEB_CONCURRENCY"}}
-        env.update(FLASK_APP="app.py", DATABASE_URL=self.database_url, MODELS_DIR=self.models_dir,
-                   SECRET_KEY=self.secret_key, UPLOAD_DIR=str(Path(self.folder) / "uploads"),
-                   ADMIN_EMAIL=ADMIN_EMAIL, ADMIN_PASSWORD=ADMIN_PASSWORD, PYTHONUNBUFFERED="1")
+        env.update(
+            FLASK_APP="app.py",
+            DATABASE_URL=self.database_url,
+            MODELS_DIR=self.models_dir,
+            SECRET_KEY=self.secret_key,
+            UPLOAD_DIR=str(Path(self.folder) / "uploads"),
+            ADMIN_EMAIL=ADMIN_EMAIL,
+            ADMIN_PASSWORD=ADMIN_PASSWORD,
+            PYTHONUNBUFFERED="1",
+        )
         env.update(extra)
         return env
 
@@ -106,27 +114,37 @@ def _generate_csvs(folder: Path, n_customers: int, days: int, seed: int) -> int:
     return len(store["transactions"])
 
 
-def flask(args: list[str], env: dict[str, str], stdin: str | None = None, timeout: float = 3600,
-          check: bool = True) -> subprocess.CompletedProcess:
+def flask(
+    args: list[str], env: dict[str, str], stdin: str | None = None, timeout: float = 3600, check: bool = True
+) -> subprocess.CompletedProcess:
     """Run ``python -m flask ARGS`` in the repository with ``env``; raise with its stderr on failure."""
-    out = subprocess.run([sys.executable, "-m", "flask", *args], cwd=REPO, env=env, input=stdin, text=True,
-                         capture_output=True, timeout=timeout)
+    out = subprocess.run(
+        [sys.executable, "-m", "flask", *args],
+        cwd=REPO,
+        env=env,
+        input=stdin,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
     if check and out.returncode != 0:
         raise RuntimeError(f"flask {' '.join(args)} exited {out.returncode}: {out.stderr.strip()[-2000:]}")
     return out
 
 
 def _create_stores(env: dict[str, str]) -> None:
-    code = ("from app import create_app\n"
-            "from portal.extensions import db\n"
-            "from portal.imports.commands import DEMO_STORES\n"
-            "from portal.services import accounts\n"
-            "app = create_app()\n"
-            "with app.app_context():\n"
-            "    for name, tz, sender, contact in DEMO_STORES:\n"
-            "        accounts.ensure_store(name, timezone=tz, currency='USD', phone_region='US',\n"
-            "                              sender_name=sender, contact_line=contact)\n"
-            "    db.session.commit()\n")
+    code = (
+        "from app import create_app\n"
+        "from portal.extensions import db\n"
+        "from portal.imports.commands import DEMO_STORES\n"
+        "from portal.services import accounts\n"
+        "app = create_app()\n"
+        "with app.app_context():\n"
+        "    for name, tz, sender, contact in DEMO_STORES:\n"
+        "        accounts.ensure_store(name, timezone=tz, currency='USD', phone_region='US',\n"
+        "                              sender_name=sender, contact_line=contact)\n"
+        "    db.session.commit()\n"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True, timeout=120, capture_output=True)
 
 
@@ -196,8 +214,14 @@ def _pg_recreate(name: str, template: str | None = None) -> None:
     _pg("createdb", *(["-T", template] if template else []), name)
 
 
-def build(n_customers: int = 100_000, days: int = 730, seed: int = 42, postgres: bool = False,
-          rebuild: bool = False, log=print) -> Built:
+def build(
+    n_customers: int = 100_000,
+    days: int = 730,
+    seed: int = 42,
+    postgres: bool = False,
+    rebuild: bool = False,
+    log=print,
+) -> Built:
     """Build (or reuse from the cache) the scaled demo database; returns how to reach it."""
     backend = "postgresql" if postgres else "sqlite"
     key = build_key(n_customers, days, seed)
@@ -226,9 +250,17 @@ def build(n_customers: int = 100_000, days: int = 730, seed: int = 42, postgres:
         url = f"{PG_SERVER}/{PG_DB}"
     else:
         url = f"sqlite:///{folder / 'loyalist.db'}"
-    built = Built(backend=backend, database_url=url, models_dir=str(folder / "Models"), folder=str(folder),
-                  secret_key=hashlib.sha256(f"load-{key}".encode()).hexdigest(), key=key,
-                  n_customers=n_customers, n_lines=n_lines, build_seconds=0.0)
+    built = Built(
+        backend=backend,
+        database_url=url,
+        models_dir=str(folder / "Models"),
+        folder=str(folder),
+        secret_key=hashlib.sha256(f"load-{key}".encode()).hexdigest(),
+        key=key,
+        n_customers=n_customers,
+        n_lines=n_lines,
+        build_seconds=0.0,
+    )
     env = built.env()
     log("scale_demo: flask init-db")
     flask(["init-db"], env)
@@ -237,8 +269,10 @@ def build(n_customers: int = 100_000, days: int = 730, seed: int = 42, postgres:
         t = time.perf_counter()
         log(f"scale_demo: flask import {kind}")
         out = flask(["import", kind, str(csv_dir / f"{kind}.csv"), "--store", "Downtown"], env)
-        log(f"scale_demo:   {out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ''} "
-            f"({time.perf_counter() - t:.0f} s)")
+        log(
+            f"scale_demo:   {out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ''} "
+            f"({time.perf_counter() - t:.0f} s)"
+        )
     t = time.perf_counter()
     log("scale_demo: flask train all")
     out = flask(["train", "all"], env)
@@ -262,7 +296,7 @@ def working_copy(built: Built, folder: Path) -> Built:
         target = folder / "loyalist.db"
         for suffix in ("", "-wal", "-shm"):
             Path(f"{target}{suffix}").unlink(missing_ok=True)
-        source = sqlite3.connect(built.database_url[len("sqlite:///"):])
+        source = sqlite3.connect(built.database_url[len("sqlite:///") :])
         dest = sqlite3.connect(target)
         with dest:
             source.backup(dest)  # the online backup API: consistent even if the source were in use
@@ -292,10 +326,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--postgres", action="store_true", help="build in PostgreSQL (database loyalist_load)")
     parser.add_argument("--rebuild", action="store_true", help="ignore the cache")
     args = parser.parse_args(argv)
-    built = build(args.customers, args.days, args.seed, args.postgres, args.rebuild,
-                  log=lambda m: print(m, file=sys.stderr, flush=True))
-    print(json.dumps({"name": f"scale_demo.{built.backend}", "n": built.n_customers, "lines": built.n_lines,
-                      "seconds": built.build_seconds, "database_url": built.database_url}))
+    built = build(
+        args.customers,
+        args.days,
+        args.seed,
+        args.postgres,
+        args.rebuild,
+        log=lambda m: print(m, file=sys.stderr, flush=True),
+    )
+    print(
+        json.dumps(
+            {
+                "name": f"scale_demo.{built.backend}",
+                "n": built.n_customers,
+                "lines": built.n_lines,
+                "seconds": built.build_seconds,
+                "database_url": built.database_url,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

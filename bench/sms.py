@@ -8,6 +8,7 @@ same run: a bare Core insert of the same rows for the outbox; the dry-run gatewa
 i.e. the engine's own database work without HTTP). Each case runs in its own process on a
 fresh SQLite file (or the given database, emptied first) so peak memory is the case's own.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,9 +53,18 @@ def _populate(n: int) -> None:
     db.session.commit()
     area = ["202", "212", "305", "312", "415", "512", "617", "646", "713", "917"]
     when = datetime(2025, 1, 1, tzinfo=timezone.utc)
-    rows = [{"external_id": f"B{i:07d}", "name": f"Name{i} Surname", "store_id": 1, "sms_consent": "opted_in",
-             "sms_consent_at": when, "phone": f"+1{area[i % 10]}{200 + (i // 10000) % 800:03d}{i % 10000:04d}",
-             "tier": ("Gold", "Silver", None)[i % 3]} for i in range(n)]
+    rows = [
+        {
+            "external_id": f"B{i:07d}",
+            "name": f"Name{i} Surname",
+            "store_id": 1,
+            "sms_consent": "opted_in",
+            "sms_consent_at": when,
+            "phone": f"+1{area[i % 10]}{200 + (i // 10000) % 800:03d}{i % 10000:04d}",
+            "tier": ("Gold", "Silver", None)[i % 3],
+        }
+        for i in range(n)
+    ]
     db.session.execute(insert(Customer.__table__), rows)
     db.session.commit()
 
@@ -75,14 +85,29 @@ def child_outbox(n: int, database_url: str, reference: bool) -> dict:
             db.session.add(campaign)
             db.session.flush()
             ids = db.session.scalars(select(Customer.id)).all()
-            db.session.execute(insert(OutboxMessage.__table__), [
-                {"campaign_id": campaign.id, "customer_id": cid, "group": "message", "status": "pending",
-                 "attempts": 0, "body": "Bench: hello. Reply STOP to opt out", "coupon_code": f"R{cid}"}
-                for cid in ids])
+            db.session.execute(
+                insert(OutboxMessage.__table__),
+                [
+                    {
+                        "campaign_id": campaign.id,
+                        "customer_id": cid,
+                        "group": "message",
+                        "status": "pending",
+                        "attempts": 0,
+                        "body": "Bench: hello. Reply STOP to opt out",
+                        "coupon_code": f"R{cid}",
+                    }
+                    for cid in ids
+                ],
+            )
             db.session.commit()
         else:
-            campaigns.create_campaign("Bench", {}, "Hi {first_name}, {tier} members get {reward}. Code {code}, "
-                                      "until {expires}", control_share=0.1)
+            campaigns.create_campaign(
+                "Bench",
+                {},
+                "Hi {first_name}, {tier} members get {reward}. Code {code}, until {expires}",
+                control_share=0.1,
+            )
         return {"seconds": time.perf_counter() - start}
 
 
@@ -98,8 +123,11 @@ def child_send(n: int, database_url: str, dry_run: bool) -> dict:
     with app.app_context(), FakeTwilio(AUTH_TOKEN) as fake:
         _populate(n)
         campaign = campaigns.create_campaign("Bench", {}, "Hi {first_name}, code {code}", control_share=0)
-        gateway = DryRunGateway() if dry_run else TwilioGateway(ACCOUNT_SID, AUTH_TOKEN, from_number="+15005550006",
-                                                                api_base=fake.base_url)
+        gateway = (
+            DryRunGateway()
+            if dry_run
+            else TwilioGateway(ACCOUNT_SID, AUTH_TOKEN, from_number="+15005550006", api_base=fake.base_url)
+        )
         opts = SendOptions(rate_per_second=10_000, quiet_start="00:00", quiet_end="00:00")
         start = time.perf_counter()
         send_campaign(campaign.id, gateway, opts)
@@ -115,8 +143,9 @@ def run_case(case: str, n: int, database_url: str | None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         url = database_url or f"sqlite:///{tmp}/bench.db"
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        proc = subprocess.run([sys.executable, "-m", "bench.sms", "--child", case, str(n), url],
-                              cwd=ROOT, capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.sms", "--child", case, str(n), url], cwd=ROOT, capture_output=True, text=True
+        )
         if proc.returncode != 0:
             raise SystemExit(f"{case} failed:\n{proc.stderr[-3000:]}")
         result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -134,27 +163,71 @@ def main() -> None:
     if args.child:
         case, n, url = args.child[0], int(args.child[1]), args.child[2]
         os.environ.pop("REDIS_URL", None)
-        funcs = {"outbox": lambda: child_outbox(n, url, False), "outbox_reference": lambda: child_outbox(n, url, True),
-                 "send": lambda: child_send(n, url, False), "send_dry_run": lambda: child_send(n, url, True)}
+        funcs = {
+            "outbox": lambda: child_outbox(n, url, False),
+            "outbox_reference": lambda: child_outbox(n, url, True),
+            "send": lambda: child_send(n, url, False),
+            "send_dry_run": lambda: child_send(n, url, True),
+        }
         print(json.dumps(funcs[case]()))
         return
     outbox_n = 10_000 if args.quick else 100_000
     send_n = 200 if args.quick else 2_000
     ref = run_case("outbox_reference", outbox_n, args.database_url)
-    print(json.dumps({"name": "outbox_reference_core_insert", "n": outbox_n, "seconds": round(ref["seconds"], 3),
-                      "peak_rss_mb": ref["peak_rss_mb"], "ratio": 1.0}), flush=True)
+    print(
+        json.dumps(
+            {
+                "name": "outbox_reference_core_insert",
+                "n": outbox_n,
+                "seconds": round(ref["seconds"], 3),
+                "peak_rss_mb": ref["peak_rss_mb"],
+                "ratio": 1.0,
+            }
+        ),
+        flush=True,
+    )
     res = run_case("outbox", outbox_n, args.database_url)
-    print(json.dumps({"name": "campaign_create_outbox", "n": outbox_n, "seconds": round(res["seconds"], 3),
-                      "peak_rss_mb": res["peak_rss_mb"], "ratio": round(res["seconds"] / ref["seconds"], 2),
-                      "target_seconds": 5.0}), flush=True)
+    print(
+        json.dumps(
+            {
+                "name": "campaign_create_outbox",
+                "n": outbox_n,
+                "seconds": round(res["seconds"], 3),
+                "peak_rss_mb": res["peak_rss_mb"],
+                "ratio": round(res["seconds"] / ref["seconds"], 2),
+                "target_seconds": 5.0,
+            }
+        ),
+        flush=True,
+    )
     dry = run_case("send_dry_run", send_n, args.database_url)
-    print(json.dumps({"name": "send_dry_run", "n": send_n, "seconds": round(dry["seconds"], 3),
-                      "peak_rss_mb": dry["peak_rss_mb"], "messages_per_second": round(dry["per_second"], 1),
-                      "ratio": 1.0}), flush=True)
+    print(
+        json.dumps(
+            {
+                "name": "send_dry_run",
+                "n": send_n,
+                "seconds": round(dry["seconds"], 3),
+                "peak_rss_mb": dry["peak_rss_mb"],
+                "messages_per_second": round(dry["per_second"], 1),
+                "ratio": 1.0,
+            }
+        ),
+        flush=True,
+    )
     real = run_case("send", send_n, args.database_url)
-    print(json.dumps({"name": "send_fake_twilio", "n": send_n, "seconds": round(real["seconds"], 3),
-                      "peak_rss_mb": real["peak_rss_mb"], "messages_per_second": round(real["per_second"], 1),
-                      "ratio": round(real["seconds"] / dry["seconds"], 2)}), flush=True)
+    print(
+        json.dumps(
+            {
+                "name": "send_fake_twilio",
+                "n": send_n,
+                "seconds": round(real["seconds"], 3),
+                "peak_rss_mb": real["peak_rss_mb"],
+                "messages_per_second": round(real["per_second"], 1),
+                "ratio": round(real["seconds"] / dry["seconds"], 2),
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

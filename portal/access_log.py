@@ -3,6 +3,7 @@
 A custom ``access_log_format`` cannot mask: the request line, query string and referrer reach the
 log as they came, phone numbers and e-mails of a search included. This logger masks those atoms.
 """
+
 from __future__ import annotations
 
 from gunicorn.glogging import Logger
@@ -10,8 +11,18 @@ from gunicorn.glogging import Logger
 from portal.logs import mask_url
 
 # Atoms that carry a URL: request line, path, query string, referrer (and their header/environ forms).
-URL_ATOMS = {"r", "U", "q", "f", "{referer}i", "{raw_uri}e", "{path_info}e", "{query_string}e",
-             "{request_uri}e", "{http_referer}e"}
+URL_ATOMS = {
+    "r",
+    "U",
+    "q",
+    "f",
+    "{referer}i",
+    "{raw_uri}e",
+    "{path_info}e",
+    "{query_string}e",
+    "{request_uri}e",
+    "{http_referer}e",
+}
 
 
 class MaskingAccessLogger(Logger):

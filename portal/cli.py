@@ -5,6 +5,7 @@ Exit status: 0 when the work was accepted (even if nothing new was added), 1 whe
 commands (``init-db``, ``users``); each area's commands live in ``portal/<area>/commands.py``, and
 ``app.register_commands`` lists them all. No module here imports an area, so nothing imports back.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,6 +19,7 @@ from sqlalchemy import func, select
 
 from portal.config import SECRET_FILE
 from portal.extensions import db
+
 
 def refuse(reason: str) -> None:
     """Stop a command that was refused: the reason on stderr, exit status 1."""
@@ -41,7 +43,7 @@ def upgrade_schema() -> None:
 
     uri = current_app.config["SQLALCHEMY_DATABASE_URI"]
     if uri.startswith("sqlite:///"):
-        os.makedirs(os.path.dirname(uri[len("sqlite:///"):]) or ".", exist_ok=True)
+        os.makedirs(os.path.dirname(uri[len("sqlite:///") :]) or ".", exist_ok=True)
     upgrade(directory=os.path.join(current_app.root_path, "migrations"))
 
 

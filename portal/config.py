@@ -1,4 +1,5 @@
 """Configuration read from the environment (or ``.env``); tests use ``TestConfig`` or a dict."""
+
 from __future__ import annotations
 
 import os
@@ -23,9 +24,9 @@ def _database_url() -> str:
     url = os.environ.get("DATABASE_URL") or f"sqlite:///{INSTANCE / 'loyalist.db'}"
     # Heroku-style URLs and plain postgresql:// both go through psycopg 3.
     if url.startswith("postgres://"):
-        url = "postgresql://" + url[len("postgres://"):]
+        url = "postgresql://" + url[len("postgres://") :]
     if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
     return url
 
 

@@ -1,4 +1,5 @@
 """SQLite connection settings: WAL for concurrent readers, foreign keys on, a busy timeout; a private file."""
+
 import os
 
 from flask import Flask

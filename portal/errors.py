@@ -1,4 +1,5 @@
 """Error pages: a clear message, never a stack trace."""
+
 import logging
 
 from flask import Flask, jsonify, render_template, request
@@ -33,16 +34,22 @@ def register(app: Flask) -> None:
     @app.errorhandler(413)
     def too_large(_e):
         limit_mb = (app.config.get("MAX_CONTENT_LENGTH") or 0) // (1024 * 1024)
-        return _render(413, f"The file is larger than the upload limit of {limit_mb} MB. Split it, or import it with flask import.")
+        return _render(
+            413, f"The file is larger than the upload limit of {limit_mb} MB. Split it, or import it with flask import."
+        )
 
     @app.errorhandler(CSRFError)
     def csrf_error(e):
-        return _render(400, "The form expired or was not sent from this site (missing CSRF token). Reload the page and try again.")
+        return _render(
+            400, "The form expired or was not sent from this site (missing CSRF token). Reload the page and try again."
+        )
 
     @app.errorhandler(500)
     def server_error(e):
         from portal.extensions import db
 
         db.session.rollback()
-        log.error("unhandled error on %s %s", request.method, request.path, exc_info=getattr(e, "original_exception", e))
+        log.error(
+            "unhandled error on %s %s", request.method, request.path, exc_info=getattr(e, "original_exception", e)
+        )
         return _render(500, MESSAGES[500])

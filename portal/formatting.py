@@ -1,8 +1,9 @@
 """Jinja filters and globals: one way to show money, numbers and dates everywhere."""
+
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -106,8 +107,16 @@ def fmt_date(value) -> str:
 
 
 def register(app: Flask, nav: list[tuple[str, str]]) -> None:
-    app.jinja_env.filters.update(money=money, number=number, percent=percent, plural=plural, count=count,
-                                 prose=prose, datetime=fmt_datetime, date=fmt_date)
+    app.jinja_env.filters.update(
+        money=money,
+        number=number,
+        percent=percent,
+        plural=plural,
+        count=count,
+        prose=prose,
+        datetime=fmt_datetime,
+        date=fmt_date,
+    )
 
     @app.context_processor
     def globals_():

@@ -1,4 +1,5 @@
 """Health endpoints for a load balancer: /healthz (process up) and /readyz (dependencies)."""
+
 from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 

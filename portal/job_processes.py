@@ -1,5 +1,6 @@
 """How job processes share one machine: a lock per database so one job runs at a time across
 web processes (embedded runner), and a lower CPU priority for the processes that run jobs."""
+
 from __future__ import annotations
 
 import fcntl

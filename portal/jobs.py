@@ -4,6 +4,7 @@ The only module that knows whether RQ or a thread runs the work; job state lives
 which stores the job's name, never a code path, so renaming a function cannot strand a queued job.
 How the runners work (one job at a time per database, child processes, nice levels, schedules): docs/jobs.md.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -48,12 +49,14 @@ def job(name: str) -> Callable[[JobFunc], JobFunc]:
     The name is a promise to rows already queued or scheduled: keep it when the function moves or is
     renamed, and add a migration when a name must change.
     """
+
     def register(fn: JobFunc) -> JobFunc:
         known = _REGISTRY.get(name)
         if known is not None and (known.__module__, known.__qualname__) != (fn.__module__, fn.__qualname__):
             raise ValueError(f"job name {name!r} is declared twice ({known.__module__} and {fn.__module__})")
         _REGISTRY[name] = fn
         return fn
+
     return register
 
 
@@ -78,8 +81,10 @@ def import_modules(modules: str | list[str] | None) -> None:
 
 def _lookup(name: str) -> JobFunc:
     if name not in _REGISTRY:
-        raise JobError(f"This version of Loyalist has no job named “{name}” (renamed or removed since it was "
-                       "queued); nothing was done. Start it again from its page.")
+        raise JobError(
+            f"This version of Loyalist has no job named “{name}” (renamed or removed since it was "
+            "queued); nothing was done. Start it again from its page."
+        )
     return _REGISTRY[name]
 
 
@@ -93,31 +98,53 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def enqueue(name: str, title: str, user_email: str | None = None, *, scope_store_id: int | None = None,
-            **kwargs) -> Job:
+def enqueue(
+    name: str, title: str, user_email: str | None = None, *, scope_store_id: int | None = None, **kwargs
+) -> Job:
     """Record the job declared as ``name`` and hand it to the runner; returns the stored Job (status queued).
 
     ``scope_store_id`` is the store whose data the job reads or writes (None: chain-wide), which decides
     who may see the job (``visible_to``); ``kwargs`` go to the job function.
     """
     _check_declared(name)
-    job = Job(id=str(uuid.uuid4()), func=name, kwargs=kwargs, title=title, user_email=user_email, status="queued",
-              store_id=scope_store_id)
+    job = Job(
+        id=str(uuid.uuid4()),
+        func=name,
+        kwargs=kwargs,
+        title=title,
+        user_email=user_email,
+        status="queued",
+        store_id=scope_store_id,
+    )
     db.session.add(job)
     db.session.commit()
     app = current_app._get_current_object()
     if app.config.get("JOBS_INLINE"):
         run_job(job.id)
     elif app.config.get("REDIS_URL"):
-        _rq_queue(app).enqueue("portal.jobs.run_job", job.id, extra_modules(), job_id=job.id, job_timeout=6 * 3600,
-                               result_ttl=3600, failure_ttl=7 * 24 * 3600)
+        _rq_queue(app).enqueue(
+            "portal.jobs.run_job",
+            job.id,
+            extra_modules(),
+            job_id=job.id,
+            job_timeout=6 * 3600,
+            result_ttl=3600,
+            failure_ttl=7 * 24 * 3600,
+        )
     else:
         _executor(app).submit(_run_in_app, app, job.id)
     return job
 
 
-def schedule_at(when_utc: datetime, name: str, title: str, user_email: str | None = None, *,
-                scope_store_id: int | None = None, **kwargs) -> Job:
+def schedule_at(
+    when_utc: datetime,
+    name: str,
+    title: str,
+    user_email: str | None = None,
+    *,
+    scope_store_id: int | None = None,
+    **kwargs,
+) -> Job:
     """Record the job ``name`` to run at ``when_utc`` (aware, UTC) and arm it; returns the stored Job.
 
     The row is written first (status ``scheduled``, ``heartbeat_at`` = when it is due). RQ keeps the
@@ -126,18 +153,33 @@ def schedule_at(when_utc: datetime, name: str, title: str, user_email: str | Non
     """
     _check_declared(name)
     when_utc = _aware_utc(when_utc)
-    job = Job(id=str(uuid.uuid4()), func=name, kwargs=kwargs, title=title, user_email=user_email,
-              status="scheduled", heartbeat_at=when_utc, message=f"Scheduled for {when_utc:%Y-%m-%d %H:%M} UTC",
-              store_id=scope_store_id)
+    job = Job(
+        id=str(uuid.uuid4()),
+        func=name,
+        kwargs=kwargs,
+        title=title,
+        user_email=user_email,
+        status="scheduled",
+        heartbeat_at=when_utc,
+        message=f"Scheduled for {when_utc:%Y-%m-%d %H:%M} UTC",
+        store_id=scope_store_id,
+    )
     db.session.add(job)
     db.session.commit()
     app = current_app._get_current_object()
     if app.config.get("JOBS_INLINE"):
         return job
     if app.config.get("REDIS_URL"):
-        _rq_queue(app).enqueue_at(when_utc, "portal.jobs.run_job", job.id, extra_modules(), job_id=job.id,
-                                  job_timeout=6 * 3600,
-                                  result_ttl=3600, failure_ttl=7 * 24 * 3600)
+        _rq_queue(app).enqueue_at(
+            when_utc,
+            "portal.jobs.run_job",
+            job.id,
+            extra_modules(),
+            job_id=job.id,
+            job_timeout=6 * 3600,
+            result_ttl=3600,
+            failure_ttl=7 * 24 * 3600,
+        )
     else:
         _arm(app, job.id, when_utc)
     return job
@@ -188,8 +230,9 @@ def _fire(app: Flask, job_id: str) -> None:
     try:
         with app.app_context():
             with db.engine.begin() as conn:
-                moved = conn.execute(update(Job).where(Job.id == job_id, Job.status == "scheduled")
-                                     .values(status="queued")).rowcount
+                moved = conn.execute(
+                    update(Job).where(Job.id == job_id, Job.status == "scheduled").values(status="queued")
+                ).rowcount
         if moved == 1:
             _executor(app).submit(_run_in_app, app, job_id)
     except Exception:  # a timer thread has no caller to tell: log, the row stays for restore_scheduled
@@ -234,9 +277,16 @@ def _run_in_child(app: Flask, job_id: str, lock_fd: int) -> None:
     held until the child ends, so no other job starts beside it. A child that exits cleanly has
     written its job's outcome, or found the job claimed by another process: its row is left alone.
     """
-    env = dict(os.environ, DATABASE_URL=app.config["SQLALCHEMY_DATABASE_URI"], MODELS_DIR=app.config["MODELS_DIR"],
-               UPLOAD_DIR=app.config["UPLOAD_DIR"], SECRET_KEY=app.config["SECRET_KEY"], JOBS_PROCESS="0",
-               JOBS_NICE=str(app.config.get("JOBS_NICE") or 0), **{MODULES_ENV: ",".join(extra_modules())})
+    env = dict(
+        os.environ,
+        DATABASE_URL=app.config["SQLALCHEMY_DATABASE_URI"],
+        MODELS_DIR=app.config["MODELS_DIR"],
+        UPLOAD_DIR=app.config["UPLOAD_DIR"],
+        SECRET_KEY=app.config["SECRET_KEY"],
+        JOBS_PROCESS="0",
+        JOBS_NICE=str(app.config.get("JOBS_NICE") or 0),
+        **{MODULES_ENV: ",".join(extra_modules())},
+    )
     env.pop("REDIS_URL", None)
     command = [sys.executable, "-m", "flask", "--app", "app:create_app", "jobs", "run", job_id]
     child = subprocess.run(command, cwd=app.root_path, env=env, capture_output=True, text=True, pass_fds=(lock_fd,))
@@ -244,10 +294,16 @@ def _run_in_child(app: Flask, job_id: str, lock_fd: int) -> None:
         return
     log.error("job %s: child process exited with %s: %s", job_id, child.returncode, child.stderr[-2000:])
     with db.engine.begin() as conn:
-        conn.execute(update(Job).where(Job.id == job_id, Job.status.in_(("queued", "running"))).values(
-            status="failed", finished_at=_now(),
-            message="The job's process stopped unexpectedly (logged); nothing it was writing was kept. "
-                    "Start it again."))
+        conn.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_(("queued", "running")))
+            .values(
+                status="failed",
+                finished_at=_now(),
+                message="The job's process stopped unexpectedly (logged); nothing it was writing was kept. "
+                "Start it again.",
+            )
+        )
 
 
 def _write(job_id: str, **values) -> None:
@@ -259,8 +315,11 @@ def _write(job_id: str, **values) -> None:
 def _claim(job_id: str) -> bool:
     """scheduled/queued → running in one conditional UPDATE; True for the one caller that moved it."""
     with db.engine.begin() as conn:
-        moved = conn.execute(update(Job).where(Job.id == job_id, Job.status.in_(("scheduled", "queued"))).values(
-            status="running", started_at=_now(), heartbeat_at=_now(), progress=0.0)).rowcount
+        moved = conn.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_(("scheduled", "queued")))
+            .values(status="running", started_at=_now(), heartbeat_at=_now(), progress=0.0)
+        ).rowcount
     return moved == 1
 
 
@@ -297,11 +356,21 @@ def run_job(job_id: str, modules: list[str] | None = None) -> None:
     except Exception:
         db.session.rollback()
         log.exception("job %s (%s) failed", job_id, name)
-        _write(job_id, status="failed", finished_at=_now(),
-               message="The job failed with an unexpected error (logged). Nothing it was writing was kept.")
+        _write(
+            job_id,
+            status="failed",
+            finished_at=_now(),
+            message="The job failed with an unexpected error (logged). Nothing it was writing was kept.",
+        )
     else:
-        _write(job_id, status="done", progress=1.0, finished_at=_now(), result=result or {},
-               message=(result or {}).get("message") if isinstance(result, dict) else None)
+        _write(
+            job_id,
+            status="done",
+            progress=1.0,
+            finished_at=_now(),
+            result=result or {},
+            message=(result or {}).get("message") if isinstance(result, dict) else None,
+        )
     finally:
         stop.set()
 
@@ -329,9 +398,11 @@ def get(job_id: str) -> Job | None:
             last = last.replace(tzinfo=timezone.utc)
         limit = STALE_AFTER if job.status == "running" else timedelta(hours=6)
         if _now() - last > limit:
-            message = ("No worker started this scheduled job within 6 hours of its time; nothing was done. "
-                       "Start it again." if job.status == "scheduled" else
-                       "The worker running this job stopped; nothing it was writing was kept. Start it again.")
+            message = (
+                "No worker started this scheduled job within 6 hours of its time; nothing was done. Start it again."
+                if job.status == "scheduled"
+                else "The worker running this job stopped; nothing it was writing was kept. Start it again."
+            )
             _write(job.id, status="failed", finished_at=_now(), message=message)
             db.session.expire(job)
             job = db.session.get(Job, job_id)
@@ -357,5 +428,11 @@ def get_for(job_id: str, user) -> Job | None:
 
 def as_dict(job: Job) -> dict:
     """The JSON a progress bar polls."""
-    return {"id": job.id, "title": job.title, "status": job.status, "progress": job.progress,
-            "message": job.message, "result": job.result}
+    return {
+        "id": job.id,
+        "title": job.title,
+        "status": job.status,
+        "progress": job.progress,
+        "message": job.message,
+        "result": job.result,
+    }

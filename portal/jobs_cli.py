@@ -4,6 +4,7 @@ It also runs RQ's scheduler (one per Redis, elected by a lock among the workers)
 jobs recorded with ``jobs.schedule_at`` (e.g. a campaign resuming after quiet hours) to the
 queue when they are due.
 """
+
 import os
 
 import click

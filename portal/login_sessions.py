@@ -5,6 +5,7 @@ carries what it needs to be refused: the user's ``session_version`` (inside the 
 "<id>:<version>", so the remember-me cookie carries it too) and the times it logged in and was last
 seen. Bumping ``User.session_version`` ends every session of that user on every device.
 """
+
 from __future__ import annotations
 
 import time
@@ -83,14 +84,19 @@ def enforce():
     logout_user()
     session.pop(LOGIN_AT, None)
     session.pop(SEEN_AT, None)
-    flash(MESSAGES[reason].format(idle=current_app.config["SESSION_IDLE_MINUTES"],
-                                  hours=current_app.config["SESSION_MAX_HOURS"]), "warning")
+    flash(
+        MESSAGES[reason].format(
+            idle=current_app.config["SESSION_IDLE_MINUTES"], hours=current_app.config["SESSION_MAX_HOURS"]
+        ),
+        "warning",
+    )
     if request.endpoint == "auth.login":
         return None
     if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
         abort(401)
-    return redirect(url_for("auth.login", next=request.full_path.rstrip("?")) if request.method == "GET"
-                    else url_for("auth.login"))
+    return redirect(
+        url_for("auth.login", next=request.full_path.rstrip("?")) if request.method == "GET" else url_for("auth.login")
+    )
 
 
 def register(app: Flask) -> None:

@@ -1,5 +1,6 @@
 """Structured logs: one JSON line per request (duration, user id, route, status); phone numbers
 masked and secrets never written, whatever a message contains."""
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ SECRET_KEYS = re.compile(r"(password|token|secret|auth|csrf)[^=:\s]*[=:]\s*\S+",
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@([A-Za-z0-9-]+\.)+[A-Za-z]{2,}")
 # Printable ASCII stays as it is in a masked URL; control characters and the rest are %-encoded again.
-URL_SAFE = "".join(chr(c) for c in range(0x20, 0x7f))
+URL_SAFE = "".join(chr(c) for c in range(0x20, 0x7F))
 
 
 def mask(text: str) -> str:
@@ -49,8 +50,12 @@ class MaskingFilter(logging.Filter):
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        payload = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
-                   "logger": record.name, "message": record.getMessage()}
+        payload = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         for key in ("route", "method", "status", "duration_ms", "user_id", "path"):
             if hasattr(record, key):
                 payload[key] = getattr(record, key)
@@ -82,8 +87,15 @@ def register(app: Flask) -> None:
         started = g.get("request_started")
         if started is not None and request.endpoint != "static":
             user_id = current_user.id if current_user and current_user.is_authenticated else None
-            access.info("request", extra={
-                "route": request.url_rule.rule if request.url_rule else None, "method": request.method,
-                "status": response.status_code, "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                "user_id": user_id, "path": request.path})
+            access.info(
+                "request",
+                extra={
+                    "route": request.url_rule.rule if request.url_rule else None,
+                    "method": request.method,
+                    "status": response.status_code,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    "user_id": user_id,
+                    "path": request.path,
+                },
+            )
         return response

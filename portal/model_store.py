@@ -6,6 +6,7 @@ does not match its entry is refused, never unpickled. Uploaded files are never u
 Every save is also recorded in the ``model_records`` table so every host can verify it runs
 the same model as the others.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -64,8 +65,12 @@ def library_versions() -> dict[str, str]:
     import pandas
     import sklearn
 
-    versions = {"python": platform.python_version(), "scikit-learn": sklearn.__version__,
-                "pandas": pandas.__version__, "numpy": numpy.__version__}
+    versions = {
+        "python": platform.python_version(),
+        "scikit-learn": sklearn.__version__,
+        "pandas": pandas.__version__,
+        "numpy": numpy.__version__,
+    }
     try:
         import mlxtend
 
@@ -102,8 +107,15 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def save(name: str, objects: dict[str, Any], *, data_window: dict | None = None, metrics: dict | None = None,
-         params: dict | None = None, extra: dict | None = None) -> ModelRecord:
+def save(
+    name: str,
+    objects: dict[str, Any],
+    *,
+    data_window: dict | None = None,
+    metrics: dict | None = None,
+    params: dict | None = None,
+    extra: dict | None = None,
+) -> ModelRecord:
     """Pickle ``objects`` ({file name: object}) under Models/, update the manifest and record it.
 
     Args:
@@ -122,17 +134,33 @@ def save(name: str, objects: dict[str, Any], *, data_window: dict | None = None,
         sha = hashlib.sha256(payload).hexdigest()
         files[file_name] = sha
         manifest[file_name] = {
-            "file": file_name, "model": name, "sha256": sha, "bytes": len(payload),
-            "trained_at": trained_at.isoformat(), "data_window": data_window or {},
-            "versions": library_versions(), "metrics": metrics or {}, "params": params or {},
+            "file": file_name,
+            "model": name,
+            "sha256": sha,
+            "bytes": len(payload),
+            "trained_at": trained_at.isoformat(),
+            "data_window": data_window or {},
+            "versions": library_versions(),
+            "metrics": metrics or {},
+            "params": params or {},
             **(extra or {}),
         }
     body = json.dumps({"models": sorted(manifest.values(), key=lambda e: e["file"])}, indent=2, default=str)
     _write_atomic(models_dir() / MANIFEST, body.encode())
     db.session.execute(update(ModelRecord).where(ModelRecord.name == name).values(active=False))
-    record = ModelRecord(name=name, files=files, trained_at=trained_at, active=True,
-                         manifest={"data_window": data_window or {}, "metrics": metrics or {},
-                                   "params": params or {}, "versions": library_versions(), **(extra or {})})
+    record = ModelRecord(
+        name=name,
+        files=files,
+        trained_at=trained_at,
+        active=True,
+        manifest={
+            "data_window": data_window or {},
+            "metrics": metrics or {},
+            "params": params or {},
+            "versions": library_versions(),
+            **(extra or {}),
+        },
+    )
     db.session.add(record)
     _cache().clear()
     return record
@@ -161,13 +189,16 @@ def load(file_name: str) -> Any:
     if sha != entry["sha256"]:
         raise ModelIntegrityError(
             f"{file_name} does not match its sha256 in the manifest (file changed, truncated or replaced); "
-            "it was not loaded. Retrain the model to replace it.")
-    record = db.session.scalar(select(ModelRecord).where(ModelRecord.name == entry["model"],
-                                                         ModelRecord.active.is_(True)))
+            "it was not loaded. Retrain the model to replace it."
+        )
+    record = db.session.scalar(
+        select(ModelRecord).where(ModelRecord.name == entry["model"], ModelRecord.active.is_(True))
+    )
     if record is not None and record.files.get(file_name) not in (None, sha):
         raise ModelIntegrityError(
             f"{file_name} on this host differs from the model recorded in the database; "
-            "sync the Models/ folder or retrain.")
+            "sync the Models/ folder or retrain."
+        )
     cache = _cache()
     key = (file_name, sha)
     if key not in cache:

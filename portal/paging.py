@@ -2,6 +2,7 @@
 
 The web half of ``portal.services.lists.paging`` (which runs the queries without knowing of requests).
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,9 @@ class Page:
     label: str
 
     @classmethod
-    def from_request(cls, query, key, sort=None, descending: bool = False, size: int | None = None,
-                     scalars: bool = True) -> "Page":
+    def from_request(
+        cls, query, key, sort=None, descending: bool = False, size: int | None = None, scalars: bool = True
+    ) -> Page:
         """Run ``query`` for the page named by the request's ``after`` parameter.
 
         Args:
@@ -60,5 +62,6 @@ def list_page(name: str, params: Mapping, user, size: int | None = None) -> Page
     """The keyset ``Page`` of list ``name`` for the current request (filters, sort, store scoping)."""
     definition = registry.get(name)
     sort, descending, _ = exports.sort_of(definition, params)
-    return Page.from_request(definition.query(params, user), key=definition.key, sort=sort,
-                             descending=descending, size=size)
+    return Page.from_request(
+        definition.query(params, user), key=definition.key, sort=sort, descending=descending, size=size
+    )

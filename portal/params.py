@@ -1,4 +1,5 @@
 """Reading numbers users typed into query strings and forms, safely."""
+
 from __future__ import annotations
 
 MAX_ID_DIGITS = 9  # fits every database integer column; longer is never a real id

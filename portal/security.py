@@ -1,4 +1,5 @@
 """Access rules shared by every blueprint: login by default, roles, store scoping, safe redirects."""
+
 from __future__ import annotations
 
 from functools import wraps
@@ -10,8 +11,14 @@ from flask_login import current_user
 from portal.services import audit
 
 # Endpoints reachable without logging in; everything else needs a session (checked before each request).
-PUBLIC_ENDPOINTS = {"auth.login", "health.healthz", "health.readyz", "static",
-                    "webhooks.sms_inbound", "webhooks.sms_status"}
+PUBLIC_ENDPOINTS = {
+    "auth.login",
+    "health.healthz",
+    "health.readyz",
+    "static",
+    "webhooks.sms_inbound",
+    "webhooks.sms_status",
+}
 
 
 def public(view):
@@ -48,13 +55,16 @@ def reject_nul_bytes():
 
 def roles_required(*roles: str):
     """Refuse (403) a logged-in user whose role is not among ``roles``; checked on the server."""
+
     def decorator(view):
         @wraps(view)
         def wrapped(*args, **kwargs):
             if current_user.role not in roles:
                 abort(403)
             return view(*args, **kwargs)
+
         return wrapped
+
     return decorator
 
 
@@ -79,11 +89,16 @@ def scope_to_user(query, store_column, user=None):
 
 def is_safe_next(target: str | None) -> bool:
     """Accept ``next=`` only as a local path (no scheme, no host, no protocol-relative //, no control characters)."""
-    if not target or any(ord(ch) < 0x20 or 0x7f <= ord(ch) <= 0x9f for ch in target):
+    if not target or any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in target):
         return False  # CR/LF would split the Location header (a 500), other controls have no place in a path
     parts = urlsplit(target)
-    return (not parts.scheme and not parts.netloc and target.startswith("/")
-            and not target.startswith("//") and "\\" not in target)
+    return (
+        not parts.scheme
+        and not parts.netloc
+        and target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+    )
 
 
 def set_security_headers(response):

@@ -32,22 +32,54 @@ from typing import Protocol, runtime_checkable
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import NewConnectionError
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.rest import Client
 from twilio.twiml.messaging_response import MessagingResponse
+from urllib3.exceptions import NewConnectionError
 
-from portal.sms_text import (GSM7_BASIC, GSM7_EXTENSION, GSM7_PART, GSM7_SINGLE, HELP_WORDS, OPT_IN_WORDS,
-                             OPT_OUT_WORDS, UCS2_PART, UCS2_SINGLE, Reply, SegmentInfo, classify_reply,
-                             segment_info)
+from portal.sms_text import (
+    GSM7_BASIC,
+    GSM7_EXTENSION,
+    GSM7_PART,
+    GSM7_SINGLE,
+    HELP_WORDS,
+    OPT_IN_WORDS,
+    OPT_OUT_WORDS,
+    UCS2_PART,
+    UCS2_SINGLE,
+    Reply,
+    SegmentInfo,
+    classify_reply,
+    segment_info,
+)
 
 __all__ = [
-    "ACCOUNT_ERROR_CODES", "GSM7_BASIC", "GSM7_EXTENSION", "GSM7_PART", "GSM7_SINGLE", "HELP_WORDS",
-    "OPT_IN_WORDS", "OPT_OUT_ERROR_CODE", "OPT_OUT_WORDS", "UCS2_PART", "UCS2_SINGLE", "DryRunGateway", "Reply",
-    "SegmentInfo", "SendResult", "SmsGateway", "SmsLookupError", "TwilioGateway", "classify_reply",
-    "compute_signature", "gateway_from_config", "segment_info", "twiml_message", "verify_signature",
+    "ACCOUNT_ERROR_CODES",
+    "GSM7_BASIC",
+    "GSM7_EXTENSION",
+    "GSM7_PART",
+    "GSM7_SINGLE",
+    "HELP_WORDS",
+    "OPT_IN_WORDS",
+    "OPT_OUT_ERROR_CODE",
+    "OPT_OUT_WORDS",
+    "UCS2_PART",
+    "UCS2_SINGLE",
+    "DryRunGateway",
+    "Reply",
+    "SegmentInfo",
+    "SendResult",
+    "SmsGateway",
+    "SmsLookupError",
+    "TwilioGateway",
+    "classify_reply",
+    "compute_signature",
+    "gateway_from_config",
+    "segment_info",
+    "twiml_message",
+    "verify_signature",
 ]
 
 log = logging.getLogger(__name__)
@@ -193,15 +225,13 @@ class TwilioGateway:
             return _classify_transport_error(exc)
         except (TwilioException, ValueError) as exc:
             # E.g. a 2xx whose body is not JSON: Twilio probably created the message.
-            return SendResult(None, "temporary-error", error_message=str(exc),
-                              retryable=True, maybe_sent=True)
+            return SendResult(None, "temporary-error", error_message=str(exc), retryable=True, maybe_sent=True)
         return SendResult(
             sid=message.sid,
             status=message.status or "queued",
             error_code=message.error_code,
             error_message=message.error_message,
         )
-
 
     def find_sent(self, to: str, body: str, since: datetime, limit: int = 50) -> str | None:
         """Search the newest ``limit`` messages to ``to`` for ``body`` created since ``since``.
@@ -280,7 +310,10 @@ def gateway_from_config(config: Mapping) -> SmsGateway:
         log.warning("Twilio credentials but no TWILIO_FROM/TWILIO_MESSAGING_SERVICE_SID: dry-run")
         return DryRunGateway("TWILIO_FROM or TWILIO_MESSAGING_SERVICE_SID is not set")
     return TwilioGateway(
-        sid, token, from_number=sender, messaging_service_sid=service,
+        sid,
+        token,
+        from_number=sender,
+        messaging_service_sid=service,
         api_base=_present(config, "TWILIO_API_BASE"),
         timeout=float(_present(config, "TWILIO_TIMEOUT") or 10),
     )
@@ -288,13 +321,15 @@ def gateway_from_config(config: Mapping) -> SmsGateway:
 
 # --- webhooks ------------------------------------------------------------------------------
 
+
 def compute_signature(auth_token: str, url: str, params: Mapping) -> str:
     """The X-Twilio-Signature Twilio would send for a POST of ``params`` to ``url`` (for tests)."""
     return RequestValidator(auth_token).compute_signature(url, params)
 
 
-def verify_signature(auth_token: str, url: str, params: Mapping, signature: str | None,
-                     settings_header: str | None = None) -> bool:
+def verify_signature(
+    auth_token: str, url: str, params: Mapping, signature: str | None, settings_header: str | None = None
+) -> bool:
     """True only when ``signature`` proves Twilio sent ``params`` to the public ``url``.
 
     ``url`` must be the URL Twilio called (PUBLIC_BASE_URL + path + query behind a proxy).

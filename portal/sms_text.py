@@ -6,6 +6,7 @@ counting follows GSM 03.38 / UCS-2 as Twilio bills it (the builder's counter, th
 step's cost). Pure functions of the text: no ``twilio`` import here, portal/sms.py stays the
 only door to Twilio and re-exports these names.
 """
+
 from __future__ import annotations
 
 import unicodedata
@@ -13,8 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 # Twilio's default Advanced Opt-Out keywords (single-word replies, any case).
-OPT_OUT_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE",
-                           "OPTOUT"})
+OPT_OUT_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"})
 OPT_IN_WORDS = frozenset({"START", "YES", "UNSTOP"})
 HELP_WORDS = frozenset({"HELP", "INFO"})
 
@@ -26,6 +26,7 @@ def classify_reply(body: str | None) -> Reply | None:
     if not body:
         return None
     word = body.strip()
+
     # Trim surrounding whitespace and punctuation (any Unicode punctuation, e.g. "¡" or "。").
     def trimmable(ch: str) -> bool:
         return ch.isspace() or unicodedata.category(ch).startswith("P")
@@ -92,8 +93,7 @@ def segment_info(text: str) -> SegmentInfo:
     units, and a long text with such characters can need one segment more than
     ceil(characters / 153). An empty text is 0 segments.
     """
-    ucs2_chars = list(dict.fromkeys(ch for ch in text
-                                    if ch not in GSM7_BASIC and ch not in GSM7_EXTENSION))
+    ucs2_chars = list(dict.fromkeys(ch for ch in text if ch not in GSM7_BASIC and ch not in GSM7_EXTENSION))
     gsm = not ucs2_chars
     single, part = (GSM7_SINGLE, GSM7_PART) if gsm else (UCS2_SINGLE, UCS2_PART)
     costs = [_unit_cost(ch, gsm) for ch in text]
@@ -101,8 +101,7 @@ def segment_info(text: str) -> SegmentInfo:
     if total == 0:
         return SegmentInfo("GSM-7" if gsm else "UCS-2", 0, 0, single, single, ucs2_chars)
     if total <= single:
-        return SegmentInfo("GSM-7" if gsm else "UCS-2", total, 1, single, single - total,
-                           ucs2_chars)
+        return SegmentInfo("GSM-7" if gsm else "UCS-2", total, 1, single, single - total, ucs2_chars)
     segments, used = 1, 0
     for cost in costs:  # per character of one message body (≤ a few KB), not per data row
         if used + cost > part:

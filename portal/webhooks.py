@@ -5,6 +5,7 @@ Both check the signature against the URL Twilio called — PUBLIC_BASE_URL + pat
 forged, unsigned, or no token configured: 403. Both are idempotent: every callback is stored
 once in ``sms_events`` under a dedupe key, and a repeat changes nothing.
 """
+
 from __future__ import annotations
 
 from flask import Blueprint, Response, abort, current_app, request
@@ -27,8 +28,13 @@ def _verified_form() -> dict[str, str]:
     """The POSTed parameters, or 403 unless Twilio signed exactly these for our public URL."""
     token = current_app.config.get("TWILIO_AUTH_TOKEN")
     form = request.form.to_dict(flat=True)
-    if not sms.verify_signature(token or "", _public_url(), request.form, request.headers.get("X-Twilio-Signature"),
-                                request.headers.get("X-Twilio-Webhooks-Signature-Settings")):
+    if not sms.verify_signature(
+        token or "",
+        _public_url(),
+        request.form,
+        request.headers.get("X-Twilio-Signature"),
+        request.headers.get("X-Twilio-Webhooks-Signature-Settings"),
+    ):
         abort(403)
     return form
 
@@ -45,4 +51,3 @@ def sms_inbound():
     """A customer's reply: STOP words opt out, START/YES/UNSTOP opt back in, HELP/INFO answer."""
     text = replies.record_reply(_verified_form())
     return Response(sms.twiml_message(text), mimetype="text/xml")
-

@@ -4,6 +4,7 @@ One basket per transaction_id; lines with a quantity <= 0 (returns, cancellation
 transaction or product id put nothing in a basket. Ids are encoded once as integer codes, so the
 matrix for millions of lines is built with numpy, not per row.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -72,8 +73,7 @@ def basket_matrix(lines: pd.DataFrame) -> tuple[sparse.csr_matrix, pd.Index]:
     r, c = np.divmod(cells, max(n_cols, 1))
     indptr = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(np.bincount(r, minlength=n_rows), out=indptr[1:])
-    X = sparse.csr_matrix((np.ones(len(cells), dtype=bool), c.astype(np.int32), indptr),
-                          shape=(n_rows, n_cols))
+    X = sparse.csr_matrix((np.ones(len(cells), dtype=bool), c.astype(np.int32), indptr), shape=(n_rows, n_cols))
     return X, pd.Index(items, name="product_id")
 
 

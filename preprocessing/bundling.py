@@ -30,11 +30,20 @@ SUPPORT_LADDER = (0.05, 0.02, 0.01, 0.005, 0.002, 0.001)
 PRICE_COLUMNS = ("price_per_unit", "unit_price", "price", "cost")
 STOCK_COLUMNS = ["product_id", "product_name", "initial_stock", "total_sold", "sold_ratio", "stock_value"]
 ERROR_COLUMNS = ["product_id", "product_name", "initial_stock", "total_sold", "reason"]
-RULE_COLUMNS = ["antecedents", "consequents", "antecedent_names", "consequent_names",
-                "support", "confidence", "lift", "baskets"]
+RULE_COLUMNS = [
+    "antecedents",
+    "consequents",
+    "antecedent_names",
+    "consequent_names",
+    "support",
+    "confidence",
+    "lift",
+    "baskets",
+]
 
 
 # --------------------------------------------------------------------------- dead stock
+
 
 @dataclass
 class StockReport:
@@ -50,9 +59,9 @@ class StockReport:
     threshold: float = DEAD_STOCK_THRESHOLD
 
 
-
-def dead_stock(stock: pd.DataFrame, threshold: float = DEAD_STOCK_THRESHOLD,
-               price_column: str | None = None) -> StockReport:
+def dead_stock(
+    stock: pd.DataFrame, threshold: float = DEAD_STOCK_THRESHOLD, price_column: str | None = None
+) -> StockReport:
     """Find products selling below `threshold` of their initial stock, without guessing bad rows.
 
     Args:
@@ -98,10 +107,14 @@ def dead_stock(stock: pd.DataFrame, threshold: float = DEAD_STOCK_THRESHOLD,
         reason = reason.where(~mask.to_numpy(), reason + np.where(reason == "", "", "; ") + text)
     bad = (reason != "").to_numpy()
 
-    frame = pd.DataFrame({"product_id": pid, "product_name": name,
-                          "initial_stock": init, "total_sold": sold}, index=stock.index)
-    errors = frame[bad].assign(initial_stock=raw_init[bad], total_sold=raw_sold[bad],
-                               reason=reason[bad]).reset_index(drop=True)
+    frame = pd.DataFrame(
+        {"product_id": pid, "product_name": name, "initial_stock": init, "total_sold": sold}, index=stock.index
+    )
+    errors = (
+        frame[bad]
+        .assign(initial_stock=raw_init[bad], total_sold=raw_sold[bad], reason=reason[bad])
+        .reset_index(drop=True)
+    )
 
     ok = frame[~bad].copy()
     ok["sold_ratio"] = ok["total_sold"] / ok["initial_stock"]
@@ -112,8 +125,11 @@ def dead_stock(stock: pd.DataFrame, threshold: float = DEAD_STOCK_THRESHOLD,
     else:
         ok["stock_value"] = np.nan
     is_dead = ok["sold_ratio"] < threshold
-    dead = ok[is_dead].sort_values(["sold_ratio", "stock_value"], ascending=[True, False],
-                                   kind="stable").reset_index(drop=True)
+    dead = (
+        ok[is_dead]
+        .sort_values(["sold_ratio", "stock_value"], ascending=[True, False], kind="stable")
+        .reset_index(drop=True)
+    )
     healthy = ok[~is_dead].sort_values("sold_ratio", kind="stable").reset_index(drop=True)
     return StockReport(dead[STOCK_COLUMNS], healthy[STOCK_COLUMNS], errors[ERROR_COLUMNS], threshold)
 
@@ -144,17 +160,20 @@ def unknown_products(lines: pd.DataFrame, stock: pd.DataFrame) -> pd.DataFrame:
     else:
         stock_names = pd.Series(dtype=object)
     known = pid.isin(stock_ids.dropna()) | name.isin(stock_names.dropna())
-    qty = (pd.to_numeric(sold["quantity"], errors="coerce") if "quantity" in sold
-           else pd.Series(1.0, index=sold.index))
-    rest = pd.DataFrame({"product_id": pid, "product_name": name, "quantity": qty,
-                         "transaction_id": sold["transaction_id"]})[~known.to_numpy()]
+    qty = pd.to_numeric(sold["quantity"], errors="coerce") if "quantity" in sold else pd.Series(1.0, index=sold.index)
+    rest = pd.DataFrame(
+        {"product_id": pid, "product_name": name, "quantity": qty, "transaction_id": sold["transaction_id"]}
+    )[~known.to_numpy()]
     out = rest.groupby("product_id", sort=True).agg(
-        product_name=("product_name", "first"), total_sold=("quantity", "sum"),
-        transactions=("transaction_id", "nunique"))
+        product_name=("product_name", "first"),
+        total_sold=("quantity", "sum"),
+        transactions=("transaction_id", "nunique"),
+    )
     return out.sort_values("total_sold", ascending=False, kind="stable").reset_index()
 
 
 # --------------------------------------------------------------------------- rules
+
 
 @dataclass
 class BundleResult:
@@ -180,9 +199,15 @@ def _fmt_pct(fraction: float) -> str:
     return f"{fraction * 100:.3g} %"
 
 
-def suggest_support(matrix: sparse.spmatrix, items: Sequence, dead_product_ids: Iterable,
-                    min_confidence: float = 0.05, min_lift: float = 1.0, below: float = 1.0,
-                    ladder: Sequence[float] = SUPPORT_LADDER) -> tuple[float, int] | None:
+def suggest_support(
+    matrix: sparse.spmatrix,
+    items: Sequence,
+    dead_product_ids: Iterable,
+    min_confidence: float = 0.05,
+    min_lift: float = 1.0,
+    below: float = 1.0,
+    ladder: Sequence[float] = SUPPORT_LADDER,
+) -> tuple[float, int] | None:
     """Highest support on the ladder (and below `below`) where some product -> dead-stock pair rule passes.
 
     Counts all pairs once (one sparse product at the ladder's lowest support) instead of mining
@@ -226,9 +251,14 @@ def _relevant(itemsets: pd.DataFrame, dead: set) -> pd.DataFrame:
     return itemsets[itemsets["itemsets"].isin(needed)].reset_index(drop=True)
 
 
-def bundle_rules(lines: pd.DataFrame, dead_product_ids: Iterable, min_support: float = 0.1,
-                 min_confidence: float = 0.05, min_lift: float = 1.0,
-                 max_len: int = 3) -> BundleResult:
+def bundle_rules(
+    lines: pd.DataFrame,
+    dead_product_ids: Iterable,
+    min_support: float = 0.1,
+    min_confidence: float = 0.05,
+    min_lift: float = 1.0,
+    max_len: int = 3,
+) -> BundleResult:
     """Suggest what to sell dead stock with: the best rule per antecedent whose consequent holds dead stock.
 
     Args:
@@ -246,8 +276,7 @@ def bundle_rules(lines: pd.DataFrame, dead_product_ids: Iterable, min_support: f
     names = product_names(lines)
     dead = {str(d).strip() for d in dead_product_ids if pd.notna(d)}
     sold_dead = dead & set(items)
-    result = BundleResult(pd.DataFrame(columns=RULE_COLUMNS), n, min_support, min_confidence,
-                          min_lift, names=names)
+    result = BundleResult(pd.DataFrame(columns=RULE_COLUMNS), n, min_support, min_confidence, min_lift, names=names)
     if n == 0:
         result.message = "no baskets: there are no sales lines with a positive quantity"
         return result
@@ -261,9 +290,13 @@ def bundle_rules(lines: pd.DataFrame, dead_product_ids: Iterable, min_support: f
     itemsets = _relevant(frequent_itemsets(X, items, min_support, max_len), sold_dead)
     rules = pd.DataFrame()
     if itemsets["itemsets"].map(len).gt(1).any():
-        rules = association_rules(itemsets, num_itemsets=n, metric="confidence",
-                                  min_threshold=min_confidence,
-                                  return_metrics=["support", "confidence", "lift"])
+        rules = association_rules(
+            itemsets,
+            num_itemsets=n,
+            metric="confidence",
+            min_threshold=min_confidence,
+            return_metrics=["support", "confidence", "lift"],
+        )
         rules = rules[~rules["consequents"].map(sold_dead.isdisjoint) & (rules["lift"] >= min_lift)]
     if len(rules):
         result.rules = _best_per_antecedent(rules, n, names)
@@ -272,26 +305,35 @@ def bundle_rules(lines: pd.DataFrame, dead_product_ids: Iterable, min_support: f
     suggestion = suggest_support(X, items, sold_dead, min_confidence, min_lift, below=min_support)
     if suggestion is None:
         lowest = min(min_support, min(SUPPORT_LADDER))
-        result.message = (f"no rule at {_fmt_pct(min_support)} support, nor at any support down to "
-                          f"{_fmt_pct(lowest)}: the dead-stock products are rarely bought with anything")
+        result.message = (
+            f"no rule at {_fmt_pct(min_support)} support, nor at any support down to "
+            f"{_fmt_pct(lowest)}: the dead-stock products are rarely bought with anything"
+        )
     else:
         result.suggested_support, result.suggested_rules = suggestion
-        result.message = (f"no rule at {_fmt_pct(min_support)} support; "
-                          f"{result.suggested_rules} rules at {_fmt_pct(result.suggested_support)}")
+        result.message = (
+            f"no rule at {_fmt_pct(min_support)} support; "
+            f"{result.suggested_rules} rules at {_fmt_pct(result.suggested_support)}"
+        )
     return result
 
 
 def _best_per_antecedent(rules: pd.DataFrame, n: int, names: pd.Series) -> pd.DataFrame:
     """Keep the highest-confidence rule per antecedent (ties: lift, support, then ids), ids as sorted tuples."""
-    out = pd.DataFrame({
-        "antecedents": rules["antecedents"].map(lambda s: tuple(sorted(s))),
-        "consequents": rules["consequents"].map(lambda s: tuple(sorted(s))),
-        "support": rules["support"].astype(float),
-        "confidence": rules["confidence"].astype(float),
-        "lift": rules["lift"].astype(float),
-    })
-    out = out.sort_values(["confidence", "lift", "support", "antecedents", "consequents"],
-                          ascending=[False, False, False, True, True], kind="stable")
+    out = pd.DataFrame(
+        {
+            "antecedents": rules["antecedents"].map(lambda s: tuple(sorted(s))),
+            "consequents": rules["consequents"].map(lambda s: tuple(sorted(s))),
+            "support": rules["support"].astype(float),
+            "confidence": rules["confidence"].astype(float),
+            "lift": rules["lift"].astype(float),
+        }
+    )
+    out = out.sort_values(
+        ["confidence", "lift", "support", "antecedents", "consequents"],
+        ascending=[False, False, False, True, True],
+        kind="stable",
+    )
     out = out.drop_duplicates("antecedents").reset_index(drop=True)
     out["baskets"] = np.rint(out["support"].to_numpy() * n).astype(np.int64)
     join = lambda ids: " + ".join(str(names.get(i, i)) for i in ids)  # noqa: E731
@@ -311,6 +353,7 @@ def pitch(rule: Mapping, names: Mapping) -> str:
     Example: "Put *Blue Mug* next to *Espresso Beans*: 38 % of baskets with Espresso Beans
     also take Blue Mug (2.1x the usual rate; 412 baskets)."
     """
+
     def label(ids: Sequence) -> list[str]:
         return [str(names.get(i, i)) for i in ids]
 
@@ -322,5 +365,7 @@ def pitch(rule: Mapping, names: Mapping) -> str:
     tail = [f"{float(rule['lift']):.1f}x the usual rate"]
     if "baskets" in rule and pd.notna(rule["baskets"]):
         tail.append(f"{int(rule['baskets'])} baskets")
-    return (f"Put {put} next to {near}: {pct} % of baskets with {' and '.join(ante)} "
-            f"also take {' and '.join(cons)} ({'; '.join(tail)}).")
+    return (
+        f"Put {put} next to {near}: {pct} % of baskets with {' and '.join(ante)} "
+        f"also take {' and '.join(cons)} ({'; '.join(tail)})."
+    )

@@ -20,6 +20,7 @@ The rule used here, stated so it can go on the help page:
 (only possible for a slow buyer not yet overdue, whose quiet quarter is expected) or churn < 0.3 and
 P(alive) < 0.1 (impossible under the rule above).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -56,9 +57,14 @@ def reconciled_p_alive(churn_probability, p_quiet, p_alive_model=None) -> np.nda
     return np.where(np.isnan(c), np.nan, out)
 
 
-def customer_picture(churn_probability: pd.Series, bg: clv.BGNBDParams, gg: clv.GammaGammaParams,
-                     summary: pd.DataFrame, horizon_days: int = 90, discount_rate_annual: float = 0.0,
-                     ) -> pd.DataFrame:
+def customer_picture(
+    churn_probability: pd.Series,
+    bg: clv.BGNBDParams,
+    gg: clv.GammaGammaParams,
+    summary: pd.DataFrame,
+    horizon_days: int = 90,
+    discount_rate_annual: float = 0.0,
+) -> pd.DataFrame:
     """The per-customer numbers a page shows together, computed from one P(alive).
 
     Args:
@@ -94,8 +100,13 @@ def customer_picture(churn_probability: pd.Series, bg: clv.BGNBDParams, gg: clv.
     return out
 
 
-def coherence(frame: pd.DataFrame, high: float = HIGH_CHURN, low: float = LOW_CHURN,
-              alive_high: float = ALIVE_HIGH, alive_low: float = ALIVE_LOW) -> dict:
+def coherence(
+    frame: pd.DataFrame,
+    high: float = HIGH_CHURN,
+    low: float = LOW_CHURN,
+    alive_high: float = ALIVE_HIGH,
+    alive_low: float = ALIVE_LOW,
+) -> dict:
     """Shares of scored customers whose churn risk and P(alive) contradict each other.
 
     Args:

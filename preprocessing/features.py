@@ -27,6 +27,7 @@ leak-free features at a churn cutoff):
 Day counts are whole calendar days (timestamps floored to midnight), so a purchase at 23:59 and
 one the next morning are one day apart.
 """
+
 from __future__ import annotations
 
 import numpy as np

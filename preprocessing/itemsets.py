@@ -8,6 +8,7 @@ hold a frequent item (a conditional, FP-growth-style projection). The output has
 mlxtend's ``association_rules`` still computes every metric, and the tests check the itemsets against
 mlxtend's ``fpgrowth``.
 """
+
 from __future__ import annotations
 
 import math
@@ -54,12 +55,12 @@ def _rows_of(R: sparse.csr_matrix, rows: np.ndarray, colmap: np.ndarray, n_cols:
     per_row = np.bincount(np.repeat(np.arange(len(rows)), lengths)[keep], minlength=len(rows))
     indptr = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum(per_row, out=indptr[1:])
-    return sparse.csr_matrix((np.ones(keep.sum(), dtype=np.int32), cols[keep], indptr),
-                             shape=(len(rows), n_cols))
+    return sparse.csr_matrix((np.ones(keep.sum(), dtype=np.int32), cols[keep], indptr), shape=(len(rows), n_cols))
 
 
-def _grow(prefix: tuple, R: sparse.csr_matrix, ext: np.ndarray, counts: np.ndarray,
-          threshold: int, max_len: int, found: list) -> None:
+def _grow(
+    prefix: tuple, R: sparse.csr_matrix, ext: np.ndarray, counts: np.ndarray, threshold: int, max_len: int, found: list
+) -> None:
     """Emit prefix + {e} for each e in ext, then extend by counting pairs within the prefix's baskets.
 
     R holds only the baskets containing `prefix`, restricted to the columns `ext` (global item
@@ -81,15 +82,16 @@ def _grow(prefix: tuple, R: sparse.csr_matrix, ext: np.ndarray, counts: np.ndarr
     colmap = np.full(len(ext), -1, dtype=np.int32)
     for start, stop in zip(starts, stops):  # loop over frequent items, never over baskets
         a, js = i[start], j[start:stop]
-        rows = by_col.indices[by_col.indptr[a]:by_col.indptr[a + 1]]
+        rows = by_col.indices[by_col.indptr[a] : by_col.indptr[a + 1]]
         colmap[js] = np.arange(len(js), dtype=np.int32)
         sub = _rows_of(R, rows, colmap, len(js))
         colmap[js] = -1
         _grow(prefix + (ext[a],), sub, ext[js], cnt[start:stop], threshold, max_len, found)
 
 
-def frequent_itemsets(matrix: sparse.spmatrix, items: Sequence, min_support: float,
-                      max_len: int | None = 3) -> pd.DataFrame:
+def frequent_itemsets(
+    matrix: sparse.spmatrix, items: Sequence, min_support: float, max_len: int | None = 3
+) -> pd.DataFrame:
     """Exact frequent itemsets (up to max_len products) by sparse counting, in mlxtend's format.
 
     Args:

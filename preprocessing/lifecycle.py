@@ -20,6 +20,7 @@ as ``compute_features`` gives them) and, when present, ``p_alive`` and ``churn_p
 (``preprocessing.coherence.customer_picture`` gives the consistent pair). Missing values in the
 optional columns mean "unknown": that part of a rule is skipped.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -50,8 +51,11 @@ def lifecycle_status(
     repeat = frame["store_visit_frequency"].to_numpy(dtype=float) > 1
     gap = np.where(repeat, frame["avg_purchase_gap_days"].to_numpy(dtype=float), 0.0)  # 0: only floors apply
     alive = frame["p_alive"].to_numpy(dtype=float) if "p_alive" in frame else np.full(len(frame), np.nan)
-    churn = (frame["churn_probability"].to_numpy(dtype=float) if "churn_probability" in frame
-             else np.full(len(frame), np.nan))
+    churn = (
+        frame["churn_probability"].to_numpy(dtype=float)
+        if "churn_probability" in frame
+        else np.full(len(frame), np.nan)
+    )
     with np.errstate(invalid="ignore"):
         lost = (idle > np.maximum(lost_gaps * gap, lost_floor_days)) & ~(alive >= lost_p_alive)
         lapsing = idle > np.maximum(lapsing_gaps * gap, lapsing_floor_days)

@@ -20,6 +20,7 @@ Pipeline (fit and score use the same steps):
    value rank and not the arbitrary K-Means label numbers, a retrain cannot shuffle tiers at
    random: "Platinum" is always the cluster worth the most.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -100,8 +101,9 @@ def eligible(
     return (features["frequency"] >= min_frequency) | (features["monetary"] >= min_monetary)
 
 
-def derive_bar(features: pd.DataFrame, share: float = DEFAULT_TIER_SHARE,
-               window_days: int = DEFAULT_BAR_WINDOW_DAYS) -> tuple[float, float]:
+def derive_bar(
+    features: pd.DataFrame, share: float = DEFAULT_TIER_SHARE, window_days: int = DEFAULT_BAR_WINDOW_DAYS
+) -> tuple[float, float]:
     """An eligibility bar from the store's own customers, instead of a fixed 15 purchases / 30,000.
 
     Rule: take the customers who bought in the last ``window_days`` (``recency <= window_days``); the

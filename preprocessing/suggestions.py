@@ -13,6 +13,7 @@ several rows and a consequent can hold a product that sells well. A suggestion h
   suggestions in a small shop's history, enough that a coincidence is unlikely to pass the lift test).
   The minimum support is therefore ``min_baskets / number of baskets``, whatever the store's size.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -26,13 +27,28 @@ from preprocessing.bundling import StockReport, _relevant
 from preprocessing.itemsets import frequent_itemsets
 
 DEFAULT_MIN_BASKETS = 10
-SUGGESTION_COLUMNS = ["product_id", "product_name", "antecedents", "antecedent_names", "support", "confidence",
-                      "lift", "baskets", "sold_ratio", "stock_value"]
+SUGGESTION_COLUMNS = [
+    "product_id",
+    "product_name",
+    "antecedents",
+    "antecedent_names",
+    "support",
+    "confidence",
+    "lift",
+    "baskets",
+    "sold_ratio",
+    "stock_value",
+]
 
 
-def dead_stock_suggestions(lines: pd.DataFrame, stock: StockReport | pd.DataFrame,
-                           min_baskets: int = DEFAULT_MIN_BASKETS,
-                           min_confidence: float = 0.05, min_lift: float = 1.0, max_len: int = 2) -> pd.DataFrame:
+def dead_stock_suggestions(
+    lines: pd.DataFrame,
+    stock: StockReport | pd.DataFrame,
+    min_baskets: int = DEFAULT_MIN_BASKETS,
+    min_confidence: float = 0.05,
+    min_lift: float = 1.0,
+    max_len: int = 2,
+) -> pd.DataFrame:
     """The best rule that pushes each dead-stock product, one row per product, most stock value first.
 
     Args:
@@ -62,24 +78,34 @@ def dead_stock_suggestions(lines: pd.DataFrame, stock: StockReport | pd.DataFram
     itemsets = _relevant(frequent_itemsets(X, items, min(1.0, min_baskets / n), max_len), sold_dead)
     if not itemsets["itemsets"].map(len).gt(1).any():
         return empty
-    rules = association_rules(itemsets, num_itemsets=n, metric="confidence", min_threshold=min_confidence,
-                              return_metrics=["support", "confidence", "lift"])
+    rules = association_rules(
+        itemsets,
+        num_itemsets=n,
+        metric="confidence",
+        min_threshold=min_confidence,
+        return_metrics=["support", "confidence", "lift"],
+    )
     single = rules["consequents"].map(len) == 1
     target = rules["consequents"].map(lambda s: next(iter(s)))
     rules = rules[single & target.isin(sold_dead) & (rules["lift"] >= min_lift)]
     if rules.empty:
         return empty
     names = product_names(lines)
-    out = pd.DataFrame({
-        "product_id": target[rules.index],
-        "antecedents": rules["antecedents"].map(lambda s: tuple(sorted(s))),
-        "support": rules["support"].astype(float),
-        "confidence": rules["confidence"].astype(float),
-        "lift": rules["lift"].astype(float),
-    })
+    out = pd.DataFrame(
+        {
+            "product_id": target[rules.index],
+            "antecedents": rules["antecedents"].map(lambda s: tuple(sorted(s))),
+            "support": rules["support"].astype(float),
+            "confidence": rules["confidence"].astype(float),
+            "lift": rules["lift"].astype(float),
+        }
+    )
     out["baskets"] = np.rint(out["support"].to_numpy() * n).astype(np.int64)
-    out = out.sort_values(["confidence", "lift", "baskets", "product_id", "antecedents"],
-                          ascending=[False, False, False, True, True], kind="stable")
+    out = out.sort_values(
+        ["confidence", "lift", "baskets", "product_id", "antecedents"],
+        ascending=[False, False, False, True, True],
+        kind="stable",
+    )
     out = out.drop_duplicates("product_id")
     out["product_name"] = out["product_id"].map(names).fillna(out["product_id"])
     out["antecedent_names"] = out["antecedents"].map(lambda ids: " + ".join(str(names.get(i, i)) for i in ids))

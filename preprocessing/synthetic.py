@@ -9,6 +9,7 @@ numbers come only from the North-American 555-0100…0199 range reserved for fic
 ``generate_lines()`` is the fast, vectorised version for benchmarks (millions of lines in seconds).
 ``python -m preprocessing.synthetic --out data/`` writes the demo and sample files.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,47 +22,247 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-TRANSACTION_COLUMNS = ["customer_id", "transaction_id", "purchase_date", "product_id", "product_name", "quantity",
-                       "price_per_unit", "total_amount", "Mobile", "store"]
+TRANSACTION_COLUMNS = [
+    "customer_id",
+    "transaction_id",
+    "purchase_date",
+    "product_id",
+    "product_name",
+    "quantity",
+    "price_per_unit",
+    "total_amount",
+    "Mobile",
+    "store",
+]
 STOCK_COLUMNS = ["product_id", "product_name", "initial_stock", "total_sold", "price"]
-CUSTOMER_COLUMNS = ["customer_id", "first_name", "last_name", "phone", "email", "store", "sms_consent",
-                    "sms_consent_date"]
-STORES = pd.DataFrame({"store": ["Downtown", "Harbor", "Uptown"],
-                       "timezone": ["America/New_York", "America/Chicago", "America/Los_Angeles"]})
+CUSTOMER_COLUMNS = [
+    "customer_id",
+    "first_name",
+    "last_name",
+    "phone",
+    "email",
+    "store",
+    "sms_consent",
+    "sms_consent_date",
+]
+STORES = pd.DataFrame(
+    {
+        "store": ["Downtown", "Harbor", "Uptown"],
+        "timezone": ["America/New_York", "America/Chicago", "America/Los_Angeles"],
+    }
+)
 _STORE_SHARE = np.array([0.45, 0.33, 0.22])
 
 # Real area codes; with exchange 555 and lines 0100-0199 every number is fictional and valid for phonenumbers.
-AREA_CODES = (201, 202, 203, 205, 206, 207, 208, 209, 210, 212, 213, 214, 215, 216, 217, 218, 219, 224, 225, 228,
-              229, 231, 234, 239, 240, 248, 251, 252, 253, 254, 256, 260, 262, 267, 269, 270, 276, 281, 301, 302,
-              303, 304, 305, 307, 308, 309, 310, 312, 313, 314, 315, 316, 317, 318, 319, 320, 321, 323, 325, 330,
-              334, 336, 337, 339, 347, 351, 352, 360, 361, 385, 386, 401, 402, 404, 405, 406, 407, 408, 409, 410)
+AREA_CODES = (
+    201,
+    202,
+    203,
+    205,
+    206,
+    207,
+    208,
+    209,
+    210,
+    212,
+    213,
+    214,
+    215,
+    216,
+    217,
+    218,
+    219,
+    224,
+    225,
+    228,
+    229,
+    231,
+    234,
+    239,
+    240,
+    248,
+    251,
+    252,
+    253,
+    254,
+    256,
+    260,
+    262,
+    267,
+    269,
+    270,
+    276,
+    281,
+    301,
+    302,
+    303,
+    304,
+    305,
+    307,
+    308,
+    309,
+    310,
+    312,
+    313,
+    314,
+    315,
+    316,
+    317,
+    318,
+    319,
+    320,
+    321,
+    323,
+    325,
+    330,
+    334,
+    336,
+    337,
+    339,
+    347,
+    351,
+    352,
+    360,
+    361,
+    385,
+    386,
+    401,
+    402,
+    404,
+    405,
+    406,
+    407,
+    408,
+    409,
+    410,
+)
 
 _COLOURS = ("Blue", "Red", "Green", "White", "Black", "Yellow", "Pink", "Grey", "Navy", "Teal", "Orange", "Cream")
-_HOMEWARE = (("Mug", 12.0), ("Travel Mug", 22.0), ("Cup & Saucer", 16.0), ("Teapot", 34.0), ("Bowl", 14.0),
-             ("Plate", 13.0), ("Coaster Set", 11.0), ("Tea Towel", 9.0), ("Tote Bag", 15.0), ("Notebook", 8.0),
-             ("Candle", 18.0), ("Apron", 24.0), ("Espresso Cup", 9.0), ("Milk Jug", 15.0), ("Sugar Bowl", 13.0))
-_ORIGINS = ("Espresso", "House Blend", "Decaf", "Colombian", "Ethiopian", "Kenyan", "Guatemalan", "Sumatra",
-            "Brazilian", "Costa Rican", "French Roast", "Breakfast Blend")
-_TEAS = ("Earl Grey", "Green", "Chamomile", "Chai", "Mint", "Rooibos", "English Breakfast", "Jasmine", "Oolong",
-         "Lemon Ginger", "Darjeeling", "Hibiscus")
-_SYRUPS = ("Vanilla", "Caramel", "Hazelnut", "Cinnamon", "Peppermint", "Gingerbread", "Coconut", "Maple",
-           "Lavender", "Salted Caramel")
-_BAKERY = (("Almond Biscotti", 4.5), ("Butter Croissant", 3.2), ("Chocolate Cookies", 3.8), ("Blueberry Muffin", 3.5),
-           ("Lemon Shortbread", 5.5), ("Banana Bread", 4.2), ("Cinnamon Roll", 3.9), ("Scone", 3.0),
-           ("Brownie", 3.6), ("Carrot Cake Slice", 4.8), ("Oat Cookies", 3.4), ("Pain au Chocolat", 3.6),
-           ("Ginger Snaps", 4.0), ("Madeleines", 5.0), ("Macarons", 7.5), ("Apple Turnover", 3.7),
-           ("Cheese Danish", 3.9), ("Bagel", 2.5), ("Pretzel", 2.8), ("Fruit Tart", 5.2), ("Rocky Road", 4.1),
-           ("Flapjack", 3.3), ("Florentines", 6.0), ("Panettone", 14.0))
-_EQUIPMENT = (("Milk Frother", 39.0), ("French Press", 32.0), ("Pour-Over Dripper", 24.0), ("Paper Filters", 6.0),
-              ("Burr Grinder", 89.0), ("Gooseneck Kettle", 59.0), ("Tea Infuser", 9.0), ("Coffee Scale", 35.0),
-              ("Espresso Tamper", 28.0), ("Cold Brew Jar", 29.0), ("Moka Pot", 42.0), ("Knock Box", 25.0),
-              ("Milk Thermometer", 12.0), ("Cleaning Tablets", 11.0), ("Descaler", 10.0), ("Reusable Filter", 14.0),
-              ("Glass Carafe", 27.0), ("Aeropress", 39.0), ("Tea Strainer", 7.0), ("Measuring Scoop", 5.0))
-_PANTRY = (("Honey Jar", 8.5), ("Oat Milk", 4.2), ("Cocoa Powder", 7.0), ("Brown Sugar", 3.5),
-           ("Strawberry Jam", 6.5), ("Cinnamon Sticks", 5.0), ("Marshmallows", 4.0), ("Hot Chocolate Mix", 8.0),
-           ("Almond Milk", 4.4), ("Whipped Cream", 3.9), ("Sugar Cubes", 3.0), ("Maple Syrup Bottle", 11.0),
-           ("Chocolate Sauce", 6.0), ("Vanilla Pods", 9.5), ("Orange Marmalade", 6.2), ("Peanut Butter", 5.8),
-           ("Lemon Curd", 6.4), ("Golden Syrup", 4.6))
+_HOMEWARE = (
+    ("Mug", 12.0),
+    ("Travel Mug", 22.0),
+    ("Cup & Saucer", 16.0),
+    ("Teapot", 34.0),
+    ("Bowl", 14.0),
+    ("Plate", 13.0),
+    ("Coaster Set", 11.0),
+    ("Tea Towel", 9.0),
+    ("Tote Bag", 15.0),
+    ("Notebook", 8.0),
+    ("Candle", 18.0),
+    ("Apron", 24.0),
+    ("Espresso Cup", 9.0),
+    ("Milk Jug", 15.0),
+    ("Sugar Bowl", 13.0),
+)
+_ORIGINS = (
+    "Espresso",
+    "House Blend",
+    "Decaf",
+    "Colombian",
+    "Ethiopian",
+    "Kenyan",
+    "Guatemalan",
+    "Sumatra",
+    "Brazilian",
+    "Costa Rican",
+    "French Roast",
+    "Breakfast Blend",
+)
+_TEAS = (
+    "Earl Grey",
+    "Green",
+    "Chamomile",
+    "Chai",
+    "Mint",
+    "Rooibos",
+    "English Breakfast",
+    "Jasmine",
+    "Oolong",
+    "Lemon Ginger",
+    "Darjeeling",
+    "Hibiscus",
+)
+_SYRUPS = (
+    "Vanilla",
+    "Caramel",
+    "Hazelnut",
+    "Cinnamon",
+    "Peppermint",
+    "Gingerbread",
+    "Coconut",
+    "Maple",
+    "Lavender",
+    "Salted Caramel",
+)
+_BAKERY = (
+    ("Almond Biscotti", 4.5),
+    ("Butter Croissant", 3.2),
+    ("Chocolate Cookies", 3.8),
+    ("Blueberry Muffin", 3.5),
+    ("Lemon Shortbread", 5.5),
+    ("Banana Bread", 4.2),
+    ("Cinnamon Roll", 3.9),
+    ("Scone", 3.0),
+    ("Brownie", 3.6),
+    ("Carrot Cake Slice", 4.8),
+    ("Oat Cookies", 3.4),
+    ("Pain au Chocolat", 3.6),
+    ("Ginger Snaps", 4.0),
+    ("Madeleines", 5.0),
+    ("Macarons", 7.5),
+    ("Apple Turnover", 3.7),
+    ("Cheese Danish", 3.9),
+    ("Bagel", 2.5),
+    ("Pretzel", 2.8),
+    ("Fruit Tart", 5.2),
+    ("Rocky Road", 4.1),
+    ("Flapjack", 3.3),
+    ("Florentines", 6.0),
+    ("Panettone", 14.0),
+)
+_EQUIPMENT = (
+    ("Milk Frother", 39.0),
+    ("French Press", 32.0),
+    ("Pour-Over Dripper", 24.0),
+    ("Paper Filters", 6.0),
+    ("Burr Grinder", 89.0),
+    ("Gooseneck Kettle", 59.0),
+    ("Tea Infuser", 9.0),
+    ("Coffee Scale", 35.0),
+    ("Espresso Tamper", 28.0),
+    ("Cold Brew Jar", 29.0),
+    ("Moka Pot", 42.0),
+    ("Knock Box", 25.0),
+    ("Milk Thermometer", 12.0),
+    ("Cleaning Tablets", 11.0),
+    ("Descaler", 10.0),
+    ("Reusable Filter", 14.0),
+    ("Glass Carafe", 27.0),
+    ("Aeropress", 39.0),
+    ("Tea Strainer", 7.0),
+    ("Measuring Scoop", 5.0),
+)
+_PANTRY = (
+    ("Honey Jar", 8.5),
+    ("Oat Milk", 4.2),
+    ("Cocoa Powder", 7.0),
+    ("Brown Sugar", 3.5),
+    ("Strawberry Jam", 6.5),
+    ("Cinnamon Sticks", 5.0),
+    ("Marshmallows", 4.0),
+    ("Hot Chocolate Mix", 8.0),
+    ("Almond Milk", 4.4),
+    ("Whipped Cream", 3.9),
+    ("Sugar Cubes", 3.0),
+    ("Maple Syrup Bottle", 11.0),
+    ("Chocolate Sauce", 6.0),
+    ("Vanilla Pods", 9.5),
+    ("Orange Marmalade", 6.2),
+    ("Peanut Butter", 5.8),
+    ("Lemon Curd", 6.4),
+    ("Golden Syrup", 4.6),
+)
 
 # Planted bundles: (products, share of baskets that contain them). The consequents marked dead below
 # are overstocked, so the bundle page has dead stock to move; the first one clears the default
@@ -78,24 +279,155 @@ BUNDLES = (
     (("Green Tea", "Tea Infuser", "White Teapot"), 0.02),
     (("French Press", "Colombian Ground"), 0.015),
 )
-BUNDLE_DEAD_STOCK = ("Almond Biscotti", "Navy Coaster Set", "Strawberry Jam", "Cinnamon Sticks", "Marshmallows",
-                     "Tea Infuser", "Lemon Shortbread", "Paper Filters", "Oat Milk", "Colombian Ground")
+BUNDLE_DEAD_STOCK = (
+    "Almond Biscotti",
+    "Navy Coaster Set",
+    "Strawberry Jam",
+    "Cinnamon Sticks",
+    "Marshmallows",
+    "Tea Infuser",
+    "Lemon Shortbread",
+    "Paper Filters",
+    "Oat Milk",
+    "Colombian Ground",
+)
 # Ten overstocked bundle consequents: the bundle page has at least ten dead-stock products with a real
 # rule to move them (the rest of the 15 % dead stock is the least popular tail, bought with nothing).
 
-_FIRST = ("Olivia", "Liam", "Emma", "Noah", "Ava", "Elijah", "Sophia", "James", "Isabella", "William", "Mia",
-          "Benjamin",
-          "Amelia", "Lucas", "Harper", "Henry", "Evelyn", "Alexander", "Abigail", "Mateo", "Emily", "Daniel", "Ella",
-          "Michael", "Scarlett", "Ethan", "Grace", "Jacob", "Chloe", "Logan", "Victoria", "Jackson", "Riley", "Levi",
-          "Aria", "Sebastian", "Lily", "Jack", "Aurora", "Owen", "Zoey", "Samuel", "Nora", "Aiden", "Hannah", "David",
-          "Layla", "Joseph", "Zoe", "Carter", "Stella", "Wyatt", "Lucy", "John", "Maya", "Luke", "Priya", "Wei",
-          "Aisha", "Carlos", "Fatima", "Hiroshi", "Ngozi", "Diego", "Mei", "Omar", "Sofia", "Rahul", "Yuki", "Kwame")
-_LAST = ("Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez", "Martinez",
-         "Hernandez", "Lopez", "Gonzalez", "Wilson", "Anderson", "Thomas", "Taylor", "Moore", "Jackson", "Martin",
-         "Lee", "Perez", "Thompson", "White", "Harris", "Sanchez", "Clark", "Ramirez", "Lewis", "Robinson", "Walker",
-         "Young", "Allen", "King", "Wright", "Scott", "Torres", "Nguyen", "Hill", "Flores", "Green", "Adams",
-         "Nelson", "Baker", "Hall", "Rivera", "Campbell", "Mitchell", "Carter", "Roberts", "Chen", "Patel", "Kim",
-         "Okafor", "Singh", "Tanaka", "Cohen", "Murphy", "O'Brien", "Novak")
+_FIRST = (
+    "Olivia",
+    "Liam",
+    "Emma",
+    "Noah",
+    "Ava",
+    "Elijah",
+    "Sophia",
+    "James",
+    "Isabella",
+    "William",
+    "Mia",
+    "Benjamin",
+    "Amelia",
+    "Lucas",
+    "Harper",
+    "Henry",
+    "Evelyn",
+    "Alexander",
+    "Abigail",
+    "Mateo",
+    "Emily",
+    "Daniel",
+    "Ella",
+    "Michael",
+    "Scarlett",
+    "Ethan",
+    "Grace",
+    "Jacob",
+    "Chloe",
+    "Logan",
+    "Victoria",
+    "Jackson",
+    "Riley",
+    "Levi",
+    "Aria",
+    "Sebastian",
+    "Lily",
+    "Jack",
+    "Aurora",
+    "Owen",
+    "Zoey",
+    "Samuel",
+    "Nora",
+    "Aiden",
+    "Hannah",
+    "David",
+    "Layla",
+    "Joseph",
+    "Zoe",
+    "Carter",
+    "Stella",
+    "Wyatt",
+    "Lucy",
+    "John",
+    "Maya",
+    "Luke",
+    "Priya",
+    "Wei",
+    "Aisha",
+    "Carlos",
+    "Fatima",
+    "Hiroshi",
+    "Ngozi",
+    "Diego",
+    "Mei",
+    "Omar",
+    "Sofia",
+    "Rahul",
+    "Yuki",
+    "Kwame",
+)
+_LAST = (
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Rodriguez",
+    "Martinez",
+    "Hernandez",
+    "Lopez",
+    "Gonzalez",
+    "Wilson",
+    "Anderson",
+    "Thomas",
+    "Taylor",
+    "Moore",
+    "Jackson",
+    "Martin",
+    "Lee",
+    "Perez",
+    "Thompson",
+    "White",
+    "Harris",
+    "Sanchez",
+    "Clark",
+    "Ramirez",
+    "Lewis",
+    "Robinson",
+    "Walker",
+    "Young",
+    "Allen",
+    "King",
+    "Wright",
+    "Scott",
+    "Torres",
+    "Nguyen",
+    "Hill",
+    "Flores",
+    "Green",
+    "Adams",
+    "Nelson",
+    "Baker",
+    "Hall",
+    "Rivera",
+    "Campbell",
+    "Mitchell",
+    "Carter",
+    "Roberts",
+    "Chen",
+    "Patel",
+    "Kim",
+    "Okafor",
+    "Singh",
+    "Tanaka",
+    "Cohen",
+    "Murphy",
+    "O'Brien",
+    "Novak",
+)
 
 
 def product_catalog(seed: int = 42) -> pd.DataFrame:
@@ -122,10 +454,15 @@ def product_catalog(seed: int = 42) -> pd.DataFrame:
     rank = np.empty(len(rows), dtype=int)
     rank[order] = np.arange(len(rows))
     weight = 1.0 / (rank + 3.0) ** 1.1
-    return pd.DataFrame({
-        "product_id": [f"P{i + 1:04d}" for i in range(len(rows))], "product_name": names,
-        "category": [r[1] for r in rows], "price": price.round(2), "popularity": weight / weight.sum(),
-    })
+    return pd.DataFrame(
+        {
+            "product_id": [f"P{i + 1:04d}" for i in range(len(rows))],
+            "product_name": names,
+            "category": [r[1] for r in rows],
+            "price": price.round(2),
+            "popularity": weight / weight.sum(),
+        }
+    )
 
 
 def _phones(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -135,8 +472,9 @@ def _phones(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.array([f"+1{a}555{100 + s % 100:04d}" for a, s in zip(npa, slots)], dtype=object)
 
 
-def generate_store(n_customers: int = 5000, days: int = 730, seed: int = 42,
-                   end: date = date(2026, 10, 31)) -> dict[str, pd.DataFrame]:
+def generate_store(
+    n_customers: int = 5000, days: int = 730, seed: int = 42, end: date = date(2026, 10, 31)
+) -> dict[str, pd.DataFrame]:
     """The demo store: 'transactions', 'stock', 'customers', 'stores' frames (original column layout).
 
     Transactions carry local store time (naive) in ``purchase_date``; money is USD. Everything is a
@@ -151,8 +489,9 @@ def generate_store(n_customers: int = 5000, days: int = 730, seed: int = 42,
     # are regulars (a basket every ~2.5 weeks), the rest occasional; rates are gamma-distributed
     # within each group. Some stop buying for good (15 % of regulars, 50 % of the others), so churn
     # has signal, and about a fifth of customers reach 15 purchases (the default tier bar).
-    join = np.where(rng.random(n_customers) < 0.5, rng.uniform(0, 60, n_customers),
-                    rng.uniform(0, days * 0.9, n_customers))
+    join = np.where(
+        rng.random(n_customers) < 0.5, rng.uniform(0, 60, n_customers), rng.uniform(0, days * 0.9, n_customers)
+    )
     regular = rng.random(n_customers) < 0.31
     rate = np.where(regular, rng.gamma(4.0, 1 / 70, n_customers), rng.gamma(0.8, 1 / 700, n_customers))  # per day
     churner = rng.random(n_customers) < np.where(regular, 0.15, 0.5)
@@ -195,15 +534,20 @@ def generate_store(n_customers: int = 5000, days: int = 730, seed: int = 42,
     product = lines["product"].to_numpy()
     price = catalog["price"].to_numpy()[product]
     qty = lines["quantity"].to_numpy().astype(int)
-    transactions = pd.DataFrame({
-        "customer_id": np.where(known, customer_ids[np.where(known, cust, 0)], ""),
-        "transaction_id": tx_ids[basket_codes],
-        "purchase_date": lines["when"].dt.floor("s").to_numpy(),
-        "product_id": catalog["product_id"].to_numpy()[product],
-        "product_name": catalog["product_name"].to_numpy()[product],
-        "quantity": qty, "price_per_unit": price, "total_amount": np.round(qty * price, 2), "Mobile": mobile,
-        "store": STORES["store"].to_numpy()[lines["store_idx"].to_numpy()],
-    })
+    transactions = pd.DataFrame(
+        {
+            "customer_id": np.where(known, customer_ids[np.where(known, cust, 0)], ""),
+            "transaction_id": tx_ids[basket_codes],
+            "purchase_date": lines["when"].dt.floor("s").to_numpy(),
+            "product_id": catalog["product_id"].to_numpy()[product],
+            "product_name": catalog["product_name"].to_numpy()[product],
+            "quantity": qty,
+            "price_per_unit": price,
+            "total_amount": np.round(qty * price, 2),
+            "Mobile": mobile,
+            "store": STORES["store"].to_numpy()[lines["store_idx"].to_numpy()],
+        }
+    )
     stock = _stock(rng, catalog, transactions)
     customers = _customers(rng, customer_ids, phones, home, transactions, end_ts)
     return {"transactions": transactions, "stock": stock, "customers": customers, "stores": STORES.copy()}
@@ -212,8 +556,9 @@ def generate_store(n_customers: int = 5000, days: int = 730, seed: int = 42,
 def _shop_time(rng: np.random.Generator, start: pd.Timestamp, day_offset: np.ndarray) -> np.ndarray:
     """Opening-hours timestamps (07:00-20:59, busier mornings) for fractional day offsets from start."""
     day = pd.Timestamp(start.date()) + pd.to_timedelta(np.floor(day_offset) + 1, unit="D")
-    hour = rng.choice(np.arange(7, 21), size=len(day_offset),
-                      p=np.array([6, 10, 10, 8, 7, 8, 7, 6, 6, 7, 8, 7, 5, 5]) / 100)
+    hour = rng.choice(
+        np.arange(7, 21), size=len(day_offset), p=np.array([6, 10, 10, 8, 7, 8, 7, 6, 6, 7, 8, 7, 5, 5]) / 100
+    )
     seconds = hour * 3600 + rng.integers(0, 3600, len(day_offset))
     return (day + pd.to_timedelta(seconds, unit="s")).to_numpy()
 
@@ -268,9 +613,15 @@ def _stock(rng: np.random.Generator, catalog: pd.DataFrame, transactions: pd.Dat
     ratio = np.where(dead, rng.uniform(0.08, 0.5, n), rng.uniform(0.66, 0.97, n))
     initial = np.ceil(np.maximum(sold, 1) / ratio) + rng.integers(0, 6, n)
     initial = np.where(sold == 0, rng.integers(20, 150, n), initial)
-    return pd.DataFrame({"product_id": catalog["product_id"], "product_name": names,
-                         "initial_stock": initial.astype(int), "total_sold": sold.astype(int),
-                         "price": catalog["price"]})
+    return pd.DataFrame(
+        {
+            "product_id": catalog["product_id"],
+            "product_name": names,
+            "initial_stock": initial.astype(int),
+            "total_sold": sold.astype(int),
+            "price": catalog["price"],
+        }
+    )
 
 
 def _customers(rng, customer_ids, phones, home, transactions, end_ts) -> pd.DataFrame:
@@ -281,16 +632,29 @@ def _customers(rng, customer_ids, phones, home, transactions, end_ts) -> pd.Data
     slug = pd.Series(first + "." + last).str.lower().str.replace("'", "", regex=False)
     email = (slug + pd.Series(np.arange(1, n + 1)).astype(str) + "@example.com").to_numpy(dtype=object)
     email = np.where(rng.random(n) < 0.85, email, "")
-    joined = (transactions[transactions["customer_id"] != ""].groupby("customer_id")["purchase_date"].min()
-              .reindex(customer_ids))
+    joined = (
+        transactions[transactions["customer_id"] != ""]
+        .groupby("customer_id")["purchase_date"]
+        .min()
+        .reindex(customer_ids)
+    )
     answer = rng.choice(np.array(["yes", "no", ""], dtype=object), size=n, p=[0.72, 0.12, 0.16])
     answer = np.where(phones == "", "", answer)
     span = (end_ts - joined).dt.total_seconds().to_numpy() / 86400
     consent_day = joined + pd.to_timedelta(np.floor(rng.uniform(0, 1, n) * np.minimum(span, 60)), unit="D")
     consent_date = np.where(answer != "", consent_day.dt.strftime("%Y-%m-%d").to_numpy(dtype=object), "")
-    return pd.DataFrame({"customer_id": customer_ids, "first_name": first, "last_name": last, "phone": phones,
-                         "email": email, "store": STORES["store"].to_numpy()[home], "sms_consent": answer,
-                         "sms_consent_date": consent_date})
+    return pd.DataFrame(
+        {
+            "customer_id": customer_ids,
+            "first_name": first,
+            "last_name": last,
+            "phone": phones,
+            "email": email,
+            "store": STORES["store"].to_numpy()[home],
+            "sms_consent": answer,
+            "sms_consent_date": consent_date,
+        }
+    )
 
 
 def generate_lines(n_lines: int, seed: int = 0, end: date = date(2026, 10, 31), days: int = 730) -> pd.DataFrame:
@@ -320,23 +684,33 @@ def generate_lines(n_lines: int, seed: int = 0, end: date = date(2026, 10, 31), 
     cust_ids = np.strings.add("C", np.strings.zfill(np.arange(1, n_customers + 1).astype("U"), 7)).astype(object)
     tx_ids = np.strings.add("T", np.strings.zfill(np.arange(1, n_baskets + 1).astype("U"), 9)).astype(object)
     slots = rng.integers(0, len(AREA_CODES) * 100, n_customers)
-    phones = np.strings.add(np.strings.add("+1", np.asarray(AREA_CODES)[slots // 100].astype("U")),
-                            np.strings.add("5550", (100 + slots % 100).astype("U"))).astype(object)
+    phones = np.strings.add(
+        np.strings.add("+1", np.asarray(AREA_CODES)[slots // 100].astype("U")),
+        np.strings.add("5550", (100 + slots % 100).astype("U")),
+    ).astype(object)
     line_cust = cust[basket]
     line_anon = anonymous[basket]
     store = rng.choice(3, size=n_baskets, p=_STORE_SHARE)[basket]
-    return pd.DataFrame({
-        "customer_id": np.where(line_anon, "", cust_ids[line_cust]), "transaction_id": tx_ids[basket],
-        "purchase_date": when[basket], "product_id": catalog["product_id"].to_numpy()[product],
-        "product_name": catalog["product_name"].to_numpy()[product], "quantity": qty, "price_per_unit": price,
-        "total_amount": np.round(qty * price, 2), "Mobile": np.where(line_anon, "", phones[line_cust]),
-        "store": STORES["store"].to_numpy()[store],
-    })
+    return pd.DataFrame(
+        {
+            "customer_id": np.where(line_anon, "", cust_ids[line_cust]),
+            "transaction_id": tx_ids[basket],
+            "purchase_date": when[basket],
+            "product_id": catalog["product_id"].to_numpy()[product],
+            "product_name": catalog["product_name"].to_numpy()[product],
+            "quantity": qty,
+            "price_per_unit": price,
+            "total_amount": np.round(qty * price, 2),
+            "Mobile": np.where(line_anon, "", phones[line_cust]),
+            "store": STORES["store"].to_numpy()[store],
+        }
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------------------------
+
 
 def to_csv_bytes(frame: pd.DataFrame, **kwargs) -> bytes:
     """CSV bytes with fixed formatting (ISO dates, '\\n' line ends) so the same frame gives the same bytes."""
@@ -373,35 +747,53 @@ def write_samples(out: Path, seed: int = 42) -> list[Path]:
 
     numeric_customer = tx["customer_id"].str.slice(1).replace("", np.nan).astype(float) + 12000
     invoice = 560000 + pd.factorize(tx["transaction_id"])[0]
-    uci = pd.DataFrame({
-        "InvoiceNo": np.where(tx["quantity"] < 0, "C", "") + invoice.astype(str),
-        "StockCode": tx["product_id"].str.replace("P", "2", regex=False),
-        "Description": tx["product_name"].str.upper(),
-        "Quantity": tx["quantity"].astype(int),
-        "InvoiceDate": [f"{d.month}/{d.day}/{d.year} {d.hour}:{d.minute:02d}" for d in tx["purchase_date"]],
-        "UnitPrice": tx["price_per_unit"],
-        "CustomerID": numeric_customer.map(lambda v: "" if np.isnan(v) else f"{v:.1f}"),
-        "Country": "United States",
-    })
+    uci = pd.DataFrame(
+        {
+            "InvoiceNo": np.where(tx["quantity"] < 0, "C", "") + invoice.astype(str),
+            "StockCode": tx["product_id"].str.replace("P", "2", regex=False),
+            "Description": tx["product_name"].str.upper(),
+            "Quantity": tx["quantity"].astype(int),
+            "InvoiceDate": [f"{d.month}/{d.day}/{d.year} {d.hour}:{d.minute:02d}" for d in tx["purchase_date"]],
+            "UnitPrice": tx["price_per_unit"],
+            "CustomerID": numeric_customer.map(lambda v: "" if np.isnan(v) else f"{v:.1f}"),
+            "Country": "United States",
+        }
+    )
     files["transactions_uci.csv"] = to_csv_bytes(uci)
 
     daily = tx[tx["customer_id"] != ""].assign(day=tx["purchase_date"].dt.strftime("%Y%m%d"))
-    cdnow = daily.groupby(["customer_id", "day"], as_index=False).agg(quantity=("quantity", "sum"),
-                                                                     amount=("total_amount", "sum"))
-    cdnow = pd.DataFrame({"customer": cdnow["customer_id"].str.slice(1), "date": cdnow["day"],
-                          "quantity": cdnow["quantity"].astype(int), "amount": cdnow["amount"].round(2)})
+    cdnow = daily.groupby(["customer_id", "day"], as_index=False).agg(
+        quantity=("quantity", "sum"), amount=("total_amount", "sum")
+    )
+    cdnow = pd.DataFrame(
+        {
+            "customer": cdnow["customer_id"].str.slice(1),
+            "date": cdnow["day"],
+            "quantity": cdnow["quantity"].astype(int),
+            "amount": cdnow["amount"].round(2),
+        }
+    )
     files["transactions_cdnow.csv"] = to_csv_bytes(cdnow)
 
-    accented = {"Cream Mug": "Crème Mug", "Almond Biscotti": "Biscotti à l'amande", "Brownie": "Brownie façon maison",
-                "Espresso Beans": "Café Espresso Beans", "Macarons": "Macarons Pâtissier"}
-    semi = pd.DataFrame({
-        "receipt": tx["transaction_id"], "date": tx["purchase_date"].dt.strftime("%d.%m.%Y %H:%M"),
-        "sku": tx["product_id"], "item": tx["product_name"].replace(accented),
-        "qty": tx["quantity"].astype(int).astype(str),
-        "unit_price": tx["price_per_unit"].map(lambda v: f"{v:.2f}".replace(".", ",")),
-        "client": tx["customer_id"],
-        "phone": tx["Mobile"].str.replace(r"^\+1(\d{3})(\d{3})(\d{4})$", r"(\1) \2-\3", regex=True),
-    })
+    accented = {
+        "Cream Mug": "Crème Mug",
+        "Almond Biscotti": "Biscotti à l'amande",
+        "Brownie": "Brownie façon maison",
+        "Espresso Beans": "Café Espresso Beans",
+        "Macarons": "Macarons Pâtissier",
+    }
+    semi = pd.DataFrame(
+        {
+            "receipt": tx["transaction_id"],
+            "date": tx["purchase_date"].dt.strftime("%d.%m.%Y %H:%M"),
+            "sku": tx["product_id"],
+            "item": tx["product_name"].replace(accented),
+            "qty": tx["quantity"].astype(int).astype(str),
+            "unit_price": tx["price_per_unit"].map(lambda v: f"{v:.2f}".replace(".", ",")),
+            "client": tx["customer_id"],
+            "phone": tx["Mobile"].str.replace(r"^\+1(\d{3})(\d{3})(\d{4})$", r"(\1) \2-\3", regex=True),
+        }
+    )
     files["transactions_semicolon_latin1.csv"] = to_csv_bytes(semi, sep=";").decode("utf-8").encode("latin-1")
 
     stock = small["stock"].head(60)
@@ -411,13 +803,20 @@ def write_samples(out: Path, seed: int = 42) -> list[Path]:
     digits = customers["phone"].str.slice(2)
     customers["phone"] = np.select(
         [customers["phone"] == "", styles == 0, styles == 1],
-        ["", customers["phone"],
-         "(" + digits.str.slice(0, 3) + ") " + digits.str.slice(3, 6) + "-" + digits.str.slice(6)],
-        digits.str.slice(0, 3) + "." + digits.str.slice(3, 6) + "." + digits.str.slice(6))
+        [
+            "",
+            customers["phone"],
+            "(" + digits.str.slice(0, 3) + ") " + digits.str.slice(3, 6) + "-" + digits.str.slice(6),
+        ],
+        digits.str.slice(0, 3) + "." + digits.str.slice(3, 6) + "." + digits.str.slice(6),
+    )
     files["customers.csv"] = to_csv_bytes(customers)
 
-    bad = loyalist.head(30).copy().astype({"quantity": object, "total_amount": object, "price_per_unit": object,
-                                           "purchase_date": object})
+    bad = (
+        loyalist.head(30)
+        .copy()
+        .astype({"quantity": object, "total_amount": object, "price_per_unit": object, "purchase_date": object})
+    )
     bad["purchase_date"] = bad["purchase_date"].astype(str)
     bad.loc[3, "purchase_date"] = "yesterday"
     bad.loc[8, "purchase_date"] = "2026-02-30 10:00:00"
@@ -467,8 +866,11 @@ def _fixed_zip_times(payload: bytes) -> bytes:
             data = source.read(info.filename)
             if info.filename == "docProps/core.xml":
                 data = re.sub(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", b"2026-01-01T00:00:00Z", data)
-            target.writestr(zipfile.ZipInfo(info.filename, date_time=(2026, 1, 1, 0, 0, 0)), data,
-                            compress_type=zipfile.ZIP_DEFLATED)
+            target.writestr(
+                zipfile.ZipInfo(info.filename, date_time=(2026, 1, 1, 0, 0, 0)),
+                data,
+                compress_type=zipfile.ZIP_DEFLATED,
+            )
     return out.getvalue()
 
 

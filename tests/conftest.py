@@ -3,6 +3,7 @@
 The suite runs on SQLite by default; with DATABASE_URL set it runs on that database instead
 (CI runs it again on PostgreSQL). Tables are created once per session and emptied after each test.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,7 +37,7 @@ def database_url(tmp_path_factory):
 
 def _normalise(url: str) -> str:
     if url.startswith("postgresql://"):
-        return "postgresql+psycopg://" + url[len("postgresql://"):]
+        return "postgresql+psycopg://" + url[len("postgresql://") :]
     return url
 
 
@@ -97,7 +98,8 @@ def csrf_token(client, path: str) -> str:
     """Read the CSRF token from a page, as a browser would, so tests post real forms."""
     html = client.get(path).get_data(as_text=True)
     match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html) or re.search(
-        r'value="([^"]+)"[^>]*name="csrf_token"', html)
+        r'value="([^"]+)"[^>]*name="csrf_token"', html
+    )
     assert match, f"no CSRF token on {path}"
     return match.group(1)
 
@@ -113,12 +115,19 @@ def make_store(db):
     from portal.models import Store
 
     def make(name="Downtown", **kw):
-        store = Store(name=name, timezone=kw.pop("timezone", "America/New_York"), currency=kw.pop("currency", "USD"),
-                      phone_region="US", sender_name=kw.pop("sender_name", name), contact_line=kw.pop(
-                          "contact_line", f"{name} store, call 202-555-0100"), **kw)
+        store = Store(
+            name=name,
+            timezone=kw.pop("timezone", "America/New_York"),
+            currency=kw.pop("currency", "USD"),
+            phone_region="US",
+            sender_name=kw.pop("sender_name", name),
+            contact_line=kw.pop("contact_line", f"{name} store, call 202-555-0100"),
+            **kw,
+        )
         db.session.add(store)
         db.session.commit()
         return store
+
     return make
 
 
@@ -127,12 +136,17 @@ def make_user(db):
     from portal.models import User
 
     def make(role="admin", email=None, store=None, password=PASSWORD, active=True):
-        user = User(email=email or f"{role}{'-' + store.name.lower() if store else ''}@example.com",
-                    role=role, store_id=store.id if store else None, active=active)
+        user = User(
+            email=email or f"{role}{'-' + store.name.lower() if store else ''}@example.com",
+            role=role,
+            store_id=store.id if store else None,
+            active=active,
+        )
         user.set_password(password)
         db.session.add(user)
         db.session.commit()
         return user
+
     return make
 
 
@@ -144,13 +158,18 @@ def make_customer(db):
 
     def make(store=None, **overrides):
         counter["n"] += 1
-        fields = dict(external_id=f"C{counter['n']:05d}", name=f"Customer {counter['n']}",
-                      phone=f"+1202555{100 + counter['n'] % 100:04d}", store_id=store.id if store else None)
+        fields = dict(
+            external_id=f"C{counter['n']:05d}",
+            name=f"Customer {counter['n']}",
+            phone=f"+1202555{100 + counter['n'] % 100:04d}",
+            store_id=store.id if store else None,
+        )
         fields.update(overrides)
         customer = Customer(**fields)
         db.session.add(customer)
         db.session.commit()
         return customer
+
     return make
 
 
@@ -161,6 +180,7 @@ def login(client, email: str, password: str = PASSWORD):
 @pytest.fixture()
 def login_as(client, make_user, make_store):
     """Log the test client in as a new user of ``role`` (managers get a store)."""
+
     def do(role="admin", store=None):
         if role == "manager" and store is None:
             store = make_store("Home store")
@@ -168,6 +188,7 @@ def login_as(client, make_user, make_store):
         response = login(client, user.email)
         assert response.status_code == 302, response.get_data(as_text=True)[:500]
         return user
+
     return do
 
 
@@ -192,11 +213,23 @@ def synthetic_lines(n_customers=300, days=900, seed=7, end="2026-10-31"):
                 product = int(min(rng.zipf(1.6), 40))
                 qty = int(rng.integers(1, 4))
                 price = 5.0 + product * 7.5
-                rows.append((f"C{c:04d}", f"T{tx:06d}", t, f"P{product:03d}", f"Product {product}", qty, price,
-                             qty * price))
+                rows.append(
+                    (f"C{c:04d}", f"T{tx:06d}", t, f"P{product:03d}", f"Product {product}", qty, price, qty * price)
+                )
             t = t + pd.Timedelta(days=max(1, int(rng.exponential(1 / rate))))
-    return pd.DataFrame(rows, columns=["customer_id", "transaction_id", "purchase_date", "product_id",
-                                       "product_name", "quantity", "price_per_unit", "total_amount"])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "customer_id",
+            "transaction_id",
+            "purchase_date",
+            "product_id",
+            "product_name",
+            "quantity",
+            "price_per_unit",
+            "total_amount",
+        ],
+    )
 
 
 @pytest.fixture()
@@ -207,22 +240,42 @@ def seed_lines(db, make_store):
     def seed(frame, store=None):
         store = store or make_store("Seed store")
         products = frame.drop_duplicates("product_id")
-        db.session.execute(Product.__table__.insert(), [
-            {"external_id": r.product_id, "name": r.product_name} for r in products.itertuples()])
+        db.session.execute(
+            Product.__table__.insert(),
+            [{"external_id": r.product_id, "name": r.product_name} for r in products.itertuples()],
+        )
         customers = frame["customer_id"].dropna().unique()
-        db.session.execute(Customer.__table__.insert(), [
-            {"external_id": c, "name": f"Name {c}", "store_id": store.id, "sms_consent": "unknown"} for c in customers])
+        db.session.execute(
+            Customer.__table__.insert(),
+            [
+                {"external_id": c, "name": f"Name {c}", "store_id": store.id, "sms_consent": "unknown"}
+                for c in customers
+            ],
+        )
         db.session.flush()
         from sqlalchemy import select
 
         pid = dict(db.session.execute(select(Product.external_id, Product.id)).all())
         cid = dict(db.session.execute(select(Customer.external_id, Customer.id)).all())
         frame = frame.assign(line_no=frame.groupby(["transaction_id", "product_id"]).cumcount())
-        db.session.execute(PurchaseLine.__table__.insert(), [
-            {"transaction_ref": r.transaction_id, "product_id": pid[r.product_id], "line_no": int(r.line_no),
-             "customer_id": cid.get(r.customer_id), "store_id": store.id,
-             "purchased_at": r.purchase_date.to_pydatetime(), "quantity": r.quantity, "unit_price": r.price_per_unit,
-             "amount": r.total_amount} for r in frame.itertuples()])
+        db.session.execute(
+            PurchaseLine.__table__.insert(),
+            [
+                {
+                    "transaction_ref": r.transaction_id,
+                    "product_id": pid[r.product_id],
+                    "line_no": int(r.line_no),
+                    "customer_id": cid.get(r.customer_id),
+                    "store_id": store.id,
+                    "purchased_at": r.purchase_date.to_pydatetime(),
+                    "quantity": r.quantity,
+                    "unit_price": r.price_per_unit,
+                    "amount": r.total_amount,
+                }
+                for r in frame.itertuples()
+            ],
+        )
         db.session.commit()
         return store
+
     return seed

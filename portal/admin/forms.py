@@ -1,4 +1,5 @@
 """Admin forms: users and stores (settings are built from their specs in the view)."""
+
 from zoneinfo import available_timezones
 
 from flask_wtf import FlaskForm
@@ -25,11 +26,16 @@ class UserEditForm(FlaskForm):
 
 class StoreForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired(), Length(max=120)])
-    timezone = StringField("Time zone", default="UTC", validators=[DataRequired()],
-                           description="IANA name, e.g. America/New_York")
+    timezone = StringField(
+        "Time zone", default="UTC", validators=[DataRequired()], description="IANA name, e.g. America/New_York"
+    )
     currency = StringField("Currency", default="USD", validators=[DataRequired(), Length(min=3, max=3)])
-    phone_region = StringField("Phone region", default="US", validators=[DataRequired(), Length(min=2, max=2)],
-                               description="Default country for phone numbers without +country code")
+    phone_region = StringField(
+        "Phone region",
+        default="US",
+        validators=[DataRequired(), Length(min=2, max=2)],
+        description="Default country for phone numbers without +country code",
+    )
     sender_name = StringField("SMS sender name", validators=[Length(max=40)])
     contact_line = StringField("Contact line for HELP replies", validators=[Length(max=200)])
 

@@ -1,12 +1,15 @@
 """Admin pages: users, stores, settings and the audit log (admins only, checked on the server)."""
+
 from flask import Blueprint, abort, flash, make_response, redirect, render_template, request, url_for
 from flask_login import current_user, login_user
+
 from portal.admin.forms import StoreForm, UserCreateForm, UserEditForm
-from portal.security import roles_required
-from portal.services import accounts, stores as store_service
 from portal.models import AuditEntry
-from portal.services import audit, settings as settings_service
 from portal.paging import Page
+from portal.security import roles_required
+from portal.services import accounts, audit
+from portal.services import settings as settings_service
+from portal.services import stores as store_service
 
 bp = Blueprint("admin", __name__)
 
@@ -41,8 +44,9 @@ def users():
         store = store_service.get(form.store_id.data)
         password = accounts.generate_password(form.email.data)
         try:
-            accounts.create_user(form.email.data, form.role.data, password,
-                                 store.name if store else None, current_user.email)
+            accounts.create_user(
+                form.email.data, form.role.data, password, store.name if store else None, current_user.email
+            )
         except accounts.AccountError as exc:
             form.email.errors.append(str(exc))
         else:
@@ -62,8 +66,7 @@ def user_edit(user_id: int):
         form.store_id.data = user.store_id or 0
     if form.validate_on_submit():
         try:
-            accounts.update_user(user, form.role.data, form.store_id.data or None,
-                                 form.active.data, current_user.email)
+            accounts.update_user(user, form.role.data, form.store_id.data or None, form.active.data, current_user.email)
         except accounts.AccountError as exc:
             form.role.errors.append(str(exc))
         else:
@@ -120,8 +123,11 @@ def settings():
     values = settings_service.all_values()
     errors: dict[str, str] = {}
     if request.method == "POST":
-        submitted = {s.key: request.form.get(s.key, "") for s in settings_service.SPECS
-                     if s.key in request.form or s.type == "bool"}
+        submitted = {
+            s.key: request.form.get(s.key, "")
+            for s in settings_service.SPECS
+            if s.key in request.form or s.type == "bool"
+        }
         errors = settings_service.update(submitted, current_user.email)
         if not errors:
             flash("Settings saved.", "success")
@@ -140,4 +146,3 @@ def audit_log():
     q_action = request.args.get("action", "").strip()
     page = Page.from_request(audit.entries_query(q_user, q_action), key=AuditEntry.id, descending=True)
     return render_template("admin/audit.html", page=page, q_user=q_user, q_action=q_action)
-

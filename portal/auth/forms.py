@@ -1,4 +1,5 @@
 """Login and password forms."""
+
 from flask_wtf import FlaskForm
 from wtforms import EmailField, HiddenField, PasswordField
 from wtforms.validators import DataRequired, EqualTo, Length
@@ -13,5 +14,6 @@ class LoginForm(FlaskForm):
 class ChangePasswordForm(FlaskForm):
     current = PasswordField("Current password", validators=[DataRequired()])
     new = PasswordField("New password", validators=[DataRequired(), Length(min=10, max=200)])
-    confirm = PasswordField("Repeat the new password",
-                            validators=[DataRequired(), EqualTo("new", message="The two passwords differ.")])
+    confirm = PasswordField(
+        "Repeat the new password", validators=[DataRequired(), EqualTo("new", message="The two passwords differ.")]
+    )

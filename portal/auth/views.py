@@ -1,4 +1,5 @@
 """Login, logout and changing one's own password."""
+
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 

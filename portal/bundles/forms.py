@@ -1,4 +1,5 @@
 """Forms on the bundles page: the mining parameters (in percent, as the page speaks) and the lookup."""
+
 from flask_wtf import FlaskForm
 from wtforms import FloatField, StringField
 from wtforms.validators import InputRequired, Length, NumberRange, StopValidation
@@ -34,29 +35,48 @@ def _parsed(form, field) -> None:
 
 
 def _number(label: str, key: str, scale: float, description: str) -> NumberField:
-    return NumberField(label, validators=[InputRequired("Enter a number."), _parsed, _range(key, scale)],
-                       description=description)
+    return NumberField(
+        label, validators=[InputRequired("Enter a number."), _parsed, _range(key, scale)], description=description
+    )
 
 
 class MiningForm(FlaskForm):
     """Mine again with these thresholds; percentages here, fractions in the settings and the model."""
 
-    min_support = _number("Minimum support (% of baskets)", "bundles.min_support", 100,
-                          "Share of baskets that must contain every product of a bundle. "
-                          "The original 10 % rarely finds anything in a store with hundreds of products.")
-    min_confidence = _number("Minimum confidence (%)", "bundles.min_confidence", 100,
-                             "Of the baskets with the popular product(s), the share that also take the dead stock.")
-    min_lift = _number("Minimum lift", "bundles.min_lift", 1,
-                       "How many times more often than chance they are bought together (1 = chance).")
-    dead_stock_ratio = _number("Dead stock: sold ratio below (%)", "bundles.dead_stock_ratio", 100,
-                               "Units sold / initial stock below this counts as dead stock.")
+    min_support = _number(
+        "Minimum support (% of baskets)",
+        "bundles.min_support",
+        100,
+        "Share of baskets that must contain every product of a bundle. "
+        "The original 10 % rarely finds anything in a store with hundreds of products.",
+    )
+    min_confidence = _number(
+        "Minimum confidence (%)",
+        "bundles.min_confidence",
+        100,
+        "Of the baskets with the popular product(s), the share that also take the dead stock.",
+    )
+    min_lift = _number(
+        "Minimum lift",
+        "bundles.min_lift",
+        1,
+        "How many times more often than chance they are bought together (1 = chance).",
+    )
+    dead_stock_ratio = _number(
+        "Dead stock: sold ratio below (%)",
+        "bundles.dead_stock_ratio",
+        100,
+        "Units sold / initial stock below this counts as dead stock.",
+    )
 
     def job_kwargs(self) -> dict:
         """The service's keyword arguments (fractions)."""
-        return {"min_support": round(self.min_support.data / 100, 10),
-                "min_confidence": round(self.min_confidence.data / 100, 10),
-                "min_lift": float(self.min_lift.data),
-                "dead_stock_ratio": round(self.dead_stock_ratio.data / 100, 10)}
+        return {
+            "min_support": round(self.min_support.data / 100, 10),
+            "min_confidence": round(self.min_confidence.data / 100, 10),
+            "min_lift": float(self.min_lift.data),
+            "dead_stock_ratio": round(self.dead_stock_ratio.data / 100, 10),
+        }
 
     def fill(self, params: dict) -> None:
         """Show ``params`` (fractions, as stored) in the fields."""
@@ -67,10 +87,11 @@ class MiningForm(FlaskForm):
 
 
 class LookupForm(FlaskForm):
-    """"I am selling X — what dead stock fits with it?" (a GET form: reading only, no CSRF needed)."""
+    """ "I am selling X — what dead stock fits with it?" (a GET form: reading only, no CSRF needed)."""
 
     class Meta:
         csrf = False
 
-    product = StringField("I am selling", validators=[Length(max=300)],
-                          description="A product name or id, e.g. Espresso Beans.")
+    product = StringField(
+        "I am selling", validators=[Length(max=300)], description="A product name or id, e.g. Espresso Beans."
+    )

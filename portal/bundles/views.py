@@ -1,4 +1,5 @@
 """The bundles page: dead stock, bundle suggestions as actions, the lookup, and mining with progress."""
+
 from datetime import timezone
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
@@ -7,17 +8,21 @@ from flask_login import current_user
 from portal import jobs
 from portal.bundles.forms import LookupForm, MiningForm
 from portal.models import BundleRule
+from portal.paging import Page
 from portal.security import roles_required
 from portal.services import bundles as bundle_service
-from portal.paging import Page
 
 bp = Blueprint("bundles", __name__)
 
 MINERS = ("admin", "manager")
 DEAD_SHOWN = 200
 # The export's sort keys; the page opens on the biggest opportunities (most baskets) first.
-SORTS = {"lift": BundleRule.lift, "confidence": BundleRule.confidence, "support": BundleRule.support,
-         "baskets": BundleRule.baskets}
+SORTS = {
+    "lift": BundleRule.lift,
+    "confidence": BundleRule.confidence,
+    "support": BundleRule.support,
+    "baskets": BundleRule.baskets,
+}
 DEFAULT_SORT = "-baskets"
 RULES_PER_PAGE = 20
 
@@ -30,9 +35,11 @@ def _sort(raw: str | None) -> tuple[str, object, bool]:
 
 def _sort_url(current: str):
     """Link for a column header: descending first, a second click flips it."""
+
     def url(key: str) -> str:
         args = {k: v for k, v in request.args.to_dict().items() if k not in ("after", "sort", "job")}
         return url_for("bundles.index", **args, sort=key if current == f"-{key}" else f"-{key}") + "#suggestions"
+
     return url
 
 
@@ -64,16 +71,24 @@ def _render(form: MiningForm, status: int = 200):
     model = bundle_service.active_model()
     stock = bundle_service.dead_stock_report(current_user, store=args.get("store") or None, q=q or None)
     sort_key, sort_col, descending = _sort(args.get("sort"))
-    page = Page.from_request(bundle_service.rules_query(model, q or None), key=BundleRule.id,
-                             sort=sort_col, descending=descending, size=RULES_PER_PAGE)
+    page = Page.from_request(
+        bundle_service.rules_query(model, q or None),
+        key=BundleRule.id,
+        sort=sort_col,
+        descending=descending,
+        size=RULES_PER_PAGE,
+    )
     if page.next_url and request.endpoint != "bundles.index":  # re-shown after a refused POST
         page.next_url = page.next_url.replace(url_for(request.endpoint), url_for("bundles.index"), 1)
     names = bundle_service.display_names(page.items)
     suggestions = [{"rule": r, "pitch": bundle_service.pitch_html(r, names)} for r in page.items]
     lookup_form = LookupForm(args)
     found = bundle_service.lookup(lookup_form.product.data, model) if args.get("product") else None
-    found_pitches = ([{"rule": r, "pitch": bundle_service.pitch_html(r, found.names)} for r in found.rules]
-                     if found is not None else [])
+    found_pitches = (
+        [{"rule": r, "pitch": bundle_service.pitch_html(r, found.names)} for r in found.rules]
+        if found is not None
+        else []
+    )
     outcome = _last_outcome(model)
     shown_job = jobs.get_for(args["job"], current_user) if args.get("job") else None
     if shown_job is None and outcome is not None and outcome.status in ("queued", "running"):
@@ -84,11 +99,27 @@ def _render(form: MiningForm, status: int = 200):
         if result.get("suggested_support"):
             suggestion = {**result.get("params", {}), "min_support": result["suggested_support"]}
     return render_template(
-        "bundles/index.html", model=model, stock=stock, page=page, suggestions=suggestions,
-        lookup_form=lookup_form, found=found, found_pitches=found_pitches, form=form,
-        can_mine=current_user.role in MINERS, outcome=outcome, suggestion=suggestion, job=shown_job,
-        params=args, q=q, dead_shown=DEAD_SHOWN, stores=bundle_service.store_names(current_user),
-        pct=bundle_service.pct, sort_key=sort_key, sort_url=_sort_url(sort_key)), status
+        "bundles/index.html",
+        model=model,
+        stock=stock,
+        page=page,
+        suggestions=suggestions,
+        lookup_form=lookup_form,
+        found=found,
+        found_pitches=found_pitches,
+        form=form,
+        can_mine=current_user.role in MINERS,
+        outcome=outcome,
+        suggestion=suggestion,
+        job=shown_job,
+        params=args,
+        q=q,
+        dead_shown=DEAD_SHOWN,
+        stores=bundle_service.store_names(current_user),
+        pct=bundle_service.pct,
+        sort_key=sort_key,
+        sort_url=_sort_url(sort_key),
+    ), status
 
 
 def _form_for_page(model) -> MiningForm:

@@ -1,7 +1,7 @@
 """``flask campaign create|send|cancel|resume`` — the same services as the campaign pages."""
+
 from __future__ import annotations
 
-import sys
 import time
 from datetime import datetime, timezone
 
@@ -22,10 +22,15 @@ def campaign_group():
 @campaign_group.command("create")
 @click.argument("name")
 @click.option("--filter", "filter_", default="", help="Audience as list filters, e.g. 'band=High&tier=Gold'.")
-@click.option("--template", required=True, help="Message text; placeholders {first_name} {tier} {reward} "
-              "{code} {store} {expires}.")
+@click.option(
+    "--template",
+    required=True,
+    help="Message text; placeholders {first_name} {tier} {reward} {code} {store} {expires}.",
+)
 @click.option("--control", type=float, default=None, help="Control-group share (default: the setting, 0.1).")
-@click.option("--expires", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Offer expiry date (default: in 30 days).")
+@click.option(
+    "--expires", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Offer expiry date (default: in 30 days)."
+)
 @with_appcontext
 def create_command(name, filter_, template, control, expires):
     """Create a campaign and fix its audience; prints only the new campaign's id."""
@@ -33,8 +38,9 @@ def create_command(name, filter_, template, control, expires):
 
     expires_at = expires.replace(hour=23, minute=59, tzinfo=timezone.utc) if expires else None
     try:
-        campaign = campaigns.create_campaign(name, filter_, template, control_share=control,
-                                             user_email="cli", expires_at=expires_at)
+        campaign = campaigns.create_campaign(
+            name, filter_, template, control_share=control, user_email="cli", expires_at=expires_at
+        )
     except campaigns.CampaignError as exc:
         refuse(str(exc))
     click.echo(campaign.id)
@@ -48,8 +54,7 @@ def send_command(campaign_id, yes):
     """Send a campaign (or resume one); asks for confirmation unless --yes."""
     from portal import jobs, sms
     from portal.models import Campaign
-    from portal.services.campaigns import campaigns
-    from portal.services.campaigns import outbox, resuming
+    from portal.services.campaigns import campaigns, outbox, resuming
 
     campaign = db.session.get(Campaign, campaign_id)
     if campaign is None:
@@ -59,8 +64,10 @@ def send_command(campaign_id, yes):
     gateway = sms.gateway_from_config(current_app.config)
     mode = "DRY RUN (nothing leaves this machine): " if isinstance(gateway, sms.DryRunGateway) else ""
     if not yes:
-        question = (f"{mode}send campaign {campaign_id} “{campaign.name}”: {left} messages "
-                    f"({counts.get('control', 0)} held out as control)?")
+        question = (
+            f"{mode}send campaign {campaign_id} “{campaign.name}”: {left} messages "
+            f"({counts.get('control', 0)} held out as control)?"
+        )
         try:
             confirmed = click.confirm(question, default=False, err=True)
         except click.Abort:
@@ -104,7 +111,7 @@ def cancel_command(campaign_id):
 @with_appcontext
 def resume_command():
     """Queue campaigns that were waiting (quiet hours, retries) and are due; run it from cron."""
-    from portal.services.campaigns import outbox, resuming
+    from portal.services.campaigns import resuming
 
     ids = resuming.resume_due(datetime.now(timezone.utc))
     click.echo(f"resumed {len(ids)} campaign(s)" + (": " + ", ".join(map(str, ids)) if ids else ""))

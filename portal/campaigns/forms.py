@@ -1,4 +1,5 @@
 """Forms of the campaign pages (each POST carries its CSRF token): the builder, actions, redemption."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -60,30 +61,52 @@ class BuilderForm(FlaskForm):
     """
 
     name = StringField("Campaign name", validators=[DataRequired("Give the campaign a name."), Length(max=120)])
-    segment = SelectField("Saved segment", choices=[SelectChoice("", "None: use the filters below")], validate_choice=False,
-                          description="A saved segment replaces the filters below.")
-    band = SelectField("Churn band", choices=[SelectChoice("", "Any band")] + [SelectChoice(b, f"{b} risk") for b in BANDS])
-    tier = SelectField("Tier", choices=[SelectChoice("", "Any tier")] + [SelectChoice(t, t) for t in TIERS]
-                       + [SelectChoice("none", "No tier")])
+    segment = SelectField(
+        "Saved segment",
+        choices=[SelectChoice("", "None: use the filters below")],
+        validate_choice=False,
+        description="A saved segment replaces the filters below.",
+    )
+    band = SelectField(
+        "Churn band", choices=[SelectChoice("", "Any band")] + [SelectChoice(b, f"{b} risk") for b in BANDS]
+    )
+    tier = SelectField(
+        "Tier",
+        choices=[SelectChoice("", "Any tier")]
+        + [SelectChoice(t, t) for t in TIERS]
+        + [SelectChoice("none", "No tier")],
+    )
     store = SelectField("Store", choices=[SelectChoice("", "All stores")])
     min_recency = _Days("Days since last purchase: at least", validators=[Optional(), NumberRange(0, 36500)])
     max_recency = _Days("Days since last purchase: at most", validators=[Optional(), NumberRange(0, 36500)])
-    days_since_sms = _Days("Not messaged in the last (days)", validators=[Optional(), NumberRange(0, 3650)],
-                           description="Leave empty to rely on the frequency cap alone.")
+    days_since_sms = _Days(
+        "Not messaged in the last (days)",
+        validators=[Optional(), NumberRange(0, 3650)],
+        description="Leave empty to rely on the frequency cap alone.",
+    )
     q = HiddenField()
     consent = HiddenField()
     template = TextAreaField(
-        "Message", validators=[DataRequired("Write the message."), Length(max=1000)],
-        description="Placeholders: " + ", ".join("{%s}" % p for p in campaign_service.PLACEHOLDERS)
-        + ". The store's sender name and “Reply STOP to opt out” are added when missing.")
-    control = _Days("Control group (% of the audience, never messaged)",
-                    validators=[InputRequired("Enter a share between 0 and 90."), NumberRange(0, 90)])
-    when = RadioField("When", choices=[SelectChoice("now", "As soon as it is confirmed"),
-                                       SelectChoice("later", "At a date and time")],
-                      default="now")
+        "Message",
+        validators=[DataRequired("Write the message."), Length(max=1000)],
+        description="Placeholders: "
+        + ", ".join("{%s}" % p for p in campaign_service.PLACEHOLDERS)
+        + ". The store's sender name and “Reply STOP to opt out” are added when missing.",
+    )
+    control = _Days(
+        "Control group (% of the audience, never messaged)",
+        validators=[InputRequired("Enter a share between 0 and 90."), NumberRange(0, 90)],
+    )
+    when = RadioField(
+        "When",
+        choices=[SelectChoice("now", "As soon as it is confirmed"), SelectChoice("later", "At a date and time")],
+        default="now",
+    )
     send_at = DateTimeLocalField("Send at (store's local time)", format="%Y-%m-%dT%H:%M", validators=[Optional()])
-    expires = DateField("Offer expires (end of the day, store's local time)",
-                        validators=[InputRequired("Give the offer an expiry date.")])
+    expires = DateField(
+        "Offer expires (end of the day, store's local time)",
+        validators=[InputRequired("Give the offer an expiry date.")],
+    )
 
     time_zone = None  # set by the view
     now: datetime | None = None  # set by the view (tests freeze it)
@@ -131,6 +154,7 @@ class RedeemForm(FlaskForm):
     """Staff redeem a coupon code on the customer page."""
 
     customer_id = HiddenField(validators=[DataRequired()])
-    code = StringField("Coupon code", validators=[DataRequired("Type the code from the customer's message."),
-                                                  Length(max=40)])
+    code = StringField(
+        "Coupon code", validators=[DataRequired("Type the code from the customer's message."), Length(max=40)]
+    )
     next = HiddenField()

@@ -5,6 +5,7 @@ Flow: build (audience, message, schedule; live counts from /campaigns/audience a
 fixed then: anyone may draft, marketers included) → confirm (exactly how many messages and what
 they cost) → send (admins and managers only, checked here on the server) → progress → results.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -16,21 +17,19 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import NotFound
 from wtforms.fields.choices import SelectChoice
 
-from portal.services.campaigns import builder
 from portal.campaigns.forms import FILTER_FIELDS, ActionForm, BuilderForm, RedeemForm, SendForm
 from portal.formatting import money
 from portal.models import Campaign, Customer, OutboxMessage
-from portal.security import is_safe_next, roles_required, user_store_id
-from portal.services import settings
-from portal.services.campaigns import results as campaign_results
-from portal.services.campaigns import campaigns as campaign_service
-from portal.services.campaigns import redemption
-from portal.services.lists import segments
-from portal.services.campaigns import outbox, resuming, send_options
-from portal.services.clock import aware, utcnow
-from portal.services.customers.customers import get_for_user
 from portal.paging import Page
 from portal.params import parse_id
+from portal.security import is_safe_next, roles_required, user_store_id
+from portal.services import settings
+from portal.services.campaigns import builder, outbox, redemption, resuming, send_options
+from portal.services.campaigns import campaigns as campaign_service
+from portal.services.campaigns import results as campaign_results
+from portal.services.clock import aware, utcnow
+from portal.services.customers.customers import get_for_user
+from portal.services.lists import segments
 
 bp = Blueprint("campaigns", __name__)
 SENDERS = ("admin", "manager")
@@ -63,7 +62,8 @@ def _builder_form(formdata=None) -> BuilderForm:
         formdata = args if args else None
     form = BuilderForm(formdata=formdata) if formdata is not None else BuilderForm()
     form.segment.choices = [SelectChoice("", "None: use the filters below")] + [
-        SelectChoice(str(s.id), f"{s.name} ({s.list_name})") for s in builder.customer_segments(current_user)]
+        SelectChoice(str(s.id), f"{s.name} ({s.list_name})") for s in builder.customer_segments(current_user)
+    ]
     form.store.choices = [SelectChoice(v, label) for v, label in builder.store_choices(current_user)]
     zone, _store = builder.campaign_zone(form.filter_params(), current_user)
     form.time_zone = zone
@@ -91,8 +91,9 @@ def _summaries(form: BuilderForm, with_preview: bool):
     preview = None
     if with_preview and form.template.data and not form.template.errors:
         try:
-            preview = builder.preview_summary(params, form.template.data, current_user,
-                                              expires_at=_expires_at(form), messages=audience.messages)
+            preview = builder.preview_summary(
+                params, form.template.data, current_user, expires_at=_expires_at(form), messages=audience.messages
+            )
         except campaign_service.CampaignError as exc:
             form.template.errors = [*form.template.errors, str(exc)]
     return audience, preview
@@ -109,14 +110,24 @@ def _scheduled_for(form: BuilderForm) -> datetime | None:
 
 
 def _render_index(form: BuilderForm, audience=None, preview=None, status: int = 200):
-    page = Page.from_request(campaign_service.visible_campaigns(current_user), key=Campaign.id,
-                             sort=Campaign.created_at, descending=True)
+    page = Page.from_request(
+        campaign_service.visible_campaigns(current_user), key=Campaign.id, sort=Campaign.created_at, descending=True
+    )
     counts = {c.id: campaign_service.status_counts(c.id) for c in page.items}
     note = builder.quiet_note(form.time_zone, _scheduled_for(form)) if form.time_zone else ""
     _zone, store = builder.campaign_zone(form.filter_params(), current_user)
-    return render_template("campaigns/index.html", page=page, counts=counts, form=form, audience=audience,
-                           preview=preview, quiet_note=note, can_send=current_user.role in SENDERS,
-                           dry_run=_dry_run(), currency=store.currency if store else "USD"), status
+    return render_template(
+        "campaigns/index.html",
+        page=page,
+        counts=counts,
+        form=form,
+        audience=audience,
+        preview=preview,
+        quiet_note=note,
+        can_send=current_user.role in SENDERS,
+        dry_run=_dry_run(),
+        currency=store.currency if store else "USD",
+    ), status
 
 
 @bp.route("/campaigns", methods=["GET", "POST"])
@@ -139,24 +150,34 @@ def index():
         return _render_index(form, audience, preview, 400)
     try:
         campaign = campaign_service.create_campaign(
-            form.name.data, _form_params(form), form.template.data, control_share=form.control.data / 100,
-            user=current_user, user_email=current_user.email, expires_at=_expires_at(form),
-            scheduled_for=_scheduled_for(form))
+            form.name.data,
+            _form_params(form),
+            form.template.data,
+            control_share=form.control.data / 100,
+            user=current_user,
+            user_email=current_user.email,
+            expires_at=_expires_at(form),
+            scheduled_for=_scheduled_for(form),
+        )
     except campaign_service.CampaignError as exc:
         form.form_errors.append(str(exc))
         audience, preview = _summaries(form, with_preview=True)
         return _render_index(form, audience, preview, 400)
-    flash("Draft saved with its audience fixed. Check the numbers, then send."
-          if current_user.role in SENDERS else
-          "Draft saved with its audience fixed. An admin or a manager reviews and sends it.", "success")
+    flash(
+        "Draft saved with its audience fixed. Check the numbers, then send."
+        if current_user.role in SENDERS
+        else "Draft saved with its audience fixed. An admin or a manager reviews and sends it.",
+        "success",
+    )
     return redirect(url_for("campaigns.confirm", campaign_id=campaign.id))
 
 
 @bp.route("/campaigns/audience")
 def audience_json():
     """Size of an audience and every exclusion with its count, as JSON (the builder's live counter)."""
-    params = builder.audience_params({k: request.args.get(k, "") for k in FILTER_FIELDS}, request.args.get("segment"),
-                                     current_user)
+    params = builder.audience_params(
+        {k: request.args.get(k, "") for k in FILTER_FIELDS}, request.args.get("segment"), current_user
+    )
     raw = request.args.get("control", "")
     try:
         share = float(raw) / 100 if raw.strip() else float(settings.get("sms.control_share"))
@@ -174,9 +195,13 @@ def preview_json():
     params = _form_params(form)
     messages = request.form.get("messages", "")
     try:
-        summary = builder.preview_summary(params, request.form.get("template", ""), current_user,
-                                          expires_at=_expires_at(form) if form.expires.data else None,
-                                          messages=parse_id(messages))
+        summary = builder.preview_summary(
+            params,
+            request.form.get("template", ""),
+            current_user,
+            expires_at=_expires_at(form) if form.expires.data else None,
+            messages=parse_id(messages),
+        )
     except campaign_service.CampaignError as exc:
         return jsonify(error=str(exc)), 400
     scheduled = None
@@ -184,9 +209,14 @@ def preview_json():
         scheduled = builder.to_utc(form.send_at.data, form.time_zone)
     _zone, store = builder.campaign_zone(params, current_user)
     cost = summary.cost
-    return jsonify({**summary.as_json(), "quiet_note": builder.quiet_note(form.time_zone, scheduled),
-                    "time_zone": form.time_zone.key,
-                    "cost_text": money(cost, store) if cost is not None else None})
+    return jsonify(
+        {
+            **summary.as_json(),
+            "quiet_note": builder.quiet_note(form.time_zone, scheduled),
+            "time_zone": form.time_zone.key,
+            "cost_text": money(cost, store) if cost is not None else None,
+        }
+    )
 
 
 @bp.route("/campaigns/<int:campaign_id>/confirm")
@@ -200,22 +230,34 @@ def confirm(campaign_id: int):
     samples = campaign_service.sample_messages(campaign.id)
     zone, store = builder.zone_of_campaign(campaign)
     scheduled = aware(campaign.scheduled_for)
-    return render_template("campaigns/confirm.html", campaign=campaign, cost=cost, counts=counts, samples=samples,
-                           exclusions=campaign_service.EXCLUSIONS, zone=zone, store=store,
-                           scheduled_local=scheduled.astimezone(zone) if scheduled else None,
-                           expires_local=aware(campaign.expires_at).astimezone(zone) if campaign.expires_at else None,
-                           quiet_note=builder.quiet_note(zone, scheduled if scheduled and scheduled > utcnow() else None),
-                           form=SendForm(expected=str(cost.messages)), cancel_form=ActionForm(),
-                           can_send=current_user.role in SENDERS, dry_run=_dry_run())
+    return render_template(
+        "campaigns/confirm.html",
+        campaign=campaign,
+        cost=cost,
+        counts=counts,
+        samples=samples,
+        exclusions=campaign_service.EXCLUSIONS,
+        zone=zone,
+        store=store,
+        scheduled_local=scheduled.astimezone(zone) if scheduled else None,
+        expires_local=aware(campaign.expires_at).astimezone(zone) if campaign.expires_at else None,
+        quiet_note=builder.quiet_note(zone, scheduled if scheduled and scheduled > utcnow() else None),
+        form=SendForm(expected=str(cost.messages)),
+        cancel_form=ActionForm(),
+        can_send=current_user.role in SENDERS,
+        dry_run=_dry_run(),
+    )
 
 
 @bp.route("/campaigns/<int:campaign_id>")
 def detail(campaign_id: int):
     campaign = _campaign_or_404(campaign_id)
     counts = campaign_service.status_counts(campaign.id)
-    rows = (select(OutboxMessage, Customer.external_id, Customer.name, Customer.sms_consent)
-            .join(Customer, Customer.id == OutboxMessage.customer_id)
-            .where(OutboxMessage.campaign_id == campaign.id))
+    rows = (
+        select(OutboxMessage, Customer.external_id, Customer.name, Customer.sms_consent)
+        .join(Customer, Customer.id == OutboxMessage.customer_id)
+        .where(OutboxMessage.campaign_id == campaign.id)
+    )
     group = request.args.get("group", "")
     if group in ("message", "control"):
         rows = rows.where(OutboxMessage.group == group)
@@ -223,13 +265,23 @@ def detail(campaign_id: int):
     messages = sum(n for s, n in counts.items() if s != "control")
     done = sum(n for s, n in counts.items() if s in outbox.FINAL and s != "control")
     export_available = _template_exists("lists/_export.html") and "campaign-recipients" in _lists()
-    return render_template("campaigns/detail.html", campaign=campaign, counts=counts, page=page,
-                           job=resuming.latest_job(campaign.id), form=ActionForm(), messages=messages, done=done,
-                           exclusions=campaign_service.EXCLUSIONS, dry_run=_dry_run(),
-                           can_send=current_user.role in SENDERS,
-                           left=sum(counts.get(s, 0) for s in outbox.IN_PROGRESS),
-                           results=campaign_results.campaign_results(campaign),
-                           export_available=export_available, export_params={"campaign": str(campaign.id)})
+    return render_template(
+        "campaigns/detail.html",
+        campaign=campaign,
+        counts=counts,
+        page=page,
+        job=resuming.latest_job(campaign.id),
+        form=ActionForm(),
+        messages=messages,
+        done=done,
+        exclusions=campaign_service.EXCLUSIONS,
+        dry_run=_dry_run(),
+        can_send=current_user.role in SENDERS,
+        left=sum(counts.get(s, 0) for s in outbox.IN_PROGRESS),
+        results=campaign_results.campaign_results(campaign),
+        export_available=export_available,
+        export_params={"campaign": str(campaign.id)},
+    )
 
 
 def _template_exists(name: str) -> bool:
@@ -259,16 +311,23 @@ def send(campaign_id: int):
         if parse_id(expected) is not None:
             now_left = campaign_results.outbox_cost(campaign.id).messages
             if now_left != int(expected):
-                flash(f"The number of messages changed from {int(expected):,} to {now_left:,} since this page "
-                      "was shown. Check it again before sending.", "error")
+                flash(
+                    f"The number of messages changed from {int(expected):,} to {now_left:,} since this page "
+                    "was shown. Check it again before sending.",
+                    "error",
+                )
                 return redirect(url_for("campaigns.confirm", campaign_id=campaign.id))
         try:
             resuming.start_send(campaign.id, user_email=current_user.email)
         except campaign_service.CampaignError as exc:
             flash(str(exc), "error")
         else:
-            flash("Sending started. This page shows its progress." if not campaign.scheduled_for else
-                  "Scheduled: messages wait for their time (and for the end of quiet hours).", "success")
+            flash(
+                "Sending started. This page shows its progress."
+                if not campaign.scheduled_for
+                else "Scheduled: messages wait for their time (and for the end of quiet hours).",
+                "success",
+            )
     return redirect(url_for("campaigns.detail", campaign_id=campaign.id))
 
 
@@ -287,6 +346,7 @@ def cancel(campaign_id: int):
 
 
 # --- redemption on the customer page ---------------------------------------------------------
+
 
 @bp.app_template_global()
 def open_coupons(customer_id: int) -> list[dict]:

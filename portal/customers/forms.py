@@ -1,15 +1,22 @@
 """Forms on the customer page."""
+
 from flask_wtf import FlaskForm
 from wtforms import DateField, SelectField, StringField
-from wtforms.validators import DataRequired, Length, Optional, ValidationError
+from wtforms.validators import Length, Optional, ValidationError
 
 
 class ConsentForm(FlaskForm):
     status = SelectField("SMS consent", choices=[("opted_in", "Opted in"), ("opted_out", "Opted out")])
-    effective = DateField("Date given", validators=[Optional()],
-                          description="When the customer gave or withdrew consent (default: today).")
-    source = StringField("Source", validators=[Length(max=40)],
-                         description="E.g. 'signed form at the till', 'phone call'. Required for an opt-in.")
+    effective = DateField(
+        "Date given",
+        validators=[Optional()],
+        description="When the customer gave or withdrew consent (default: today).",
+    )
+    source = StringField(
+        "Source",
+        validators=[Length(max=40)],
+        description="E.g. 'signed form at the till', 'phone call'. Required for an opt-in.",
+    )
 
     def validate_source(self, field):
         if self.status.data == "opted_in" and not (field.data or "").strip():

@@ -1,4 +1,5 @@
 """Customer list and customer page (features, tier, churn, consent, purchases)."""
+
 from datetime import datetime, time, timezone
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
@@ -10,12 +11,13 @@ from wtforms.validators import DataRequired
 from portal.customers.forms import ConsentForm
 from portal.lists.exporting import export_response
 from portal.models import PurchaseLine
-from portal.services.customers import customers as customer_service
-from portal.services import settings as settings_service, stores as store_service
-from portal.services.scores import tiers as tier_service
-from portal.services.customers import privacy
-from portal.security import roles_required
 from portal.paging import Page, list_page
+from portal.security import roles_required
+from portal.services import settings as settings_service
+from portal.services import stores as store_service
+from portal.services.customers import customers as customer_service
+from portal.services.customers import privacy
+from portal.services.scores import tiers as tier_service
 
 bp = Blueprint("customers", __name__)
 
@@ -40,32 +42,50 @@ def detail(customer_id: int):
         abort(404)
     form = ConsentForm()
     if form.validate_on_submit():
-        effective = datetime.combine(form.effective.data, time(12), tzinfo=timezone.utc) if form.effective.data else None
+        effective = (
+            datetime.combine(form.effective.data, time(12), tzinfo=timezone.utc) if form.effective.data else None
+        )
         try:
-            customer_service.record_consent(customer, form.status.data, (form.source.data or "staff").strip(),
-                                         effective, current_user.email)
+            customer_service.record_consent(
+                customer, form.status.data, (form.source.data or "staff").strip(), effective, current_user.email
+            )
         except customer_service.ConsentError as exc:
             form.status.errors.append(str(exc))
         else:
             flash("Consent recorded.", "success")
             return redirect(url_for("customers.detail", customer_id=customer.id))
     consent_events, tier_changes = customer_service.history(customer)
-    page = Page.from_request(customer_service.lines_query(customer), key=PurchaseLine.id,
-                             sort=PurchaseLine.purchased_at,
-                             descending=True, scalars=False, size=25)
+    page = Page.from_request(
+        customer_service.lines_query(customer),
+        key=PurchaseLine.id,
+        sort=PurchaseLine.purchased_at,
+        descending=True,
+        scalars=False,
+        size=25,
+    )
     values = settings_service.all_values()
-    insights = {"reward": values.get(f"reward.{customer.tier}") if customer.tier else None,
-                "progress": tier_service.progress_message(customer, values),
-                "action": values.get(f"churn.action.{customer.churn_band}") if customer.churn_band else None}
-    return render_template("customers/detail.html", customer=customer, form=form, page=page,
-                           consent_events=consent_events, tier_changes=tier_changes, insights=insights)
+    insights = {
+        "reward": values.get(f"reward.{customer.tier}") if customer.tier else None,
+        "progress": tier_service.progress_message(customer, values),
+        "action": values.get(f"churn.action.{customer.churn_band}") if customer.churn_band else None,
+    }
+    return render_template(
+        "customers/detail.html",
+        customer=customer,
+        form=form,
+        page=page,
+        consent_events=consent_events,
+        tier_changes=tier_changes,
+        insights=insights,
+    )
 
 
 class EraseForm(FlaskForm):
     """The erase button: a CSRF token and an explicit confirmation (no inline script for a dialog)."""
 
-    confirm = BooleanField("I understand this cannot be undone", validators=[DataRequired(
-        message="Tick the box to confirm the erasure.")])
+    confirm = BooleanField(
+        "I understand this cannot be undone", validators=[DataRequired(message="Tick the box to confirm the erasure.")]
+    )
 
 
 @bp.route("/customers/<int:customer_id>/erase", methods=["POST"])
@@ -85,6 +105,5 @@ def erase(customer_id: int):
         flash(str(exc), "warning")
     else:
         extra = f" {cancelled} unsent message(s) cancelled." if cancelled else ""
-        flash(f"Customer erased: name, phone and e-mail removed; purchases and consent history kept.{extra}",
-              "success")
+        flash(f"Customer erased: name, phone and e-mail removed; purchases and consent history kept.{extra}", "success")
     return redirect(url_for("customers.detail", customer_id=customer.id))

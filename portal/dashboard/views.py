@@ -1,4 +1,5 @@
 """The dashboard: the store's headline numbers, each linking to the list behind it."""
+
 from flask import Blueprint, abort, jsonify, render_template, request
 from flask_login import current_user
 
@@ -22,9 +23,16 @@ def index():
         lines = summary_service.for_scope(scope)  # stored after scoring: revenue, revenue by tier, cohorts
         if scope.store is not None or scope.can_switch:
             outlook = outlook_service.for_scope(scope.store_id)
-    return render_template("dashboard/index.html", scope=scope, outlook=outlook, lines=lines,
-                           revenue=lines and lines["revenue"], revenue_chart=lines and lines["revenue_chart"],
-                           cohorts=lines and lines["cohorts"], **data)
+    return render_template(
+        "dashboard/index.html",
+        scope=scope,
+        outlook=outlook,
+        lines=lines,
+        revenue=lines and lines["revenue"],
+        revenue_chart=lines and lines["revenue_chart"],
+        cohorts=lines and lines["cohorts"],
+        **data,
+    )
 
 
 @bp.route("/jobs/<job_id>")

@@ -1,4 +1,5 @@
 """The in-app help page: what each number means, and what the models know and when they were trained."""
+
 from __future__ import annotations
 
 from flask import Blueprint, render_template

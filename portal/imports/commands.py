@@ -1,4 +1,5 @@
 """``flask import KIND FILE`` and ``flask demo``: the same import service as the pages, without prompts."""
+
 from __future__ import annotations
 
 import os
@@ -22,7 +23,11 @@ DEMO_STORES = (
     ("Harbor", "America/Chicago", "Loyalist Harbor", "Loyalist Harbor, 4 Pier Rd. Call 312-555-0101"),
     ("Uptown", "America/Los_Angeles", "Loyalist Uptown", "Loyalist Uptown, 88 Hill Ave. Call 213-555-0102"),
 )
-DEMO_FILES = (("stock", "demo_stock.csv"), ("customers", "demo_customers.csv"), ("transactions", "demo_transactions.csv"))
+DEMO_FILES = (
+    ("stock", "demo_stock.csv"),
+    ("customers", "demo_customers.csv"),
+    ("transactions", "demo_transactions.csv"),
+)
 
 
 def _parse_maps(kind: str, maps: tuple[str, ...]) -> dict[str, str]:
@@ -32,8 +37,9 @@ def _parse_maps(kind: str, maps: tuple[str, ...]) -> dict[str, str]:
         if not sep or not source.strip():
             raise click.BadParameter(f"{item!r}: use source_column=field", param_hint="--map")
         if target.strip() and target.strip() not in SYNONYMS[kind]:
-            raise click.BadParameter(f"unknown field {target.strip()!r}; fields for {kind}: "
-                                     + ", ".join(SYNONYMS[kind]), param_hint="--map")
+            raise click.BadParameter(
+                f"unknown field {target.strip()!r}; fields for {kind}: " + ", ".join(SYNONYMS[kind]), param_hint="--map"
+            )
         overrides[source.strip()] = target.strip()
     return overrides
 
@@ -51,17 +57,29 @@ def _problems_report(run: ImportRun) -> str | None:
     return path
 
 
-def run_file(kind: str, path: str, store: Store | None, overrides: dict | None = None,
-             all_or_nothing: bool = False, as_of=None) -> ImportRun:
+def run_file(
+    kind: str, path: str, store: Store | None, overrides: dict | None = None, all_or_nothing: bool = False, as_of=None
+) -> ImportRun:
     """Import one file now (no background job: the command is the long-running process)."""
     try:
-        run, found = importer.create_run(kind, os.path.abspath(path), os.path.basename(path), store=store,
-                                         user_email="cli", source="cli", overrides=overrides,
-                                         all_or_nothing=all_or_nothing, as_of=as_of)
+        run, found = importer.create_run(
+            kind,
+            os.path.abspath(path),
+            os.path.basename(path),
+            store=store,
+            user_email="cli",
+            source="cli",
+            overrides=overrides,
+            all_or_nothing=all_or_nothing,
+            as_of=as_of,
+        )
     except importer.ImportRefused as exc:
         raise importer.ImportRefused(f"{os.path.basename(path)}: {exc}") from exc
-    click.echo(f"{os.path.basename(path)}: {found.described} Layout: {found.mapping.layout}; mapping: "
-               + ", ".join(f"{h} -> {f}" for f, h in found.mapping.items()), err=True)
+    click.echo(
+        f"{os.path.basename(path)}: {found.described} Layout: {found.mapping.layout}; mapping: "
+        + ", ".join(f"{h} -> {f}" for f, h in found.mapping.items()),
+        err=True,
+    )
     return importer.execute(run.id)
 
 
@@ -101,8 +119,11 @@ def _ensure_demo_stores() -> list[str]:
     created = []
     for name, tz, sender, contact in DEMO_STORES:
         if importer.find_store(name) is None:
-            db.session.add(Store(name=name, timezone=tz, currency="USD", phone_region="US", sender_name=sender,
-                                 contact_line=contact))
+            db.session.add(
+                Store(
+                    name=name, timezone=tz, currency="USD", phone_region="US", sender_name=sender, contact_line=contact
+                )
+            )
             created.append(name)
     db.session.commit()
     return created
@@ -112,8 +133,11 @@ def _already_imported(path: Path) -> ImportRun | None:
     """A finished, not undone import of exactly this file (same sha256), so demo runs add nothing twice."""
 
     digest = importer.file_sha256(str(path))
-    runs = db.session.scalars(select(ImportRun).where(ImportRun.status == "done", ImportRun.undone_at.is_(None),
-                                                      ImportRun.filename == path.name)).all()
+    runs = db.session.scalars(
+        select(ImportRun).where(
+            ImportRun.status == "done", ImportRun.undone_at.is_(None), ImportRun.filename == path.name
+        )
+    ).all()
     return next((r for r in runs if (r.options or {}).get("sha256") == digest), None)
 
 
@@ -134,7 +158,9 @@ def demo_command():
     click.echo(f"stores: created {', '.join(created)}" if created else "stores: demo stores already present")
     missing = [name for _, name in DEMO_FILES if not (DATA_DIR / name).exists()]
     if missing:
-        cli.refuse(f"demo files missing in {DATA_DIR}: {', '.join(missing)} (python -m preprocessing.synthetic --out data/)")
+        cli.refuse(
+            f"demo files missing in {DATA_DIR}: {', '.join(missing)} (python -m preprocessing.synthetic --out data/)"
+        )
     downtown = importer.find_store("Downtown")
     for kind, name in DEMO_FILES:
         path = DATA_DIR / name

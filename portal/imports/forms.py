@@ -1,4 +1,5 @@
 """Import forms: the upload (kind, store, file, all-or-nothing) and the per-field mapping correction."""
+
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from wtforms import BooleanField, SelectField
@@ -7,13 +8,26 @@ from preprocessing.columns import KINDS, SYNONYMS
 
 KIND_LABELS = {"transactions": "Transactions (purchase lines)", "stock": "Stock levels", "customers": "Customers"}
 FIELD_HELP = {
-    "transaction_id": "receipt / invoice number", "customer_id": "loyalty or customer number",
-    "purchase_date": "date (and time) of the purchase", "product_id": "SKU / stock code",
-    "product_name": "description", "quantity": "units (negative for returns)", "price_per_unit": "unit price",
-    "total_amount": "line total", "phone": "mobile number", "store": "store name", "coupon_code": "coupon redeemed",
-    "initial_stock": "units received", "total_sold": "units sold", "price": "selling price",
-    "name": "full name", "first_name": "first name", "last_name": "last name", "email": "e-mail address",
-    "sms_consent": "yes / no", "sms_consent_date": "date consent was given or withdrawn",
+    "transaction_id": "receipt / invoice number",
+    "customer_id": "loyalty or customer number",
+    "purchase_date": "date (and time) of the purchase",
+    "product_id": "SKU / stock code",
+    "product_name": "description",
+    "quantity": "units (negative for returns)",
+    "price_per_unit": "unit price",
+    "total_amount": "line total",
+    "phone": "mobile number",
+    "store": "store name",
+    "coupon_code": "coupon redeemed",
+    "initial_stock": "units received",
+    "total_sold": "units sold",
+    "price": "selling price",
+    "name": "full name",
+    "first_name": "first name",
+    "last_name": "last name",
+    "email": "e-mail address",
+    "sms_consent": "yes / no",
+    "sms_consent_date": "date consent was given or withdrawn",
 }
 
 

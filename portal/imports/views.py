@@ -1,4 +1,5 @@
 """Imports pages: upload -> mapping and preview -> background import with progress -> result, history, undo."""
+
 from __future__ import annotations
 
 import os
@@ -9,9 +10,10 @@ from flask_login import current_user
 
 from portal.imports.forms import ActionForm, UploadForm, chosen_mapping, mapping_form
 from portal.models import ImportRun, Store
-from portal.security import roles_required, user_store_id
-from portal.services import importer, stores as store_service
 from portal.paging import Page
+from portal.security import roles_required, user_store_id
+from portal.services import importer
+from portal.services import stores as store_service
 
 bp = Blueprint("imports", __name__)
 SAMPLES = Path(__file__).resolve().parents[2] / "data" / "samples"
@@ -23,8 +25,10 @@ def _samples() -> list[tuple[str, str]]:
     if not SAMPLES.is_dir():
         return []
     files = sorted(p.name for p in SAMPLES.iterdir() if p.is_file() and not p.name.startswith("."))
-    return [(f, "stock" if f.startswith("stock") else "customers" if f.startswith("customers") else "transactions")
-            for f in files]
+    return [
+        (f, "stock" if f.startswith("stock") else "customers" if f.startswith("customers") else "transactions")
+        for f in files
+    ]
 
 
 def _allowed_stores() -> list[Store]:
@@ -39,8 +43,9 @@ def _allowed_stores() -> list[Store]:
 def _upload_form() -> UploadForm:
     form = UploadForm()
     stores = _allowed_stores()
-    form.store_id.choices = ([(0, "Default store (the first store, or a new 'Main')")] if current_user.is_admin else []) + [
-        (s.id, s.name) for s in stores]
+    form.store_id.choices = (
+        [(0, "Default store (the first store, or a new 'Main')")] if current_user.is_admin else []
+    ) + [(s.id, s.name) for s in stores]
     return form
 
 
@@ -49,9 +54,15 @@ def _index(form: UploadForm | None = None, status: int = 200):
     query = importer.runs_for(current_user).where(ImportRun.status != "pending")
     page = Page.from_request(query, key=ImportRun.id, descending=True, size=25)
     stores = {s.id: s.name for s in store_service.all_stores()}
-    return render_template("imports/index.html", form=form or (_upload_form() if can_import else None), page=page,
-                           stores=stores, samples=_samples() if can_import else [], action=ActionForm(),
-                           can_import=can_import), status
+    return render_template(
+        "imports/index.html",
+        form=form or (_upload_form() if can_import else None),
+        page=page,
+        stores=stores,
+        samples=_samples() if can_import else [],
+        action=ActionForm(),
+        can_import=can_import,
+    ), status
 
 
 @bp.route("/imports")
@@ -65,9 +76,16 @@ def _begin(path: str, filename: str, kind: str, store: Store | None, all_or_noth
         os.remove(path)
         abort(403)
     try:
-        run, _ = importer.create_run(kind, path, filename, store=store, user_email=current_user.email,
-                                     source="web", all_or_nothing=all_or_nothing,
-                                     only_store_id=None if current_user.is_admin else current_user.store_id)
+        run, _ = importer.create_run(
+            kind,
+            path,
+            filename,
+            store=store,
+            user_email=current_user.email,
+            source="web",
+            all_or_nothing=all_or_nothing,
+            only_store_id=None if current_user.is_admin else current_user.store_id,
+        )
     except importer.ImportRefused as exc:
         os.remove(path)
         flash(f"{filename}: {exc}", "error")
@@ -121,8 +139,9 @@ def mapping(import_id: int):
     try:
         found = importer.inspect(run.stored_path, run.filename, run.kind, run.mapping)
     except (importer.ImportRefused, OSError) as exc:
-        importer.refuse(run, str(exc) if isinstance(exc, importer.ImportRefused)
-                        else "The uploaded file can no longer be read.")
+        importer.refuse(
+            run, str(exc) if isinstance(exc, importer.ImportRefused) else "The uploaded file can no longer be read."
+        )
         flash(run.message, "error")
         return redirect(url_for("imports.index"))
     form = mapping_form(run.kind, found.headers, found.mapping, (run.options or {}).get("all_or_nothing", False))
@@ -132,8 +151,11 @@ def mapping(import_id: int):
         twice = sorted({h for h in chosen.values() if list(chosen.values()).count(h) > 1})
         missing = importer.missing_fields(chosen, run.kind)
         if twice:
-            problems.append("Each column can be used for one field only: " + ", ".join(repr(h) for h in twice)
-                            + " is chosen more than once.")
+            problems.append(
+                "Each column can be used for one field only: "
+                + ", ".join(repr(h) for h in twice)
+                + " is chosen more than once."
+            )
         if missing:
             problems.append("Required fields are not mapped: " + ", ".join(missing) + ".")
         if not problems:
@@ -143,9 +165,16 @@ def mapping(import_id: int):
     elif request.method == "POST":
         problems.append("The form expired; reload the page and try again.")
     preview = found.preview.head(10)
-    return render_template("imports/mapping.html", run=run, found=found, form=form, problems=problems,
-                           preview_rows=preview.to_dict("records"), preview_index=list(preview.index),
-                           can_import=current_user.role in IMPORTERS), 400 if problems else 200
+    return render_template(
+        "imports/mapping.html",
+        run=run,
+        found=found,
+        form=form,
+        problems=problems,
+        preview_rows=preview.to_dict("records"),
+        preview_index=list(preview.index),
+        can_import=current_user.role in IMPORTERS,
+    ), 400 if problems else 200
 
 
 @bp.route("/imports/<int:import_id>/discard", methods=["POST"])
@@ -164,10 +193,17 @@ def detail(import_id: int):
         return redirect(url_for("imports.mapping", import_id=run.id))
     job = importer.job_of(run)
     plan = importer.undo_plan(run) if run.status in ("done", "undone") else None
-    return render_template("imports/detail.html", run=run, job=job, problems=importer.first_problems(run),
-                           summary=importer.summary(run), plan=plan, action=ActionForm(),
-                           store=store_service.get(run.store_id),
-                           can_import=current_user.role in IMPORTERS)
+    return render_template(
+        "imports/detail.html",
+        run=run,
+        job=job,
+        problems=importer.first_problems(run),
+        summary=importer.summary(run),
+        plan=plan,
+        action=ActionForm(),
+        store=store_service.get(run.store_id),
+        can_import=current_user.role in IMPORTERS,
+    )
 
 
 @bp.route("/imports/<int:import_id>/problems.csv")

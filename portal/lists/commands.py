@@ -1,4 +1,5 @@
 """``flask export``: the same file the list page would give, audited as a CLI export."""
+
 from __future__ import annotations
 
 import os

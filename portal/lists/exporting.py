@@ -6,6 +6,7 @@ Usage in a list view::
     if response is not None:
         return response
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -43,8 +44,7 @@ def export_response(name: str, params: Mapping | None = None, user=None) -> Resp
         return export_error(name, params, str(exc), csv_instead=True)
     exports.record_export(export, "xlsx", rows, "web", user_email=user.email)
     spool.seek(0)
-    response = send_file(spool, mimetype=XLSX_MIME, as_attachment=True,
-                         download_name=exports.filename(export, "xlsx"))
+    response = send_file(spool, mimetype=XLSX_MIME, as_attachment=True, download_name=exports.filename(export, "xlsx"))
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -64,8 +64,9 @@ def export_error(name: str, params: Mapping, message: str, csv_instead: bool = F
     """A 400 page with the reason, a link back to the list and (for XLSX) a CSV link."""
     keep = [(k, v) for k, v in _items(params) if k not in {"format", "after"}]
     back = [(k, v) for k, v in keep if k not in {"columns", "include_opted_out"}]
-    csv_url = url_for("lists.export", list_name=name) + "?" + urlencode(keep + [("format", "csv")]) \
-        if csv_instead else None
+    csv_url = (
+        url_for("lists.export", list_name=name) + "?" + urlencode(keep + [("format", "csv")]) if csv_instead else None
+    )
     definition = registry.LISTS.get(name)
     back_url = None
     if definition is not None and definition.endpoint:

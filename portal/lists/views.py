@@ -1,4 +1,5 @@
 """Saved segments, the "my exports" history and the export endpoint that serves every list."""
+
 from __future__ import annotations
 
 from urllib.parse import urlencode
@@ -10,9 +11,8 @@ from sqlalchemy import select
 from portal.lists.exporting import export_error, export_response
 from portal.lists.forms import SegmentForm
 from portal.models import AuditEntry
-from portal.services.lists import exports, registry
-from portal.services.lists import segments
 from portal.paging import Page
+from portal.services.lists import exports, registry, segments
 
 bp = Blueprint("lists", __name__)
 
@@ -78,8 +78,9 @@ def segment_list():
             return redirect(url_for("lists.segment_list"))
     rows = segments.visible(current_user)
     status = 400 if form.errors else 200
-    return render_template("lists/segments.html", form=form, segments=rows,
-                           can_delete=lambda s: segments.can_delete(s, current_user)), status
+    return render_template(
+        "lists/segments.html", form=form, segments=rows, can_delete=lambda s: segments.can_delete(s, current_user)
+    ), status
 
 
 @bp.route("/segments/<int:segment_id>/delete", methods=["POST"])

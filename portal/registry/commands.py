@@ -1,4 +1,5 @@
 """``flask train [all|segmentation|churn|bundles|clv]``: the same training the Models page runs."""
+
 import click
 from flask import current_app
 from flask.cli import with_appcontext

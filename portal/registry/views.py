@@ -1,4 +1,5 @@
 """The Models page: what each model knows, when it was trained, its metrics, and train buttons."""
+
 from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from flask_login import current_user
 
@@ -11,8 +12,9 @@ bp = Blueprint("registry", __name__)
 @bp.route("/models")
 def index():
     cards, problem = model_info.model_cards()
-    return render_template("registry/index.html", cards=cards, problem=problem,
-                           job=model_info.latest_training(current_user))
+    return render_template(
+        "registry/index.html", cards=cards, problem=problem, job=model_info.latest_training(current_user)
+    )
 
 
 @bp.route("/models/train/<name>", methods=["POST"])

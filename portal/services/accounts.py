@@ -1,4 +1,5 @@
 """Users and logins: creation, password changes and login throttling (all audited)."""
+
 from __future__ import annotations
 
 import secrets
@@ -56,22 +57,23 @@ def check_password_strength(password: str, email: str | None = None) -> None:
     if len(password) < MIN_PASSWORD:
         raise WeakPasswordError(f"Password must have at least {MIN_PASSWORD} characters.")
     if password.lower() in COMMON_PASSWORDS:
-        raise WeakPasswordError("This password is one of the most common ones, which attackers try first: "
-                                "choose another.")
+        raise WeakPasswordError(
+            "This password is one of the most common ones, which attackers try first: choose another."
+        )
     email = normalise_email(email or "")
     local = email.split("@")[0]
     lowered = password.lower()
     if email and (email in lowered or (len(local) >= 4 and local in lowered)):
-        raise WeakPasswordError("The password must not contain the account's e-mail address or the part before "
-                                "the @: choose another.")
+        raise WeakPasswordError(
+            "The password must not contain the account's e-mail address or the part before the @: choose another."
+        )
 
 
 def normalise_email(email: str) -> str:
     return (email or "").strip().lower()
 
 
-def create_user(email: str, role: str, password: str, store_name: str | None = None,
-                actor: str | None = None) -> User:
+def create_user(email: str, role: str, password: str, store_name: str | None = None, actor: str | None = None) -> User:
     """Create a user; managers must belong to a store."""
     email = normalise_email(email)
     if "@" not in email or len(email) > 254:
@@ -104,15 +106,22 @@ def update_user(user: User, role: str, store_id: int | None, active: bool, actor
         raise AccountError("A manager belongs to one store: choose it.")
     before = {"role": user.role, "store_id": user.store_id, "active": user.active}
     if user.role == "admin" and (role != "admin" or not active):
-        others = db.session.scalar(select(func.count()).select_from(User).where(
-            User.role == "admin", User.active.is_(True), User.id != user.id))
+        others = db.session.scalar(
+            select(func.count())
+            .select_from(User)
+            .where(User.role == "admin", User.active.is_(True), User.id != user.id)
+        )
         if not others:
             raise AccountError("This is the last active admin; make another admin first.")
     if (user.role, user.store_id, user.active) != (role, store_id, active):
         end_sessions(user)  # sessions hold no copy of the role, but a changed user logs in again
     user.role, user.store_id, user.active = role, store_id, active
-    audit.record("user.update", user.email, {"before": before,
-                 "after": {"role": role, "store_id": store_id, "active": active}}, actor)
+    audit.record(
+        "user.update",
+        user.email,
+        {"before": before, "after": {"role": role, "store_id": store_id, "active": active}},
+        actor,
+    )
     db.session.commit()
 
 
@@ -166,17 +175,26 @@ def throttle_wait(email: str, address: str, now: datetime | None = None) -> int:
     """
     email, now = normalise_email(email), now or datetime.now(timezone.utc)
     failures = select(LoginAttempt.at).where(LoginAttempt.email == email, LoginAttempt.success.is_(False))
-    recent = [_aware(at) for at in db.session.scalars(
-        failures.where(LoginAttempt.address == address, LoginAttempt.at >= now - WINDOW)
-        .order_by(LoginAttempt.at.desc()).limit(FREE_FAILURES + 8))]
+    recent = [
+        _aware(at)
+        for at in db.session.scalars(
+            failures.where(LoginAttempt.address == address, LoginAttempt.at >= now - WINDOW)
+            .order_by(LoginAttempt.at.desc())
+            .limit(FREE_FAILURES + 8)
+        )
+    ]
     wait = timedelta(0)
     if len(recent) >= FREE_FAILURES:
         delay = min(FIRST_DELAY * 2 ** (len(recent) - FREE_FAILURES), WINDOW)
         wait = recent[0] + delay - now
-    hour_failures = db.session.scalar(select(func.count()).select_from(failures.where(
-        LoginAttempt.at >= now - CEILING_WINDOW).subquery()))
-    if hour_failures >= ACCOUNT_CEILING and not db.session.scalar(select(LoginAttempt.id).where(
-            LoginAttempt.email == email, LoginAttempt.address == address, LoginAttempt.success.is_(True)).limit(1)):
+    hour_failures = db.session.scalar(
+        select(func.count()).select_from(failures.where(LoginAttempt.at >= now - CEILING_WINDOW).subquery())
+    )
+    if hour_failures >= ACCOUNT_CEILING and not db.session.scalar(
+        select(LoginAttempt.id)
+        .where(LoginAttempt.email == email, LoginAttempt.address == address, LoginAttempt.success.is_(True))
+        .limit(1)
+    ):
         wait = max(wait, FIRST_DELAY * 2)
     return max(0, int(wait.total_seconds() + 0.999))
 

@@ -4,6 +4,7 @@ Services name the acting user themselves (an e-mail, or "cli" / "worker" for bat
 layer tells this module the client address of the request it is serving (``request_address``), so no
 service reads Flask's request or the logged-in user.
 """
+
 from __future__ import annotations
 
 from contextvars import ContextVar
@@ -17,14 +18,16 @@ from portal.models import AuditEntry
 request_address: ContextVar[str | None] = ContextVar("audit_request_address", default=None)
 
 
-def record(action: str, target: str | None = None, detail: dict | None = None,
-           user_email: str | None = None) -> AuditEntry:
+def record(
+    action: str, target: str | None = None, detail: dict | None = None, user_email: str | None = None
+) -> AuditEntry:
     """Add an audit entry to the session; the calling service commits with its own change.
 
     ``user_email`` is the acting user; None means a batch command ("cli").
     """
-    entry = AuditEntry(action=action, target=target, detail=detail, user_email=user_email or "cli",
-                       address=request_address.get())
+    entry = AuditEntry(
+        action=action, target=target, detail=detail, user_email=user_email or "cli", address=request_address.get()
+    )
     db.session.add(entry)
     return entry
 

@@ -7,6 +7,7 @@ stores the rules under a ``bundles`` model record and answers the page's questio
 Rules are one global model (baskets from every store). Dead stock is per (product, store) stock
 row; a product counts as dead stock for mining when it is dead in at least one store.
 """
+
 from __future__ import annotations
 
 import re
@@ -17,23 +18,25 @@ from markupsafe import Markup, escape
 from sqlalchemy import delete, distinct, exists, func, or_, select
 from threadpoolctl import threadpool_limits
 
-from portal import model_store
-from portal import jobs
-from portal.jobs import JobError
+from portal import jobs, model_store
 from portal.extensions import db
-
+from portal.jobs import JobError
 from portal.models import BundleRule, Job, ModelRecord, Product, PurchaseLine, StockLevel, Store
+from portal.params import parse_id
 from portal.security import user_store_id
 from portal.services import settings as settings_service
 from portal.services.scores.dataset import load_lines
-from portal.params import parse_id
 from preprocessing import bundling
 
 # Job functions whose results are bundle mining runs (the page shows the latest one's outcome).
 JOB = "bundles.mine"
 JOB_FUNCS = (JOB, "train.bundles")  # the bundles page's mining, the Models page's
-PARAM_KEYS = {"min_support": "bundles.min_support", "min_confidence": "bundles.min_confidence",
-              "min_lift": "bundles.min_lift", "dead_stock_ratio": "bundles.dead_stock_ratio"}
+PARAM_KEYS = {
+    "min_support": "bundles.min_support",
+    "min_confidence": "bundles.min_confidence",
+    "min_lift": "bundles.min_lift",
+    "dead_stock_ratio": "bundles.dead_stock_ratio",
+}
 MAX_LEN = 3  # antecedent + consequent: pairs and triples are what a shelf can show
 UNKNOWN_LIMIT = 200
 
@@ -49,18 +52,26 @@ STOCK_FRAME_COLUMNS = ["product_id", "product_name", "price", "initial_stock", "
 
 def _stock_frame(store_id: int | None = None) -> pd.DataFrame:
     """Stock rows (one per product and store) with the product's price, as the pure module expects."""
-    query = (select(Product.external_id.label("product_id"), Product.name.label("product_name"),
-                    Product.price.label("price"), StockLevel.initial_stock, StockLevel.total_sold,
-                    Store.name.label("store"), StockLevel.store_id)
-             .select_from(StockLevel).join(Product, Product.id == StockLevel.product_id)
-             .join(Store, Store.id == StockLevel.store_id))
+    query = (
+        select(
+            Product.external_id.label("product_id"),
+            Product.name.label("product_name"),
+            Product.price.label("price"),
+            StockLevel.initial_stock,
+            StockLevel.total_sold,
+            Store.name.label("store"),
+            StockLevel.store_id,
+        )
+        .select_from(StockLevel)
+        .join(Product, Product.id == StockLevel.product_id)
+        .join(Store, Store.id == StockLevel.store_id)
+    )
     if store_id is not None:
         query = query.where(StockLevel.store_id == store_id)
     rows = db.session.execute(query).all()
     frame = pd.DataFrame(rows, columns=STOCK_FRAME_COLUMNS)
     for col in ("price", "initial_stock", "total_sold"):  # NUMERIC arrives as Decimal; None stays missing
-        frame[col] = pd.Series([None if v is None else float(v) for v in frame[col]], index=frame.index,
-                               dtype=object)
+        frame[col] = pd.Series([None if v is None else float(v) for v in frame[col]], index=frame.index, dtype=object)
     return frame
 
 
@@ -71,18 +82,22 @@ def _dead_per_store(stock: pd.DataFrame, ratio: float) -> tuple[pd.DataFrame, pd
     """
     dead, errors, healthy = [], [], 0
     for store, rows in stock.groupby("store", sort=True):  # a loop over stores, never over rows
-        report = bundling.dead_stock(rows.drop(columns=["store", "store_id"]).reset_index(drop=True),
-                                     threshold=ratio, price_column="price")
+        report = bundling.dead_stock(
+            rows.drop(columns=["store", "store_id"]).reset_index(drop=True), threshold=ratio, price_column="price"
+        )
         dead.append(report.dead.assign(store=store))
         errors.append(report.errors.assign(store=store))
         healthy += len(report.healthy)
-    dead_frame = (pd.concat(dead, ignore_index=True) if dead
-                  else pd.DataFrame(columns=[*bundling.STOCK_COLUMNS, "store"]))
-    error_frame = (pd.concat(errors, ignore_index=True) if errors
-                   else pd.DataFrame(columns=[*bundling.ERROR_COLUMNS, "store"]))
+    dead_frame = (
+        pd.concat(dead, ignore_index=True) if dead else pd.DataFrame(columns=[*bundling.STOCK_COLUMNS, "store"])
+    )
+    error_frame = (
+        pd.concat(errors, ignore_index=True) if errors else pd.DataFrame(columns=[*bundling.ERROR_COLUMNS, "store"])
+    )
     if len(dead_frame):
-        dead_frame = dead_frame.sort_values(["sold_ratio", "stock_value"], ascending=[True, False],
-                                            kind="stable", na_position="last").reset_index(drop=True)
+        dead_frame = dead_frame.sort_values(
+            ["sold_ratio", "stock_value"], ascending=[True, False], kind="stable", na_position="last"
+        ).reset_index(drop=True)
     return dead_frame, error_frame, healthy
 
 
@@ -96,8 +111,10 @@ def _matches(frame: pd.DataFrame, q: str) -> pd.Series:
 
 def _records(frame: pd.DataFrame) -> list[dict]:
     """Frame rows as dicts with None for missing values (templates test ``is none``)."""
-    return [{k: (None if (not isinstance(v, str) and pd.isna(v)) else v) for k, v in row.items()}
-            for row in frame.to_dict("records")]
+    return [
+        {k: (None if (not isinstance(v, str) and pd.isna(v)) else v) for k, v in row.items()}
+        for row in frame.to_dict("records")
+    ]
 
 
 @dataclass
@@ -122,8 +139,11 @@ def _scope(user, store: str | None) -> tuple[int | None, bool]:
     if user is not None and user.role == "manager" and store_id is None:
         return None, True  # a manager without a store sees nothing rather than everything
     if store_id is None and store:
-        found = db.session.scalar(select(Store.id).where(or_(Store.name == store,
-                                                             Store.id == (parse_id(store) if parse_id(store) is not None else -1))))
+        found = db.session.scalar(
+            select(Store.id).where(
+                or_(Store.name == store, Store.id == (parse_id(store) if parse_id(store) is not None else -1))
+            )
+        )
         return (found if found is not None else -1), False
     return store_id, False
 
@@ -135,8 +155,9 @@ def store_names(user) -> list[str]:
     return list(db.session.scalars(select(Store.name).order_by(Store.name)))
 
 
-def unknown_products(store_id: int | None = None, q: str | None = None,
-                     limit: int = UNKNOWN_LIMIT) -> tuple[list[dict], int]:
+def unknown_products(
+    store_id: int | None = None, q: str | None = None, limit: int = UNKNOWN_LIMIT
+) -> tuple[list[dict], int]:
     """Products sold (quantity > 0) without any stock record (in the store, when one is given).
 
     Done in SQL rather than with ``bundling.unknown_products`` so the page never loads every
@@ -146,10 +167,17 @@ def unknown_products(store_id: int | None = None, q: str | None = None,
     stock = select(StockLevel.id).where(StockLevel.product_id == PurchaseLine.product_id)
     if store_id is not None:
         stock = stock.where(StockLevel.store_id == store_id)
-    query = (select(Product.external_id, Product.name, func.sum(PurchaseLine.quantity).label("total_sold"),
-                    func.count(distinct(PurchaseLine.transaction_ref)).label("transactions"))
-             .select_from(PurchaseLine).join(Product, Product.id == PurchaseLine.product_id)
-             .where(PurchaseLine.quantity > 0, ~exists(stock)))
+    query = (
+        select(
+            Product.external_id,
+            Product.name,
+            func.sum(PurchaseLine.quantity).label("total_sold"),
+            func.count(distinct(PurchaseLine.transaction_ref)).label("transactions"),
+        )
+        .select_from(PurchaseLine)
+        .join(Product, Product.id == PurchaseLine.product_id)
+        .where(PurchaseLine.quantity > 0, ~exists(stock))
+    )
     if store_id is not None:
         query = query.where(PurchaseLine.store_id == store_id)
     if q:
@@ -157,14 +185,21 @@ def unknown_products(store_id: int | None = None, q: str | None = None,
         query = query.where(or_(Product.external_id.ilike(like), Product.name.ilike(like)))
     query = query.group_by(Product.external_id, Product.name)
     total = db.session.scalar(select(func.count()).select_from(query.subquery()))
-    rows = db.session.execute(query.order_by(func.sum(PurchaseLine.quantity).desc(), Product.external_id)
-                              .limit(limit)).all()
-    return ([{"product_id": r[0], "product_name": r[1], "total_sold": float(r[2]), "transactions": int(r[3])}
-             for r in rows], int(total or 0))
+    rows = db.session.execute(
+        query.order_by(func.sum(PurchaseLine.quantity).desc(), Product.external_id).limit(limit)
+    ).all()
+    return (
+        [
+            {"product_id": r[0], "product_name": r[1], "total_sold": float(r[2]), "transactions": int(r[3])}
+            for r in rows
+        ],
+        int(total or 0),
+    )
 
 
-def dead_stock_report(user=None, store: str | None = None, q: str | None = None,
-                      ratio: float | None = None) -> DeadStockReport:
+def dead_stock_report(
+    user=None, store: str | None = None, q: str | None = None, ratio: float | None = None
+) -> DeadStockReport:
     """The dead-stock list the user may see (their store's stock rows; all stores for admins).
 
     Args:
@@ -196,6 +231,7 @@ def dead_stock_report(user=None, store: str | None = None, q: str | None = None,
 
 # --------------------------------------------------------------------------- mining
 
+
 def parameters(**overrides) -> dict:
     """Mining parameters: the settings, replaced by any override that is not None."""
     values = settings_service.all_values()
@@ -206,9 +242,14 @@ def parameters(**overrides) -> dict:
 
 def _window(lines: pd.DataFrame, n_baskets: int) -> dict:
     named = lines["customer_id"].notna()
-    return {"from": str(lines["purchase_date"].min()), "to": str(lines["purchase_date"].max()),
-            "lines": int(len(lines)), "customers": int(lines.loc[named, "customer_id"].nunique()),
-            "transactions": int(lines["transaction_id"].nunique()), "baskets": int(n_baskets)}
+    return {
+        "from": str(lines["purchase_date"].min()),
+        "to": str(lines["purchase_date"].max()),
+        "lines": int(len(lines)),
+        "customers": int(lines.loc[named, "customer_id"].nunique()),
+        "transactions": int(lines["transaction_id"].nunique()),
+        "baskets": int(n_baskets),
+    }
 
 
 def _with_names(lines: pd.DataFrame) -> pd.DataFrame:
@@ -219,8 +260,13 @@ def _with_names(lines: pd.DataFrame) -> pd.DataFrame:
 
 
 @jobs.job(JOB)
-def train(progress=_quiet, min_support: float | None = None, min_confidence: float | None = None,
-          min_lift: float | None = None, dead_stock_ratio: float | None = None) -> dict:
+def train(
+    progress=_quiet,
+    min_support: float | None = None,
+    min_confidence: float | None = None,
+    min_lift: float | None = None,
+    dead_stock_ratio: float | None = None,
+) -> dict:
     """Mine bundle rules for dead stock on the stored transactions and store them as the active model.
 
     Parameters default to the settings; the page passes its form's values. One basket per
@@ -233,8 +279,9 @@ def train(progress=_quiet, min_support: float | None = None, min_confidence: flo
     Raises:
         JobError: no purchase lines or no stock file yet (nothing to mine on).
     """
-    params = parameters(min_support=min_support, min_confidence=min_confidence, min_lift=min_lift,
-                        dead_stock_ratio=dead_stock_ratio)
+    params = parameters(
+        min_support=min_support, min_confidence=min_confidence, min_lift=min_lift, dead_stock_ratio=dead_stock_ratio
+    )
     progress(0.05, "reading stock levels")
     stock = _stock_frame()
     if stock.empty:
@@ -246,50 +293,90 @@ def train(progress=_quiet, min_support: float | None = None, min_confidence: flo
     if lines.empty:
         raise JobError("No purchase lines yet: import a transactions file first.")
     lines = _with_names(lines)
-    progress(0.35, f"mining itemsets at {params['min_support'] * 100:.3g} % support "
-                   f"({len(dead_ids)} dead-stock products)")
+    progress(
+        0.35, f"mining itemsets at {params['min_support'] * 100:.3g} % support ({len(dead_ids)} dead-stock products)"
+    )
     with threadpool_limits(limits=1):  # the host is small and shared: no thread pools
-        result = bundling.bundle_rules(lines, dead_ids, min_support=params["min_support"],
-                                       min_confidence=params["min_confidence"], min_lift=params["min_lift"],
-                                       max_len=MAX_LEN)
-    summary = {"rules": int(len(result.rules)), "baskets": int(result.n_baskets), "dead_products": len(dead_ids),
-               "params": params,
-               "suggested_support": None if result.suggested_support is None else float(result.suggested_support),
-               "suggested_rules": int(result.suggested_rules), "model_id": None}
+        result = bundling.bundle_rules(
+            lines,
+            dead_ids,
+            min_support=params["min_support"],
+            min_confidence=params["min_confidence"],
+            min_lift=params["min_lift"],
+            max_len=MAX_LEN,
+        )
+    summary = {
+        "rules": int(len(result.rules)),
+        "baskets": int(result.n_baskets),
+        "dead_products": len(dead_ids),
+        "params": params,
+        "suggested_support": None if result.suggested_support is None else float(result.suggested_support),
+        "suggested_rules": int(result.suggested_rules),
+        "model_id": None,
+    }
     if result.rules.empty:
         message = result.message or "no rule passed the thresholds"
         return {**summary, "message": message[:1].upper() + message[1:]}
 
     progress(0.9, f"storing {len(result.rules):,} rules")
     window = _window(lines, result.n_baskets)
-    metrics = {"rules": summary["rules"], "baskets": summary["baskets"], "dead_products": len(dead_ids),
-               "dead_products_sold": int(len(set(dead_ids) & set(lines["product_id"].astype(object))))}
-    record = model_store.save("bundles", {}, data_window=window, metrics=metrics,
-                              params={**params, "max_len": MAX_LEN})
+    metrics = {
+        "rules": summary["rules"],
+        "baskets": summary["baskets"],
+        "dead_products": len(dead_ids),
+        "dead_products_sold": int(len(set(dead_ids) & set(lines["product_id"].astype(object)))),
+    }
+    record = model_store.save("bundles", {}, data_window=window, metrics=metrics, params={**params, "max_len": MAX_LEN})
     db.session.flush()
     old = select(ModelRecord.id).where(ModelRecord.name == "bundles", ModelRecord.id != record.id)
     db.session.execute(delete(BundleRule).where(BundleRule.model_id.in_(old)))  # superseded rules
     rules = result.rules
-    db.session.execute(BundleRule.__table__.insert(), [
-        {"model_id": record.id, "antecedents": list(a), "consequents": list(c), "antecedent_names": an,
-         "consequent_names": cn, "support": float(s), "confidence": float(conf), "lift": float(lift),
-         "baskets": int(b)}
-        for a, c, an, cn, s, conf, lift, b in zip(
-            rules["antecedents"], rules["consequents"], rules["antecedent_names"], rules["consequent_names"],
-            rules["support"], rules["confidence"], rules["lift"], rules["baskets"])])
+    db.session.execute(
+        BundleRule.__table__.insert(),
+        [
+            {
+                "model_id": record.id,
+                "antecedents": list(a),
+                "consequents": list(c),
+                "antecedent_names": an,
+                "consequent_names": cn,
+                "support": float(s),
+                "confidence": float(conf),
+                "lift": float(lift),
+                "baskets": int(b),
+            }
+            for a, c, an, cn, s, conf, lift, b in zip(
+                rules["antecedents"],
+                rules["consequents"],
+                rules["antecedent_names"],
+                rules["consequent_names"],
+                rules["support"],
+                rules["confidence"],
+                rules["lift"],
+                rules["baskets"],
+            )
+        ],
+    )
     db.session.commit()
-    message = (f"{len(rules):,} bundle rule{'s' * (len(rules) != 1)} for dead stock from {result.n_baskets:,} "
-               f"baskets at {params['min_support'] * 100:.3g} % support ({len(dead_ids)} dead-stock products, "
-               f"{metrics['dead_products_sold']} of them ever sold)")
+    message = (
+        f"{len(rules):,} bundle rule{'s' * (len(rules) != 1)} for dead stock from {result.n_baskets:,} "
+        f"baskets at {params['min_support'] * 100:.3g} % support ({len(dead_ids)} dead-stock products, "
+        f"{metrics['dead_products_sold']} of them ever sold)"
+    )
     return {**summary, "message": message, "model_id": record.id}
 
 
 # --------------------------------------------------------------------------- reading the rules
 
+
 def active_model() -> ModelRecord | None:
     """The bundles model whose rules the page shows (the latest active record)."""
-    return db.session.scalar(select(ModelRecord).where(ModelRecord.name == "bundles", ModelRecord.active.is_(True))
-                             .order_by(ModelRecord.trained_at.desc(), ModelRecord.id.desc()).limit(1))
+    return db.session.scalar(
+        select(ModelRecord)
+        .where(ModelRecord.name == "bundles", ModelRecord.active.is_(True))
+        .order_by(ModelRecord.trained_at.desc(), ModelRecord.id.desc())
+        .limit(1)
+    )
 
 
 def rules_query(model: ModelRecord | None, q: str | None = None):
@@ -303,8 +390,9 @@ def rules_query(model: ModelRecord | None, q: str | None = None):
 
 def latest_run() -> Job | None:
     """The latest mining job started from a page (``flask train`` runs leave no job row)."""
-    return db.session.scalars(select(Job).where(Job.func.in_(JOB_FUNCS))
-                              .order_by(Job.created_at.desc()).limit(1)).first()
+    return db.session.scalars(
+        select(Job).where(Job.func.in_(JOB_FUNCS)).order_by(Job.created_at.desc()).limit(1)
+    ).first()
 
 
 def display_names(rules: list[BundleRule]) -> dict[str, str]:
@@ -312,10 +400,17 @@ def display_names(rules: list[BundleRule]) -> dict[str, str]:
     ids = {i for r in rules for i in [*(r.antecedents or []), *(r.consequents or [])]}
     if not ids:
         return {}
-    names = dict(db.session.execute(select(Product.external_id, Product.name)
-                                    .where(Product.external_id.in_(ids))).all())
-    shared = set(db.session.scalars(select(Product.name).where(Product.name.in_(set(names.values())))
-                                    .group_by(Product.name).having(func.count() > 1)))
+    names = dict(
+        db.session.execute(select(Product.external_id, Product.name).where(Product.external_id.in_(ids))).all()
+    )
+    shared = set(
+        db.session.scalars(
+            select(Product.name)
+            .where(Product.name.in_(set(names.values())))
+            .group_by(Product.name)
+            .having(func.count() > 1)
+        )
+    )
     out = {i: (f"{n} ({i})" if n in shared else n) or i for i, n in names.items()}
     for r in rules:  # one-product sides: the name the rule was mined with
         if len(r.antecedents or []) == 1 and r.antecedent_names:
@@ -330,8 +425,16 @@ _STARS = re.compile(r"\*([^*]+)\*")
 
 def pitch_html(rule: BundleRule, names: dict[str, str]) -> Markup:
     """The rule as the sentence a manager acts on, product names in bold (escaped)."""
-    text = bundling.pitch({"antecedents": rule.antecedents, "consequents": rule.consequents,
-                           "confidence": rule.confidence, "lift": rule.lift, "baskets": rule.baskets}, names)
+    text = bundling.pitch(
+        {
+            "antecedents": rule.antecedents,
+            "consequents": rule.consequents,
+            "confidence": rule.confidence,
+            "lift": rule.lift,
+            "baskets": rule.baskets,
+        },
+        names,
+    )
     return Markup(_STARS.sub(r"<strong>\1</strong>", str(escape(text))))
 
 
@@ -352,28 +455,39 @@ def lookup(product: str, model: ModelRecord | None = None, limit: int = 20) -> L
     model = model if model is not None else active_model()
     if not text:
         return Lookup(text, [], [], {}, "Type a product name or id.")
-    exact = db.session.execute(select(Product.external_id, Product.name)
-                               .where(func.lower(Product.external_id) == text.lower())).all()
+    exact = db.session.execute(
+        select(Product.external_id, Product.name).where(func.lower(Product.external_id) == text.lower())
+    ).all()
     like = f"%{text}%"
-    found = exact or db.session.execute(
-        select(Product.external_id, Product.name)
-        .where(or_(Product.name.ilike(like), Product.external_id.ilike(like)))
-        .order_by(Product.name, Product.external_id).limit(limit + 1)).all()
+    found = (
+        exact
+        or db.session.execute(
+            select(Product.external_id, Product.name)
+            .where(or_(Product.name.ilike(like), Product.external_id.ilike(like)))
+            .order_by(Product.name, Product.external_id)
+            .limit(limit + 1)
+        ).all()
+    )
     products = [{"product_id": pid, "product_name": name} for pid, name in found[:limit]]
     if not products:
         return Lookup(text, [], [], {}, f"No product matches “{text}”.")
     if model is None:
         return Lookup(text, products, [], {}, "No bundle rules mined yet.")
     ids = {p["product_id"] for p in products}
-    rules = [r for r in db.session.scalars(select(BundleRule).where(BundleRule.model_id == model.id))
-             if ids & set(r.antecedents or [])]
+    rules = [
+        r
+        for r in db.session.scalars(select(BundleRule).where(BundleRule.model_id == model.id))
+        if ids & set(r.antecedents or [])
+    ]
     # the product on its own first (the shelf it is already on), then with one more product; most baskets first
     rules.sort(key=lambda r: (len(r.antecedents), -r.baskets, -r.confidence, r.id))
     message = ""
     if not rules:
         what = products[0]["product_name"] if len(products) == 1 else f"{len(products)} matching products"
-        message = (f"No dead stock is bought often enough with {what} at the mined support "
-                   f"({model.manifest.get('params', {}).get('min_support', 0) * 100:.3g} %).")
+        message = (
+            f"No dead stock is bought often enough with {what} at the mined support "
+            f"({model.manifest.get('params', {}).get('min_support', 0) * 100:.3g} %)."
+        )
     return Lookup(text, products, rules, display_names(rules), message)
 
 
@@ -384,5 +498,6 @@ def pct(fraction: float) -> str:
 
 def start_mining(user, **params) -> Job:
     """Queue a mining run with the page's parameters; it mines the whole chain's baskets (chain-wide job)."""
-    return jobs.enqueue(JOB, f"Mine bundles at {pct(params['min_support'])} % support", user.email,
-                        scope_store_id=None, **params)
+    return jobs.enqueue(
+        JOB, f"Mine bundles at {pct(params['min_support'])} % support", user.email, scope_store_id=None, **params
+    )

@@ -4,6 +4,7 @@ SQLite hands datetimes back naive (in UTC) while PostgreSQL returns them aware, 
 comparison of a stored time goes through :func:`aware` first; a store's time zone name comes
 from the database and may be missing or unknown, so :func:`zone` falls back to UTC.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timezone

@@ -1,4 +1,5 @@
 """Typed settings with defaults in code; an admin's overrides live in the ``settings`` table."""
+
 from __future__ import annotations
 
 import json
@@ -32,30 +33,71 @@ class Spec:
 
 SPECS: tuple[Spec, ...] = (
     Spec("tier.min_frequency", "int", 15, "Tiers", "Purchases needed for a tier", min=1, max=100000),
-    Spec("tier.min_monetary", "float", 30000.0, "Tiers", "Spend needed for a tier",
-         "In the store's currency; a customer needs the purchases OR the spend.", min=0, max=1e9),
+    Spec(
+        "tier.min_monetary",
+        "float",
+        30000.0,
+        "Tiers",
+        "Spend needed for a tier",
+        "In the store's currency; a customer needs the purchases OR the spend.",
+        min=0,
+        max=1e9,
+    ),
     Spec("tier.k", "int", 4, "Tiers", "Number of clusters (K-Means k)", min=2, max=8),
-    *(Spec(f"reward.{t}", "str", d, "Tiers", f"{t} reward", min=1, max=200) for t, d in (
-        ("Platinum", "25% discount + VIP concierge access"),
-        ("Gold", "20% discount + free shipping"),
-        ("Silver", "15% discount or birthday bonus"),
-        ("Bronze", "points-based rewards or 10% discount"),
-    )),
-    Spec("tier.message.progress", "text",
-         "{purchases} more purchases or {spend} more to unlock {next_tier}: {reward}",
-         "Tiers", "Message for customers below the bar",
-         placeholders=("purchases", "spend", "next_tier", "reward")),
-    Spec("tier.message.next", "text",
-         "Spend {spend} more to reach {next_tier}: {reward}",
-         "Tiers", "Message for tier members below Platinum",
-         placeholders=("spend", "next_tier", "reward")),
-    Spec("tier.message.top", "text", "You are in our top tier: {reward}", "Tiers",
-         "Message for Platinum members", placeholders=("reward",)),
+    *(
+        Spec(f"reward.{t}", "str", d, "Tiers", f"{t} reward", min=1, max=200)
+        for t, d in (
+            ("Platinum", "25% discount + VIP concierge access"),
+            ("Gold", "20% discount + free shipping"),
+            ("Silver", "15% discount or birthday bonus"),
+            ("Bronze", "points-based rewards or 10% discount"),
+        )
+    ),
+    Spec(
+        "tier.message.progress",
+        "text",
+        "{purchases} more purchases or {spend} more to unlock {next_tier}: {reward}",
+        "Tiers",
+        "Message for customers below the bar",
+        placeholders=("purchases", "spend", "next_tier", "reward"),
+    ),
+    Spec(
+        "tier.message.next",
+        "text",
+        "Spend {spend} more to reach {next_tier}: {reward}",
+        "Tiers",
+        "Message for tier members below Platinum",
+        placeholders=("spend", "next_tier", "reward"),
+    ),
+    Spec(
+        "tier.message.top",
+        "text",
+        "You are in our top tier: {reward}",
+        "Tiers",
+        "Message for Platinum members",
+        placeholders=("reward",),
+    ),
     Spec("churn.horizon_days", "int", 90, "Churn", "Churn horizon (days without a purchase)", min=7, max=730),
     Spec("churn.high", "float", 0.7, "Churn", "High band above", min=0.01, max=0.99),
     Spec("churn.low", "float", 0.3, "Churn", "Low band below", min=0.01, max=0.99),
-    Spec("churn.action.High", "str", "Personal retention offer by SMS now", "Churn", "Action for High risk", min=1, max=200),
-    Spec("churn.action.Medium", "str", "Targeted campaign or loyalty reminder", "Churn", "Action for Medium risk", min=1, max=200),
+    Spec(
+        "churn.action.High",
+        "str",
+        "Personal retention offer by SMS now",
+        "Churn",
+        "Action for High risk",
+        min=1,
+        max=200,
+    ),
+    Spec(
+        "churn.action.Medium",
+        "str",
+        "Targeted campaign or loyalty reminder",
+        "Churn",
+        "Action for Medium risk",
+        min=1,
+        max=200,
+    ),
     Spec("churn.action.Low", "str", "Standard engagement", "Churn", "Action for Low risk", min=1, max=200),
     Spec("bundles.dead_stock_ratio", "float", 0.6, "Bundles", "Dead stock: sold ratio below", min=0.01, max=1),
     Spec("bundles.min_support", "float", 0.1, "Bundles", "Minimum support", min=0.0001, max=1),
@@ -105,8 +147,12 @@ def parse(spec: Spec, raw: Any) -> Any:
         used = set(re.findall(r"{(\w+)}", text))
         unknown = used - set(spec.placeholders)
         if unknown:
-            raise SettingError("unknown placeholder " + ", ".join("{%s}" % u for u in sorted(unknown))
-                               + "; allowed: " + ", ".join("{%s}" % p for p in spec.placeholders))
+            raise SettingError(
+                "unknown placeholder "
+                + ", ".join("{%s}" % u for u in sorted(unknown))
+                + "; allowed: "
+                + ", ".join("{%s}" % p for p in spec.placeholders)
+            )
     return text
 
 

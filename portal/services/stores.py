@@ -1,4 +1,5 @@
 """Stores: the chain's shops, each with its time zone, currency, phone region and SMS sender (admins edit them)."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -43,7 +44,8 @@ def update(store: Store, values: Mapping, user_email: str) -> Store:
     before = {k: getattr(store, k) for k in FIELDS}
     for k in FIELDS:
         setattr(store, k, values.get(k))
-    audit.record("store.update", store.name, {"before": before, "after": {k: getattr(store, k) for k in FIELDS}},
-                 user_email)
+    audit.record(
+        "store.update", store.name, {"before": before, "after": {k: getattr(store, k) for k in FIELDS}}, user_email
+    )
     db.session.commit()
     return store

@@ -1,12 +1,13 @@
 """Loyalty tiers: a card per tier, the distribution chart, cluster profiles and the members list."""
+
 from flask import Blueprint, render_template, request
 from flask_login import current_user
 
 from portal.models import Customer
+from portal.paging import Page
 from portal.services.customers import customers as customer_service
 from portal.services.scores import model_info
 from portal.services.scores import tiers as tier_service
-from portal.paging import Page
 
 bp = Blueprint("tiers", __name__)
 
@@ -21,5 +22,13 @@ def index():
         query = query.where(Customer.tier.isnot(None))
     page = Page.from_request(query, key=Customer.id, sort=Customer.monetary, descending=True)
     moves = tier_service.latest_moves()
-    return render_template("tiers/index.html", entry=entry, state=state, summary=summary, page=page,
-                           params=request.args, moves=moves, list_name="customers")
+    return render_template(
+        "tiers/index.html",
+        entry=entry,
+        state=state,
+        summary=summary,
+        page=page,
+        params=request.args,
+        moves=moves,
+        list_name="customers",
+    )

@@ -36,26 +36,61 @@ Pickles: ``Models/churn_model.pkl`` holds the pipeline, so it names ``FeatureSel
 ``preprocessing.churn``; newer ones say ``preprocessing.churn.estimators`` / ``.rule``. Both paths
 must stay importable for old models to load: keep the re-exports below.
 """
-from preprocessing.churn.estimators import CANDIDATES, FeatureSelector, signed_log1p
+
+# Private helpers imported from the package path by bench/churn.py and tests/preprocessing/test_churn.py.
+from preprocessing.churn.estimators import CANDIDATES, FeatureSelector, _candidate, _wrap, signed_log1p  # noqa: F401
 from preprocessing.churn.features import (
-    BASIC_FEATURES, FEATURES, TREND_FEATURES, TREND_WINDOW_DAYS, WINDOW_COLUMNS, churn_features, churn_features_from,
+    BASIC_FEATURES,
+    FEATURES,
+    TREND_FEATURES,
+    TREND_WINDOW_DAYS,
+    WINDOW_COLUMNS,
+    churn_features,
+    churn_features_from,
     trend_windows,
 )
 from preprocessing.churn.labels import MIN_CUSTOMERS, MIN_PER_CLASS, label_frame
-from preprocessing.churn.reasons import REASON_GROUPS, explain
+from preprocessing.churn.reasons import (
+    REASON_GROUPS,
+    _contributions,  # noqa: F401
+    explain,
+)
 from preprocessing.churn.rule import RULE_HIGH, RULE_LOW, RuleModel, rule_label
 from preprocessing.churn.scoring import band, score_churn
 from preprocessing.churn.training import (
-    ChurnTraining, calibration_table, holdout_metrics, train_churn, train_churn_frames,
+    ChurnTraining,
+    calibration_table,
+    holdout_metrics,
+    train_churn,
+    train_churn_frames,
 )
 
-# Private helpers imported from the package path by bench/churn.py and tests/preprocessing/test_churn.py.
-from preprocessing.churn.estimators import _candidate, _wrap  # noqa: F401
-from preprocessing.churn.reasons import _contributions  # noqa: F401
-
 __all__ = [
-    "BASIC_FEATURES", "CANDIDATES", "FEATURES", "MIN_CUSTOMERS", "MIN_PER_CLASS", "REASON_GROUPS", "RULE_HIGH",
-    "RULE_LOW", "TREND_FEATURES", "TREND_WINDOW_DAYS", "WINDOW_COLUMNS", "ChurnTraining", "FeatureSelector",
-    "RuleModel", "band", "calibration_table", "churn_features", "churn_features_from", "explain", "holdout_metrics",
-    "label_frame", "rule_label", "score_churn", "signed_log1p", "train_churn", "train_churn_frames", "trend_windows",
+    "BASIC_FEATURES",
+    "CANDIDATES",
+    "FEATURES",
+    "MIN_CUSTOMERS",
+    "MIN_PER_CLASS",
+    "REASON_GROUPS",
+    "RULE_HIGH",
+    "RULE_LOW",
+    "TREND_FEATURES",
+    "TREND_WINDOW_DAYS",
+    "WINDOW_COLUMNS",
+    "ChurnTraining",
+    "FeatureSelector",
+    "RuleModel",
+    "band",
+    "calibration_table",
+    "churn_features",
+    "churn_features_from",
+    "explain",
+    "holdout_metrics",
+    "label_frame",
+    "rule_label",
+    "score_churn",
+    "signed_log1p",
+    "train_churn",
+    "train_churn_frames",
+    "trend_windows",
 ]

@@ -5,6 +5,7 @@ wraps a candidate in out-of-fold calibration. ``FeatureSelector`` and ``signed_l
 inside ``Models/churn_model.pkl``: pickles saved before the package split name them
 ``preprocessing.churn.<name>``, which the package still re-exports.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -4,6 +4,7 @@ Everything is computed from purchase lines on or before a reference time (a cuto
 the scoring date when scoring), so no feature can see the future it is asked to predict. The
 line-level half (``trend_windows``) is kept apart so a database can aggregate the same windows.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -4,6 +4,7 @@ The label comes from the future (no purchase in ``(cutoff, cutoff + H]``), never
 features, so the model cannot simply relearn the rule. A window too small or too one-sided to
 learn from sends training to the rule fallback (``_too_small`` says why, in words).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -5,6 +5,7 @@ computed in the way that suits the model (logistic coefficients, a what-if again
 returning customer for trees, the checked conditions for the rule); every sentence is rendered
 vectorised over the customers that show it.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,7 +16,6 @@ from sklearn.pipeline import Pipeline
 
 from preprocessing.churn.features import FEATURES, TREND_WINDOW_DAYS
 from preprocessing.churn.rule import RuleModel
-
 
 REASON_GROUPS = {
     "recency": ["recency", "recency_gap_ratio"],
@@ -49,32 +49,44 @@ def _say_recency(c: dict, baseline: pd.Series) -> np.ndarray:
     ago = np.where(r < 0.5, "today", _count(r, "day") + " ago")
     times = np.where(ratio < 2, _num(ratio, 1), _num(ratio)) + "× their usual gap"
     return np.where(
-        c["single_visit"] == 1, "only one visit, " + ago,
-        np.where(ratio > 1, "no visit for " + _count(r, "day") + ", " + times,
-                 "last visit " + ago + ", within their usual gap of " + _count(gap, "day")),
+        c["single_visit"] == 1,
+        "only one visit, " + ago,
+        np.where(
+            ratio > 1,
+            "no visit for " + _count(r, "day") + ", " + times,
+            "last visit " + ago + ", within their usual gap of " + _count(gap, "day"),
+        ),
     )
 
 
 def _say_spend_trend(c: dict, baseline: pd.Series) -> np.ndarray:
     last, prev = c["spend_last_90d"], c["spend_prev_90d"]
     pct = np.round(np.divide(last - prev, prev, out=np.zeros(len(last)), where=prev > 0) * 100)
-    change = np.where(pct < 0, "spend down " + _num(-pct) + " % vs previous quarter",
-                      np.where(pct > 0, "spend up " + _num(pct) + " % vs previous quarter",
-                               "spend steady vs previous quarter"))
+    change = np.where(
+        pct < 0,
+        "spend down " + _num(-pct) + " % vs previous quarter",
+        np.where(pct > 0, "spend up " + _num(pct) + " % vs previous quarter", "spend steady vs previous quarter"),
+    )
     return np.where(
         prev > 0,
         np.where(last <= 0, "no spend in the last quarter (" + _num(prev, 2) + " the quarter before)", change),
-        np.where(last > 0, "spent " + _num(last, 2) + " in the last quarter, nothing the quarter before",
-                 "no spend in the last two quarters"),
+        np.where(
+            last > 0,
+            "spent " + _num(last, 2) + " in the last quarter, nothing the quarter before",
+            "no spend in the last two quarters",
+        ),
     )
 
 
 def _say_recent_purchases(c: dict, baseline: pd.Series) -> np.ndarray:
     a, b = c["purchases_last_90d"], c["purchases_prev_90d"]
     return np.where(
-        (a == 0) & (b == 0), "no purchases in the last two quarters",
+        (a == 0) & (b == 0),
+        "no purchases in the last two quarters",
         np.where(a == 0, "no purchases in the last quarter", _count(a, "purchase") + " in the last quarter")
-        + " (" + _num(b) + " the quarter before)",
+        + " ("
+        + _num(b)
+        + " the quarter before)",
     )
 
 
@@ -97,13 +109,19 @@ def _say_variety(c: dict, baseline: pd.Series) -> np.ndarray:
 
 def _say_tenure(c: dict, baseline: pd.Series) -> np.ndarray:
     t = c["active_days"]
-    return np.where(t < TREND_WINDOW_DAYS, "new customer: first purchase " + _count(t, "day") + " ago",
-                    "customer for " + _count(t, "day"))
+    return np.where(
+        t < TREND_WINDOW_DAYS,
+        "new customer: first purchase " + _count(t, "day") + " ago",
+        "customer for " + _count(t, "day"),
+    )
 
 
 def _say_gap(c: dict, baseline: pd.Series) -> np.ndarray:
-    return np.where(c["single_visit"] == 1, "no buying rhythm yet (bought on one day only)",
-                    "usually buys every " + _count(c["avg_purchase_gap_days"], "day"))
+    return np.where(
+        c["single_visit"] == 1,
+        "no buying rhythm yet (bought on one day only)",
+        "usually buys every " + _count(c["avg_purchase_gap_days"], "day"),
+    )
 
 
 _SAY = {

@@ -4,6 +4,7 @@
 "probabilities" are two fixed values, not estimates. Pickles saved before the package split name it
 ``preprocessing.churn.RuleModel``, which the package still re-exports.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,7 +33,9 @@ class RuleModel(ClassifierMixin, BaseEstimator):
 
     def _columns(self, X):
         if isinstance(X, pd.DataFrame):
-            return {c: X[c].to_numpy(dtype=float) for c in ("recency", "avg_purchase_gap_days", "monetary", "frequency")}
+            return {
+                c: X[c].to_numpy(dtype=float) for c in ("recency", "avg_purchase_gap_days", "monetary", "frequency")
+            }
         X = np.asarray(X, dtype=float)
         return {c: X[:, FEATURES.index(c)] for c in ("recency", "avg_purchase_gap_days", "monetary", "frequency")}
 

@@ -3,6 +3,7 @@
 The band cut-offs are arguments because the store's settings choose them (default High > 0.7,
 Low < 0.3); the probability is that of no purchase within the model's horizon.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -4,6 +4,7 @@
 data cannot support them; ``train_churn_frames`` does the comparison and the calibrated refit on
 labelled windows; ``holdout_metrics`` is what each model is judged (and reported) by.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -86,8 +87,14 @@ class ChurnTraining:
 
 
 def train_churn_frames(
-    train: pd.DataFrame, holdout: pd.DataFrame, latest: pd.DataFrame, *, horizon_days: int = 90,
-    random_state: int = 0, check_calibration: bool = True, candidates: tuple[str, ...] = CANDIDATES,
+    train: pd.DataFrame,
+    holdout: pd.DataFrame,
+    latest: pd.DataFrame,
+    *,
+    horizon_days: int = 90,
+    random_state: int = 0,
+    check_calibration: bool = True,
+    candidates: tuple[str, ...] = CANDIDATES,
 ) -> ChurnTraining:
     """Fit candidates on ``train``, compare them (and the rule) on ``holdout``, refit the best on
     ``latest`` with out-of-fold calibration. Frames are ``label_frame`` outputs (``FEATURES`` +
@@ -117,8 +124,13 @@ def train_churn_frames(
         + f"); refitted on the latest window with {method} calibration"
     )
     return ChurnTraining(
-        model=model, fallback=False, reason=reason, chosen=chosen, horizon_days=horizon_days,
-        metrics=metrics, calibration_method=method,
+        model=model,
+        fallback=False,
+        reason=reason,
+        chosen=chosen,
+        horizon_days=horizon_days,
+        metrics=metrics,
+        calibration_method=method,
         class_balance={"train": _balance(train), "holdout": _balance(holdout), "final": _balance(latest)},
     )
 
@@ -159,7 +171,11 @@ def train_churn(
         return result
     now = churn_features(lines, reference)
     return ChurnTraining(
-        model=_wrap(RuleModel()).fit(now), fallback=True, chosen="rule", horizon_days=horizon_days,
-        reason=f"fallback to the original rule: {why}", cutoffs={"reference": reference},
+        model=_wrap(RuleModel()).fit(now),
+        fallback=True,
+        chosen="rule",
+        horizon_days=horizon_days,
+        reason=f"fallback to the original rule: {why}",
+        cutoffs={"reference": reference},
         selection_metric="none",
     )

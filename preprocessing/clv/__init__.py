@@ -37,8 +37,13 @@ Callers import the package: ``from preprocessing import clv`` then ``clv.fit_bgn
 looked up where they are defined, so a test that replaces a function must patch the module that
 *calls* it (``clv.backtest`` calls ``preprocessing.clv.outlook.fit_bgnbd``).
 """
+
 from preprocessing.clv.bgnbd import (
-    expected_purchases, expected_purchases_if_alive, fit_bgnbd, p_alive, p_quiet_if_alive,
+    expected_purchases,
+    expected_purchases_if_alive,
+    fit_bgnbd,
+    p_alive,
+    p_quiet_if_alive,
     unconditional_expected_purchases,
 )
 from preprocessing.clv.fitting import MIN_REPEAT_BUYERS
@@ -47,16 +52,41 @@ from preprocessing.clv.mbgnbd import DEFAULT_MODEL, MODELS, fit_mbgnbd, fit_purc
 from preprocessing.clv.outlook import backtest, forecast_monthly, mape
 from preprocessing.clv.params import BGNBDParams, CLVFitError, GammaGammaParams, MBGNBDParams
 from preprocessing.clv.simulation import simulate_summary
-from preprocessing.clv.summary import DAYS_PER_MONTH, rfm_summary, rfm_summary_from_day_totals
-from preprocessing.clv.value import clv, score_customers
 
 # The purchase-day rule portal.services.scores.aggregates mirrors in SQL (its docstring names it here).
-from preprocessing.clv.summary import _purchase_days  # noqa: F401
+from preprocessing.clv.summary import (
+    DAYS_PER_MONTH,
+    _purchase_days,  # noqa: F401
+    rfm_summary,
+    rfm_summary_from_day_totals,
+)
+from preprocessing.clv.value import clv, score_customers
 
 __all__ = [
-    "DEFAULT_MODEL", "MODELS", "MBGNBDParams", "fit_mbgnbd", "fit_purchase_model", "DAYS_PER_MONTH",
-    "MIN_REPEAT_BUYERS", "BGNBDParams", "CLVFitError", "GammaGammaParams", "backtest", "clv",
-    "expected_purchases", "expected_spend", "fit_bgnbd", "fit_gamma_gamma", "forecast_monthly", "mape", "p_alive",
-    "rfm_summary", "rfm_summary_from_day_totals", "score_customers", "simulate_summary",
-    "unconditional_expected_purchases", "p_quiet_if_alive", "expected_purchases_if_alive",
+    "DEFAULT_MODEL",
+    "MODELS",
+    "MBGNBDParams",
+    "fit_mbgnbd",
+    "fit_purchase_model",
+    "DAYS_PER_MONTH",
+    "MIN_REPEAT_BUYERS",
+    "BGNBDParams",
+    "CLVFitError",
+    "GammaGammaParams",
+    "backtest",
+    "clv",
+    "expected_purchases",
+    "expected_spend",
+    "fit_bgnbd",
+    "fit_gamma_gamma",
+    "forecast_monthly",
+    "mape",
+    "p_alive",
+    "rfm_summary",
+    "rfm_summary_from_day_totals",
+    "score_customers",
+    "simulate_summary",
+    "unconditional_expected_purchases",
+    "p_quiet_if_alive",
+    "expected_purchases_if_alive",
 ]

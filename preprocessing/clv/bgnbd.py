@@ -5,6 +5,7 @@ with probability p ~ Beta(a, b) (Fader, Hardie & Lee 2005, "Counting your custom
 Fitted by maximum likelihood on an ``rfm_summary`` frame; predictions use the closed forms with a
 hyp2f1 guard that falls back to quadrature where scipy's hypergeometric function cannot be trusted.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,7 +15,13 @@ import pandas as pd
 from scipy import special
 
 from preprocessing.clv.fitting import (
-    _check_enough_repeaters, _compress, _covariance, _group_codes, _minimise, _numerical_hessian, _on_edge,
+    _check_enough_repeaters,
+    _compress,
+    _covariance,
+    _group_codes,
+    _minimise,
+    _numerical_hessian,
+    _on_edge,
 )
 from preprocessing.clv.params import BGNBDParams
 from preprocessing.clv.summary import _check_unit, _summary_arrays
@@ -96,12 +103,17 @@ def fit_bgnbd(summary: pd.DataFrame) -> BGNBDParams:
     # The time rescaling multiplies the likelihood by scale^-x per customer (it is a density in time).
     log_lik = -res.fun * lik.total - x.sum() * math.log(scale)
     return BGNBDParams(
-        r=float(r), alpha=float(alpha_s * scale), a=float(a), b=float(b),
-        log_likelihood=float(log_lik), n=n, n_repeat=n_repeat,
-        time_unit=summary.attrs.get("time_unit", "D"), cov_log=_covariance(hess, ~_on_edge(res.x)),
+        r=float(r),
+        alpha=float(alpha_s * scale),
+        a=float(a),
+        b=float(b),
+        log_likelihood=float(log_lik),
+        n=n,
+        n_repeat=n_repeat,
+        time_unit=summary.attrs.get("time_unit", "D"),
+        cov_log=_covariance(hess, ~_on_edge(res.x)),
         at_bound=at_bound,
     )
-
 
 
 _GL_NODES, _GL_WEIGHTS = special.roots_legendre(128)
@@ -276,6 +288,7 @@ def expected_purchases_if_alive(params: BGNBDParams, t: float, summary: pd.DataF
     shift = 1.0 if params.model == "mbgnbd" else 0.0
     codes = _group_codes(x, T)
     first = np.unique(codes, return_index=True)[1]
-    values, _ = _given_alive(params.r + x[first], params.alpha + T[first], params.a, params.b + x[first] + shift,
-                             float(t))
+    values, _ = _given_alive(
+        params.r + x[first], params.alpha + T[first], params.a, params.b + x[first] + shift, float(t)
+    )
     return values[codes]

@@ -4,6 +4,7 @@ Parameters are estimated on log scale with L-BFGS-B inside a search box; the inv
 Hessian of the negative log-likelihood (log space) is their asymptotic covariance, which drives the
 forecast intervals. Rows with identical statistics are collapsed first (daily data repeat them a lot).
 """
+
 from __future__ import annotations
 
 import math
@@ -84,7 +85,11 @@ def _minimise(neg_ll_grad, starts, names):
         # L-BFGS-B does tiny BLAS calls every iteration; a multi-threaded OpenBLAS makes them ~15x slower.
         with np.errstate(all="ignore"), threadpool_limits(limits=1, user_api="blas"):
             res = optimize.minimize(
-                neg_ll_grad, np.log(start), jac=True, method="L-BFGS-B", bounds=bounds,
+                neg_ll_grad,
+                np.log(start),
+                jac=True,
+                method="L-BFGS-B",
+                bounds=bounds,
                 options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-8},
             )
         if np.isfinite(res.fun) and (best is None or res.fun < best.fun):

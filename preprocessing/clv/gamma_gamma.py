@@ -4,6 +4,7 @@ Spend per purchase ~ Gamma(p, nu) with nu ~ Gamma(q, v) across customers (Fader,
 "RFM and CLV: using iso-value curves"): a customer's own mean spend is shrunk towards the population
 mean, the more so the fewer purchases it rests on. Fitted on repeat buyers only.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,7 +14,11 @@ import pandas as pd
 from scipy import special
 
 from preprocessing.clv.fitting import (
-    _check_enough_repeaters, _covariance, _minimise, _numerical_hessian, _on_edge,
+    _check_enough_repeaters,
+    _covariance,
+    _minimise,
+    _numerical_hessian,
+    _on_edge,
 )
 from preprocessing.clv.params import CLVFitError, GammaGammaParams
 
@@ -38,8 +43,11 @@ class _GammaGammaLikelihood:
         log_vxm = np.log(v + x * self.m)
         ll = (
             (special.gammaln(p * ux + q) - special.gammaln(p * ux))[xi]
-            - special.gammaln(q) + q * math.log(v)
-            + (px - 1) * self.log_m + px * self.log_x - (px + q) * log_vxm
+            - special.gammaln(q)
+            + q * math.log(v)
+            + (px - 1) * self.log_m
+            + px * self.log_x
+            - (px + q) * log_vxm
         )
         dig_pxq = special.digamma(p * ux + q)[xi]
         d_p = x * (dig_pxq - special.digamma(p * ux)[xi] + self.log_m + self.log_x - log_vxm)
@@ -82,8 +90,13 @@ def fit_gamma_gamma(summary: pd.DataFrame) -> GammaGammaParams:
     hess = _numerical_hessian(lambda th: lik(th)[1] * len(x), res.x)
     log_lik = -res.fun * len(x) - len(x) * math.log(scale)  # density of m, not of m / scale
     return GammaGammaParams(
-        p=float(p), q=float(q), v=float(v_s * scale), log_likelihood=float(log_lik), n=int(len(x)),
-        cov_log=_covariance(hess, ~_on_edge(res.x)), at_bound=at_bound,
+        p=float(p),
+        q=float(q),
+        v=float(v_s * scale),
+        log_likelihood=float(log_lik),
+        n=int(len(x)),
+        cov_log=_covariance(hess, ~_on_edge(res.x)),
+        at_bound=at_bound,
     )
 
 

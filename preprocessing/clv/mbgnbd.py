@@ -10,6 +10,7 @@ The predictions (``p_alive``, ``expected_purchases``, ``unconditional_expected_p
 ``forecast_monthly``) are the functions of ``preprocessing.clv.bgnbd`` and ``value``: they read
 ``params.model`` and use the modified closed forms for an :class:`MBGNBDParams`. This module only fits.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,7 +21,12 @@ from scipy import special
 
 from preprocessing.clv.bgnbd import fit_bgnbd
 from preprocessing.clv.fitting import (
-    _check_enough_repeaters, _compress, _covariance, _minimise, _numerical_hessian, _on_edge,
+    _check_enough_repeaters,
+    _compress,
+    _covariance,
+    _minimise,
+    _numerical_hessian,
+    _on_edge,
 )
 from preprocessing.clv.params import BGNBDParams, MBGNBDParams
 from preprocessing.clv.summary import _summary_arrays
@@ -98,9 +104,15 @@ def fit_mbgnbd(summary: pd.DataFrame) -> MBGNBDParams:
     hess = _numerical_hessian(lambda th: lik(th)[1] * lik.total, res.x)
     log_lik = -res.fun * lik.total - x.sum() * math.log(scale)  # density in time: scale^-x per customer
     return MBGNBDParams(
-        r=float(r), alpha=float(alpha_s * scale), a=float(a), b=float(b),
-        log_likelihood=float(log_lik), n=n, n_repeat=n_repeat,
-        time_unit=summary.attrs.get("time_unit", "D"), cov_log=_covariance(hess, ~_on_edge(res.x)),
+        r=float(r),
+        alpha=float(alpha_s * scale),
+        a=float(a),
+        b=float(b),
+        log_likelihood=float(log_lik),
+        n=n,
+        n_repeat=n_repeat,
+        time_unit=summary.attrs.get("time_unit", "D"),
+        cov_log=_covariance(hess, ~_on_edge(res.x)),
         at_bound=at_bound,
     )
 

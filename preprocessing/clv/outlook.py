@@ -4,6 +4,7 @@
 customers by calendar month, with an interval from parameter uncertainty; ``backtest`` refits on the
 data up to a cutoff and compares that forecast with what really happened (``mape``).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -164,10 +165,9 @@ def backtest(lines: pd.DataFrame, cutoff, months: int = 6, model: str = "bgnbd",
     actual = future.groupby(month)["amount"].agg(["size", "sum"])
     frame["actual_purchases"] = frame["month"].map(actual["size"]).fillna(0).astype("int64")
     frame["actual_revenue"] = frame["month"].map(actual["sum"]).fillna(0.0)
-    frame["abs_pct_error"] = (
-        (frame["expected_purchases"] - frame["actual_purchases"]).abs()
-        / frame["actual_purchases"].where(frame["actual_purchases"] > 0)
-    )
+    frame["abs_pct_error"] = (frame["expected_purchases"] - frame["actual_purchases"]).abs() / frame[
+        "actual_purchases"
+    ].where(frame["actual_purchases"] > 0)
     frame.attrs = {
         "mape_purchases": mape(frame["actual_purchases"], frame["expected_purchases"]),
         "mape_revenue": mape(frame["actual_revenue"], frame["expected_revenue"]),

@@ -6,6 +6,7 @@ Models saved before the package split name them
 ``preprocessing.clv.BGNBDParams`` / ``GammaGammaParams``; the package re-exports both, so those
 pickles still load.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -3,6 +3,7 @@
 A fit on a simulated summary should recover the parameters it was drawn with; that is how the tests
 and ``bench/clv.py`` check the estimators without real data.
 """
+
 from __future__ import annotations
 
 import numpy as np

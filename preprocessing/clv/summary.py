@@ -5,6 +5,7 @@ returns (negative ``total_amount``) and zero-value lines are not purchases. Time
 (``freq='D'``) or weeks (``'W'``); the summary's ``attrs`` carry ``as_of`` and ``time_unit``, which the
 prediction functions check against the fitted model.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,9 +33,7 @@ def _purchase_days(lines: pd.DataFrame) -> pd.DataFrame:
     day = pd.to_datetime(lines["purchase_date"]).dt.normalize()
     amount = pd.to_numeric(lines["total_amount"], errors="coerce")
     keep = lines["customer_id"].notna() & day.notna() & (amount > 0)
-    frame = pd.DataFrame(
-        {"customer_id": lines["customer_id"][keep], "day": day[keep], "amount": amount[keep]}
-    )
+    frame = pd.DataFrame({"customer_id": lines["customer_id"][keep], "day": day[keep], "amount": amount[keep]})
     return frame.groupby(["customer_id", "day"], sort=True, as_index=False)["amount"].sum()
 
 
@@ -54,7 +53,7 @@ def rfm_summary(lines: pd.DataFrame, as_of=None, freq: str = "D") -> pd.DataFram
         ``recency``, ``T`` (in ``freq`` units) and ``monetary_value`` (mean spend per repeat purchase
         day, 0 for non-repeaters). ``attrs`` carries ``as_of`` (Timestamp) and ``time_unit``.
     """
-    unit = _unit_days(freq)
+    _unit_days(freq)  # refuses an unknown unit before any work
     if as_of is None:
         latest = pd.to_datetime(lines["purchase_date"]).max() if len(lines) else pd.NaT
         if pd.isna(latest):
@@ -135,6 +134,4 @@ def _summary_arrays(summary: pd.DataFrame):
 def _check_unit(params: BGNBDParams, summary: pd.DataFrame) -> None:
     unit = summary.attrs.get("time_unit", params.time_unit)
     if unit != params.time_unit:
-        raise ValueError(
-            f"summary is in unit {unit!r} but the model was fitted in {params.time_unit!r}"
-        )
+        raise ValueError(f"summary is in unit {unit!r} but the model was fitted in {params.time_unit!r}")

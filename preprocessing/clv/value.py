@@ -3,6 +3,7 @@
 ``clv`` values each customer over the next months (optionally discounted month by month);
 ``score_customers`` gives the per-customer columns the portal stores, shows and exports.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -22,19 +22,48 @@ contains a line break; for XLSX: the sheet's own row number).
 This package re-exports the names callers use, so ``from preprocessing.columns import …`` is the
 one import the importer, the CLI, the bench and the tests need.
 """
+
 from preprocessing.columns.mapping import (
-    KINDS, LAYOUTS, REQUIRED, SYNONYMS, Mapping, apply_overrides, detect_mapping, missing_required,
+    KINDS,
+    LAYOUTS,
+    REQUIRED,
+    SYNONYMS,
+    Mapping,
+    apply_overrides,
+    detect_mapping,
+    missing_required,
 )
 from preprocessing.columns.reader import TableReader, read_table
 from preprocessing.columns.sniffing import FIELD_SIZE_LIMIT, MAX_COLUMNS, SAMPLE_BYTES, FileFormatError
 from preprocessing.columns.state import ERROR_COLUMNS, ValidationState
 from preprocessing.columns.validation import (
-    CUSTOMER_COLUMNS, STOCK_COLUMNS, TRANSACTION_COLUMNS, UNKNOWN_PRODUCT, validate_chunk,
+    CUSTOMER_COLUMNS,
+    STOCK_COLUMNS,
+    TRANSACTION_COLUMNS,
+    UNKNOWN_PRODUCT,
+    validate_chunk,
 )
 
 __all__ = [
-    "CUSTOMER_COLUMNS", "ERROR_COLUMNS", "FIELD_SIZE_LIMIT", "KINDS", "LAYOUTS", "MAX_COLUMNS", "REQUIRED",
-    "SAMPLE_BYTES", "STOCK_COLUMNS", "SYNONYMS", "TRANSACTION_COLUMNS", "UNKNOWN_PRODUCT", "FileFormatError",
-    "Mapping", "TableReader", "ValidationState", "apply_overrides", "detect_mapping", "missing_required",
-    "read_table", "validate_chunk",
+    "CUSTOMER_COLUMNS",
+    "ERROR_COLUMNS",
+    "FIELD_SIZE_LIMIT",
+    "KINDS",
+    "LAYOUTS",
+    "MAX_COLUMNS",
+    "REQUIRED",
+    "SAMPLE_BYTES",
+    "STOCK_COLUMNS",
+    "SYNONYMS",
+    "TRANSACTION_COLUMNS",
+    "UNKNOWN_PRODUCT",
+    "FileFormatError",
+    "Mapping",
+    "TableReader",
+    "ValidationState",
+    "apply_overrides",
+    "detect_mapping",
+    "missing_required",
+    "read_table",
+    "validate_chunk",
 ]

@@ -3,6 +3,7 @@
 Each parser decides once per file where a column is ambiguous (the date format family, a decimal
 comma) and remembers it in ``ValidationState``; values it cannot read go to the chunk's report.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,8 +28,9 @@ _DATE_MIN, _DATE_MAX = pd.Timestamp("1900-01-01"), pd.Timestamp("2100-12-31")
 _AMOUNT_NOISE = r"[\s\u00a0$€£¥]|^(?:USD|EUR|GBP)|(?:USD|EUR|GBP)$"  # stripped before parsing amounts
 
 
-def _parse_dates(cols: _Columns, target: str, state: ValidationState, region: str, report: _Report,
-                 required: bool = False) -> pd.Series:
+def _parse_dates(
+    cols: _Columns, target: str, state: ValidationState, region: str, report: _Report, required: bool = False
+) -> pd.Series:
     """Parse a date column with one format family for the whole file.
 
     Rule: the families are tried in order (ISO first; then month-first before day-first when the
@@ -48,8 +50,16 @@ def _parse_dates(cols: _Columns, target: str, state: ValidationState, region: st
     if family is None:
         names = list(_DATE_FAMILIES)
         if region.upper() not in _MONTH_FIRST_REGIONS:  # day-first families before month-first ones
-            names = ["YYYY-MM-DD", "DD/MM/YYYY", "DD.MM.YYYY", "DD-MM-YYYY", "MM/DD/YYYY", "DD/MM/YY", "MM/DD/YY",
-                     "YYYYMMDD"]
+            names = [
+                "YYYY-MM-DD",
+                "DD/MM/YYYY",
+                "DD.MM.YYYY",
+                "DD-MM-YYYY",
+                "MM/DD/YYYY",
+                "DD/MM/YY",
+                "MM/DD/YY",
+                "YYYYMMDD",
+            ]
         best, best_rate, best_parsed = None, -1.0, None
         for name in names:
             parsed = _parse_family(filled, name)
@@ -80,8 +90,9 @@ def _parse_family(values: pd.Series, family: str) -> pd.Series:
         todo_values = values[todo]
         if fmt == "ISO8601-local":  # '…10:00:00+02:00' / '…Z': keep the wall-clock time, drop the offset
             fmt = "ISO8601"
-            todo_values = todo_values.str.replace(r"^(.*\d:\d\d(?::\d\d(?:\.\d+)?)?)\s*(?:Z|[+-]\d\d:?\d\d)$",
-                                                  r"\1", regex=True)
+            todo_values = todo_values.str.replace(
+                r"^(.*\d:\d\d(?::\d\d(?:\.\d+)?)?)\s*(?:Z|[+-]\d\d:?\d\d)$", r"\1", regex=True
+            )
         try:
             parsed = pd.to_datetime(todo_values, format=fmt, errors="coerce")
         except ValueError:  # mixed UTC offsets: the offset-free retry below handles them
@@ -95,8 +106,14 @@ def _parse_family(values: pd.Series, family: str) -> pd.Series:
     return out.where(out.between(_DATE_MIN, _DATE_MAX))
 
 
-def _parse_numbers(cols: _Columns, target: str, state: ValidationState, report: _Report,
-                   required: bool = False, _empty_reported: bool = False) -> pd.Series:
+def _parse_numbers(
+    cols: _Columns,
+    target: str,
+    state: ValidationState,
+    report: _Report,
+    required: bool = False,
+    _empty_reported: bool = False,
+) -> pd.Series:
     """Parse amounts: currency symbols and spaces removed, ',' as thousands separator or decimal mark.
 
     A column uses the decimal comma when a value can only be read that way ('3,50', '1.234,56');
@@ -158,8 +175,9 @@ def _fast_float(s: pd.Series, empty: np.ndarray) -> pd.Series:
         return pd.to_numeric(s.mask(empty), errors="coerce").astype("float64")
 
 
-def _parse_phones(cols: _Columns, region: str, state: ValidationState,
-                  with_type: bool = True) -> tuple[pd.Series, pd.Series]:
+def _parse_phones(
+    cols: _Columns, region: str, state: ValidationState, with_type: bool = True
+) -> tuple[pd.Series, pd.Series]:
     """E.164 and number type ('mobile', 'fixed_line_or_mobile', …) via phonenumbers; None if empty/invalid."""
     s = cols.get("phone")
     none = pd.Series(None, index=s.index, dtype=object)

@@ -5,6 +5,7 @@ The format is decided from the bytes (never from the file name); every cell stay
 row 1, as the user sees them in a spreadsheet. What the bytes say about encoding, delimiter and
 header, and the messages for files that cannot be read, are in ``sniffing``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -15,14 +16,22 @@ import shutil
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import pandas as pd
 
 from preprocessing.columns.sniffing import (
-    FIELD_SIZE_LIMIT, SAMPLE_BYTES, FileFormatError, _check_field_sizes, _check_headers, _detect_encoding,
-    _field_error, _parser_error, _sniff_delimiter,
+    FIELD_SIZE_LIMIT,
+    SAMPLE_BYTES,
+    FileFormatError,
+    _check_field_sizes,
+    _check_headers,
+    _detect_encoding,
+    _field_error,
+    _parser_error,
+    _sniff_delimiter,
 )
 
 _MAGIC_GZIP = b"\x1f\x8b"
@@ -32,8 +41,13 @@ _MAGIC_OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 
 
-def read_table(source, filename: str = "", chunksize: int = 100_000, max_expanded_bytes: int | None = None,
-               max_rows: int | None = None) -> "TableReader":
+def read_table(
+    source,
+    filename: str = "",
+    chunksize: int = 100_000,
+    max_expanded_bytes: int | None = None,
+    max_rows: int | None = None,
+) -> TableReader:
     """Open an uploaded CSV / CSV.GZ / XLSX as text chunks, detecting format, delimiter and encoding.
 
     Args:
@@ -64,8 +78,14 @@ class TableReader:
     only while reading on (a ragged row, a damaged archive) raise ``FileFormatError`` from the loop.
     """
 
-    def __init__(self, source, filename: str = "", chunksize: int = 100_000, max_expanded_bytes: int | None = None,
-                 max_rows: int | None = None):
+    def __init__(
+        self,
+        source,
+        filename: str = "",
+        chunksize: int = 100_000,
+        max_expanded_bytes: int | None = None,
+        max_rows: int | None = None,
+    ):
         self.filename = filename or getattr(source, "name", "") or "upload"
         self.chunksize = int(chunksize)
         self.max_expanded_bytes = max_expanded_bytes
@@ -87,8 +107,9 @@ class TableReader:
             self.close()
             if self.compression is None:
                 raise
-            raise FileFormatError("The file looks gzip-compressed but is damaged or cut short; compress it again "
-                                  "or upload the plain CSV.") from exc
+            raise FileFormatError(
+                "The file looks gzip-compressed but is damaged or cut short; compress it again or upload the plain CSV."
+            ) from exc
         except BaseException:
             self.close()
             raise
@@ -116,8 +137,9 @@ class TableReader:
             try:
                 gz.read(1)
             except (OSError, EOFError) as exc:
-                raise FileFormatError("The file looks gzip-compressed but is damaged; compress it again "
-                                      "or upload the plain CSV.") from exc
+                raise FileFormatError(
+                    "The file looks gzip-compressed but is damaged; compress it again or upload the plain CSV."
+                ) from exc
             self.compression = "gzip"
             fh = _Capped(gz, self.max_expanded_bytes) if self.max_expanded_bytes else gz
         fh.seek(0)
@@ -153,8 +175,9 @@ class TableReader:
         except (zipfile.BadZipFile, SyntaxError) as exc:  # SyntaxError: ElementTree's / lxml's ParseError
             raise _damaged_workbook() from exc
         except (KeyError, InvalidFileException, ValueError, OSError, EOFError) as exc:
-            raise FileFormatError("This is a zip archive but not an Excel .xlsx workbook. "
-                                  "Upload the .xlsx or a CSV file.") from exc
+            raise FileFormatError(
+                "This is a zip archive but not an Excel .xlsx workbook. Upload the .xlsx or a CSV file."
+            ) from exc
         sheets = self._workbook.worksheets
         if not sheets:
             raise FileFormatError("The workbook has no worksheet.")
@@ -185,8 +208,9 @@ class TableReader:
         width = len(self.headers)
         rows: list[list[str]] = []
         numbers: list[int] = []
-        for number, values in enumerate(self._sheet.iter_rows(min_row=self._header_row + 1, values_only=True),
-                                        start=self._header_row + 1):
+        for number, values in enumerate(
+            self._sheet.iter_rows(min_row=self._header_row + 1, values_only=True), start=self._header_row + 1
+        ):
             # openpyxl yields rows one by one; converting its cell objects is unavoidable here.
             cells = [_cell_text(v) for v in values[:width]]
             if not any(cells):
@@ -245,9 +269,18 @@ class TableReader:
             # With header=0 pandas would turn the extra leading fields of a longer first data row into an
             # index and shift every column ("RR1,Smith, John,+1…" read with id "Smith").
             reader = pd.read_csv(
-                _KeepOpen(self._raw), sep=self.delimiter, header=None, dtype=object, keep_default_na=False,
-                na_filter=False, skip_blank_lines=False, chunksize=self.chunksize, encoding=encoding, engine="c",
-                quotechar='"', on_bad_lines="error",
+                _KeepOpen(self._raw),
+                sep=self.delimiter,
+                header=None,
+                dtype=object,
+                keep_default_na=False,
+                na_filter=False,
+                skip_blank_lines=False,
+                chunksize=self.chunksize,
+                encoding=encoding,
+                engine="c",
+                quotechar='"',
+                on_bad_lines="error",
             )
             for chunk in _chunks(reader, self.chunksize):
                 if chunk.shape[1] != len(self.headers):
@@ -271,11 +304,13 @@ class TableReader:
         except pd.errors.ParserError as exc:
             raise _parser_error(exc, len(self.headers), _DELIMITER_NAMES.get(self.delimiter or ",")) from exc
         except UnicodeDecodeError as exc:
-            raise FileFormatError(f"The file is not valid {self.encoding} text; "
-                                  "save it as UTF-8 CSV and upload it again.") from exc
+            raise FileFormatError(
+                f"The file is not valid {self.encoding} text; save it as UTF-8 CSV and upload it again."
+            ) from exc
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-            raise FileFormatError("The compressed file is damaged or cut short; compress it again or upload the "
-                                  "plain CSV.") from exc
+            raise FileFormatError(
+                "The compressed file is damaged or cut short; compress it again or upload the plain CSV."
+            ) from exc
 
     # -- public ----------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[pd.DataFrame]:
@@ -294,8 +329,13 @@ class TableReader:
                 others = ", ".join(repr(s) for s in self.sheet_names[1:])
                 return f"Excel workbook: read the first sheet {self.sheet_name!r} (ignored: {others})."
             return f"Excel workbook: read sheet {self.sheet_name!r}."
-        enc = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8 with BOM", "utf-16": "UTF-16", "cp1252": "Windows-1252",
-               "latin-1": "Latin-1"}.get(self.encoding or "", self.encoding)
+        enc = {
+            "utf-8": "UTF-8",
+            "utf-8-sig": "UTF-8 with BOM",
+            "utf-16": "UTF-16",
+            "cp1252": "Windows-1252",
+            "latin-1": "Latin-1",
+        }.get(self.encoding or "", self.encoding)
         gz = " (gzip-compressed)" if self.compression else ""
         return f"CSV{gz}, {enc}, {_DELIMITER_NAMES.get(self.delimiter or ',', self.delimiter)}-separated."
 
@@ -308,7 +348,7 @@ class TableReader:
             fh.close()
         self._owned = []
 
-    def __enter__(self) -> "TableReader":
+    def __enter__(self) -> TableReader:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -327,8 +367,10 @@ def _chunks(reader, size: int) -> Iterator[pd.DataFrame]:
 
 
 def _too_many_rows(limit: int) -> FileFormatError:
-    return FileFormatError(f"The file has more than {limit:,} rows, the most one import takes (IMPORT_MAX_ROWS); "
-                           "nothing was imported. Split it into smaller files.")
+    return FileFormatError(
+        f"The file has more than {limit:,} rows, the most one import takes (IMPORT_MAX_ROWS); "
+        "nothing was imported. Split it into smaller files."
+    )
 
 
 class _Capped(io.RawIOBase):
@@ -359,9 +401,11 @@ class _Capped(io.RawIOBase):
         if self._inner.tell() > self._limit:
             megabytes = self._limit / 1048576
             shown = f"{megabytes:,.0f}" if megabytes >= 10 else f"{megabytes:.2g}"
-            raise FileFormatError(f"The compressed file expands to more than {shown} MB "
-                                  "(IMPORT_MAX_EXPANDED_MB), far more than purchase data needs; it is refused. "
-                                  "Upload the plain CSV or split it.")
+            raise FileFormatError(
+                f"The compressed file expands to more than {shown} MB "
+                "(IMPORT_MAX_EXPANDED_MB), far more than purchase data needs; it is refused. "
+                "Upload the plain CSV or split it."
+            )
         return data
 
     def readinto(self, buffer) -> int:
@@ -375,8 +419,9 @@ _WORKBOOK_DAMAGE = (SyntaxError, zipfile.BadZipFile, zlib.error, EOFError, KeyEr
 
 
 def _damaged_workbook() -> FileFormatError:
-    return FileFormatError("The Excel file is damaged (not a readable .xlsx archive). "
-                           "Save it again from Excel and re-upload.")
+    return FileFormatError(
+        "The Excel file is damaged (not a readable .xlsx archive). Save it again from Excel and re-upload."
+    )
 
 
 class _KeepOpen(io.RawIOBase):

@@ -5,6 +5,7 @@ without BOM, UTF-16 by its BOM, else Windows-1252 / Latin-1), the delimiter (``,
 the header row names columns we can map, and the size limits. ``FileFormatError`` carries the
 message for the store manager, written here so every reader step words its refusals the same way.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -131,8 +132,11 @@ def _check_headers(headers: list[str]) -> list[str]:
             dupes.append(h)
         seen.setdefault(key, h)
     if dupes:
-        raise FileFormatError("These column names appear more than once: " + ", ".join(repr(d) for d in dupes)
-                              + ". Rename or remove the duplicates.")
+        raise FileFormatError(
+            "These column names appear more than once: "
+            + ", ".join(repr(d) for d in dupes)
+            + ". Rename or remove the duplicates."
+        )
     return [h or f"column_{i + 1}" for i, h in enumerate(cleaned)]
 
 
@@ -148,17 +152,20 @@ def _check_field_sizes(chunk: pd.DataFrame) -> None:
 
 
 def _field_error(exc: Exception) -> FileFormatError:
-    return FileFormatError(f"A value in the first rows is longer than {FIELD_SIZE_LIMIT:,} characters "
-                           f"(or a quote is never closed): {exc}.")
+    return FileFormatError(
+        f"A value in the first rows is longer than {FIELD_SIZE_LIMIT:,} characters (or a quote is never closed): {exc}."
+    )
 
 
 def _parser_error(exc: Exception, width: int, delimiter: str = "comma") -> FileFormatError:
     """The refusal for a row the C parser could not fit under the header (its record number is our row number)."""
     m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
     if m:
-        return FileFormatError(f"Row {m.group(2)} has {m.group(3)} values but the header has {width} columns; a value "
-                               f"probably contains an unquoted {delimiter}. Nothing was imported: put such values "
-                               "in double quotes (or check the delimiter) and upload the file again.")
+        return FileFormatError(
+            f"Row {m.group(2)} has {m.group(3)} values but the header has {width} columns; a value "
+            f"probably contains an unquoted {delimiter}. Nothing was imported: put such values "
+            "in double quotes (or check the delimiter) and upload the file again."
+        )
     if "out of memory" in str(exc) or "field larger" in str(exc):
         return _field_error(exc)
     return FileFormatError(f"The CSV could not be parsed: {exc}")

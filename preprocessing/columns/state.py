@@ -4,6 +4,7 @@ decisions carried from one chunk of a file to the next (``ValidationState``).
 Kept apart from the value parsers and the per-kind rules so both can share them without importing
 each other.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -29,8 +30,7 @@ class ValidationState:
     decimal_comma: dict[str, bool] = field(default_factory=dict)
     # A plain Int64 index: an empty RangeIndex would turn the first keys into a RangeIndex whose step
     # (the difference of two 64-bit hashes) overflows on the next reindex.
-    line_counts: pd.Series = field(
-        default_factory=lambda: pd.Series(dtype="int64", index=pd.Index([], dtype="int64")))
+    line_counts: pd.Series = field(default_factory=lambda: pd.Series(dtype="int64", index=pd.Index([], dtype="int64")))
     phone_cache: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
 
@@ -50,10 +50,18 @@ class _Report:
         if level == "error":
             self.bad |= mask
         vals = values.to_numpy(dtype=object)[mask] if values is not None else ""
-        self.parts.append(pd.DataFrame({
-            "row": self.rows[mask], "column": self.mapping.get(target, target), "field": target,
-            "value": vals, "reason": reason, "level": level,
-        }))
+        self.parts.append(
+            pd.DataFrame(
+                {
+                    "row": self.rows[mask],
+                    "column": self.mapping.get(target, target),
+                    "field": target,
+                    "value": vals,
+                    "reason": reason,
+                    "level": level,
+                }
+            )
+        )
 
     def frame(self) -> pd.DataFrame:
         if not self.parts:

@@ -3,6 +3,7 @@
 ``validate_chunk`` applies the rules of one kind of file (transactions, stock, customers) on top of
 the value parsers in ``parsing``; rows with an error are left out of the clean rows, warnings are not.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,21 +14,65 @@ from preprocessing.columns.parsing import _blank_amount, _parse_dates, _parse_nu
 from preprocessing.columns.state import ValidationState, _Columns, _Report
 
 UNKNOWN_PRODUCT = "UNKNOWN"  # product_id for layouts without products (CDNOW-style)
-TRANSACTION_COLUMNS = ["customer_id", "transaction_id", "purchase_date", "product_id", "product_name", "quantity",
-                       "price_per_unit", "total_amount", "phone", "store", "coupon_code", "line_no", "source_row"]
+TRANSACTION_COLUMNS = [
+    "customer_id",
+    "transaction_id",
+    "purchase_date",
+    "product_id",
+    "product_name",
+    "quantity",
+    "price_per_unit",
+    "total_amount",
+    "phone",
+    "store",
+    "coupon_code",
+    "line_no",
+    "source_row",
+]
 STOCK_COLUMNS = ["product_id", "product_name", "initial_stock", "total_sold", "price", "store", "source_row"]
-CUSTOMER_COLUMNS = ["customer_id", "name", "first_name", "last_name", "phone", "phone_type", "email", "store",
-                    "sms_consent", "sms_consent_date", "source_row"]
-_CONSENT = {"yes": "yes", "y": "yes", "true": "yes", "1": "yes", "x": "yes", "optin": "yes", "optedin": "yes",
-            "subscribed": "yes", "no": "no", "n": "no", "false": "no", "0": "no", "optout": "no", "optedout": "no",
-            "unsubscribed": "no"}
+CUSTOMER_COLUMNS = [
+    "customer_id",
+    "name",
+    "first_name",
+    "last_name",
+    "phone",
+    "phone_type",
+    "email",
+    "store",
+    "sms_consent",
+    "sms_consent_date",
+    "source_row",
+]
+_CONSENT = {
+    "yes": "yes",
+    "y": "yes",
+    "true": "yes",
+    "1": "yes",
+    "x": "yes",
+    "optin": "yes",
+    "optedin": "yes",
+    "subscribed": "yes",
+    "no": "no",
+    "n": "no",
+    "false": "no",
+    "0": "no",
+    "optout": "no",
+    "optedout": "no",
+    "unsubscribed": "no",
+}
 _UNSTRIPPED = {"quantity", "price_per_unit", "total_amount", "purchase_date", "initial_stock", "total_sold", "price"}
 _EMAIL = r"[^@\s]+@[^@\s]+\.[^@\s]+"
 
 
-def validate_chunk(chunk: pd.DataFrame, mapping: dict, kind: str, start_row: int | None = None,
-                   default_region: str = "US", layout: str | None = None,
-                   state: ValidationState | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def validate_chunk(
+    chunk: pd.DataFrame,
+    mapping: dict,
+    kind: str,
+    start_row: int | None = None,
+    default_region: str = "US",
+    layout: str | None = None,
+    state: ValidationState | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Type and check one text chunk; return the clean canonical rows and a row-level report.
 
     Args:
@@ -63,8 +108,11 @@ def validate_chunk(chunk: pd.DataFrame, mapping: dict, kind: str, start_row: int
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
     state = state if state is not None else ValidationState()
     layout = layout or getattr(mapping, "layout", "generic")
-    rows = (np.arange(start_row, start_row + len(chunk)) if start_row is not None
-            else np.asarray(chunk.index, dtype="int64"))
+    rows = (
+        np.arange(start_row, start_row + len(chunk))
+        if start_row is not None
+        else np.asarray(chunk.index, dtype="int64")
+    )
     report = _Report(rows, mapping)
     # Strip the identifier-like text columns; numbers and dates are parsed whitespace-tolerantly.
     # object dtype (plain Python str) keeps missing-value checks cheap on large chunks.
@@ -111,11 +159,16 @@ def _transactions(cols: _Columns, report, state, region, layout) -> pd.DataFrame
     total = _parse_numbers(cols, "total_amount", state, report)
 
     report.add(qty.eq(0), "quantity", cols.get("quantity"), "quantity is zero")
-    report.add(price.lt(0), "price_per_unit", cols.get("price_per_unit"),
-               "negative price (returns need a negative quantity)")
+    report.add(
+        price.lt(0), "price_per_unit", cols.get("price_per_unit"), "negative price (returns need a negative quantity)"
+    )
     money = "price_per_unit" if "price_per_unit" in cols else "total_amount"
-    report.add(_blank_amount(cols, "price_per_unit", price) & _blank_amount(cols, "total_amount", total), money,
-               cols.get(money), "missing required value (price_per_unit or total_amount)")
+    report.add(
+        _blank_amount(cols, "price_per_unit", price) & _blank_amount(cols, "total_amount", total),
+        money,
+        cols.get(money),
+        "missing required value (price_per_unit or total_amount)",
+    )
 
     raw_tid = cols.optional("transaction_id")
     if layout == "uci_online_retail":  # 'C…' invoices are cancellations: always a negative quantity
@@ -147,15 +200,31 @@ def _transactions(cols: _Columns, report, state, region, layout) -> pd.DataFrame
         tid.loc[need] = customer[need].fillna("") + "@" + moment
 
     phone, _ = _parse_phones(cols, region, state, with_type=False)
-    report.add(phone.isna().to_numpy() & ~cols.empty("phone"), "phone", cols.get("phone"),
-               "invalid phone number (line kept without the phone)", level="warning")
+    report.add(
+        phone.isna().to_numpy() & ~cols.empty("phone"),
+        "phone",
+        cols.get("phone"),
+        "invalid phone number (line kept without the phone)",
+        level="warning",
+    )
 
     line_no = _line_numbers(tid, pid, state)
-    return pd.DataFrame({
-        "customer_id": customer, "transaction_id": tid, "purchase_date": dates, "product_id": pid,
-        "product_name": pname, "quantity": qty, "price_per_unit": price, "total_amount": total, "phone": phone,
-        "store": cols.optional("store"), "coupon_code": cols.optional("coupon_code"), "line_no": line_no,
-    })
+    return pd.DataFrame(
+        {
+            "customer_id": customer,
+            "transaction_id": tid,
+            "purchase_date": dates,
+            "product_id": pid,
+            "product_name": pname,
+            "quantity": qty,
+            "price_per_unit": price,
+            "total_amount": total,
+            "phone": phone,
+            "store": cols.optional("store"),
+            "coupon_code": cols.optional("coupon_code"),
+            "line_no": line_no,
+        }
+    )
 
 
 def _stock(cols: _Columns, report, state, region, layout) -> pd.DataFrame:
@@ -168,8 +237,16 @@ def _stock(cols: _Columns, report, state, region, layout) -> pd.DataFrame:
     price = _parse_numbers(cols, "price", state, report)
     for f, values in (("initial_stock", initial), ("total_sold", sold), ("price", price)):
         report.add(values.lt(0), f, cols.get(f), "negative value")
-    return pd.DataFrame({"product_id": pid, "product_name": pname, "initial_stock": initial, "total_sold": sold,
-                         "price": price, "store": cols.optional("store")})
+    return pd.DataFrame(
+        {
+            "product_id": pid,
+            "product_name": pname,
+            "initial_stock": initial,
+            "total_sold": sold,
+            "price": price,
+            "store": cols.optional("store"),
+        }
+    )
 
 
 def _customers(cols: _Columns, report, state, region, layout) -> pd.DataFrame:
@@ -180,24 +257,42 @@ def _customers(cols: _Columns, report, state, region, layout) -> pd.DataFrame:
     name = cols.optional("name").fillna(joined.mask(joined.eq("")))
 
     phone, phone_type = _parse_phones(cols, region, state)
-    report.add(phone.isna().to_numpy() & ~cols.empty("phone"), "phone", cols.get("phone"),
-               f"invalid phone number (region {region})")
+    report.add(
+        phone.isna().to_numpy() & ~cols.empty("phone"),
+        "phone",
+        cols.get("phone"),
+        f"invalid phone number (region {region})",
+    )
     email = cols.optional("email")
     bad_email = email.notna() & ~email.fillna("x@y.z").str.fullmatch(_EMAIL).astype(bool)
-    report.add(bad_email, "email", cols.get("email"), "invalid email address (customer kept without it)",
-               level="warning")
+    report.add(
+        bad_email, "email", cols.get("email"), "invalid email address (customer kept without it)", level="warning"
+    )
     email = email.mask(bad_email)
 
     consent_raw = cols.get("sms_consent")
     consent = _by_unique(consent_raw, lambda u: u.str.casefold().str.replace(r"[\s_\-]+", "", regex=True).map(_CONSENT))
-    report.add(consent.isna().to_numpy() & ~cols.empty("sms_consent"), "sms_consent", consent_raw,
-               "sms_consent must be yes or no")
+    report.add(
+        consent.isna().to_numpy() & ~cols.empty("sms_consent"),
+        "sms_consent",
+        consent_raw,
+        "sms_consent must be yes or no",
+    )
     consent_date = _parse_dates(cols, "sms_consent_date", state, region, report)
-    return pd.DataFrame({
-        "customer_id": customer, "name": name, "first_name": first, "last_name": last, "phone": phone,
-        "phone_type": phone_type, "email": email, "store": cols.optional("store"), "sms_consent": consent,
-        "sms_consent_date": consent_date,
-    })
+    return pd.DataFrame(
+        {
+            "customer_id": customer,
+            "name": name,
+            "first_name": first,
+            "last_name": last,
+            "phone": phone,
+            "phone_type": phone_type,
+            "email": email,
+            "store": cols.optional("store"),
+            "sms_consent": consent,
+            "sms_consent_date": consent_date,
+        }
+    )
 
 
 def _line_numbers(tid: pd.Series, pid: pd.Series, state: ValidationState) -> pd.Series:

@@ -7,6 +7,7 @@ name)`` that saves a full-page screenshot to docs/screenshots/<name>.png (overwr
 When /usr/bin/chromium is missing the browser tests are skipped with the reason, unless the
 environment variable CI is set: then they fail, so CI never passes without running them.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "docs" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 # Passwords must not contain the part of the e-mail before the @ (accounts.check_password_strength).
 ADMIN = ("admin@example.com", "sea-otter-lantern-81")
 MARKETER = ("marketer@example.com", "copper-kettle-harbor-22")
@@ -84,8 +92,9 @@ def _free_port() -> int:
 
 
 def _run(args, env, **kw):
-    result = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=180, **kw)
+    result = subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=180, **kw
+    )
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
@@ -93,11 +102,13 @@ def _run(args, env, **kw):
 
 def run_long(args, env, timeout, **kw):
     """Run ``python ARGS`` in the repository with ``env``; raise with the output tail when it fails."""
-    result = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=timeout, **kw)
+    result = subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, **kw
+    )
     if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
-                           f"{result.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     return result
 
 
@@ -109,19 +120,45 @@ def serve_demo(tmp: Path, prepare=()):
     test module gets a demo store of its own and never sees another module's campaigns or imports.
     """
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "DATABASE_URL", "TWILIO_ACCOUNT_SID",
-                                                            "TWILIO_AUTH_TOKEN", "TWILIO_FROM"}}
-    env.update(DATABASE_URL=f"sqlite:///{tmp / 'demo.db'}", SECRET_KEY="browser-demo-secret", FLASK_APP="app.py",
-               ADMIN_EMAIL=ADMIN[0], ADMIN_PASSWORD=ADMIN[1], BIND=f"127.0.0.1:{port}",
-               MODELS_DIR=str(tmp / "Models"), UPLOAD_DIR=str(tmp / "uploads"), PYTHONUNBUFFERED="1")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"REDIS_URL", "DATABASE_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM"}
+    }
+    env.update(
+        DATABASE_URL=f"sqlite:///{tmp / 'demo.db'}",
+        SECRET_KEY="browser-demo-secret",
+        FLASK_APP="app.py",
+        ADMIN_EMAIL=ADMIN[0],
+        ADMIN_PASSWORD=ADMIN[1],
+        BIND=f"127.0.0.1:{port}",
+        MODELS_DIR=str(tmp / "Models"),
+        UPLOAD_DIR=str(tmp / "uploads"),
+        PYTHONUNBUFFERED="1",
+    )
     run_long(["-m", "flask", "demo"], env, DEMO_TIMEOUT)
     run_long(["-"], env, 120, input=NO_QUIET_HOURS)
     for step in prepare:
         step(env)
     log = open(tmp / "server.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "--workers", "1",
-                               "--threads", "4", "app:create_app()"], cwd=REPO, env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--config",
+            "gunicorn.conf.py",
+            "--workers",
+            "1",
+            "--threads",
+            "4",
+            "app:create_app()",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:
@@ -151,11 +188,19 @@ def browser_page(browser, base_url, width=1280, height=900):
     context = browser.new_context(base_url=base_url, accept_downloads=True, viewport={"width": width, "height": height})
     page = context.new_page()
     errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text)
-            if m.type == "error" and not m.text.startswith("Failed to load resource") else None)
+    page.on(
+        "console",
+        lambda m: (
+            errors.append(m.text) if m.type == "error" and not m.text.startswith("Failed to load resource") else None
+        ),
+    )
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("response", lambda r: errors.append(f"{r.status} {r.url}")
-            if r.status >= 400 and not r.url.endswith("/favicon.ico") else None)
+    page.on(
+        "response",
+        lambda r: (
+            errors.append(f"{r.status} {r.url}") if r.status >= 400 and not r.url.endswith("/favicon.ico") else None
+        ),
+    )
     page.js_errors = errors
     return page
 
@@ -175,20 +220,59 @@ def live_server(chromium_path, tmp_path_factory):
     """The portal served by gunicorn on a free port with a fresh, seeded SQLite database."""
     tmp = tmp_path_factory.mktemp("live")
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "DATABASE_URL", "TWILIO_ACCOUNT_SID",
-                                                            "TWILIO_AUTH_TOKEN"}}
-    env.update(DATABASE_URL=f"sqlite:///{tmp / 'browser.db'}", SECRET_KEY="browser-tests-secret",
-               FLASK_APP="app.py", ADMIN_EMAIL=ADMIN[0], ADMIN_PASSWORD=ADMIN[1], BIND=f"127.0.0.1:{port}",
-               MODELS_DIR=str(tmp / "Models"), UPLOAD_DIR=str(tmp / "uploads"), PYTHONUNBUFFERED="1")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"REDIS_URL", "DATABASE_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"}
+    }
+    env.update(
+        DATABASE_URL=f"sqlite:///{tmp / 'browser.db'}",
+        SECRET_KEY="browser-tests-secret",
+        FLASK_APP="app.py",
+        ADMIN_EMAIL=ADMIN[0],
+        ADMIN_PASSWORD=ADMIN[1],
+        BIND=f"127.0.0.1:{port}",
+        MODELS_DIR=str(tmp / "Models"),
+        UPLOAD_DIR=str(tmp / "uploads"),
+        PYTHONUNBUFFERED="1",
+    )
     _run(["-m", "flask", "init-db"], env)
     _run(["-"], env, input=SEED)
     for (email, password), role, store in ((MARKETER, "marketer", None), (MANAGER, "manager", "North")):
-        _run(["-m", "flask", "users", "create", email, "--role", role, "--password-stdin",
-              *(["--store", store] if store else [])], env, input=password + "\n")
+        _run(
+            [
+                "-m",
+                "flask",
+                "users",
+                "create",
+                email,
+                "--role",
+                role,
+                "--password-stdin",
+                *(["--store", store] if store else []),
+            ],
+            env,
+            input=password + "\n",
+        )
     log = open(tmp / "server.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "--workers", "1",
-                               "--threads", "4", "app:create_app()"], cwd=REPO, env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--config",
+            "gunicorn.conf.py",
+            "--workers",
+            "1",
+            "--threads",
+            "4",
+            "app:create_app()",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -238,6 +322,7 @@ def shot():
         path = SCREENSHOTS / f"{name}.png"
         page.screenshot(path=str(path), full_page=True)
         return path
+
     return take
 
 
@@ -249,4 +334,5 @@ def log_in():
         page.get_by_label("Password").fill(who[1])
         page.get_by_role("button", name="Log in").click()
         page.wait_for_url(lambda url: "/login" not in url)
+
     return do

@@ -6,6 +6,7 @@ the dashboard, a customer, tiers, bundles, churn, models and help, runs a dry-ru
 the High-risk list to its results, and uploads a sample file on the Imports page. The screenshots are
 the ones the README shows (docs/screenshots/*.png, 1300 px wide, full page).
 """
+
 from __future__ import annotations
 
 import re
@@ -148,7 +149,9 @@ def test_demo_tour(tour_page, log_in, shot):
     expect(page.get_by_label("Churn band", exact=True)).to_have_value("High")
     expect(page.get_by_label("Tier", exact=True)).to_have_value("Bronze")
     page.get_by_label("Campaign name").fill("Win back High risk")
-    page.get_by_label("Message", exact=True).fill("Hi {first_name}, we miss you! 15% off your next visit with code {code}.")
+    page.get_by_label("Message", exact=True).fill(
+        "Hi {first_name}, we miss you! 15% off your next visit with code {code}."
+    )
     summary = page.locator("#audience-summary")
     expect(summary.locator("[data-audience='total']")).to_have_text(str(selection), timeout=30_000)
     expect(page.locator("#exclusion-list li[data-exclusion]").first).to_be_visible()
@@ -176,8 +179,9 @@ def test_demo_tour(tour_page, log_in, shot):
     page.get_by_role("button", name=re.compile(r"^Run dry: record")).click()
     page.wait_for_url(re.compile(r".*/campaigns/\d+$"))
     # The progress bar polls the job and reloads the page when it is done.
-    expect(page.locator("#campaign-progress")).to_contain_text(f"{messages:,} of {messages:,} messages finished",
-                                                               timeout=180_000)
+    expect(page.locator("#campaign-progress")).to_contain_text(
+        f"{messages:,} of {messages:,} messages finished", timeout=180_000
+    )
     expect(page.locator("h1 .badge")).to_have_text("done", timeout=30_000)
     expect(page.locator("div.progress > .progress-bar.bg-success").first).to_be_attached()
     counts = page.locator("#delivery-counts")

@@ -6,6 +6,7 @@ admin opens every GET page and the document must be no wider than the window. Wi
 inside their own box (a cohort matrix on a phone), never the page. Phone screenshots (the top 2,400 px)
 are written next to the desktop ones of the demo tour: docs/screenshots/<name>-phone.png.
 """
+
 from __future__ import annotations
 
 import re
@@ -22,22 +23,41 @@ PHONE_SHOT_HEIGHT = 2400  # the first screens of a phone page: full pages of 50 
 TEMPLATE = "Hi {first_name}, we miss you! 15% off your next visit with code {code}."
 # (path, screenshot name at phone width or None); {sent}, {draft} are the campaigns made by the fixture.
 PAGES = [
-    ("/", "dashboard"), ("/customers", "customers"), ("/customers/1", "customer-detail"), ("/tiers", "tiers"),
-    ("/bundles", "bundles"), ("/churn", "churn"), ("/campaigns", "campaign-builder"),
-    ("/campaigns/{sent}", "campaign-results"), ("/campaigns/{draft}/confirm", "campaign-confirm"),
-    ("/imports", "imports"), ("/imports/1", None), ("/models", "models"), ("/help", "help"),
-    ("/users", None), ("/users/1", None), ("/stores", None), ("/stores/1", None), ("/settings", "settings"),
-    ("/audit", None), ("/segments", "segments"), ("/exports", None), ("/account/password", None),
+    ("/", "dashboard"),
+    ("/customers", "customers"),
+    ("/customers/1", "customer-detail"),
+    ("/tiers", "tiers"),
+    ("/bundles", "bundles"),
+    ("/churn", "churn"),
+    ("/campaigns", "campaign-builder"),
+    ("/campaigns/{sent}", "campaign-results"),
+    ("/campaigns/{draft}/confirm", "campaign-confirm"),
+    ("/imports", "imports"),
+    ("/imports/1", None),
+    ("/models", "models"),
+    ("/help", "help"),
+    ("/users", None),
+    ("/users/1", None),
+    ("/stores", None),
+    ("/stores/1", None),
+    ("/settings", "settings"),
+    ("/audit", None),
+    ("/segments", "segments"),
+    ("/exports", None),
+    ("/account/password", None),
 ]
 
 
 def _campaigns(env):
     """One dry-run campaign sent to the Bronze members at High risk, and one to the Medium band left as a draft."""
     created = {}
-    for key, name, audience in (("sent", "Win back Bronze", "band=High&tier=Bronze"),
-                                ("draft", "Medium risk reminder", "band=Medium")):
-        out = run_long(["-m", "flask", "campaign", "create", name, "--filter", audience, "--template", TEMPLATE],
-                       env, 120)
+    for key, name, audience in (
+        ("sent", "Win back Bronze", "band=High&tier=Bronze"),
+        ("draft", "Medium risk reminder", "band=Medium"),
+    ):
+        out = run_long(
+            ["-m", "flask", "campaign", "create", name, "--filter", audience, "--template", TEMPLATE], env, 120
+        )
         created[key] = int(out.stdout.strip().splitlines()[-1])
     run_long(["-m", "flask", "campaign", "send", str(created["sent"]), "--yes"], env, 300)
     _campaigns.ids = created
@@ -59,8 +79,11 @@ def _phone_shot(page, name: str) -> None:
     """docs/screenshots/<name>-phone.png: the top of the page as a phone shows it."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     height = min(PHONE_SHOT_HEIGHT, page.evaluate("document.documentElement.scrollHeight"))
-    page.screenshot(path=str(SCREENSHOTS / f"{name}-phone.png"), full_page=True,
-                    clip={"x": 0, "y": 0, "width": PHONE, "height": height})
+    page.screenshot(
+        path=str(SCREENSHOTS / f"{name}-phone.png"),
+        full_page=True,
+        clip={"x": 0, "y": 0, "width": PHONE, "height": height},
+    )
 
 
 def _overflow(page) -> tuple[int, int]:
@@ -164,6 +187,11 @@ def test_forecast_lines_are_distinguishable(browser, layout_server, log_in):
     expected = next(d for label, d in by_label.items() if label.startswith("Expected"))
     assert actual["color"] != expected["color"] and actual["dash"] != expected["dash"]
     assert by_label["Upper bound"]["fill"] == "-1"  # the band between the bounds
-    assert page.evaluate("Chart.getChart(document.querySelector(\"canvas[data-chart='outlook-chart']\"))"
-                         ".options.plugins.legend.display") is True
+    assert (
+        page.evaluate(
+            "Chart.getChart(document.querySelector(\"canvas[data-chart='outlook-chart']\"))"
+            ".options.plugins.legend.display"
+        )
+        is True
+    )
     page.context.close()

@@ -1,4 +1,5 @@
 """A marketer's round trip in a real browser: log in, open a customer, filter, export, save a segment, log out."""
+
 import csv
 import re
 

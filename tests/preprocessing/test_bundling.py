@@ -35,9 +35,17 @@ def lines_from(baskets, names=None, customer=None):
         for p in products:
             qty = -1.0 if p.startswith("-") else 1.0
             pid = p.lstrip("-")
-            rows.append({"customer_id": (customer or {}).get(tx), "transaction_id": tx, "product_id": pid,
-                         "product_name": (names or {}).get(pid, f"name {pid}"), "quantity": qty,
-                         "price_per_unit": 2.0, "total_amount": 2.0 * qty})
+            rows.append(
+                {
+                    "customer_id": (customer or {}).get(tx),
+                    "transaction_id": tx,
+                    "product_id": pid,
+                    "product_name": (names or {}).get(pid, f"name {pid}"),
+                    "quantity": qty,
+                    "price_per_unit": 2.0,
+                    "total_amount": 2.0 * qty,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -55,14 +63,26 @@ def synthetic_lines(n_baskets, n_products=40, seed=1):
     keep_extra = rng.random(len(extra_tx)) < 0.8
     tx = np.r_[tx, extra_tx[keep_extra]]
     product = np.r_[product, extra_product[keep_extra]]
-    return pd.DataFrame({"transaction_id": [f"T{t}" for t in tx], "product_id": [f"P{p:02d}" for p in product],
-                         "product_name": [f"Product {p}" for p in product], "quantity": 1.0})
+    return pd.DataFrame(
+        {
+            "transaction_id": [f"T{t}" for t in tx],
+            "product_id": [f"P{p:02d}" for p in product],
+            "product_name": [f"Product {p}" for p in product],
+            "quantity": 1.0,
+        }
+    )
 
 
 # --------------------------------------------------------------------------- small hand-computed baskets
 
-SMALL = {"T1": ["A", "B"], "T2": ["A", "B", "C"], "T3": ["A", "C"], "T4": ["B"],
-         "T5": ["A", "B", "B"], "T6": ["-C"]}  # T5 buys B on two lines; T6 only returns C
+SMALL = {
+    "T1": ["A", "B"],
+    "T2": ["A", "B", "C"],
+    "T3": ["A", "C"],
+    "T4": ["B"],
+    "T5": ["A", "B", "B"],
+    "T6": ["-C"],
+}  # T5 buys B on two lines; T6 only returns C
 
 
 def test_baskets_are_transactions_with_duplicates_collapsed_and_returns_left_out():
@@ -94,8 +114,15 @@ def test_small_baskets_support_confidence_lift_by_hand():
 
 
 def test_best_rule_per_antecedent_breaks_confidence_ties_by_lift():
-    baskets = {"T1": ["A", "C"], "T2": ["A", "C"], "T3": ["A", "D"], "T4": ["A", "D"], "T5": ["C"], "T6": ["C"],
-               **{f"T{i}": ["B"] for i in range(7, 11)}}
+    baskets = {
+        "T1": ["A", "C"],
+        "T2": ["A", "C"],
+        "T3": ["A", "D"],
+        "T4": ["A", "D"],
+        "T5": ["C"],
+        "T6": ["C"],
+        **{f"T{i}": ["B"] for i in range(7, 11)},
+    }
     # A->C and A->D both have confidence .5; lift 1.25 vs 2.5 -> A->D wins
     rules = bundle_rules(lines_from(baskets), ["C", "D"], min_support=0.2).rules
     assert rules[["antecedents", "consequents"]].values.tolist() == [[("A",), ("D",)]]
@@ -121,14 +148,19 @@ def test_lookup_rules_for_a_product():
 def test_pitch_reads_as_an_action_with_numbers():
     rule = {"antecedents": ("E",), "consequents": ("M",), "confidence": 0.38, "lift": 2.14, "baskets": 412}
     names = {"E": "Espresso Beans", "M": "Blue Mug"}
-    assert pitch(rule, names) == ("Put *Blue Mug* next to *Espresso Beans*: 38 % of baskets with Espresso Beans "
-                                  "also take Blue Mug (2.1x the usual rate; 412 baskets).")
+    assert pitch(rule, names) == (
+        "Put *Blue Mug* next to *Espresso Beans*: 38 % of baskets with Espresso Beans "
+        "also take Blue Mug (2.1x the usual rate; 412 baskets)."
+    )
     two = {"antecedents": ("E", "F"), "consequents": ("M",), "confidence": 0.5, "lift": 1.0, "baskets": 3}
     assert pitch(two, {**names, "F": "Filter Papers"}).startswith(
-        "Put *Blue Mug* next to *Espresso Beans* and *Filter Papers*: 50 % of baskets with Espresso Beans and Filter Papers")
+        "Put *Blue Mug* next to *Espresso Beans* and *Filter Papers*: "
+        "50 % of baskets with Espresso Beans and Filter Papers"
+    )
 
 
-# --------------------------------------------------------------------------- nothing found: a suggestion, not an exception
+# ----------------------------------------------------------------- nothing found: a suggestion, not an exception
+
 
 def test_default_support_finds_nothing_and_suggests_one_that_does():
     lines = synthetic_lines(3000)
@@ -163,6 +195,7 @@ def test_nothing_to_bundle_says_why():
 
 # --------------------------------------------------------------------------- cross-checks on mid-size synthetic data
 
+
 def independent_pair_rules(lines, dead, min_support, min_confidence, min_lift):
     """Pair rules product -> dead product, counted with a pandas self-merge (no sparse algebra)."""
     baskets = lines[lines["quantity"] > 0][["transaction_id", "product_id"]].drop_duplicates()
@@ -174,8 +207,12 @@ def independent_pair_rules(lines, dead, min_support, min_confidence, min_lift):
     counts["support"] = counts["count"] / n
     counts["confidence"] = counts["support"] / (counts["product_id_a"].map(single) / n)
     counts["lift"] = counts["confidence"] / (counts["product_id_c"].map(single) / n)
-    keep = ((counts["count"] >= min_count(min_support, n)) & counts["product_id_c"].isin(dead)
-            & (counts["confidence"] >= min_confidence) & (counts["lift"] >= min_lift))
+    keep = (
+        (counts["count"] >= min_count(min_support, n))
+        & counts["product_id_c"].isin(dead)
+        & (counts["confidence"] >= min_confidence)
+        & (counts["lift"] >= min_lift)
+    )
     return counts[keep]
 
 
@@ -184,11 +221,16 @@ def test_pair_rules_equal_an_independent_pandas_count():
     dead = {"P17", "P22", "P30", "P39", "P12"}
     ours = bundle_rules(lines, dead, min_support=0.01, min_confidence=0.05, min_lift=1.0, max_len=2).rules
     pairs = independent_pair_rules(lines, dead, 0.01, 0.05, 1.0)
-    best = (pairs.sort_values(["confidence", "lift", "support", "product_id_c"], ascending=[False, False, False, True])
-            .drop_duplicates("product_id_a"))
+    best = pairs.sort_values(
+        ["confidence", "lift", "support", "product_id_c"], ascending=[False, False, False, True]
+    ).drop_duplicates("product_id_a")
     assert len(best) > 10  # the check means something
-    expected = {(a,): ((c,), n, conf, lift) for a, c, n, conf, lift in
-                best[["product_id_a", "product_id_c", "count", "confidence", "lift"]].itertuples(index=False)}
+    expected = {
+        (a,): ((c,), n, conf, lift)
+        for a, c, n, conf, lift in best[["product_id_a", "product_id_c", "count", "confidence", "lift"]].itertuples(
+            index=False
+        )
+    }
     got = {r.antecedents: (r.consequents, r.baskets, r.confidence, r.lift) for r in ours.itertuples()}
     assert got.keys() == expected.keys()
     for key, (cons, baskets, conf, lift) in expected.items():
@@ -222,10 +264,17 @@ def test_min_count_matches_mlxtend_float_comparison():
 
 # --------------------------------------------------------------------------- dead stock
 
+
 def test_dead_stock_ratio_threshold_and_stock_value():
-    stock = pd.DataFrame({"product_id": ["A", "B", "C", "D"], "product_name": ["a", "b", "c", "d"],
-                          "initial_stock": [100, 100, 50, 10], "total_sold": [10, 60, 25, 30],
-                          "price_per_unit": [2.0, 1.0, 4.0, 1.0]})
+    stock = pd.DataFrame(
+        {
+            "product_id": ["A", "B", "C", "D"],
+            "product_name": ["a", "b", "c", "d"],
+            "initial_stock": [100, 100, 50, 10],
+            "total_sold": [10, 60, 25, 30],
+            "price_per_unit": [2.0, 1.0, 4.0, 1.0],
+        }
+    )
     report = dead_stock(stock)
     assert list(report.dead.columns) == STOCK_COLUMNS
     # A .1, C .5 dead (worst first); B exactly .6 is not below the threshold; D sold more than stocked
@@ -252,11 +301,13 @@ def test_empty_stock_file_gives_empty_lists():
 
 
 def test_bad_stock_rows_are_reported_never_divided():
-    stock = pd.DataFrame({
-        "product_id": ["Z", "N", "M", "S", "X", "OK", "DUP", "DUP"],
-        "initial_stock": [0, -5, None, 10, "ten", 10, 10, 12],
-        "total_sold": [3, 1, 2, None, 1, 2, 1, 1],
-    })
+    stock = pd.DataFrame(
+        {
+            "product_id": ["Z", "N", "M", "S", "X", "OK", "DUP", "DUP"],
+            "initial_stock": [0, -5, None, 10, "ten", 10, 10, 12],
+            "total_sold": [3, 1, 2, None, 1, 2, 1, 1],
+        }
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a division by zero would warn
         report = dead_stock(stock)
@@ -273,8 +324,9 @@ def test_bad_stock_rows_are_reported_never_divided():
 
 
 def test_duplicated_product_names_with_different_ids_stay_separate():
-    stock = pd.DataFrame({"product_id": ["M1", "M2"], "product_name": ["Mug", "Mug"],
-                          "initial_stock": [10, 10], "total_sold": [1, 9]})
+    stock = pd.DataFrame(
+        {"product_id": ["M1", "M2"], "product_name": ["Mug", "Mug"], "initial_stock": [10, 10], "total_sold": [1, 9]}
+    )
     report = dead_stock(stock)
     assert report.errors.empty
     assert report.dead["product_id"].tolist() == ["M1"] and report.healthy["product_id"].tolist() == ["M2"]
@@ -290,15 +342,22 @@ def test_duplicated_product_names_with_different_ids_stay_separate():
 
 
 def test_product_in_stock_but_never_sold_is_dead_and_sold_products_without_stock_are_listed():
-    stock = pd.DataFrame({"product_id": ["A", "B", "GHOST"], "product_name": ["a", "b", "ghost"],
-                          "initial_stock": [10, 10, 5], "total_sold": [8, 9, 0]})
+    stock = pd.DataFrame(
+        {
+            "product_id": ["A", "B", "GHOST"],
+            "product_name": ["a", "b", "ghost"],
+            "initial_stock": [10, 10, 5],
+            "total_sold": [8, 9, 0],
+        }
+    )
     lines = lines_from({"T1": ["A", "B", "NEW"], "T2": ["NEW", "-A"], "T3": ["A"]}, names={"NEW": "New thing"})
     report = dead_stock(stock)
     assert report.dead["product_id"].tolist() == ["GHOST"]
     assert report.dead["sold_ratio"].tolist() == [0.0]
     unknown = unknown_products(lines, stock)
     assert unknown[["product_id", "product_name", "total_sold", "transactions"]].values.tolist() == [
-        ["NEW", "New thing", 2.0, 2]]
+        ["NEW", "New thing", 2.0, 2]
+    ]
     result = bundle_rules(lines, report.dead["product_id"])
     assert result.rules.empty and "was ever sold" in result.message
 
@@ -318,14 +377,21 @@ def test_preprocessing_bundling_does_not_import_flask():
 
 # --------------------------------------------------------------------------- real data
 
+
 @pytest.fixture(scope="module")
 def uci_lines():
     path = DATA / "online_retail_uci.csv.gz"
     if not path.exists():
         pytest.skip(f"{path} not present")
     raw = pd.read_csv(path, dtype={"InvoiceNo": str, "StockCode": str, "Description": str})
-    return raw.rename(columns={"InvoiceNo": "transaction_id", "StockCode": "product_id",
-                               "Description": "product_name", "Quantity": "quantity"})
+    return raw.rename(
+        columns={
+            "InvoiceNo": "transaction_id",
+            "StockCode": "product_id",
+            "Description": "product_name",
+            "Quantity": "quantity",
+        }
+    )
 
 
 @pytest.mark.slow
@@ -338,7 +404,9 @@ def test_uci_baskets_itemsets_and_rules(uci_lines):
     ours = frequent_itemsets(X, items, 0.02, max_len=3)
     dense = pd.DataFrame(X.toarray(), columns=list(items))
     theirs = fpgrowth(dense, min_support=0.02, use_colnames=True, max_len=3)
-    assert dict(zip(ours["itemsets"], ours["support"])) == pytest.approx(dict(zip(theirs["itemsets"], theirs["support"])))
+    assert dict(zip(ours["itemsets"], ours["support"])) == pytest.approx(
+        dict(zip(theirs["itemsets"], theirs["support"]))
+    )
 
     # dead stock: the quarter of products that sell fewest units
     units = bought.groupby("product_id")["quantity"].sum()

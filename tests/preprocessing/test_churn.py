@@ -1,4 +1,5 @@
 """Churn risk: leak-free features, labels, bands, the rule fallback, reasons and a real-signal fit."""
+
 from __future__ import annotations
 
 import pickle

@@ -1,4 +1,5 @@
 """CLV: BG/NBD + Gamma-Gamma summary, fits, predictions, outlook and backtest."""
+
 import math
 from pathlib import Path
 
@@ -33,6 +34,7 @@ def _summary(rows, unit="D"):
 
 def _reference_given_alive(r, alpha, a, b, t):
     """Independent check: integrate (1 - (alpha/(alpha+p t))^r)/p against the Beta(a, b) density."""
+
     def integrand(u):  # u = log p, so the Beta density's spike at 0 is spread out
         p = math.exp(u)
         g = -math.expm1(-r * math.log1p(p * t / alpha)) / p
@@ -47,33 +49,37 @@ def _reference_given_alive(r, alpha, a, b, t):
 
 
 def test_rfm_summary_counts_repeat_purchase_days_and_mean_repeat_spend():
-    lines = _lines([
-        ("A", "t1", "2020-01-01 09:00", 10.0),
-        ("A", "t2", "2020-01-01 17:00", 5.0),   # same day: one purchase day worth 15
-        ("A", "t3", "2020-01-11 10:00", 20.0),
-        ("A", "t4", "2020-01-21 10:00", 40.0),
-        ("A", "t5", "2020-01-25 10:00", -40.0),  # a return is not a purchase
-        ("A", "t6", "2020-02-15 10:00", 99.0),   # after as_of: ignored
-        ("B", "t7", "2020-01-30 12:00", 7.0),
-        (None, "t8", "2020-01-30 12:00", 50.0),  # anonymous sale
-    ])
+    lines = _lines(
+        [
+            ("A", "t1", "2020-01-01 09:00", 10.0),
+            ("A", "t2", "2020-01-01 17:00", 5.0),  # same day: one purchase day worth 15
+            ("A", "t3", "2020-01-11 10:00", 20.0),
+            ("A", "t4", "2020-01-21 10:00", 40.0),
+            ("A", "t5", "2020-01-25 10:00", -40.0),  # a return is not a purchase
+            ("A", "t6", "2020-02-15 10:00", 99.0),  # after as_of: ignored
+            ("B", "t7", "2020-01-30 12:00", 7.0),
+            (None, "t8", "2020-01-30 12:00", 50.0),  # anonymous sale
+        ]
+    )
     summary = clv.rfm_summary(lines, as_of="2020-01-31")
     assert list(summary.index) == ["A", "B"]
     a, b = summary.loc["A"], summary.loc["B"]
-    assert a["frequency"] == 2                      # 3 purchase days - 1
-    assert a["recency"] == 20.0                     # Jan 1 -> Jan 21
-    assert a["T"] == 30.0                           # Jan 1 -> Jan 31
+    assert a["frequency"] == 2  # 3 purchase days - 1
+    assert a["recency"] == 20.0  # Jan 1 -> Jan 21
+    assert a["T"] == 30.0  # Jan 1 -> Jan 31
     assert a["monetary_value"] == pytest.approx(30.0)  # (20 + 40) / 2, first day excluded
     assert (b["frequency"], b["recency"], b["T"], b["monetary_value"]) == (0, 0.0, 1.0, 0.0)
     assert summary.attrs["as_of"] == pd.Timestamp("2020-01-31")
 
 
 def test_rfm_summary_defaults_to_latest_day_and_counts_that_whole_day():
-    lines = _lines([
-        ("A", "t1", "2020-01-01 09:00", 10.0),
-        ("A", "t2", "2020-01-08 18:30", 10.0),
-        ("B", "t3", "2020-01-08 08:00", 10.0),
-    ])
+    lines = _lines(
+        [
+            ("A", "t1", "2020-01-01 09:00", 10.0),
+            ("A", "t2", "2020-01-08 18:30", 10.0),
+            ("B", "t3", "2020-01-08 08:00", 10.0),
+        ]
+    )
     summary = clv.rfm_summary(lines)
     assert summary.attrs["as_of"] == pd.Timestamp("2020-01-08")
     assert summary.loc["A", "frequency"] == 1 and summary.loc["A", "T"] == 7.0
@@ -81,8 +87,7 @@ def test_rfm_summary_defaults_to_latest_day_and_counts_that_whole_day():
 
 
 def test_rfm_summary_in_weeks_scales_times_but_still_counts_days():
-    lines = _lines([("A", "t1", "2020-01-01", 1.0), ("A", "t2", "2020-01-02", 1.0),
-                    ("A", "t3", "2020-01-15", 1.0)])
+    lines = _lines([("A", "t1", "2020-01-01", 1.0), ("A", "t2", "2020-01-02", 1.0), ("A", "t3", "2020-01-15", 1.0)])
     summary = clv.rfm_summary(lines, as_of="2020-01-29", freq="W")
     assert summary.loc["A", "frequency"] == 2
     assert summary.loc["A", "recency"] == pytest.approx(2.0)
@@ -119,9 +124,15 @@ def test_conditional_expectation_matches_published_cdnow_customer():
 
 @pytest.mark.parametrize(
     "x, tx, T, t",
-    [(0, 0.0, 200.0, 90.0), (3, 150.0, 300.0, 365.0), (40, 290.0, 300.0, 30.0),
-     # heavy buyers / long horizons: hyp2f1 returns nan or wrong values here, the guard must catch it
-     (200, 300.0, 300.0, 1e4), (1000, 399.0, 400.0, 1e4), (50, 10.0, 400.0, 1e6)],
+    [
+        (0, 0.0, 200.0, 90.0),
+        (3, 150.0, 300.0, 365.0),
+        (40, 290.0, 300.0, 30.0),
+        # heavy buyers / long horizons: hyp2f1 returns nan or wrong values here, the guard must catch it
+        (200, 300.0, 300.0, 1e4),
+        (1000, 399.0, 400.0, 1e4),
+        (50, 10.0, 400.0, 1e6),
+    ],
 )
 def test_conditional_expectation_matches_numerical_integration(x, tx, T, t):
     r, alpha, a, b = CDNOW_DAYS
@@ -207,7 +218,8 @@ def test_fit_in_weeks_gives_the_same_predictions_as_in_days(simulated, fitted):
     head = simulated.head(50)
     np.testing.assert_allclose(
         clv.expected_purchases(bg_weeks, 90 / 7, weeks.head(50)),
-        clv.expected_purchases(bg_days, 90, head), rtol=1e-3,
+        clv.expected_purchases(bg_days, 90, head),
+        rtol=1e-3,
     )
     with pytest.raises(ValueError, match="unit"):
         clv.expected_purchases(bg_weeks, 90, head)
@@ -248,8 +260,7 @@ def test_store_without_dropout_still_fits_and_keeps_customers_alive():
 def test_expected_spend_shrinks_own_mean_towards_population_mean():
     gg = GammaGammaParams(*CDNOW_GG, log_likelihood=0.0, n=0)
     population = 6.25 * 15.44 / (3.74 - 1)
-    spend = clv.expected_spend(gg, _summary([(0, 0.0, 10.0, 0.0), (2, 5.0, 10.0, 100.0),
-                                             (50, 9.0, 10.0, 100.0)]))
+    spend = clv.expected_spend(gg, _summary([(0, 0.0, 10.0, 0.0), (2, 5.0, 10.0, 100.0), (50, 9.0, 10.0, 100.0)]))
     assert spend[0] == pytest.approx(population)
     assert population < spend[1] < spend[2] < 100.0
 
@@ -268,8 +279,14 @@ def test_clv_is_purchases_times_spend_and_discounting_lowers_it():
 def test_score_customers_gives_the_export_columns(fitted, simulated):
     bg, gg = fitted
     scores = clv.score_customers(bg, gg, simulated.head(200))
-    assert list(scores.columns) == ["p_alive", "expected_purchases_30d", "expected_purchases_90d",
-                                    "expected_purchases_365d", "expected_spend", "clv_12m"]
+    assert list(scores.columns) == [
+        "p_alive",
+        "expected_purchases_30d",
+        "expected_purchases_90d",
+        "expected_purchases_365d",
+        "expected_spend",
+        "clv_12m",
+    ]
     assert scores.notna().all().all()
     assert (scores["expected_purchases_30d"] <= scores["expected_purchases_90d"]).all()
     assert (scores["expected_purchases_90d"] <= scores["expected_purchases_365d"]).all()
@@ -301,20 +318,21 @@ def _stationary_lines(n_customers=400, days=420, seed=0):
     start = pd.Timestamp("2020-01-01")
     buys = rng.random((n_customers, days)) < rng.uniform(0.01, 0.07, (n_customers, 1))
     cust, day = np.nonzero(buys)
-    return pd.DataFrame({
-        "customer_id": [f"c{c}" for c in cust],
-        "transaction_id": [f"t{i}" for i in range(len(cust))],
-        "purchase_date": start + pd.to_timedelta(day, unit="D"),
-        "total_amount": rng.gamma(4.0, 10.0, len(cust)),
-    })
+    return pd.DataFrame(
+        {
+            "customer_id": [f"c{c}" for c in cust],
+            "transaction_id": [f"t{i}" for i in range(len(cust))],
+            "purchase_date": start + pd.to_timedelta(day, unit="D"),
+            "total_amount": rng.gamma(4.0, 10.0, len(cust)),
+        }
+    )
 
 
 def test_backtest_compares_forecast_with_what_happened():
     lines = _stationary_lines()
     result = clv.backtest(lines, "2020-10-31", months=6, n_sims=30)
     # The data end on 2021-02-23: February is cut at its 23rd day and later months are left out.
-    assert list(result["month"]) == list(pd.to_datetime(["2020-11-01", "2020-12-01", "2021-01-01",
-                                                         "2021-02-01"]))
+    assert list(result["month"]) == list(pd.to_datetime(["2020-11-01", "2020-12-01", "2021-01-01", "2021-02-01"]))
     assert list(result["days"]) == [30, 31, 31, 23]
     after = lines[lines["purchase_date"] > "2020-10-31"]
     assert result["actual_purchases"].sum() == len(after.drop_duplicates(["customer_id", "purchase_date"]))
@@ -338,8 +356,11 @@ def test_standard_errors_are_calibrated_by_repeated_simulation():
     for rep in range(30):
         T = np.random.default_rng(100 + rep).uniform(180, 540, 3_000)
         sim = clv.simulate_summary(CDNOW_DAYS, T, CDNOW_GG, seed=200 + rep)
-        zs.append(np.concatenate([_z_scores(clv.fit_bgnbd(sim), truth_bg)[0],
-                                  _z_scores(clv.fit_gamma_gamma(sim), truth_gg)[0]]))
+        zs.append(
+            np.concatenate(
+                [_z_scores(clv.fit_bgnbd(sim), truth_bg)[0], _z_scores(clv.fit_gamma_gamma(sim), truth_gg)[0]]
+            )
+        )
     zs = np.array(zs)
     assert np.all(np.abs(zs.mean(axis=0)) < 0.6)
     assert np.all((zs.std(axis=0) > 0.6) & (zs.std(axis=0) < 1.5))
@@ -351,12 +372,14 @@ def uci_lines():
     if not DATA.exists():
         pytest.skip("UCI Online Retail data not present beside the repository")
     raw = pd.read_csv(DATA, dtype={"InvoiceNo": str, "StockCode": str, "CustomerID": str})
-    lines = pd.DataFrame({
-        "customer_id": raw["CustomerID"].str.replace(r"\.0$", "", regex=True),
-        "transaction_id": raw["InvoiceNo"],
-        "purchase_date": pd.to_datetime(raw["InvoiceDate"]),
-        "total_amount": raw["Quantity"] * raw["UnitPrice"],
-    })
+    lines = pd.DataFrame(
+        {
+            "customer_id": raw["CustomerID"].str.replace(r"\.0$", "", regex=True),
+            "transaction_id": raw["InvoiceNo"],
+            "purchase_date": pd.to_datetime(raw["InvoiceDate"]),
+            "total_amount": raw["Quantity"] * raw["UnitPrice"],
+        }
+    )
     return lines[~lines["transaction_id"].str.startswith("C")]  # drop returns
 
 

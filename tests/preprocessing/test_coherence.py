@@ -1,4 +1,5 @@
 """One coherent customer picture: lifecycle status, contradiction shares, store-derived tiers, dead-stock bundles."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,45 +20,54 @@ DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "online_
 
 # ------------------------------------------------------------------------------ lifecycle
 def _customer(recency, gap=30.0, visits=5, active=400, p_alive=np.nan, churn_p=np.nan):
-    return {"recency": recency, "avg_purchase_gap_days": gap, "store_visit_frequency": visits,
-            "active_days": active, "p_alive": p_alive, "churn_probability": churn_p}
+    return {
+        "recency": recency,
+        "avg_purchase_gap_days": gap,
+        "store_visit_frequency": visits,
+        "active_days": active,
+        "p_alive": p_alive,
+        "churn_probability": churn_p,
+    }
 
 
-@pytest.mark.parametrize("row, expected", [
-    (_customer(10), "Active"),
-    (_customer(60), "Active"),  # 2 x gap, but within the 60-day floor
-    (_customer(61), "At risk"),  # past max(1.5 x 30, 60)
-    (_customer(20, churn_p=0.71), "At risk"),  # in rhythm, but High churn band
-    (_customer(20, churn_p=0.70), "Active"),
-    (_customer(180), "At risk"),
-    (_customer(181), "Lapsing"),  # past max(2 x 30, 180)
-    (_customer(181, gap=100.0), "At risk"),  # a slow buyer: max(2 x 100, 180) = 200
-    (_customer(366, p_alive=0.1), "Lost"),  # past max(3 x 30, 365) and P(alive) < 0.2
-    (_customer(366, p_alive=0.2), "Lapsing"),  # long gone by the clock, but the model still sees life
-    (_customer(365, p_alive=0.01), "Lapsing"),
-    (_customer(366), "Lost"),  # no P(alive): the idle rule alone
-    (_customer(400, gap=200.0, p_alive=0.05), "At risk"),  # 2 x 200 = 400 days not passed
-    (_customer(401, gap=200.0, p_alive=0.05), "Lapsing"),  # 3 x 200 = 600 days not reached
-    (_customer(30, gap=0.0, visits=1, active=30), "New"),
-    (_customer(90, gap=0.0, visits=1, active=90, churn_p=0.9), "New"),  # a welcome, not a nudge
-    (_customer(91, gap=0.0, visits=1, active=91), "At risk"),  # one visit: only the floors apply
-    (_customer(200, gap=0.0, visits=1, active=200), "Lapsing"),
-])
+@pytest.mark.parametrize(
+    "row, expected",
+    [
+        (_customer(10), "Active"),
+        (_customer(60), "Active"),  # 2 x gap, but within the 60-day floor
+        (_customer(61), "At risk"),  # past max(1.5 x 30, 60)
+        (_customer(20, churn_p=0.71), "At risk"),  # in rhythm, but High churn band
+        (_customer(20, churn_p=0.70), "Active"),
+        (_customer(180), "At risk"),
+        (_customer(181), "Lapsing"),  # past max(2 x 30, 180)
+        (_customer(181, gap=100.0), "At risk"),  # a slow buyer: max(2 x 100, 180) = 200
+        (_customer(366, p_alive=0.1), "Lost"),  # past max(3 x 30, 365) and P(alive) < 0.2
+        (_customer(366, p_alive=0.2), "Lapsing"),  # long gone by the clock, but the model still sees life
+        (_customer(365, p_alive=0.01), "Lapsing"),
+        (_customer(366), "Lost"),  # no P(alive): the idle rule alone
+        (_customer(400, gap=200.0, p_alive=0.05), "At risk"),  # 2 x 200 = 400 days not passed
+        (_customer(401, gap=200.0, p_alive=0.05), "Lapsing"),  # 3 x 200 = 600 days not reached
+        (_customer(30, gap=0.0, visits=1, active=30), "New"),
+        (_customer(90, gap=0.0, visits=1, active=90, churn_p=0.9), "New"),  # a welcome, not a nudge
+        (_customer(91, gap=0.0, visits=1, active=91), "At risk"),  # one visit: only the floors apply
+        (_customer(200, gap=0.0, visits=1, active=200), "Lapsing"),
+    ],
+)
 def test_lifecycle_status_boundaries(row, expected):
     status = lifecycle_status(pd.DataFrame([row], index=["C1"]))
     assert status.loc["C1"] == expected and list(status.cat.categories) == list(STATUSES)
 
 
 def test_lifecycle_works_without_model_columns_and_keeps_the_index():
-    frame = pd.DataFrame([_customer(10), _customer(400)], index=["A", "B"]).drop(columns=["p_alive",
-                                                                                             "churn_probability"])
+    frame = pd.DataFrame([_customer(10), _customer(400)], index=["A", "B"]).drop(
+        columns=["p_alive", "churn_probability"]
+    )
     assert lifecycle_status(frame).tolist() == ["Active", "Lost"]
 
 
 # ------------------------------------------------------------------------------ coherence
 def test_coherence_counts_both_contradictions():
-    frame = pd.DataFrame({"churn_probability": [0.8, 0.8, 0.2, 0.2, np.nan],
-                          "p_alive": [0.95, 0.5, 0.05, 0.5, 0.99]})
+    frame = pd.DataFrame({"churn_probability": [0.8, 0.8, 0.2, 0.2, np.nan], "p_alive": [0.95, 0.5, 0.05, 0.5, 0.99]})
     assert coherence(frame) == {"n": 4, "high_churn_alive": 0.25, "low_churn_dead": 0.25, "contradictions": 0.5}
 
 
@@ -110,8 +120,9 @@ def test_demo_store_tiers_fit_the_store(demo):
 
 
 def test_derive_bar_rule_on_a_small_frame():
-    features = pd.DataFrame({"frequency": [1, 2, 3, 4, 50], "monetary": [10.0, 20, 30, 40, 12_345],
-                             "recency": [5, 5, 5, 5, 400]})
+    features = pd.DataFrame(
+        {"frequency": [1, 2, 3, 4, 50], "monetary": [10.0, 20, 30, 40, 12_345], "recency": [5, 5, 5, 5, 400]}
+    )
     min_frequency, min_monetary = segmentation.derive_bar(features, share=0.25)
     assert min_frequency == 4 and min_monetary == 32.0  # quantile 0.75 of the four recent: 3.25 -> 4, 32.5 -> 32
     with pytest.raises(ValueError):
@@ -131,8 +142,9 @@ def test_demo_dead_stock_has_ten_suggestions_that_push_only_dead_stock(demo):
 def test_suggestions_on_inline_baskets():
     baskets = {f"T{i}": ["A", "D"] for i in range(12)} | {f"U{i}": ["A", "B"] for i in range(12)}
     baskets |= {f"V{i}": ["B"] for i in range(20)} | {f"W{i}": ["D", "E"] for i in range(3)}
-    lines = pd.DataFrame([(t, p) for t, items in baskets.items() for p in items],
-                         columns=["transaction_id", "product_id"]).assign(quantity=1)
+    lines = pd.DataFrame(
+        [(t, p) for t, items in baskets.items() for p in items], columns=["transaction_id", "product_id"]
+    ).assign(quantity=1)
     dead = pd.DataFrame({"product_id": ["D", "E", "Z"], "stock_value": [50.0, 500.0, 9.0]})
     found = dead_stock_suggestions(lines, dead)
     # E is in only 3 baskets (< 10): no rule; D is pushed next to A; A -> B is never suggested (B sells)
@@ -146,12 +158,17 @@ def uci():
     if not DATA.exists():
         pytest.skip(f"real data not found at {DATA}")
     raw = pd.read_csv(DATA, dtype={"InvoiceNo": str, "StockCode": str, "CustomerID": str})
-    lines = pd.DataFrame({
-        "customer_id": raw["CustomerID"].str.replace(r"\.0$", "", regex=True),
-        "transaction_id": raw["InvoiceNo"], "purchase_date": pd.to_datetime(raw["InvoiceDate"]),
-        "product_id": raw["StockCode"], "product_name": raw["Description"],
-        "quantity": raw["Quantity"].astype(float), "price_per_unit": raw["UnitPrice"].astype(float),
-    })
+    lines = pd.DataFrame(
+        {
+            "customer_id": raw["CustomerID"].str.replace(r"\.0$", "", regex=True),
+            "transaction_id": raw["InvoiceNo"],
+            "purchase_date": pd.to_datetime(raw["InvoiceDate"]),
+            "product_id": raw["StockCode"],
+            "product_name": raw["Description"],
+            "quantity": raw["Quantity"].astype(float),
+            "price_per_unit": raw["UnitPrice"].astype(float),
+        }
+    )
     lines["total_amount"] = lines["quantity"] * lines["price_per_unit"]
     return lines
 

@@ -1,4 +1,5 @@
 """Reading uploaded files, mapping their columns and the row-level report (preprocessing.columns)."""
+
 from __future__ import annotations
 
 import gzip
@@ -15,13 +16,29 @@ import pandas as pd
 import pytest
 
 from preprocessing.columns import (
-    FIELD_SIZE_LIMIT, UNKNOWN_PRODUCT, FileFormatError, Mapping, ValidationState, apply_overrides, detect_mapping,
-    missing_required, read_table, validate_chunk,
+    FIELD_SIZE_LIMIT,
+    UNKNOWN_PRODUCT,
+    FileFormatError,
+    ValidationState,
+    apply_overrides,
+    detect_mapping,
+    missing_required,
+    read_table,
+    validate_chunk,
 )
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-LOYALIST = ["customer_id", "transaction_id", "purchase_date", "product_id", "product_name", "quantity",
-            "price_per_unit", "total_amount", "Mobile"]
+LOYALIST = [
+    "customer_id",
+    "transaction_id",
+    "purchase_date",
+    "product_id",
+    "product_name",
+    "quantity",
+    "price_per_unit",
+    "total_amount",
+    "Mobile",
+]
 UCI = ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country"]
 
 
@@ -41,6 +58,7 @@ def validate(rows: list[list[str]], headers: list[str], kind="transactions", **k
 # ---------------------------------------------------------------------------------------------
 # Reading
 # ---------------------------------------------------------------------------------------------
+
 
 def test_utf8_bom_is_removed_and_ids_stay_text():
     data = "\ufeffcustomer_id,Mobile,qty\n00042,+12025550142,1\n".encode("utf-8")
@@ -134,12 +152,16 @@ def make_xlsx(path: Path, rows: list[list], extra_sheet=False) -> Path:
 
 
 def test_xlsx_cells_become_text_like_the_csv_would_have_them(tmp_path):
-    path = make_xlsx(tmp_path / "sales.xlsx", [
-        ["CustomerID", "InvoiceDate", "UnitPrice", "Quantity", "Mobile", "Day"],
-        [12346.0, datetime(2010, 12, 1, 8, 26), 2.55, 6, "+12025550142", datetime(2011, 1, 5)],
-        [None, None, None, None, None, None],
-        ["00042", datetime(2010, 12, 2, 9, 0), 0.1, 1, 2025550142, datetime(2011, 1, 6)],
-    ], extra_sheet=True)
+    path = make_xlsx(
+        tmp_path / "sales.xlsx",
+        [
+            ["CustomerID", "InvoiceDate", "UnitPrice", "Quantity", "Mobile", "Day"],
+            [12346.0, datetime(2010, 12, 1, 8, 26), 2.55, 6, "+12025550142", datetime(2011, 1, 5)],
+            [None, None, None, None, None, None],
+            ["00042", datetime(2010, 12, 2, 9, 0), 0.1, 1, 2025550142, datetime(2011, 1, 6)],
+        ],
+        extra_sheet=True,
+    )
     table, reader = read_all(path, "sales.xlsx")
     assert reader.format == "xlsx" and reader.sheet_name == "Sales"
     assert "first sheet 'Sales'" in reader.describe() and "'Notes'" in reader.describe()
@@ -189,6 +211,7 @@ def test_bad_files_written_to_disk_are_refused_too(tmp_path):
 # Mapping
 # ---------------------------------------------------------------------------------------------
 
+
 def test_original_columns_are_accepted_as_is():
     mapping = detect_mapping(LOYALIST, "transactions")
     assert mapping.layout == "loyalist"
@@ -200,16 +223,26 @@ def test_original_columns_are_accepted_as_is():
 def test_uci_online_retail_layout():
     mapping = detect_mapping(UCI, "transactions")
     assert mapping.layout == "uci_online_retail"
-    assert dict(mapping) == {"transaction_id": "InvoiceNo", "product_id": "StockCode", "product_name": "Description",
-                             "quantity": "Quantity", "purchase_date": "InvoiceDate", "price_per_unit": "UnitPrice",
-                             "customer_id": "CustomerID"}
+    assert dict(mapping) == {
+        "transaction_id": "InvoiceNo",
+        "product_id": "StockCode",
+        "product_name": "Description",
+        "quantity": "Quantity",
+        "purchase_date": "InvoiceDate",
+        "price_per_unit": "UnitPrice",
+        "customer_id": "CustomerID",
+    }
 
 
 def test_cdnow_layout_needs_no_product_or_transaction_id():
     mapping = detect_mapping(["customer", "date", "quantity", "amount"], "transactions")
     assert mapping.layout == "cdnow"
-    assert dict(mapping) == {"customer_id": "customer", "purchase_date": "date", "quantity": "quantity",
-                             "total_amount": "amount"}
+    assert dict(mapping) == {
+        "customer_id": "customer",
+        "purchase_date": "date",
+        "quantity": "quantity",
+        "total_amount": "amount",
+    }
     assert missing_required(mapping, "transactions") == []
 
 
@@ -217,34 +250,59 @@ def test_synonyms_ignore_case_spaces_and_underscores():
     headers = ["Order ID", "Order Date", "SKU", "Item Name", "QTY", "Unit_Price", "Client", "Cell", "Promo Code"]
     mapping = detect_mapping(headers, "transactions")
     assert mapping.layout == "generic"
-    assert dict(mapping) == {"transaction_id": "Order ID", "purchase_date": "Order Date", "product_id": "SKU",
-                             "product_name": "Item Name", "quantity": "QTY", "price_per_unit": "Unit_Price",
-                             "customer_id": "Client", "phone": "Cell", "coupon_code": "Promo Code"}
+    assert dict(mapping) == {
+        "transaction_id": "Order ID",
+        "purchase_date": "Order Date",
+        "product_id": "SKU",
+        "product_name": "Item Name",
+        "quantity": "QTY",
+        "price_per_unit": "Unit_Price",
+        "customer_id": "Client",
+        "phone": "Cell",
+        "coupon_code": "Promo Code",
+    }
 
 
 def test_missing_required_columns_are_named():
     mapping = detect_mapping(["date", "qty", "colour"], "transactions")
     assert missing_required(mapping, "transactions") == [
-        "price_per_unit or total_amount", "transaction_id or customer_id", "product_id or product_name"]
+        "price_per_unit or total_amount",
+        "transaction_id or customer_id",
+        "product_id or product_name",
+    ]
     assert missing_required(detect_mapping(["sku", "stock"], "stock"), "stock") == ["total_sold"]
     assert missing_required(detect_mapping(["Name", "Phone"], "customers"), "customers") == ["customer_id"]
 
 
 def test_stock_and_customer_files_are_mapped():
     stock = detect_mapping(["Product Name", "Initial Stock", "Total Sold", "Price"], "stock")
-    assert dict(stock) == {"product_name": "Product Name", "initial_stock": "Initial Stock",
-                           "total_sold": "Total Sold", "price": "Price"}
-    customers = detect_mapping(["customer_id", "first_name", "last_name", "Mobile", "E-mail", "SMS consent"],
-                               "customers")
-    assert dict(customers) == {"customer_id": "customer_id", "first_name": "first_name", "last_name": "last_name",
-                               "phone": "Mobile", "email": "E-mail", "sms_consent": "SMS consent"}
+    assert dict(stock) == {
+        "product_name": "Product Name",
+        "initial_stock": "Initial Stock",
+        "total_sold": "Total Sold",
+        "price": "Price",
+    }
+    customers = detect_mapping(
+        ["customer_id", "first_name", "last_name", "Mobile", "E-mail", "SMS consent"], "customers"
+    )
+    assert dict(customers) == {
+        "customer_id": "customer_id",
+        "first_name": "first_name",
+        "last_name": "last_name",
+        "phone": "Mobile",
+        "email": "E-mail",
+        "sms_consent": "SMS consent",
+    }
 
 
 def test_manager_can_correct_the_mapping():
     headers = ["when", "qty", "paid", "who", "what"]
     mapping = detect_mapping(headers, "transactions")
-    fixed = apply_overrides(mapping, headers, {"when": "purchase_date", "paid": "total_amount", "who": "customer_id",
-                                               "what": "product_name"})
+    fixed = apply_overrides(
+        mapping,
+        headers,
+        {"when": "purchase_date", "paid": "total_amount", "who": "customer_id", "what": "product_name"},
+    )
     assert missing_required(fixed, "transactions") == []
     assert fixed["purchase_date"] == "when"
     unmapped = apply_overrides(fixed, headers, {"what": ""})
@@ -258,6 +316,7 @@ def test_manager_can_correct_the_mapping():
 # ---------------------------------------------------------------------------------------------
 # Validation
 # ---------------------------------------------------------------------------------------------
+
 
 def test_report_lists_row_column_value_and_reason():
     rows = [
@@ -286,8 +345,9 @@ def test_report_uses_the_files_own_column_names():
 
 
 def test_typed_canonical_rows():
-    clean, errors = validate([["00042", "T9", "2026-03-01 09:15:00", "P1", "Blue Mug", "3", "$1,234.50", "", ""]],
-                             LOYALIST)
+    clean, errors = validate(
+        [["00042", "T9", "2026-03-01 09:15:00", "P1", "Blue Mug", "3", "$1,234.50", "", ""]], LOYALIST
+    )
     assert errors.empty
     row = clean.iloc[0]
     assert row["customer_id"] == "00042"  # leading zeros survive
@@ -314,8 +374,10 @@ def test_lines_without_customer_are_kept_as_anonymous_sales():
 
 
 def test_uci_cancellations_become_returns():
-    rows = [["C536379", "D", "Discount", "-1", "2010-12-01 09:41:00", "27.50", "14527.0", "UK"],
-            ["C536383", "35004C", "LANTERN", "1", "2010-12-01 09:49:00", "4.65", "15311.0", "UK"]]
+    rows = [
+        ["C536379", "D", "Discount", "-1", "2010-12-01 09:41:00", "27.50", "14527.0", "UK"],
+        ["C536383", "35004C", "LANTERN", "1", "2010-12-01 09:49:00", "4.65", "15311.0", "UK"],
+    ]
     clean, errors = validate(rows, UCI)
     assert errors.empty
     assert clean["quantity"].tolist() == [-1.0, -1.0]
@@ -329,8 +391,11 @@ def test_negative_total_makes_a_return_line():
 
 
 def test_cdnow_transaction_is_customer_and_date():
-    rows = [["00001", "19970101", "1", "11.77"], ["00001", "19970101", "2", "5.00"],
-            ["00002", "19970112", "5", "77.00"]]
+    rows = [
+        ["00001", "19970101", "1", "11.77"],
+        ["00001", "19970101", "2", "5.00"],
+        ["00002", "19970112", "5", "77.00"],
+    ]
     clean, errors = validate(rows, ["customer", "date", "quantity", "amount"])
     assert errors.empty
     assert clean["transaction_id"].tolist() == ["00001@1997-01-01", "00001@1997-01-01", "00002@1997-01-12"]
@@ -342,10 +407,20 @@ def test_line_no_counts_identical_lines_across_chunks():
     headers = ["invoice", "date", "sku", "qty", "price", "customer"]
     mapping = detect_mapping(headers, "transactions")
     state = ValidationState()
-    first = pd.DataFrame([["A", "2026-01-01", "P1", "1", "2", "C"], ["A", "2026-01-01", "P1", "1", "2", "C"],
-                          ["A", "2026-01-01", "P2", "1", "2", "C"]], columns=headers, dtype=object)
-    second = pd.DataFrame([["A", "2026-01-01", "P1", "1", "2", "C"], ["B", "2026-01-01", "P1", "1", "2", "C"]],
-                          columns=headers, dtype=object)
+    first = pd.DataFrame(
+        [
+            ["A", "2026-01-01", "P1", "1", "2", "C"],
+            ["A", "2026-01-01", "P1", "1", "2", "C"],
+            ["A", "2026-01-01", "P2", "1", "2", "C"],
+        ],
+        columns=headers,
+        dtype=object,
+    )
+    second = pd.DataFrame(
+        [["A", "2026-01-01", "P1", "1", "2", "C"], ["B", "2026-01-01", "P1", "1", "2", "C"]],
+        columns=headers,
+        dtype=object,
+    )
     c1, _ = validate_chunk(first, mapping, "transactions", start_row=2, state=state)
     c2, _ = validate_chunk(second, mapping, "transactions", start_row=5, state=state)
     assert c1["line_no"].tolist() == [1, 2, 1]
@@ -354,22 +429,28 @@ def test_line_no_counts_identical_lines_across_chunks():
 
 
 def test_a_bad_row_keeps_its_line_number_so_a_fixed_reimport_matches():
-    rows = [["A", "2026-01-01", "P1", "1", "2"], ["A", "2026-01-01", "P1", "x", "2"],
-            ["A", "2026-01-01", "P1", "1", "2"]]
+    rows = [
+        ["A", "2026-01-01", "P1", "1", "2"],
+        ["A", "2026-01-01", "P1", "x", "2"],
+        ["A", "2026-01-01", "P1", "1", "2"],
+    ]
     clean, errors = validate(rows, ["invoice", "date", "sku", "qty", "price"])
     assert errors["row"].tolist() == [3]
     assert clean["line_no"].tolist() == [1, 3]
 
 
-@pytest.mark.parametrize("values, region, expected", [
-    (["03/04/2026 10:00", "12/25/2026 09:30"], "US", ["2026-03-04 10:00", "2026-12-25 09:30"]),
-    (["03/04/2026", "25/12/2026"], "US", ["2026-04-03", "2026-12-25"]),  # a day > 12 settles it
-    (["03/04/2026", "05/06/2026"], "GB", ["2026-04-03", "2026-06-05"]),  # ambiguous: the region decides
-    (["12/1/2010 8:26", "1/13/2011 14:05"], "US", ["2010-12-01 08:26", "2011-01-13 14:05"]),  # UCI original
-    (["2026-01-05T10:00:00+02:00", "2026-01-05"], "US", ["2026-01-05 10:00", "2026-01-05"]),
-    (["19970101", "19970225"], "US", ["1997-01-01", "1997-02-25"]),
-    (["05.01.2026 10:00", "31.12.2025"], "DE", ["2026-01-05 10:00", "2025-12-31"]),
-])
+@pytest.mark.parametrize(
+    "values, region, expected",
+    [
+        (["03/04/2026 10:00", "12/25/2026 09:30"], "US", ["2026-03-04 10:00", "2026-12-25 09:30"]),
+        (["03/04/2026", "25/12/2026"], "US", ["2026-04-03", "2026-12-25"]),  # a day > 12 settles it
+        (["03/04/2026", "05/06/2026"], "GB", ["2026-04-03", "2026-06-05"]),  # ambiguous: the region decides
+        (["12/1/2010 8:26", "1/13/2011 14:05"], "US", ["2010-12-01 08:26", "2011-01-13 14:05"]),  # UCI original
+        (["2026-01-05T10:00:00+02:00", "2026-01-05"], "US", ["2026-01-05 10:00", "2026-01-05"]),
+        (["19970101", "19970225"], "US", ["1997-01-01", "1997-02-25"]),
+        (["05.01.2026 10:00", "31.12.2025"], "DE", ["2026-01-05 10:00", "2025-12-31"]),
+    ],
+)
 def test_date_formats(values, region, expected):
     rows = [["C1", v, "1", "1.00"] for v in values]
     clean, errors = validate(rows, ["customer", "date", "quantity", "amount"], default_region=region)
@@ -382,17 +463,26 @@ def test_date_format_chosen_on_the_first_chunk_holds_for_the_file():
     mapping = detect_mapping(headers, "transactions")
     state = ValidationState()
     first = pd.DataFrame([["C1", "25/12/2026", "1", "1"]], columns=headers, dtype=object)
-    later = pd.DataFrame([["C1", "03/04/2026", "1", "1"], ["C1", "2026-04-03", "1", "1"]],
-                         columns=headers, dtype=object)
+    later = pd.DataFrame(
+        [["C1", "03/04/2026", "1", "1"], ["C1", "2026-04-03", "1", "1"]], columns=headers, dtype=object
+    )
     validate_chunk(first, mapping, "transactions", start_row=2, state=state)
     clean, errors = validate_chunk(later, mapping, "transactions", start_row=3, state=state)
     assert clean["purchase_date"].tolist() == [pd.Timestamp("2026-04-03")]
     assert errors[["row", "reason"]].values.tolist() == [[4, "unparseable date (expected DD/MM/YYYY)"]]
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("1,234.50", 1234.5), ("$12.00", 12.0), ("€ 3", 3.0), ("(2.50)", -2.5), (" 7 ", 7.0), ("1e3", 1000.0),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("1,234.50", 1234.5),
+        ("$12.00", 12.0),
+        ("€ 3", 3.0),
+        ("(2.50)", -2.5),
+        (" 7 ", 7.0),
+        ("1e3", 1000.0),
+    ],
+)
 def test_amounts_with_symbols_and_separators(raw, expected):
     clean, errors = validate([["C1", "2026-01-01", "1", raw]], ["customer", "date", "quantity", "amount"])
     assert errors.empty
@@ -405,25 +495,35 @@ def test_decimal_comma_column():
     assert clean["total_amount"].tolist() == [3.5, 1234.56, 12.0]
 
 
-@pytest.mark.parametrize("raw, region, expected", [
-    ("(202) 555-0142", "US", "+12025550142"), ("202.555.0142", "US", "+12025550142"),
-    ("12025550142.0", "US", "+12025550142"), ("+1 415 555 0150", "GB", "+14155550150"),
-    ("020 7946 0321", "GB", "+442079460321"),
-])
+@pytest.mark.parametrize(
+    "raw, region, expected",
+    [
+        ("(202) 555-0142", "US", "+12025550142"),
+        ("202.555.0142", "US", "+12025550142"),
+        ("12025550142.0", "US", "+12025550142"),
+        ("+1 415 555 0150", "GB", "+14155550150"),
+        ("020 7946 0321", "GB", "+442079460321"),
+    ],
+)
 def test_phones_become_e164_with_the_store_region(raw, region, expected):
-    clean, errors = validate([["C1", "Ann", raw]], ["customer_id", "name", "phone"], kind="customers",
-                             default_region=region)
+    clean, errors = validate(
+        [["C1", "Ann", raw]], ["customer_id", "name", "phone"], kind="customers", default_region=region
+    )
     assert errors.empty
     assert clean["phone"].iloc[0] == expected
 
 
 def test_invalid_phone_refuses_a_customer_row_but_not_a_purchase():
-    customers, errors = validate([["C1", "Ann", "+44 7700 900123"], ["C2", "Bob", "+1 202 555 0142"]],
-                                 ["customer_id", "name", "phone"], kind="customers")
+    customers, errors = validate(
+        [["C1", "Ann", "+44 7700 900123"], ["C2", "Bob", "+1 202 555 0142"]],
+        ["customer_id", "name", "phone"],
+        kind="customers",
+    )
     assert customers["customer_id"].tolist() == ["C2"]
     assert customers["phone_type"].tolist() == ["fixed_line_or_mobile"]
     assert errors[["row", "column", "reason", "level"]].values.tolist() == [
-        [2, "phone", "invalid phone number (region US)", "error"]]
+        [2, "phone", "invalid phone number (region US)", "error"]
+    ]
     lines, report = validate([["C1", "T1", "2026-01-01", "P1", "Mug", "1", "2", "2", "+44 7700 900123"]], LOYALIST)
     assert len(lines) == 1 and lines["phone"].isna().all()
     assert report["level"].tolist() == ["warning"]
@@ -431,11 +531,13 @@ def test_invalid_phone_refuses_a_customer_row_but_not_a_purchase():
 
 def test_customers_file_names_consent_and_email():
     headers = ["customer_id", "first_name", "last_name", "phone", "email", "sms_consent", "sms_consent_date"]
-    rows = [["C1", "Ann", "Lee", "2025550142", "ann@example.com", "Yes", "2026-01-02"],
-            ["C2", "Bob", "", "", "not-an-email", "no", ""],
-            ["C3", "", "", "", "", "", ""],
-            ["C4", "Cy", "Ng", "", "", "maybe", ""],
-            ["", "Dee", "", "", "", "", ""]]
+    rows = [
+        ["C1", "Ann", "Lee", "2025550142", "ann@example.com", "Yes", "2026-01-02"],
+        ["C2", "Bob", "", "", "not-an-email", "no", ""],
+        ["C3", "", "", "", "", "", ""],
+        ["C4", "Cy", "Ng", "", "", "maybe", ""],
+        ["", "Dee", "", "", "", "", ""],
+    ]
     clean, errors = validate(rows, headers, kind="customers")
     assert clean["customer_id"].tolist() == ["C1", "C2", "C3"]
     assert clean["name"].tolist()[:2] == ["Ann Lee", "Bob"] and pd.isna(clean["name"].iloc[2])
@@ -445,7 +547,8 @@ def test_customers_file_names_consent_and_email():
     assert errors[["row", "column", "reason", "level"]].values.tolist() == [
         [3, "email", "invalid email address (customer kept without it)", "warning"],
         [5, "sms_consent", "sms_consent must be yes or no", "error"],
-        [6, "customer_id", "missing required value", "error"]]
+        [6, "customer_id", "missing required value", "error"],
+    ]
 
 
 def test_stock_file_validation():
@@ -453,9 +556,13 @@ def test_stock_file_validation():
     rows = [["Blue Mug", "100", "40", "12.99"], ["", "10", "1", ""], ["Jam", "-5", "1", "3"], ["Tea", "ten", "1", "3"]]
     clean, errors = validate(rows, headers, kind="stock")
     assert clean[["product_id", "initial_stock", "total_sold", "price"]].values.tolist() == [
-        ["Blue Mug", 100, 40, 12.99]]
+        ["Blue Mug", 100, 40, 12.99]
+    ]
     assert errors[["row", "reason"]].values.tolist() == [
-        [3, "missing required value (product)"], [4, "negative value"], [5, "not a number"]]
+        [3, "missing required value (product)"],
+        [4, "negative value"],
+        [5, "not a number"],
+    ]
 
 
 def test_every_row_is_either_clean_or_reported():
@@ -463,7 +570,7 @@ def test_every_row_is_either_clean_or_reported():
     good = ["C1", "T1", "2026-01-05 10:00:00", "P1", "Mug", "2", "3.50", "7.00", ""]
     bad_values = {"purchase_date": "nope", "quantity": "x", "price_per_unit": "?", "product_id": ""}
     rows = []
-    for i in range(200):
+    for _ in range(200):
         row = list(good)
         if rng.random() < 0.3:
             col = list(bad_values)[rng.integers(0, 4)]
@@ -479,14 +586,20 @@ def test_every_row_is_either_clean_or_reported():
 
 def test_importing_columns_does_not_import_flask():
     code = "import sys, preprocessing.columns, preprocessing.synthetic; print('flask' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[2])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert out.stdout.strip() == "False"
 
 
 # ---------------------------------------------------------------------------------------------
 # Real data
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_uci_online_retail_end_to_end():

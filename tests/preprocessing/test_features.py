@@ -1,4 +1,5 @@
 """Per-customer features: hand-computed answers on tiny frames, a reference cross-check, real data."""
+
 from __future__ import annotations
 
 import subprocess

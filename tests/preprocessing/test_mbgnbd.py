@@ -1,4 +1,5 @@
 """Modified BG/NBD: parameter recovery, closed forms against the `lifetimes` reference, Monte-Carlo."""
+
 from __future__ import annotations
 
 import pickle
@@ -13,14 +14,42 @@ from preprocessing.clv.mbgnbd import _MBGNBDLikelihood
 # Reference numbers produced by lifetimes 0.11.3 (ModifiedBetaGeoFitter; numpy 2.4.6, pandas 3.1.1,
 # scipy 1.17.1) in a throw-away venv — lifetimes is not a dependency of Loyalist.
 REF_PARAMS = (0.6, 25.0, 0.8, 3.0)
-REF_ROWS = [(0, 0.0, 30.0), (0, 0.0, 365.0), (1, 10.0, 200.0), (3, 150.0, 160.0), (3, 40.0, 300.0),
-            (12, 400.0, 410.0), (25, 280.0, 700.0)]
-REF_P_ALIVE = [0.7002904678865947, 0.4190664915651434, 0.20298104960030625, 0.8599472070741623,
-               0.022333660534481624, 0.933277308968584, 8.269722943105652e-09]
-REF_COND_90 = [0.5798869144592348, 0.05634143636960334, 0.12160991971617409, 1.3594706267485623,
-               0.020946747970335862, 2.2847939637368806, 2.5187916788410002e-08]
-REF_COND_365 = [1.7525480688628097, 0.21152099183160122, 0.42224418237481365, 4.412338117091725,
-                0.07319405288539928, 7.938717400962822, 9.138316902523055e-08]
+REF_ROWS = [
+    (0, 0.0, 30.0),
+    (0, 0.0, 365.0),
+    (1, 10.0, 200.0),
+    (3, 150.0, 160.0),
+    (3, 40.0, 300.0),
+    (12, 400.0, 410.0),
+    (25, 280.0, 700.0),
+]
+REF_P_ALIVE = [
+    0.7002904678865947,
+    0.4190664915651434,
+    0.20298104960030625,
+    0.8599472070741623,
+    0.022333660534481624,
+    0.933277308968584,
+    8.269722943105652e-09,
+]
+REF_COND_90 = [
+    0.5798869144592348,
+    0.05634143636960334,
+    0.12160991971617409,
+    1.3594706267485623,
+    0.020946747970335862,
+    2.2847939637368806,
+    2.5187916788410002e-08,
+]
+REF_COND_365 = [
+    1.7525480688628097,
+    0.21152099183160122,
+    0.42224418237481365,
+    4.412338117091725,
+    0.07319405288539928,
+    7.938717400962822,
+    9.138316902523055e-08,
+]
 REF_UNCOND = {30.0: 0.49819477665562284, 365.0: 3.3380690141131972}
 # On _ref_sample(): lifetimes' log-likelihood at REF_PARAMS and its own maximum-likelihood fit.
 REF_LL_AT_PARAMS = -33172.09276573231
@@ -50,8 +79,9 @@ def test_closed_forms_match_lifetimes():
     np.testing.assert_allclose(clv.p_alive(params, rows), REF_P_ALIVE, rtol=1e-9)
     np.testing.assert_allclose(clv.expected_purchases(params, 90, rows), REF_COND_90, rtol=1e-8)
     np.testing.assert_allclose(clv.expected_purchases(params, 365, rows), REF_COND_365, rtol=1e-8)
-    np.testing.assert_allclose(clv.unconditional_expected_purchases(params, [30.0, 365.0]),
-                               list(REF_UNCOND.values()), rtol=1e-9)
+    np.testing.assert_allclose(
+        clv.unconditional_expected_purchases(params, [30.0, 365.0]), list(REF_UNCOND.values()), rtol=1e-9
+    )
 
 
 def test_likelihood_and_fit_match_lifetimes():

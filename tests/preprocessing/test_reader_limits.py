@@ -1,4 +1,5 @@
 """The reader refuses what would corrupt or stall an import: rows longer than the header, gzip bombs, giant files."""
+
 from __future__ import annotations
 
 import gzip
@@ -18,8 +19,14 @@ def read_all(data: bytes, name: str = "upload.csv", **kwargs):
 @pytest.mark.parametrize("sep, word", [(",", "comma"), ("\t", "tab")])
 def test_a_first_data_row_longer_than_the_header_is_refused_not_shifted(sep, word):
     # pandas used to read the extra leading field as an index: customer ids "Smith", "Jane Doe", ...
-    data = sep.join(["customer_id", "name", "phone"]) + "\n" + sep.join(["RR1", "Smith", " John", "+12025550101"]) \
-        + "\n" + sep.join(["RR2", "Jane Doe", "+12025550102"]) + "\n"
+    data = (
+        sep.join(["customer_id", "name", "phone"])
+        + "\n"
+        + sep.join(["RR1", "Smith", " John", "+12025550101"])
+        + "\n"
+        + sep.join(["RR2", "Jane Doe", "+12025550102"])
+        + "\n"
+    )
     with pytest.raises(FileFormatError) as caught:
         read_all(data.encode())
     assert "Row 2 has 4 values but the header has 3 columns" in caught.value.message

@@ -1,4 +1,5 @@
 """Loyalty tiers: eligibility bar, value-ordered tiers, scoring, progress gaps."""
+
 from __future__ import annotations
 
 import pickle
@@ -167,11 +168,12 @@ def test_next_tier_gap_is_distance_to_lowest_member_above():
         frequency=[20] * 8,
         ids=["p1", "p2", "g1", "g2", "g3", "b1", "b2", "none"],
     )
-    tiers = pd.Series(["Platinum", "Platinum", "Gold", "Gold", "Gold", "Bronze", "Bronze", np.nan], index=f.index, dtype="str")
+    tiers = pd.Series(
+        ["Platinum", "Platinum", "Gold", "Gold", "Gold", "Bronze", "Bronze", np.nan], index=f.index, dtype="str"
+    )
     gap = next_tier_gap(f, tiers)
     assert np.isnan(gap["p1"]) and np.isnan(gap["p2"])  # top tier: nothing above
     assert gap["g1"] == 30_000 and gap["g2"] == 35_000  # lowest Platinum spends 80,000
     assert gap["g3"] == 0  # already out-spends a Platinum member
     assert gap["b1"] == 35_000 and gap["b2"] == 33_000  # lowest Gold spends 45,000
     assert np.isnan(gap["none"])
-

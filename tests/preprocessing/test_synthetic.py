@@ -1,4 +1,5 @@
 """The deterministic demo store and sample files (preprocessing.synthetic)."""
+
 from __future__ import annotations
 
 from datetime import date
@@ -9,7 +10,13 @@ import pytest
 
 from preprocessing.columns import ValidationState, detect_mapping, missing_required, read_table, validate_chunk
 from preprocessing.synthetic import (
-    BUNDLE_DEAD_STOCK, BUNDLES, STOCK_COLUMNS, TRANSACTION_COLUMNS, generate_lines, generate_store, write_demo,
+    BUNDLE_DEAD_STOCK,
+    BUNDLES,
+    STOCK_COLUMNS,
+    TRANSACTION_COLUMNS,
+    generate_lines,
+    generate_store,
+    write_demo,
 )
 
 
@@ -40,7 +47,10 @@ def test_demo_size_and_layout(store):
     assert tx["purchase_date"].max() <= pd.Timestamp(date(2026, 10, 31)) + pd.Timedelta(days=1)
     assert set(tx["store"]) == {"Downtown", "Harbor", "Uptown"}
     assert dict(zip(store["stores"]["store"], store["stores"]["timezone"])) == {
-        "Downtown": "America/New_York", "Harbor": "America/Chicago", "Uptown": "America/Los_Angeles"}
+        "Downtown": "America/New_York",
+        "Harbor": "America/Chicago",
+        "Uptown": "America/Los_Angeles",
+    }
 
 
 def test_popularity_is_skewed(store):

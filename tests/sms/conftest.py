@@ -26,8 +26,7 @@ from fake_twilio import AUTH_TOKEN, FakeTwilio  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 PRISM_BIN = ROOT / "node_modules" / ".bin" / "prism"
 # Twilio's OpenAPI description of API v2010, as shipped by the npm package @twilio-alpha/mcp.
-TWILIO_SPEC = (ROOT / "node_modules" / "@twilio-alpha" / "mcp" / "twilio-oai" / "spec" / "json"
-               / "twilio_api_v2010.json")
+TWILIO_SPEC = ROOT / "node_modules" / "@twilio-alpha" / "mcp" / "twilio-oai" / "spec" / "json" / "twilio_api_v2010.json"
 
 
 def _free_port() -> int:
@@ -53,7 +52,10 @@ def prism():
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
         [str(PRISM_BIN), "mock", str(TWILIO_SPEC), "-h", "127.0.0.1", "-p", str(port)],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"

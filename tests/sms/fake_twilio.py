@@ -38,8 +38,7 @@ ERROR_MESSAGES = {
     20003: "Authentication Error - invalid username",
     20429: "Too Many Requests",
     21211: "The 'To' number is not a valid phone number.",
-    21408: "Permission to send an SMS has not been enabled for the region indicated by "
-           "the 'To' number",
+    21408: "Permission to send an SMS has not been enabled for the region indicated by the 'To' number",
     21610: "Attempt to send to unsubscribed recipient",
     21614: "'To' number is not a valid mobile number",
 }
@@ -89,8 +88,7 @@ class FakeTwilio:
         return f"http://{host}:{port}"
 
     def start(self) -> FakeTwilio:
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
         return self
 
@@ -170,8 +168,7 @@ class FakeTwilio:
             "price_unit": "USD",
             "sid": sid,
             "status": "queued" if form.get("From") else "accepted",
-            "subresource_uris": {
-                "media": f"/2010-04-01/Accounts/{account}/Messages/{sid}/Media.json"},
+            "subresource_uris": {"media": f"/2010-04-01/Accounts/{account}/Messages/{sid}/Media.json"},
             "to": form.get("To"),
             "uri": f"/2010-04-01/Accounts/{account}/Messages/{sid}.json",
         }
@@ -204,12 +201,15 @@ class FakeTwilio:
                 self.wfile.write(data)
 
             def _error(self, status: int, code: int | None, message: str | None = None) -> None:
-                self._json(status, {
-                    "code": code,
-                    "message": message or ERROR_MESSAGES.get(code, f"HTTP {status}"),
-                    "more_info": f"https://www.twilio.com/docs/errors/{code}" if code else None,
-                    "status": status,
-                })
+                self._json(
+                    status,
+                    {
+                        "code": code,
+                        "message": message or ERROR_MESSAGES.get(code, f"HTTP {status}"),
+                        "more_info": f"https://www.twilio.com/docs/errors/{code}" if code else None,
+                        "status": status,
+                    },
+                )
 
             def _route(self) -> str | None:
                 match = MESSAGES_PATH.match(urlsplit(self.path).path)
@@ -229,12 +229,25 @@ class FakeTwilio:
                 query = parse_qs(urlsplit(self.path).query)
                 to = query.get("To", [None])[0]
                 with fake._lock:
-                    found = [m for m in reversed(fake.messages)
-                             if m["account_sid"] == account and (to is None or m["to"] == to)]
-                self._json(200, {"messages": found, "page": 0, "page_size": len(found) or 50,
-                                 "first_page_uri": self.path, "next_page_uri": None,
-                                 "previous_page_uri": None, "uri": self.path, "start": 0,
-                                 "end": max(len(found) - 1, 0)})
+                    found = [
+                        m
+                        for m in reversed(fake.messages)
+                        if m["account_sid"] == account and (to is None or m["to"] == to)
+                    ]
+                self._json(
+                    200,
+                    {
+                        "messages": found,
+                        "page": 0,
+                        "page_size": len(found) or 50,
+                        "first_page_uri": self.path,
+                        "next_page_uri": None,
+                        "previous_page_uri": None,
+                        "uri": self.path,
+                        "start": 0,
+                        "end": max(len(found) - 1, 0),
+                    },
+                )
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
@@ -244,17 +257,26 @@ class FakeTwilio:
                 account = match["account"] if match else ""
                 authorized = fake._authorized(self.headers.get("Authorization"), account)
                 with fake._lock:
-                    fake.requests.append(RecordedRequest(
-                        account_sid=account, to=form.get("To"), body=form.get("Body"),
-                        from_=form.get("From"),
-                        messaging_service_sid=form.get("MessagingServiceSid"),
-                        status_callback=form.get("StatusCallback"), authorized=authorized,
-                        form=form))
+                    fake.requests.append(
+                        RecordedRequest(
+                            account_sid=account,
+                            to=form.get("To"),
+                            body=form.get("Body"),
+                            from_=form.get("From"),
+                            messaging_service_sid=form.get("MessagingServiceSid"),
+                            status_callback=form.get("StatusCallback"),
+                            authorized=authorized,
+                            form=form,
+                        )
+                    )
                 if self._route() is None:
                     return
                 if not form.get("To") or not (form.get("From") or form.get("MessagingServiceSid")):
-                    self._error(400, 21604 if not form.get("To") else 21603,
-                                "A 'To' and a 'From' or 'MessagingServiceSid' are required")
+                    self._error(
+                        400,
+                        21604 if not form.get("To") else 21603,
+                        "A 'To' and a 'From' or 'MessagingServiceSid' are required",
+                    )
                     return
                 rule = fake._next_rule(form.get("To"))
                 if rule is not None and rule.kind == "error":

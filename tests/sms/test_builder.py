@@ -1,4 +1,5 @@
 """The campaign builder: live counts, preview and segments, exclusions shown = applied, roles, the whole path."""
+
 from __future__ import annotations
 
 import re
@@ -28,6 +29,7 @@ def opted_in(make_customer, store):
         kw.setdefault("sms_consent_at", datetime(2025, 1, 1, tzinfo=timezone.utc))
         kw.setdefault("sms_consent_source", "import")
         return make_customer(kw.pop("store", store), **kw)
+
     return make
 
 
@@ -52,10 +54,24 @@ def mixed_audience(opted_in, make_customer, store):
 
 def builder_data(**overrides):
     tomorrow = (datetime.now(NY) + timedelta(days=20)).date().isoformat()
-    data = {"name": "Win back", "segment": "", "band": "High", "tier": "", "store": "Corner Shop",
-            "min_recency": "", "max_recency": "", "days_since_sms": "", "q": "", "consent": "",
-            "template": "Hi {first_name}, 20% off with {code} until {expires}", "control": "0", "when": "now",
-            "send_at": "", "expires": tomorrow, "action": "create"}
+    data = {
+        "name": "Win back",
+        "segment": "",
+        "band": "High",
+        "tier": "",
+        "store": "Corner Shop",
+        "min_recency": "",
+        "max_recency": "",
+        "days_since_sms": "",
+        "q": "",
+        "consent": "",
+        "template": "Hi {first_name}, 20% off with {code} until {expires}",
+        "control": "0",
+        "when": "now",
+        "send_at": "",
+        "expires": tomorrow,
+        "action": "create",
+    }
     data.update(overrides)
     return data
 
@@ -67,6 +83,7 @@ def preview(client, **fields):
 
 
 # --- segment counting through the builder ------------------------------------------------------
+
 
 def exact(text_len: int, filler: str = "a", extra: str = "") -> str:
     """A template whose rendered body is exactly itself (it names the sender and says how to stop)."""
@@ -123,8 +140,11 @@ def test_preview_renders_real_customers_of_the_audience(client, login_as, opted_
     data = preview(client, template="Hi {first_name}, {tier}: {reward}. Code {code}").get_json()
     assert len(data["previews"]) == 1 and not data["example"]
     body = data["previews"][0]["body"]
-    assert re.fullmatch(r"CornerShop: Hi Zoë, Gold: 20% discount \+ free shipping\. Code [2-9A-Z]{10}\. "
-                        r"Reply STOP to opt out", body)
+    assert re.fullmatch(
+        r"CornerShop: Hi Zoë, Gold: 20% discount \+ free shipping\. Code [2-9A-Z]{10}\. "
+        r"Reply STOP to opt out",
+        body,
+    )
     assert data["ucs2_chars"] == ["ë"]  # the customer's name forces UCS-2: the warning names it
 
 
@@ -137,13 +157,19 @@ def test_unknown_placeholder_is_an_error_in_the_preview(client, login_as, opted_
 
 # --- exclusions shown = exclusions applied ------------------------------------------------------
 
+
 def test_exclusions_shown_before_creation_equal_those_applied(client, login_as, opted_in, make_customer, store, db):
     mixed_audience(opted_in, make_customer, store)
     login_as("admin")
     shown = client.get("/campaigns/audience?band=High&store=Corner+Shop&control=34").get_json()
     assert (shown["total"], shown["eligible"], shown["control"], shown["messages"]) == (8, 3, 1, 2)
     assert {e["key"]: e["count"] for e in shown["exclusions"]} == {
-        "opted_out": 1, "no_opt_in": 1, "no_valid_phone": 1, "landline": 1, "frequency_cap": 1}
+        "opted_out": 1,
+        "no_opt_in": 1,
+        "no_valid_phone": 1,
+        "landline": 1,
+        "frequency_cap": 1,
+    }
     page = client.get("/campaigns?band=High&store=Corner+Shop").get_data(as_text=True)  # no-JavaScript path
     for key, n in {"opted_out": 1, "landline": 1, "frequency_cap": 1}.items():
         assert re.search(rf'data-exclusion="{key}">[^<]*<strong>{n}</strong>', page)
@@ -151,8 +177,13 @@ def test_exclusions_shown_before_creation_equal_those_applied(client, login_as, 
     assert response.status_code == 302
     campaign = db.session.scalar(select(Campaign))
     assert campaign.exclusions == {e["key"]: e["count"] for e in shown["exclusions"]}
-    groups = dict(db.session.execute(select(OutboxMessage.group, func.count()).where(
-        OutboxMessage.campaign_id == campaign.id).group_by(OutboxMessage.group)).all())
+    groups = dict(
+        db.session.execute(
+            select(OutboxMessage.group, func.count())
+            .where(OutboxMessage.campaign_id == campaign.id)
+            .group_by(OutboxMessage.group)
+        ).all()
+    )
     assert groups == {"message": shown["messages"], "control": shown["control"]}
 
 
@@ -167,8 +198,11 @@ def test_the_churn_pages_link_lands_with_its_filter_filled_in(client, login_as, 
 
 def test_a_saved_segment_is_the_audience(client, login_as, opted_in, make_customer, store, db):
     mixed_audience(opted_in, make_customer, store)
-    db.session.add(SavedSegment(name="Risky", list_name="at-risk", query="band=High&sort=-churn_probability",
-                                owner_email="x@example.com"))
+    db.session.add(
+        SavedSegment(
+            name="Risky", list_name="at-risk", query="band=High&sort=-churn_probability", owner_email="x@example.com"
+        )
+    )
     db.session.commit()
     segment = db.session.scalar(select(SavedSegment))
     login_as("admin")
@@ -180,18 +214,24 @@ def test_a_saved_segment_is_the_audience(client, login_as, opted_in, make_custom
 
 # --- form errors, schedule, roles -----------------------------------------------------------------
 
+
 def test_errors_keep_what_was_typed_with_messages_next_to_fields(client, login_as, opted_in, db):
     opted_in(churn_band="High")
     login_as("admin")
     typed = "Hallo {vorname}, Ihr Code {code}"
     past = (datetime.now(NY) - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M")
-    response = post_form(client, "/campaigns", builder_data(name="", template=typed, control="95", when="later",
-                                                            send_at=past))
+    response = post_form(
+        client, "/campaigns", builder_data(name="", template=typed, control="95", when="later", send_at=past)
+    )
     page = response.get_data(as_text=True)
     assert response.status_code == 400 and db.session.scalar(select(func.count(Campaign.id))) == 0
     assert "Hallo {vorname}, Ihr Code {code}</textarea>" in page and 'value="95"' in page and past in page
-    for field, message in (("name", "Give the campaign a name."), ("template", "Unknown placeholder {vorname}"),
-                           ("control", "between 0 and 90"), ("send_at", "This time has passed")):
+    for field, message in (
+        ("name", "Give the campaign a name."),
+        ("template", "Unknown placeholder {vorname}"),
+        ("control", "between 0 and 90"),
+        ("send_at", "This time has passed"),
+    ):
         assert re.search(rf'id="{field}-err">[^<]*{re.escape(message)}', page), field
 
 
@@ -237,8 +277,13 @@ def test_send_refuses_when_the_confirmed_number_changed(client, login_as, opted_
     login_as("admin")
     post_form(client, "/campaigns", builder_data())
     campaign = db.session.scalar(select(Campaign))
-    response = post_form(client, f"/campaigns/{campaign.id}/send", {"expected": "5"},
-                         token_from=f"/campaigns/{campaign.id}/confirm", follow_redirects=True)
+    response = post_form(
+        client,
+        f"/campaigns/{campaign.id}/send",
+        {"expected": "5"},
+        token_from=f"/campaigns/{campaign.id}/confirm",
+        follow_redirects=True,
+    )
     assert "changed from 5 to 2" in response.get_data(as_text=True)
     assert {r.status for r in db.session.scalars(select(OutboxMessage))} == {"pending"}
 
@@ -250,7 +295,9 @@ def test_cancel_a_scheduled_campaign_leaves_its_messages_unsent(client, login_as
     day = (datetime.now(NY) + timedelta(days=2)).date()
     post_form(client, "/campaigns", builder_data(when="later", send_at=f"{day}T10:00"))
     campaign = db.session.scalar(select(Campaign))
-    post_form(client, f"/campaigns/{campaign.id}/send", {"expected": "2"}, token_from=f"/campaigns/{campaign.id}/confirm")
+    post_form(
+        client, f"/campaigns/{campaign.id}/send", {"expected": "2"}, token_from=f"/campaigns/{campaign.id}/confirm"
+    )
     db.session.expire_all()
     assert db.session.get(Campaign, campaign.id).status == "waiting"  # due in two days: nothing sent yet
     post_form(client, f"/campaigns/{campaign.id}/cancel", {}, token_from=f"/campaigns/{campaign.id}")
@@ -261,8 +308,8 @@ def test_cancel_a_scheduled_campaign_leaves_its_messages_unsent(client, login_as
 
 # --- the whole path -------------------------------------------------------------------------------
 
-def test_build_confirm_send_dry_run_and_results(client, login_as, opted_in, make_customer, store, db,
-                                                no_quiet_hours):
+
+def test_build_confirm_send_dry_run_and_results(client, login_as, opted_in, make_customer, store, db, no_quiet_hours):
     mixed_audience(opted_in, make_customer, store)
     login_as("admin")
     builder_page = client.get("/campaigns?band=High&store=Corner+Shop").get_data(as_text=True)
@@ -275,8 +322,13 @@ def test_build_confirm_send_dry_run_and_results(client, login_as, opted_in, make
     assert re.search(r'id="confirm-messages">3 messages<', confirm)
     assert re.search(r'id="confirm-segments">3 segments<', confirm) and 'id="confirm-cost">$0.02<' in confirm
     assert "CornerShop: Hi Ann0! Code " in confirm and "Run dry: record 3 messages" in confirm
-    response = post_form(client, f"/campaigns/{campaign.id}/send", {"expected": "3"},
-                         token_from=f"/campaigns/{campaign.id}/confirm", follow_redirects=True)
+    response = post_form(
+        client,
+        f"/campaigns/{campaign.id}/send",
+        {"expected": "3"},
+        token_from=f"/campaigns/{campaign.id}/confirm",
+        follow_redirects=True,
+    )
     page = response.get_data(as_text=True)
     assert "Sending started" in page and "3 of 3 messages finished" in page
     assert re.search(r'<div class="kpi">3</div><div class="small">sent</div>', page)

@@ -1,4 +1,5 @@
 """Creating a campaign: audience, exclusions with reasons, control group, bodies and coupon codes."""
+
 from __future__ import annotations
 
 import random
@@ -31,12 +32,14 @@ def opted_in(make_customer, store):
         kw.setdefault("sms_consent_at", NOW - timedelta(days=100))
         kw.setdefault("sms_consent_source", "import")
         return make_customer(store, **kw)
+
     return make
 
 
 def rows(db, campaign_id):
-    return db.session.scalars(select(OutboxMessage).where(OutboxMessage.campaign_id == campaign_id)
-                              .order_by(OutboxMessage.customer_id)).all()
+    return db.session.scalars(
+        select(OutboxMessage).where(OutboxMessage.campaign_id == campaign_id).order_by(OutboxMessage.customer_id)
+    ).all()
 
 
 def test_audience_excludes_each_reason_once_and_fixes_the_outbox(db, opted_in, make_customer, store):
@@ -48,10 +51,16 @@ def test_audience_excludes_each_reason_once_and_fixes_the_outbox(db, opted_in, m
     opted_in(phone=LANDLINE)
     opted_in(last_sms_at=NOW - timedelta(days=3))  # within the 7-day cap
     ok.append(opted_in(last_sms_at=NOW - timedelta(days=8)))  # outside it
-    campaign = create_campaign("Spring", {"store": "Corner Shop"}, "Hi {first_name}, code {code}",
-                               control_share=0, now=NOW)
-    assert campaign.exclusions == {"opted_out": 1, "no_opt_in": 1, "no_valid_phone": 2, "landline": 1,
-                                   "frequency_cap": 1}
+    campaign = create_campaign(
+        "Spring", {"store": "Corner Shop"}, "Hi {first_name}, code {code}", control_share=0, now=NOW
+    )
+    assert campaign.exclusions == {
+        "opted_out": 1,
+        "no_opt_in": 1,
+        "no_valid_phone": 2,
+        "landline": 1,
+        "frequency_cap": 1,
+    }
     outbox = rows(db, campaign.id)
     assert [r.customer_id for r in outbox] == [c.id for c in ok]
     assert {r.status for r in outbox} == {"pending"} and {r.group for r in outbox} == {"message"}
@@ -68,15 +77,22 @@ def test_us_numbers_are_fixed_line_or_mobile_and_allowed_uk_mobiles_too(opted_in
 def test_bodies_carry_sender_placeholders_opt_out_line_and_unique_codes(db, opted_in, store):
     ann = opted_in(name="Ann Lee", tier="Gold")
     bob = opted_in(name="Bob", tier=None)
-    campaign = create_campaign("Gold", {}, "Hi {first_name}! {tier}: {reward}. Code {code} at {store}, "
-                               "until {expires}", control_share=0, now=NOW,
-                               expires_at=datetime(2026, 4, 1, 3, 0, tzinfo=timezone.utc))
+    campaign = create_campaign(
+        "Gold",
+        {},
+        "Hi {first_name}! {tier}: {reward}. Code {code} at {store}, until {expires}",
+        control_share=0,
+        now=NOW,
+        expires_at=datetime(2026, 4, 1, 3, 0, tzinfo=timezone.utc),
+    )
     by_customer = {r.customer_id: r for r in rows(db, campaign.id)}
     body = by_customer[ann.id].body
     code = by_customer[ann.id].coupon_code
     # 03:00 UTC on April 1 is March 31 in New York: the expiry is the store's local date.
-    assert body == (f"CornerShop: Hi Ann! Gold: 20% discount + free shipping. Code {code} at Corner Shop, "
-                    "until Mar 31. Reply STOP to opt out")
+    assert body == (
+        f"CornerShop: Hi Ann! Gold: 20% discount + free shipping. Code {code} at Corner Shop, "
+        "until Mar 31. Reply STOP to opt out"
+    )
     assert by_customer[bob.id].body.startswith("CornerShop: Hi Bob! : . Code ")
     codes = [r.coupon_code for r in by_customer.values()]
     assert len(set(codes)) == 2
@@ -112,9 +128,18 @@ def test_a_customer_cannot_be_in_a_campaign_twice(db, opted_in):
     customer = opted_in()
     campaign = create_campaign("Once", {}, "Hello", control_share=0, now=NOW)
     with pytest.raises(IntegrityError):
-        db.session.execute(insert(OutboxMessage.__table__), [{
-            "campaign_id": campaign.id, "customer_id": customer.id, "group": "message", "status": "pending",
-            "attempts": 0}])
+        db.session.execute(
+            insert(OutboxMessage.__table__),
+            [
+                {
+                    "campaign_id": campaign.id,
+                    "customer_id": customer.id,
+                    "group": "message",
+                    "status": "pending",
+                    "attempts": 0,
+                }
+            ],
+        )
     db.session.rollback()
 
 
@@ -136,8 +161,18 @@ def test_manager_audience_is_limited_to_their_store(db, make_store, make_user, o
 
 def test_fast_phone_check_agrees_with_phonenumbers():
     rng = random.Random(3)
-    numbers = ["+12025550142", UK_MOBILE, LANDLINE, "+4930123456", "+33612345678", "202-555-0142",
-               "(415) 555 2671", "+330612345678", "nonsense", ""]
+    numbers = [
+        "+12025550142",
+        UK_MOBILE,
+        LANDLINE,
+        "+4930123456",
+        "+33612345678",
+        "202-555-0142",
+        "(415) 555 2671",
+        "+330612345678",
+        "nonsense",
+        "",
+    ]
     for _ in range(4000):
         cc = rng.choice(["1", "44", "49", "33", "39", "61", "91", "86", "7", "81", "34", "353", "27", "800"])
         numbers.append("+" + cc + "".join(rng.choice("0123456789") for _ in range(rng.randint(6, 11))))
@@ -147,18 +182,33 @@ def test_fast_phone_check_agrees_with_phonenumbers():
             valid = phonenumbers.is_valid_number(parsed)
         except phonenumbers.NumberParseException:
             valid = False
-        expected = ((phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164),
-                     phonenumbers.number_type(parsed)) if valid else (None, phonenumbers.PhoneNumberType.UNKNOWN))
+        expected = (
+            (phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), phonenumbers.number_type(parsed))
+            if valid
+            else (None, phonenumbers.PhoneNumberType.UNKNOWN)
+        )
         assert phone_type(number, "US") == expected, number
 
 
 # --- CLI -------------------------------------------------------------------------------------
 
+
 def test_cli_create_prints_only_the_id(runner, opted_in, db):
     opted_in(tier="Gold")
     opted_in(tier="Silver")
-    result = runner.invoke(args=["campaign", "create", "Gold only", "--filter", "tier=Gold",
-                                 "--template", "Hi {first_name}, {code}", "--control", "0"])
+    result = runner.invoke(
+        args=[
+            "campaign",
+            "create",
+            "Gold only",
+            "--filter",
+            "tier=Gold",
+            "--template",
+            "Hi {first_name}, {code}",
+            "--control",
+            "0",
+        ]
+    )
     assert result.exit_code == 0, result.output
     campaign = db.session.get(Campaign, int(result.stdout.strip()))
     assert result.stdout == f"{campaign.id}\n"
@@ -212,8 +262,10 @@ def test_cli_send_refuses_a_finished_campaign(runner, opted_in, no_quiet_hours):
 
 # --- pages -----------------------------------------------------------------------------------
 
-def test_pages_show_progress_and_recipients_and_only_managers_send(client, login_as, opted_in, db, store,
-                                                                   no_quiet_hours):
+
+def test_pages_show_progress_and_recipients_and_only_managers_send(
+    client, login_as, opted_in, db, store, no_quiet_hours
+):
     from tests.conftest import post_form
 
     opted_in(name="Ann Lee")
@@ -232,7 +284,8 @@ def test_manager_sends_a_dry_run_from_the_page(client, login_as, opted_in, db, s
     campaign = create_campaign("Spring", {"store": "Corner Shop"}, "Hi {first_name}", control_share=0)
     login_as("manager", store=store)
     assert "Run dry 1 message" in client.get(f"/campaigns/{campaign.id}").get_data(as_text=True)
-    response = post_form(client, f"/campaigns/{campaign.id}/send", {}, token_from=f"/campaigns/{campaign.id}",
-                         follow_redirects=True)
+    response = post_form(
+        client, f"/campaigns/{campaign.id}/send", {}, token_from=f"/campaigns/{campaign.id}", follow_redirects=True
+    )
     assert response.status_code == 200 and "Sending started" in response.get_data(as_text=True)
     assert {r.status for r in rows(db, campaign.id)} == {"dry-run"}

@@ -7,6 +7,7 @@ worker is killed right then: that row is left in 'sending' — the hard case, a 
 out with nothing recorded. After a restart every recipient must have exactly one message.
 Variants: the in-process job runner (a `python -c` process) and RQ on Redis (`flask worker`).
 """
+
 from __future__ import annotations
 
 import os
@@ -22,15 +23,19 @@ from fake_twilio import ACCOUNT_SID, AUTH_TOKEN
 from sqlalchemy import select
 
 from portal.models import Campaign, OutboxMessage
-from portal.services.campaigns import campaigns
-from portal.services.campaigns import sending
-from portal.services.campaigns import resuming
+from portal.services.campaigns import campaigns, resuming
 
 ROOT = Path(__file__).resolve().parents[2]
 FROM = "+15005550006"
 N = 30
-FAST = {"quiet_start": "00:00", "quiet_end": "00:00",  # no quiet hours: the real clock runs
-        "rate_per_second": 40, "lease_seconds": 1, "lookup_delay_seconds": 0, "backoff_base_seconds": 0.05}
+FAST = {
+    "quiet_start": "00:00",
+    "quiet_end": "00:00",  # no quiet hours: the real clock runs
+    "rate_per_second": 40,
+    "lease_seconds": 1,
+    "lookup_delay_seconds": 0,
+    "backoff_base_seconds": 0.05,
+}
 
 RUNNER = r"""
 import sys, time
@@ -68,8 +73,9 @@ def campaign(db, make_store, make_customer):
 
 def _rows(db, campaign_id):
     db.session.expire_all()
-    return db.session.scalars(select(OutboxMessage).where(OutboxMessage.campaign_id == campaign_id)
-                              .order_by(OutboxMessage.id)).all()
+    return db.session.scalars(
+        select(OutboxMessage).where(OutboxMessage.campaign_id == campaign_id).order_by(OutboxMessage.id)
+    ).all()
 
 
 def _kill_during_the_tenth_send(proc: subprocess.Popen, fake) -> None:
@@ -106,9 +112,16 @@ def _assert_in_doubt_then_exactly_once(db, campaign_id, fake, restart):
 
 def _env(database_url: str, api_base: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "FLASK_"))}
-    env.update(PYTHONPATH=str(ROOT), DATABASE_URL=database_url, SECRET_KEY="test", FLASK_APP="app.py",
-               TWILIO_ACCOUNT_SID=ACCOUNT_SID, TWILIO_AUTH_TOKEN=AUTH_TOKEN, TWILIO_FROM=FROM,
-               TWILIO_API_BASE=api_base)
+    env.update(
+        PYTHONPATH=str(ROOT),
+        DATABASE_URL=database_url,
+        SECRET_KEY="test",
+        FLASK_APP="app.py",
+        TWILIO_ACCOUNT_SID=ACCOUNT_SID,
+        TWILIO_AUTH_TOKEN=AUTH_TOKEN,
+        TWILIO_FROM=FROM,
+        TWILIO_API_BASE=api_base,
+    )
     return env
 
 
@@ -117,8 +130,9 @@ def test_in_process_runner_killed_mid_campaign_sends_exactly_once(db, campaign, 
     args = [sys.executable, "-c", RUNNER, database_url, fake_twilio.base_url, str(campaign.id)]
 
     def start():
-        return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True)
+        return subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
 
     _kill_during_the_tenth_send(start(), fake_twilio)
 
@@ -129,7 +143,9 @@ def test_in_process_runner_killed_mid_campaign_sends_exactly_once(db, campaign, 
     _assert_in_doubt_then_exactly_once(db, campaign.id, fake_twilio, restart)
 
 
-@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="REDIS_URL not set: the RQ variant runs in CI's second pass")
+@pytest.mark.skipif(
+    not os.environ.get("REDIS_URL"), reason="REDIS_URL not set: the RQ variant runs in CI's second pass"
+)
 def test_rq_worker_killed_mid_campaign_sends_exactly_once(app, db, campaign, fake_twilio, database_url):
     env = _env(database_url, fake_twilio.base_url)
     env["REDIS_URL"] = os.environ["REDIS_URL"]
@@ -138,14 +154,20 @@ def test_rq_worker_killed_mid_campaign_sends_exactly_once(app, db, campaign, fak
     app.config["JOBS_INLINE"], app.config["REDIS_URL"] = False, os.environ["REDIS_URL"]
     try:
         resuming.start_send(campaign.id, options=FAST)
-        worker = subprocess.Popen(flask, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True, start_new_session=True)
+        worker = subprocess.Popen(
+            flask,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         _kill_during_the_tenth_send(worker, fake_twilio)  # kills the worker and its work horse
 
         def restart():
             resuming.start_send(campaign.id, options=FAST)
-            burst = subprocess.run(flask + ["--burst"], cwd=ROOT, env=env, capture_output=True, text=True,
-                                   timeout=180)
+            burst = subprocess.run(flask + ["--burst"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
             assert burst.returncode == 0, burst.stdout[-3000:] + burst.stderr[-3000:]
 
         _assert_in_doubt_then_exactly_once(db, campaign.id, fake_twilio, restart)

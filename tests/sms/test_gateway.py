@@ -39,9 +39,11 @@ def twilio_gateway(base_url: str, **overrides) -> TwilioGateway:
 
 # --- contract: the real client against Twilio's own OpenAPI description ---------------------
 
+
 def test_prism_accepts_the_message_the_real_client_creates(prism):
-    result = twilio_gateway(prism).send(TO, "Hi Ann, 10% off at Corner Shop. Reply STOP to opt out",
-                                        status_callback=CALLBACK)
+    result = twilio_gateway(prism).send(
+        TO, "Hi Ann, 10% off at Corner Shop. Reply STOP to opt out", status_callback=CALLBACK
+    )
     # Prism answers 422 when a request breaks the spec, so acceptance proves the request shape.
     assert result.accepted, result
     assert SID_SHAPE.match(result.sid)
@@ -55,19 +57,18 @@ def test_prism_accepts_a_messaging_service_sender(prism):
 
 
 def test_prism_accepts_the_reconciliation_lookup(prism):
-    found = twilio_gateway(prism).find_sent(TO, "a body Prism never saw",
-                                            since=datetime.now(timezone.utc))
+    found = twilio_gateway(prism).find_sent(TO, "a body Prism never saw", since=datetime.now(timezone.utc))
     assert found is None
 
 
 # --- behaviour against the recording fake -----------------------------------------------------
 
+
 def test_send_records_recipient_body_sender_and_callback(fake_twilio):
     result = twilio_gateway(fake_twilio.base_url).send(TO, "Your code: AB12", CALLBACK)
     assert SID_SHAPE.match(result.sid)
     [request] = fake_twilio.requests
-    assert (request.to, request.body, request.from_, request.status_callback) == (
-        TO, "Your code: AB12", FROM, CALLBACK)
+    assert (request.to, request.body, request.from_, request.status_callback) == (TO, "Your code: AB12", FROM, CALLBACK)
     assert request.authorized
     assert [m["sid"] for m in fake_twilio.sent_to(TO)] == [result.sid]
 
@@ -115,8 +116,7 @@ def test_permanent_rule_only_hits_that_number(fake_twilio):
 
 
 def test_wrong_credentials_are_an_account_error(fake_twilio):
-    gateway = TwilioGateway(ACCOUNT_SID, "wrong-token", from_number=FROM,
-                            api_base=fake_twilio.base_url)
+    gateway = TwilioGateway(ACCOUNT_SID, "wrong-token", from_number=FROM, api_base=fake_twilio.base_url)
     result = gateway.send(TO, "hi")
     assert result.http_status == 401 and result.error_code == 20003
     assert result.account_error and not result.retryable
@@ -175,14 +175,17 @@ def test_find_sent_raises_when_twilio_cannot_be_asked(fake_twilio):
 FULL = {"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_FROM": FROM}
 
 
-@pytest.mark.parametrize("config", [
-    {},
-    {"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_FROM": FROM},
-    {"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_FROM": FROM},
-    {**FULL, "TWILIO_ACCOUNT_SID": "  "},
-    {"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN},
-    {**FULL, "TWILIO_FROM": None},
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},
+        {"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_FROM": FROM},
+        {"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_FROM": FROM},
+        {**FULL, "TWILIO_ACCOUNT_SID": "  "},
+        {"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN},
+        {**FULL, "TWILIO_FROM": None},
+    ],
+)
 def test_incomplete_configuration_means_dry_run(config):
     gateway = gateway_from_config(config)
     assert isinstance(gateway, DryRunGateway) and gateway.name == "dry-run"
@@ -203,9 +206,14 @@ def test_full_configuration_sends_through_twilio_to_the_configured_base(fake_twi
 
 
 def test_messaging_service_alone_is_a_sender(fake_twilio):
-    gateway = gateway_from_config({
-        "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-        "TWILIO_MESSAGING_SERVICE_SID": "MG" + "c" * 32, "TWILIO_API_BASE": fake_twilio.base_url})
+    gateway = gateway_from_config(
+        {
+            "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "TWILIO_MESSAGING_SERVICE_SID": "MG" + "c" * 32,
+            "TWILIO_API_BASE": fake_twilio.base_url,
+        }
+    )
     result = gateway.send(TO, "hi")
     assert result.status == "accepted"
     assert fake_twilio.requests[0].messaging_service_sid == "MG" + "c" * 32
@@ -231,8 +239,13 @@ def test_gateway_refuses_to_be_built_without_a_sender():
 
 # Twilio's published example (auth token 12345).
 DOC_URL = "https://mycompany.com/myapp.php?foo=1&bar=2"
-DOC_PARAMS = {"CallSid": "CA1234567890ABCDE", "Caller": "+12349013030", "Digits": "1234",
-              "From": "+12349013030", "To": "+18005551212"}
+DOC_PARAMS = {
+    "CallSid": "CA1234567890ABCDE",
+    "Caller": "+12349013030",
+    "Digits": "1234",
+    "From": "+12349013030",
+    "To": "+18005551212",
+}
 DOC_SIGNATURE = "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
 
 
@@ -246,15 +259,18 @@ def test_signature_works_with_flask_form_multidict():
     assert verify_signature("12345", DOC_URL, form, DOC_SIGNATURE)
 
 
-@pytest.mark.parametrize("token, url, params, signature", [
-    ("12345", DOC_URL, DOC_PARAMS, "0/KCTR6DLpKmkAf8muzZqo1nDgQ"),            # forged
-    ("12345", DOC_URL, {**DOC_PARAMS, "Digits": "9999"}, DOC_SIGNATURE),       # tampered body
-    ("12345", DOC_URL.replace("mycompany", "evil"), DOC_PARAMS, DOC_SIGNATURE),  # other URL
-    ("54321", DOC_URL, DOC_PARAMS, DOC_SIGNATURE),                              # other account
-    ("12345", DOC_URL, DOC_PARAMS, None),                                       # unsigned
-    ("12345", DOC_URL, DOC_PARAMS, ""),
-    ("", DOC_URL, DOC_PARAMS, DOC_SIGNATURE),                                   # no token set
-])
+@pytest.mark.parametrize(
+    "token, url, params, signature",
+    [
+        ("12345", DOC_URL, DOC_PARAMS, "0/KCTR6DLpKmkAf8muzZqo1nDgQ"),  # forged
+        ("12345", DOC_URL, {**DOC_PARAMS, "Digits": "9999"}, DOC_SIGNATURE),  # tampered body
+        ("12345", DOC_URL.replace("mycompany", "evil"), DOC_PARAMS, DOC_SIGNATURE),  # other URL
+        ("54321", DOC_URL, DOC_PARAMS, DOC_SIGNATURE),  # other account
+        ("12345", DOC_URL, DOC_PARAMS, None),  # unsigned
+        ("12345", DOC_URL, DOC_PARAMS, ""),
+        ("", DOC_URL, DOC_PARAMS, DOC_SIGNATURE),  # no token set
+    ],
+)
 def test_forged_or_missing_signatures_are_rejected(token, url, params, signature):
     assert not verify_signature(token, url, params, signature)
 
@@ -263,6 +279,7 @@ def test_sha256_signature_settings_header_is_honoured():
     import base64
     import hashlib
     import hmac
+
     payload = DOC_URL + "".join(k + DOC_PARAMS[k] for k in sorted(DOC_PARAMS))
     digest = hmac.new(b"12345", payload.encode(), hashlib.sha256).digest()
     sig256 = base64.b64encode(digest).decode()
@@ -272,8 +289,15 @@ def test_sha256_signature_settings_header_is_honoured():
 
 
 def variants(word: str) -> list[str]:
-    return [word, word.lower(), word.capitalize(), f"  {word.lower()}\n", f"{word}!",
-            f"¡{word.lower()}!", f'"{word.capitalize()}."']
+    return [
+        word,
+        word.lower(),
+        word.capitalize(),
+        f"  {word.lower()}\n",
+        f"{word}!",
+        f"¡{word.lower()}!",
+        f'"{word.capitalize()}."',
+    ]
 
 
 @pytest.mark.parametrize("body", [v for w in sorted(OPT_OUT_WORDS) for v in variants(w)])
@@ -292,14 +316,15 @@ def test_help_words_ask_for_help(body):
 
 
 def test_keyword_lists_are_twilios_defaults():
-    assert OPT_OUT_WORDS == {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT",
-                             "REVOKE", "OPTOUT"}
+    assert OPT_OUT_WORDS == {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
     assert OPT_IN_WORDS == {"START", "YES", "UNSTOP"}
     assert HELP_WORDS == {"HELP", "INFO"}
 
 
-@pytest.mark.parametrize("body", ["stop please", "please stop", "STOPP", "don't stop",
-                                  "st op", "yes!! see you", "thanks", "", "   ", "!!!", None])
+@pytest.mark.parametrize(
+    "body",
+    ["stop please", "please stop", "STOPP", "don't stop", "st op", "yes!! see you", "thanks", "", "   ", "!!!", None],
+)
 def test_anything_but_a_single_keyword_is_no_command(body):
     assert classify_reply(body) is None
 
@@ -307,8 +332,7 @@ def test_anything_but_a_single_keyword_is_no_command(body):
 def test_help_reply_is_twiml_with_the_escaped_contact_line():
     xml = twiml_message("Corner Shop & Co: call 555-0100. Reply STOP to opt out")
     assert xml.startswith("<?xml")
-    assert "<Response><Message>Corner Shop &amp; Co: call 555-0100. Reply STOP to opt out" \
-           "</Message></Response>" in xml
+    assert "<Response><Message>Corner Shop &amp; Co: call 555-0100. Reply STOP to opt out</Message></Response>" in xml
 
 
 def test_no_reply_is_an_empty_twiml_response():

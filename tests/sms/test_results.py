@@ -1,4 +1,5 @@
 """Campaign results: the uplift arithmetic against hand-worked examples, the purchase window, delivery counts, cost."""
+
 from __future__ import annotations
 
 import csv
@@ -10,14 +11,15 @@ import pytest
 from sqlalchemy import select, update
 
 from portal.models import Campaign, ConsentEvent, OutboxMessage, Product, PurchaseLine
-from portal.services.campaigns import results as cr
 from portal.services.campaigns import campaigns
+from portal.services.campaigns import results as cr
 from portal.sms import segment_info
 
 T0 = datetime(2026, 3, 10, 15, 0, tzinfo=timezone.utc)  # first send: 11:00 in New York (EDT)
 
 
 # --- the arithmetic, worked by hand ---------------------------------------------------------------
+
 
 def test_difference_of_proportions_hand_worked():
     # 80 of 200 messaged bought (40 %), 20 of 100 controls (20 %): d = 0.20,
@@ -28,7 +30,8 @@ def test_difference_of_proportions_hand_worked():
     assert diff.margin == pytest.approx(0.103712, abs=1e-5)
     assert (diff.low, diff.high) == (pytest.approx(0.096288, abs=1e-5), pytest.approx(0.303712, abs=1e-5))
     assert cr.rate_sentence(diff, True, 200, 100) == (
-        "Messaged customers bought 20.0 points more often than the control group, give or take 10.4.")
+        "Messaged customers bought 20.0 points more often than the control group, give or take 10.4."
+    )
 
 
 def test_welch_difference_of_means_hand_worked():
@@ -44,7 +47,9 @@ def test_welch_difference_of_means_hand_worked():
     assert diff.margin == pytest.approx(2.5734 * 8.1650, abs=0.02)
     assert diff.includes_zero  # 15 ± 21: could be chance
     text = cr.revenue_sentence(diff, True, 4, 3)
-    assert text.startswith("Messaged customers spent $15.00 more per customer than the control group, give or take $21.01.")
+    assert text.startswith(
+        "Messaged customers spent $15.00 more per customer than the control group, give or take $21.01."
+    )
     assert "includes zero, so this could be chance" in text
 
 
@@ -56,6 +61,7 @@ def test_sentences_say_less_often_and_too_small():
 
 # --- a campaign's results from the database ---------------------------------------------------------
 
+
 @pytest.fixture()
 def store(make_store):
     return make_store("Corner Shop", sender_name="CornerShop", timezone="America/New_York")
@@ -66,9 +72,12 @@ def sent(db, make_customer, store):
     """60 customers split 30/30, the messaged half sent at T0; returns (campaign, messaged, control)."""
     for i in range(60):
         make_customer(store, name=f"P{i} X", sms_consent="opted_in", sms_consent_at=T0 - timedelta(days=90))
-    campaign = campaigns.create_campaign("Spring", {}, "Hi {first_name} {code}", control_share=0.5,
-                                         now=T0 - timedelta(hours=2))
-    db.session.execute(update(OutboxMessage).where(OutboxMessage.group == "message").values(status="dry-run", sent_at=T0))
+    campaign = campaigns.create_campaign(
+        "Spring", {}, "Hi {first_name} {code}", control_share=0.5, now=T0 - timedelta(hours=2)
+    )
+    db.session.execute(
+        update(OutboxMessage).where(OutboxMessage.group == "message").values(status="dry-run", sent_at=T0)
+    )
     db.session.commit()
     rows = db.session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)).all()
     return (campaign, [r for r in rows if r.group == "message"], [r for r in rows if r.group == "control"])
@@ -78,9 +87,19 @@ def buy(db, store, row, local, amount, ref):
     product = db.session.scalar(select(Product)) or Product(external_id="P1", name="Mug")
     db.session.add(product)
     db.session.flush()
-    db.session.add(PurchaseLine(transaction_ref=ref, product_id=product.id, line_no=0, customer_id=row.customer_id,
-                                store_id=store.id, purchased_at=local, quantity=1, unit_price=abs(amount),
-                                amount=amount))
+    db.session.add(
+        PurchaseLine(
+            transaction_ref=ref,
+            product_id=product.id,
+            line_no=0,
+            customer_id=row.customer_id,
+            store_id=store.id,
+            purchased_at=local,
+            quantity=1,
+            unit_price=abs(amount),
+            amount=amount,
+        )
+    )
     db.session.commit()
 
 
@@ -106,7 +125,8 @@ def test_purchases_in_the_window_for_both_groups(db, sent, store):
     assert results.rate.estimate == pytest.approx(7 / 30)
     assert results.rate.margin == pytest.approx(0.22788, abs=1e-4) and not results.rate.includes_zero
     assert results.rate_text.startswith(
-        "Messaged customers bought 23.3 points more often than the control group, give or take 22.8.")
+        "Messaged customers bought 23.3 points more often than the control group, give or take 22.8."
+    )
     assert results.revenue.estimate == pytest.approx(400 / 30 - 5)
 
 
@@ -124,11 +144,26 @@ def test_delivery_counts_opt_outs_and_redemptions(db, sent):
     campaign, messaged, control = sent
     for row, status in zip(messaged, ("delivered", "delivered", "failed", "undelivered")):
         db.session.execute(update(OutboxMessage).where(OutboxMessage.id == row.id).values(status=status))
-    db.session.execute(update(OutboxMessage).where(OutboxMessage.id == messaged[5].id).values(redeemed_at=T0 + timedelta(days=1)))
-    db.session.add(ConsentEvent(customer_id=messaged[6].customer_id, status="opted_out", source="sms_keyword",
-                                keyword="STOP", effective_at=T0 + timedelta(minutes=5)))
-    db.session.add(ConsentEvent(customer_id=control[0].customer_id, status="opted_out", source="staff",
-                                effective_at=T0 + timedelta(minutes=5)))  # not messaged: not counted
+    db.session.execute(
+        update(OutboxMessage).where(OutboxMessage.id == messaged[5].id).values(redeemed_at=T0 + timedelta(days=1))
+    )
+    db.session.add(
+        ConsentEvent(
+            customer_id=messaged[6].customer_id,
+            status="opted_out",
+            source="sms_keyword",
+            keyword="STOP",
+            effective_at=T0 + timedelta(minutes=5),
+        )
+    )
+    db.session.add(
+        ConsentEvent(
+            customer_id=control[0].customer_id,
+            status="opted_out",
+            source="staff",
+            effective_at=T0 + timedelta(minutes=5),
+        )
+    )  # not messaged: not counted
     db.session.commit()
     d = cr.delivery_counts(campaign.id, T0)
     # sent = accepted by Twilio (26 dry-run + 2 delivered + 1 undelivered); failed = failed + undelivered.
@@ -149,8 +184,11 @@ def test_confirm_cost_counts_every_body_exactly(db, make_customer, store):
 
 def test_recipient_csv_has_status_and_redemption(client, login_as, db, sent):
     campaign, messaged, _control = sent
-    db.session.execute(update(OutboxMessage).where(OutboxMessage.id == messaged[0].id).values(
-        redeemed_at=T0 + timedelta(days=1), redeemed_by="staff:x"))
+    db.session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == messaged[0].id)
+        .values(redeemed_at=T0 + timedelta(days=1), redeemed_by="staff:x")
+    )
     db.session.commit()
     login_as("admin")
     page = client.get(f"/campaigns/{campaign.id}").get_data(as_text=True)

@@ -5,6 +5,7 @@ test_sending.py do. The store-time dates are taken a few days ahead of today so 
 timers armed by the in-process runner stay far away while a test runs: the tests fire the
 timer's callable themselves instead of sleeping until 08:00. RQ variant: REDIS_URL set.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,7 +14,8 @@ import threading
 import time
 from collections import Counter
 from dataclasses import replace
-from datetime import datetime, time as clock_time, timedelta, timezone
+from datetime import datetime, timedelta, timezone
+from datetime import time as clock_time
 from pathlib import Path
 from types import SimpleNamespace
 from zoneinfo import ZoneInfo
@@ -24,14 +26,18 @@ from sqlalchemy import select
 
 from portal import jobs
 from portal.models import Campaign, Job, OutboxMessage
-from portal.services.campaigns import campaigns
-from portal.services.campaigns import sending
-from portal.services.campaigns import resuming
+from portal.services.campaigns import campaigns, resuming, sending
 
 ROOT = Path(__file__).resolve().parents[2]
 NEW_YORK = ZoneInfo("America/New_York")
-FAST = {"rate_per_second": 1000, "lease_seconds": 30, "lookup_delay_seconds": 0, "backoff_base_seconds": 0.01,
-        "backoff_max_seconds": 0.05, "max_wait_seconds": 5}
+FAST = {
+    "rate_per_second": 1000,
+    "lease_seconds": 30,
+    "lookup_delay_seconds": 0,
+    "backoff_base_seconds": 0.01,
+    "backoff_max_seconds": 0.05,
+    "max_wait_seconds": 5,
+}
 
 
 def _night():
@@ -49,11 +55,16 @@ def clock(app, monkeypatch, fake_twilio):
     evening, morning = _night()
     state = SimpleNamespace(now=evening, evening=evening, morning=morning)
     real = sending.options_from_settings
-    monkeypatch.setattr(sending, "options_from_settings",
-                        lambda overrides=None: replace(real(overrides), now=lambda: state.now))
+    monkeypatch.setattr(
+        sending, "options_from_settings", lambda overrides=None: replace(real(overrides), now=lambda: state.now)
+    )
     monkeypatch.setitem(app.config, "SMS_SEND_OPTIONS", {**FAST, "quiet_start": "21:00", "quiet_end": "08:00"})
-    for key, value in {"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-                       "TWILIO_FROM": "+15005550006", "TWILIO_API_BASE": fake_twilio.base_url}.items():
+    for key, value in {
+        "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "TWILIO_FROM": "+15005550006",
+        "TWILIO_API_BASE": fake_twilio.base_url,
+    }.items():
         monkeypatch.setitem(app.config, key, value)
     return state
 
@@ -73,8 +84,12 @@ def night_campaign(clock, make_store, make_customer):
     """A campaign of four opted-in New York customers, created at 22:00 store time."""
     store = make_store("Corner Shop", timezone="America/New_York")
     for i in range(4):
-        make_customer(store, phone=f"+1202555{2000 + i:04d}", sms_consent="opted_in",
-                      sms_consent_at=clock.evening - timedelta(days=30))
+        make_customer(
+            store,
+            phone=f"+1202555{2000 + i:04d}",
+            sms_consent="opted_in",
+            sms_consent_at=clock.evening - timedelta(days=30),
+        )
     return campaigns.create_campaign("Night", {}, "Hi {first_name}, code {code}", control_share=0, now=clock.evening)
 
 
@@ -92,8 +107,9 @@ def _wait_until(predicate, what, timeout=60):
 
 
 def _finished(job_id):
-    return _wait_until(lambda: (j := jobs.get(job_id)) is not None and j.status in ("done", "failed") and j,
-                       f"job {job_id}")
+    return _wait_until(
+        lambda: (j := jobs.get(job_id)) is not None and j.status in ("done", "failed") and j, f"job {job_id}"
+    )
 
 
 def _jobs(db, func):
@@ -122,7 +138,8 @@ def _fire(app, job_id):
 
 
 def test_waiting_campaign_resumes_at_the_window_and_sends_each_message_once(
-        app, db, thread_mode, clock, night_campaign, fake_twilio):
+    app, db, thread_mode, clock, night_campaign, fake_twilio
+):
     resume = _end_waiting(db, app, night_campaign.id)
     assert fake_twilio.messages == []
     campaign = db.session.get(Campaign, night_campaign.id)
@@ -170,8 +187,14 @@ def test_concurrent_resumes_queue_one_job(app, db, clock, night_campaign, monkey
     campaign.status, campaign.scheduled_for = "waiting", clock.morning
     db.session.commit()
     queued = []
-    monkeypatch.setattr(jobs, "enqueue", lambda func, title, user_email=None, **kw: (
-        queued.append((func, kw["campaign_id"])), SimpleNamespace(id=f"job-{len(queued)}"))[1])
+    monkeypatch.setattr(
+        jobs,
+        "enqueue",
+        lambda func, title, user_email=None, **kw: (
+            queued.append((func, kw["campaign_id"])),
+            SimpleNamespace(id=f"job-{len(queued)}"),
+        )[1],
+    )
     start = threading.Barrier(3)
     results, errors = [], []
 
@@ -186,10 +209,14 @@ def test_concurrent_resumes_queue_one_job(app, db, clock, night_campaign, monkey
                 db.session.remove()
 
     due = clock.morning.isoformat()
-    racers = [threading.Thread(target=race, args=(fn,)) for fn in (
-        lambda: resuming.resume_campaign_job(None, campaign_id, due)["resumed"],
-        lambda: resuming.resume_campaign_job(None, campaign_id, due)["resumed"],
-        lambda: bool(resuming.resume_due(clock.morning)))]
+    racers = [
+        threading.Thread(target=race, args=(fn,))
+        for fn in (
+            lambda: resuming.resume_campaign_job(None, campaign_id, due)["resumed"],
+            lambda: resuming.resume_campaign_job(None, campaign_id, due)["resumed"],
+            lambda: bool(resuming.resume_due(clock.morning)),
+        )
+    ]
     for racer in racers:
         racer.start()
     for racer in racers:
@@ -208,8 +235,9 @@ def test_a_resume_armed_for_an_earlier_time_leaves_a_rescheduled_campaign_alone(
     assert _status(db, campaign.id) == "waiting" and _jobs(db, resuming.SEND_JOB) == []
 
 
-def test_server_start_resumes_due_campaigns_and_rearms_later_ones(app, db, thread_mode, clock, make_store,
-                                                                  make_customer, monkeypatch):
+def test_server_start_resumes_due_campaigns_and_rearms_later_ones(
+    app, db, thread_mode, clock, make_store, make_customer, monkeypatch
+):
     """gunicorn's post_worker_init in thread mode: what came due while the server was down is
     queued; a campaign still waiting for later gets a timer again."""
     store = make_store("Corner Shop", timezone="America/New_York")
@@ -222,8 +250,14 @@ def test_server_start_resumes_due_campaigns_and_rearms_later_ones(app, db, threa
         campaign.status, campaign.scheduled_for = "waiting", due
     db.session.commit()
     queued = []
-    monkeypatch.setattr(jobs, "enqueue", lambda func, title, user_email=None, **kw: (
-        queued.append(kw["campaign_id"]), SimpleNamespace(id="sent-elsewhere"))[1])
+    monkeypatch.setattr(
+        jobs,
+        "enqueue",
+        lambda func, title, user_email=None, **kw: (
+            queued.append(kw["campaign_id"]),
+            SimpleNamespace(id="sent-elsewhere"),
+        )[1],
+    )
 
     hook = runpy.run_path(str(ROOT / "gunicorn.conf.py"))["post_worker_init"]
     worker = SimpleNamespace(wsgi=app, log=SimpleNamespace(info=lambda *a: None, exception=pytest.fail))
@@ -239,9 +273,12 @@ def test_server_start_resumes_due_campaigns_and_rearms_later_ones(app, db, threa
     assert resume.id in app.extensions["loyalist_timers"]
 
 
-@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="REDIS_URL not set: the RQ variant runs in CI's second pass")
-def test_rq_resume_waits_in_the_scheduled_registry_then_sends_once(app, db, clock, night_campaign, fake_twilio,
-                                                                    monkeypatch):
+@pytest.mark.skipif(
+    not os.environ.get("REDIS_URL"), reason="REDIS_URL not set: the RQ variant runs in CI's second pass"
+)
+def test_rq_resume_waits_in_the_scheduled_registry_then_sends_once(
+    app, db, clock, night_campaign, fake_twilio, monkeypatch
+):
     from redis import Redis
     from rq import Queue, SimpleWorker
     from rq.registry import ScheduledJobRegistry

@@ -7,9 +7,19 @@ import pytest
 from portal.sms import segment_info
 
 
-@pytest.mark.parametrize("length, segments", [
-    (0, 0), (1, 1), (160, 1), (161, 2), (306, 2), (307, 3), (459, 3), (460, 4),
-])
+@pytest.mark.parametrize(
+    "length, segments",
+    [
+        (0, 0),
+        (1, 1),
+        (160, 1),
+        (161, 2),
+        (306, 2),
+        (307, 3),
+        (459, 3),
+        (460, 4),
+    ],
+)
 def test_gsm7_single_message_holds_160_and_each_part_153(length, segments):
     info = segment_info("a" * length)
     assert info.encoding == "GSM-7"
@@ -37,8 +47,8 @@ def test_extension_characters_count_two_septets_and_stay_gsm7(ch):
 
 
 def test_extension_characters_push_a_text_over_160():
-    assert segment_info("a" * 158 + "€").segments == 1   # 158 + 2 = 160
-    assert segment_info("a" * 159 + "€").segments == 2   # 159 + 2 = 161
+    assert segment_info("a" * 158 + "€").segments == 1  # 158 + 2 = 160
+    assert segment_info("a" * 159 + "€").segments == 2  # 159 + 2 = 161
 
 
 def test_an_extension_character_is_not_split_across_parts():
@@ -58,9 +68,18 @@ def test_gsm7_accented_and_greek_letters_do_not_force_ucs2():
     assert info.ucs2_chars == []
 
 
-@pytest.mark.parametrize("length, segments", [
-    (1, 1), (70, 1), (71, 2), (134, 2), (135, 3), (201, 3), (202, 4),
-])
+@pytest.mark.parametrize(
+    "length, segments",
+    [
+        (1, 1),
+        (70, 1),
+        (71, 2),
+        (134, 2),
+        (135, 3),
+        (201, 3),
+        (202, 4),
+    ],
+)
 def test_ucs2_single_message_holds_70_and_each_part_67(length, segments):
     info = segment_info("ж" * length)
     assert info.encoding == "UCS-2"
@@ -70,11 +89,11 @@ def test_ucs2_single_message_holds_70_and_each_part_67(length, segments):
 
 
 def test_one_character_forces_the_whole_text_into_ucs2():
-    text = "Hi Ann, your reward is ready" + "a" * 100 + "’"   # a curly apostrophe
+    text = "Hi Ann, your reward is ready" + "a" * 100 + "’"  # a curly apostrophe
     info = segment_info(text)
     assert info.encoding == "UCS-2"
     assert info.ucs2_chars == ["’"]
-    assert info.segments == 2   # 129 UCS-2 units; as GSM-7 (129 septets) it would be 1
+    assert info.segments == 2  # 129 UCS-2 units; as GSM-7 (129 septets) it would be 1
 
 
 def test_ucs2_chars_lists_each_culprit_once_in_order_of_appearance():
@@ -88,8 +107,8 @@ def test_emoji_counts_two_code_units():
     assert info.encoding == "UCS-2"
     assert info.characters == 7 + 2
     assert info.ucs2_chars == ["🎉"]
-    assert segment_info("a" * 68 + "🎉").segments == 1   # 70 units
-    assert segment_info("a" * 69 + "🎉").segments == 2   # 71 units
+    assert segment_info("a" * 68 + "🎉").segments == 1  # 70 units
+    assert segment_info("a" * 69 + "🎉").segments == 2  # 71 units
 
 
 def test_an_emoji_is_not_split_across_parts():

@@ -1,5 +1,6 @@
 """Sending against the recording fake Twilio (and Prism for the contract): retries, doubt, errors,
 consent at send time, quiet hours with a frozen clock, rate limit, cancel."""
+
 from __future__ import annotations
 
 import re
@@ -11,11 +12,7 @@ from fake_twilio import ACCOUNT_SID, AUTH_TOKEN
 from sqlalchemy import select
 
 from portal.models import Campaign, ConsentEvent, Customer, OutboxMessage
-from portal.services.campaigns import campaigns
-from portal.services.campaigns import resuming
-from portal.services.campaigns import sending
-from portal.services.campaigns import send_run
-from portal.services.campaigns import quiet_hours
+from portal.services.campaigns import campaigns, quiet_hours, resuming, send_run
 from portal.services.campaigns.sending import SendOptions, send_campaign
 from portal.sms import DryRunGateway, TwilioGateway
 
@@ -33,8 +30,17 @@ def store(make_store):
 @pytest.fixture()
 def people(make_customer, store):
     def make(n, store_=None, **kw):
-        return [make_customer(store_ or store, name=f"P{i} X", sms_consent="opted_in",
-                              sms_consent_at=NOON_NY - timedelta(days=90), **kw) for i in range(n)]
+        return [
+            make_customer(
+                store_ or store,
+                name=f"P{i} X",
+                sms_consent="opted_in",
+                sms_consent_at=NOON_NY - timedelta(days=90),
+                **kw,
+            )
+            for i in range(n)
+        ]
+
     return make
 
 
@@ -44,18 +50,27 @@ def gateway(base_url, timeout=5):
 
 def fast(**kw):
     """Options for tests: no real waiting beyond a few milliseconds."""
-    values = dict(quiet_start="00:00", quiet_end="00:00",  # no quiet hours unless a test sets them
-                  rate_per_second=1000, lease_seconds=30, lookup_delay_seconds=0, backoff_base_seconds=0.01,
-                  backoff_max_seconds=0.05, max_wait_seconds=5)
+    values = dict(
+        quiet_start="00:00",
+        quiet_end="00:00",  # no quiet hours unless a test sets them
+        rate_per_second=1000,
+        lease_seconds=30,
+        lookup_delay_seconds=0,
+        backoff_base_seconds=0.01,
+        backoff_max_seconds=0.05,
+        max_wait_seconds=5,
+    )
     values.update(kw)
     return SendOptions(**values)
 
 
 def outbox(db, campaign_id):
     db.session.expire_all()
-    return db.session.scalars(select(OutboxMessage).where(OutboxMessage.campaign_id == campaign_id,
-                                                          OutboxMessage.group == "message")
-                              .order_by(OutboxMessage.id)).all()
+    return db.session.scalars(
+        select(OutboxMessage)
+        .where(OutboxMessage.campaign_id == campaign_id, OutboxMessage.group == "message")
+        .order_by(OutboxMessage.id)
+    ).all()
 
 
 def assert_exactly_once(fake, rows):
@@ -171,8 +186,7 @@ def test_opt_out_after_creation_wins_and_frequency_cap_is_rechecked(db, people, 
     assert [m["to"] for m in fake_twilio.messages] == [stays.phone]
 
 
-def test_quiet_hours_wait_for_the_store_window_with_a_frozen_clock(db, people, make_store, fake_twilio,
-                                                                   monkeypatch):
+def test_quiet_hours_wait_for_the_store_window_with_a_frozen_clock(db, people, make_store, fake_twilio, monkeypatch):
     tokyo = make_store("Tokyo", timezone="Asia/Tokyo")
     ny = people(2)
     jp = people(1, store_=tokyo)
@@ -182,8 +196,9 @@ def test_quiet_hours_wait_for_the_store_window_with_a_frozen_clock(db, people, m
     assert [m["to"] for m in fake_twilio.messages] == [jp[0].phone]
     rows = {r.customer_id: r for r in outbox(db, campaign.id)}
     opens = datetime(2026, 3, 11, 12, 0, tzinfo=timezone.utc)  # 08:00 EDT
-    assert all(rows[c.id].status == "pending" and rows[c.id].next_attempt_at.replace(tzinfo=timezone.utc) == opens
-               for c in ny)
+    assert all(
+        rows[c.id].status == "pending" and rows[c.id].next_attempt_at.replace(tzinfo=timezone.utc) == opens for c in ny
+    )
     campaign = db.session.get(Campaign, campaign.id)
     assert campaign.status == "waiting" and "until 2026-03-11 12:00 UTC" in summary["message"]
     assert campaign.scheduled_for.replace(tzinfo=timezone.utc) == opens
@@ -198,8 +213,10 @@ def test_quiet_hours_wait_for_the_store_window_with_a_frozen_clock(db, people, m
     assert_exactly_once(fake_twilio, outbox(db, campaign.id))
 
 
-@pytest.mark.parametrize("local, quiet", [("20:59", False), ("21:00", True), ("02:00", True), ("07:59", True),
-                                          ("08:00", False), ("12:00", False)])
+@pytest.mark.parametrize(
+    "local, quiet",
+    [("20:59", False), ("21:00", True), ("02:00", True), ("07:59", True), ("08:00", False), ("12:00", False)],
+)
 def test_quiet_hours_boundaries(local, quiet):
     hours, minutes = map(int, local.split(":"))
     assert quiet_hours.is_quiet(datetime(2026, 1, 5, hours, minutes), "21:00", "08:00") is quiet

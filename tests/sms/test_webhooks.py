@@ -1,4 +1,5 @@
 """Twilio webhooks: signatures, status callbacks (early, repeated, out of order), STOP/START/HELP."""
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -35,15 +36,18 @@ def post(client, path, params, signature="sign", url=None):
 @pytest.fixture()
 def customer(make_store, make_customer):
     store = make_store("Corner Shop", contact_line="Corner Shop, 12 Main St, call 202-555-0100")
-    return make_customer(store, phone="+12025550142", sms_consent="opted_in",
-                         sms_consent_at=datetime(2025, 1, 1, tzinfo=timezone.utc))
+    return make_customer(
+        store, phone="+12025550142", sms_consent="opted_in", sms_consent_at=datetime(2025, 1, 1, tzinfo=timezone.utc)
+    )
 
 
 @pytest.fixture()
 def sent_row(db, customer):
     """A campaign row already sent, as the worker records it (SID known)."""
     campaign = campaigns.create_campaign("Hi", {}, "Hello {code}", control_share=0)
-    send_campaign(campaign.id, DryRunGateway(), SendOptions(rate_per_second=1000, quiet_start="00:00", quiet_end="00:00"))
+    send_campaign(
+        campaign.id, DryRunGateway(), SendOptions(rate_per_second=1000, quiet_start="00:00", quiet_end="00:00")
+    )
     row = db.session.scalar(select(OutboxMessage).where(OutboxMessage.campaign_id == campaign.id))
     row.status, row.message_sid = "sent", "SM" + "1" * 32
     db.session.commit()
@@ -51,8 +55,14 @@ def sent_row(db, customer):
 
 
 def status_params(sid, status, **extra):
-    return {"MessageSid": sid, "MessageStatus": status, "AccountSid": "AC" + "a" * 32, "To": "+12025550142",
-            "ApiVersion": "2010-04-01", **extra}
+    return {
+        "MessageSid": sid,
+        "MessageStatus": status,
+        "AccountSid": "AC" + "a" * 32,
+        "To": "+12025550142",
+        "ApiVersion": "2010-04-01",
+        **extra,
+    }
 
 
 @pytest.mark.parametrize("path", ["/sms/status", "/sms/inbound"])
@@ -97,8 +107,9 @@ def test_same_callback_three_times_changes_nothing_twice(db, client, sent_row):
     for _ in range(3):
         assert post(client, "/sms/status", params).status_code == 204
     assert db.session.scalar(select(func.count()).select_from(SmsEvent)) == 1
-    events = db.session.scalars(select(ConsentEvent).where(ConsentEvent.customer_id == sent_row.customer_id,
-                                                           ConsentEvent.status == "opted_out")).all()
+    events = db.session.scalars(
+        select(ConsentEvent).where(ConsentEvent.customer_id == sent_row.customer_id, ConsentEvent.status == "opted_out")
+    ).all()
     assert [e.source for e in events] == ["twilio_21610"]
 
 
@@ -122,8 +133,9 @@ def test_callback_before_the_send_was_recorded_is_kept_and_applied(db, client, c
         def find_sent(self, *args):
             return real.find_sent(*args)
 
-    send_campaign(campaign.id, CallbackFirst(), SendOptions(rate_per_second=1000, quiet_start="00:00",
-                                                             quiet_end="00:00"))
+    send_campaign(
+        campaign.id, CallbackFirst(), SendOptions(rate_per_second=1000, quiet_start="00:00", quiet_end="00:00")
+    )
     db.session.expire_all()
     row = db.session.scalar(select(OutboxMessage).where(OutboxMessage.campaign_id == campaign.id))
     assert row.status == "delivered" and row.message_sid == fake_twilio.messages[0]["sid"]
@@ -131,8 +143,14 @@ def test_callback_before_the_send_was_recorded_is_kept_and_applied(db, client, c
 
 
 def inbound(client, body, phone="+12025550142", sid=None):
-    params = {"MessageSid": sid or f"SM{abs(hash((body, phone))) % 10**32:032d}", "From": phone,
-              "To": "+15005550006", "Body": body, "AccountSid": "AC" + "a" * 32, "NumMedia": "0"}
+    params = {
+        "MessageSid": sid or f"SM{abs(hash((body, phone))) % 10**32:032d}",
+        "From": phone,
+        "To": "+15005550006",
+        "Body": body,
+        "AccountSid": "AC" + "a" * 32,
+        "NumMedia": "0",
+    }
     return post(client, "/sms/inbound", params)
 
 
@@ -143,10 +161,13 @@ def test_stop_then_start_round_trip_is_recorded(db, client, customer):
     inbound(client, "Start", sid="SM" + "4" * 32)
     db.session.expire_all()
     assert db.session.get(Customer, customer.id).sms_consent == "opted_in"
-    events = db.session.scalars(select(ConsentEvent).where(ConsentEvent.customer_id == customer.id)
-                                .order_by(ConsentEvent.id)).all()
+    events = db.session.scalars(
+        select(ConsentEvent).where(ConsentEvent.customer_id == customer.id).order_by(ConsentEvent.id)
+    ).all()
     assert [(e.status, e.source, e.keyword) for e in events] == [
-        ("opted_out", "sms_keyword", "STOP"), ("opted_in", "sms_keyword", "START")]
+        ("opted_out", "sms_keyword", "STOP"),
+        ("opted_in", "sms_keyword", "START"),
+    ]
     assert all(e.effective_at is not None for e in events)
 
 

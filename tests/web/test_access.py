@@ -1,4 +1,5 @@
 """Walk every registered route: anonymous users are sent to /login; roles get what they should."""
+
 import pytest
 
 from tests.conftest import login

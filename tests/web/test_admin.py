@@ -1,16 +1,18 @@
 """Admin pages: users, stores, settings validation and audit entries."""
+
 from sqlalchemy import select
 
-from portal.models import AuditEntry, Setting, Store, User
+from portal.models import AuditEntry, Setting, User
 from portal.services import settings as settings_service
-from tests.conftest import login, post_form
+from tests.conftest import post_form
 
 
 def test_admin_creates_user_and_sees_password_once(client, login_as, make_store, db):
     login_as("admin")
     store = make_store("Harbor")
-    response = post_form(client, "/users", {"email": "new@example.com", "role": "manager", "store_id": store.id},
-                         follow_redirects=True)
+    response = post_form(
+        client, "/users", {"email": "new@example.com", "role": "manager", "store_id": store.id}, follow_redirects=True
+    )
     html = response.get_data(as_text=True)
     assert "shown once" in html
     password = html.split("(shown once): ")[1].split("<")[0].strip()
@@ -36,25 +38,31 @@ def test_reset_password_is_audited(client, login_as, make_user, db):
     other = make_user("marketer")
     response = post_form(client, f"/users/{other.id}/reset-password", {}, token_from="/users", follow_redirects=True)
     assert "New password for" in response.get_data(as_text=True)
-    assert db.session.scalar(select(AuditEntry).where(AuditEntry.action == "user.password_reset",
-                                                      AuditEntry.target == other.email))
+    assert db.session.scalar(
+        select(AuditEntry).where(AuditEntry.action == "user.password_reset", AuditEntry.target == other.email)
+    )
 
 
 def test_store_validation_messages(client, login_as):
     login_as("admin")
-    response = post_form(client, "/stores", {"name": "X", "timezone": "Mars/Olympus", "currency": "US1",
-                                             "phone_region": "ZZ"})
+    response = post_form(
+        client, "/stores", {"name": "X", "timezone": "Mars/Olympus", "currency": "US1", "phone_region": "ZZ"}
+    )
     html = response.get_data(as_text=True)
     assert "Unknown time zone" in html and "three-letter currency" in html and "Unknown region" in html
-    ok = post_form(client, "/stores", {"name": "Uptown", "timezone": "America/Los_Angeles", "currency": "usd",
-                                       "phone_region": "us"})
+    ok = post_form(
+        client,
+        "/stores",
+        {"name": "Uptown", "timezone": "America/Los_Angeles", "currency": "usd", "phone_region": "us"},
+    )
     assert ok.status_code == 302
 
 
 def test_settings_validation_keeps_input_and_saves_nothing(client, login_as, db):
     login_as("admin")
-    response = post_form(client, "/settings", {"tier.min_frequency": "-3", "churn.high": "0.8",
-                                               "tier.message.progress": "Hi {nope}"})
+    response = post_form(
+        client, "/settings", {"tier.min_frequency": "-3", "churn.high": "0.8", "tier.message.progress": "Hi {nope}"}
+    )
     html = response.get_data(as_text=True)
     assert response.status_code == 400
     assert "must be at least 1" in html and "unknown placeholder {nope}" in html
@@ -91,8 +99,9 @@ def test_staff_records_consent_audited(client, login_as, make_customer, make_sto
     customer = make_customer(store=make_store())
     missing_source = post_form(client, f"/customers/{customer.id}", {"status": "opted_in", "source": ""})
     assert "Say where the opt-in came from" in missing_source.get_data(as_text=True)
-    ok = post_form(client, f"/customers/{customer.id}", {"status": "opted_in", "source": "form at till",
-                                                         "effective": "2026-01-05"})
+    ok = post_form(
+        client, f"/customers/{customer.id}", {"status": "opted_in", "source": "form at till", "effective": "2026-01-05"}
+    )
     assert ok.status_code == 302
     db.session.refresh(customer)
     assert customer.sms_consent == "opted_in" and customer.sms_consent_at.date().isoformat() == "2026-01-05"

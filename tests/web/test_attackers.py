@@ -3,6 +3,7 @@
 Ids in URLs are real rows of store A (a customer, a campaign, an import, a saved segment), so the
 matrix checks the access rules rather than "not found".
 """
+
 import random
 import re
 from collections import Counter
@@ -27,8 +28,12 @@ SEED = 20261122
 def world(db, make_store, make_user, make_customer):
     """Two stores, one user per role, and one row of store A behind every ``<int:...>`` route."""
     a, b = make_store("Store A"), make_store("Store B")
-    users = {"marketer": make_user("marketer"), "manager_a": make_user("manager", email="manager-a@example.com", store=a),
-             "manager_b": make_user("manager", email="manager-b@example.com", store=b), "admin": make_user("admin")}
+    users = {
+        "marketer": make_user("marketer"),
+        "manager_a": make_user("manager", email="manager-a@example.com", store=a),
+        "manager_b": make_user("manager", email="manager-b@example.com", store=b),
+        "admin": make_user("admin"),
+    }
     victim = make_user("marketer", email="victim@example.com")  # the target of /users/<id> posts
     customer_a, customer_b = make_customer(store=a, sms_consent="opted_in"), make_customer(store=b)
     campaign = Campaign(name="Spring A", store_id=a.id, template="Hi {first_name}", status="draft")
@@ -36,11 +41,26 @@ def world(db, make_store, make_user, make_customer):
     segment = SavedSegment(name="Mine", query="tier=Gold", owner_email=users["marketer"].email)
     db.session.add_all([campaign, run, segment])
     db.session.commit()
-    ids = {"customer_id": customer_a.id, "campaign_id": campaign.id, "import_id": run.id, "store_id": a.id,
-           "user_id": victim.id, "segment_id": segment.id, "job_id": "no-such-job", "list_name": "customers",
-           "name": "no-such-name", "filename": "x"}
-    return {"users": users, "ids": ids, "customer_a": customer_a, "customer_b": customer_b, "campaign": campaign,
-            "store_a": a}
+    ids = {
+        "customer_id": customer_a.id,
+        "campaign_id": campaign.id,
+        "import_id": run.id,
+        "store_id": a.id,
+        "user_id": victim.id,
+        "segment_id": segment.id,
+        "job_id": "no-such-job",
+        "list_name": "customers",
+        "name": "no-such-name",
+        "filename": "x",
+    }
+    return {
+        "users": users,
+        "ids": ids,
+        "customer_a": customer_a,
+        "customer_b": customer_b,
+        "campaign": campaign,
+        "store_a": a,
+    }
 
 
 class RoleClient:
@@ -86,8 +106,9 @@ def _fill(rule, ids) -> str:
 
 
 def _rules(app, method):
-    return sorted((r for r in app.url_map.iter_rules() if method in r.methods and r.endpoint != "static"),
-                  key=lambda r: r.rule)
+    return sorted(
+        (r for r in app.url_map.iter_rules() if method in r.methods and r.endpoint != "static"), key=lambda r: r.rule
+    )
 
 
 def _expected_get(url: str, role: str, world) -> set[int]:
@@ -149,10 +170,41 @@ def test_marketer_cannot_send_a_campaign_nor_change_settings(world, clients, db)
 
 # --- fuzz: random form data on every POST route as every role ----------------------------------------
 
-FIELD_POOL = ("name", "email", "password", "new_password", "confirm", "role", "store_id", "store", "status",
-              "effective", "source", "code", "customer_id", "template", "audience", "control_share", "query",
-              "scheduled_for", "expires_at", "timezone", "currency", "phone_region", "contact_line", "next",
-              "sender_name", "active", "kind", "layout", "file", "columns", "list_name", "q", "value")
+FIELD_POOL = (
+    "name",
+    "email",
+    "password",
+    "new_password",
+    "confirm",
+    "role",
+    "store_id",
+    "store",
+    "status",
+    "effective",
+    "source",
+    "code",
+    "customer_id",
+    "template",
+    "audience",
+    "control_share",
+    "query",
+    "scheduled_for",
+    "expires_at",
+    "timezone",
+    "currency",
+    "phone_region",
+    "contact_line",
+    "next",
+    "sender_name",
+    "active",
+    "kind",
+    "layout",
+    "file",
+    "columns",
+    "list_name",
+    "q",
+    "value",
+)
 
 
 def _random_value(rng: random.Random) -> str:
@@ -160,7 +212,7 @@ def _random_value(rng: random.Random) -> str:
     if kind == 0:
         return ""
     if kind == 1:
-        return str(-rng.randrange(1, 10**rng.randrange(1, 30)))
+        return str(-rng.randrange(1, 10 ** rng.randrange(1, 30)))
     if kind == 2:
         return rng.choice(["1e308", "-1e308", "NaN", "inf", "-0", "0x10", "99999999999999999999999999"])
     if kind == 3:
@@ -170,8 +222,18 @@ def _random_value(rng: random.Random) -> str:
     if kind == 5:
         return rng.choice(["2026-13-45", "0000-00-00", "31/02/2026", "9999-12-31T99:99", "yesterday"])
     if kind == 6:
-        return rng.choice(["<script>alert(1)</script>", "' OR 1=1 --", "=HYPERLINK(\"http://x\")", "../../etc/passwd",
-                           "//evil.example", "https://evil.example/", "{{7*7}}", "{first_name}{"])
+        return rng.choice(
+            [
+                "<script>alert(1)</script>",
+                "' OR 1=1 --",
+                "=HYPERLINK(\"http://x\")",
+                "../../etc/passwd",
+                "//evil.example",
+                "https://evil.example/",
+                "{{7*7}}",
+                "{first_name}{",
+            ]
+        )
     if kind == 7:
         return "a\x00b" + "\x00" * rng.randrange(3)  # NUL bytes (PostgreSQL refuses them in text)
     if kind == 8:
@@ -239,8 +301,9 @@ def test_fuzz_every_post_route_as_every_role_never_500(app, db, world, clients):
                     response = client.post(url, data=form)
                 except Exception as exc:  # noqa: BLE001 - TESTING propagates what users would see as a 500
                     db.session.rollback()
-                    failures.append(f"{role} POST {url} -> 500 {type(exc).__name__}: {str(exc)[:80]} "
-                                    f"(values like {sample})")
+                    failures.append(
+                        f"{role} POST {url} -> 500 {type(exc).__name__}: {str(exc)[:80]} (values like {sample})"
+                    )
                     continue
                 if response.status_code not in accepted:
                     failures.append(f"{role} POST {url} -> {response.status_code} (values like {sample})")

@@ -1,7 +1,8 @@
 """Login, logout, throttling, safe redirects, passwords and CSRF."""
+
 from sqlalchemy import select
 
-from portal.models import AuditEntry, LoginAttempt, User
+from portal.models import AuditEntry, LoginAttempt
 from tests.conftest import PASSWORD, csrf_token, login, post_form
 from tests.web.test_sessions import Browser
 
@@ -85,10 +86,12 @@ def test_a_flood_of_failures_on_one_account_spares_addresses_the_user_logged_in_
     from datetime import datetime, timezone
 
     user = make_user("manager")
-    db.session.add(LoginAttempt(email=user.email, address="192.0.2.50", success=True,
-                                at=datetime(2026, 1, 1, tzinfo=timezone.utc)))
-    db.session.add_all([LoginAttempt(email=user.email, address=f"10.0.{i // 250}.{i % 250}", success=False)
-                        for i in range(100)])
+    db.session.add(
+        LoginAttempt(email=user.email, address="192.0.2.50", success=True, at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    )
+    db.session.add_all(
+        [LoginAttempt(email=user.email, address=f"10.0.{i // 250}.{i % 250}", success=False) for i in range(100)]
+    )
     db.session.commit()
     assert _login_from(app, "203.0.113.80", user.email).status_code == 429  # a new address waits
     assert _login_from(app, "192.0.2.50", user.email).status_code == 302  # the user's usual one does not
@@ -123,8 +126,9 @@ def test_next_with_control_characters_is_ignored_not_a_500(client, make_user):
     user = make_user("admin")
     for evil in ("/customers\r\nSet-Cookie: x=1", "/\n/evil.example", "/x\ty"):
         token = csrf_token(client, "/login")
-        response = client.post("/login", data={"email": user.email, "password": PASSWORD, "next": evil,
-                                               "csrf_token": token})
+        response = client.post(
+            "/login", data={"email": user.email, "password": PASSWORD, "next": evil, "csrf_token": token}
+        )
         assert response.status_code == 302 and response.headers["Location"] == "/", repr(evil)
         post_form(client, "/logout", {}, token_from="/")
     response = client.get("/login?next=/customers%0d%0aX:1")
@@ -135,13 +139,15 @@ def test_next_accepts_only_local_paths(client, make_user):
     user = make_user("admin")
     token = csrf_token(client, "/login")
     for evil in ("https://evil.example/x", "//evil.example", "/\\evil.example", "javascript:alert(1)"):
-        response = client.post("/login", data={"email": user.email, "password": PASSWORD, "next": evil,
-                                               "csrf_token": token})
+        response = client.post(
+            "/login", data={"email": user.email, "password": PASSWORD, "next": evil, "csrf_token": token}
+        )
         assert response.headers["Location"] == "/", evil
         post_form(client, "/logout", {}, token_from="/")
         token = csrf_token(client, "/login")
-    response = client.post("/login", data={"email": user.email, "password": PASSWORD, "next": "/customers?q=1",
-                                           "csrf_token": token})
+    response = client.post(
+        "/login", data={"email": user.email, "password": PASSWORD, "next": "/customers?q=1", "csrf_token": token}
+    )
     assert response.headers["Location"] == "/customers?q=1"
 
 
@@ -163,11 +169,13 @@ def test_login_page_is_not_cached(client):
 
 def test_change_own_password_is_audited(client, login_as, db):
     user = login_as("marketer")
-    bad = post_form(client, "/account/password", {"current": "nope", "new": "another-long-pass",
-                                                  "confirm": "another-long-pass"})
+    bad = post_form(
+        client, "/account/password", {"current": "nope", "new": "another-long-pass", "confirm": "another-long-pass"}
+    )
     assert "Current password is wrong" in bad.get_data(as_text=True)
-    ok = post_form(client, "/account/password", {"current": PASSWORD, "new": "another-long-pass",
-                                                 "confirm": "another-long-pass"})
+    ok = post_form(
+        client, "/account/password", {"current": PASSWORD, "new": "another-long-pass", "confirm": "another-long-pass"}
+    )
     assert ok.status_code == 302
     db.session.refresh(user)
     assert user.check_password("another-long-pass")

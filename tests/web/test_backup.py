@@ -1,5 +1,6 @@
 """Backups restore into a working portal: SQLite's online backup taken while a writer is busy, and a
 PostgreSQL ``pg_dump -Fc`` / ``pg_restore`` round trip (docs/DEPLOYING.md describes both)."""
+
 from __future__ import annotations
 
 import os
@@ -23,12 +24,20 @@ ADMIN = "backup-admin@example.com"
 
 
 def _flask(args: list[str], url: str, tmp_path: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "FLASK_APP": "app.py", "DATABASE_URL": url, "SECRET_KEY": "x" * 32,
-           "MODELS_DIR": str(tmp_path / "Models"), "UPLOAD_DIR": str(tmp_path / "uploads"),
-           "ADMIN_EMAIL": ADMIN, "ADMIN_PASSWORD": "a-long-password"}
+    env = {
+        **os.environ,
+        "FLASK_APP": "app.py",
+        "DATABASE_URL": url,
+        "SECRET_KEY": "x" * 32,
+        "MODELS_DIR": str(tmp_path / "Models"),
+        "UPLOAD_DIR": str(tmp_path / "uploads"),
+        "ADMIN_EMAIL": ADMIN,
+        "ADMIN_PASSWORD": "a-long-password",
+    }
     env.pop("REDIS_URL", None)
-    return subprocess.run([sys.executable, "-m", "flask", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "flask", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def _sa_url(url: str) -> str:
@@ -62,8 +71,10 @@ class Writer(threading.Thread):
         try:
             while not self.stop.is_set():
                 with Session(self.engine) as session:
-                    session.add_all(Customer(external_id=f"W{uuid.uuid4().hex[:20]}", name="Written during backup")
-                                    for _ in range(20))
+                    session.add_all(
+                        Customer(external_id=f"W{uuid.uuid4().hex[:20]}", name="Written during backup")
+                        for _ in range(20)
+                    )
                     session.commit()
                 self.committed += 20
                 self.started.set()
@@ -112,8 +123,10 @@ def test_sqlite_online_backup_during_writes_restores_a_working_database(tmp_path
     # A second writer holds an open, uncommitted transaction across the whole backup.
     pending = sqlite3.connect(live, timeout=30, isolation_level=None)
     pending.execute("BEGIN IMMEDIATE")
-    pending.execute("INSERT INTO customers (external_id, name, sms_consent, created_at) "
-                    "VALUES ('U00001', 'Not committed yet', 'unknown', '2026-01-01 00:00:00')")
+    pending.execute(
+        "INSERT INTO customers (external_id, name, sms_consent, created_at) "
+        "VALUES ('U00001', 'Not committed yet', 'unknown', '2026-01-01 00:00:00')"
+    )
     source = sqlite3.connect(live, timeout=30)
     backup = sqlite3.connect(tmp_path / "backup.db")
     source.backup(backup)  # one step (pages=-1): a consistent snapshot while the app keeps writing (WAL)
@@ -175,15 +188,20 @@ def test_pg_dump_and_pg_restore_round_trip(tmp_path):
         assert writer.started.wait(60) and writer.error is None, writer.error
         committed_before = writer.committed
         dump = tmp_path / "loyalist.dump"
-        out = subprocess.run(["pg_dump", "-Fc", "-f", str(dump), "-d", db_url(source_db)],
-                             capture_output=True, text=True, timeout=300)
+        out = subprocess.run(
+            ["pg_dump", "-Fc", "-f", str(dump), "-d", db_url(source_db)], capture_output=True, text=True, timeout=300
+        )
         writer.stop.set()
         writer.join(60)
         assert out.returncode == 0, out.stderr
         assert writer.error is None, writer.error
 
-        out = subprocess.run(["pg_restore", "--no-owner", "--exit-on-error", "-d", db_url(restored_db), str(dump)],
-                             capture_output=True, text=True, timeout=300)
+        out = subprocess.run(
+            ["pg_restore", "--no-owner", "--exit-on-error", "-d", db_url(restored_db), str(dump)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert out.returncode == 0, out.stderr
         counts = _counts(db_url(restored_db))
         assert counts["kept"] == 300 and counts["admins"] == 1

@@ -1,4 +1,5 @@
 """``python -m bench``: lists the benchmarks, streams their JSON lines, reports each module's status."""
+
 from __future__ import annotations
 
 import importlib
@@ -14,8 +15,9 @@ FASTEST = "clv"  # the quickest module in --quick mode (about half a minute on t
 
 
 def run_bench(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def json_lines(stdout: str) -> list[dict]:
@@ -28,8 +30,15 @@ def test_list_names_every_benchmark_and_which_need_a_flag():
     assert result.returncode == 0, result.stderr
     listed = {line["name"]: line for line in json_lines(result.stdout)}
     assert [name for name, line in listed.items() if line["default"]] == [
-        "bench.features", "bench.churn", "bench.clv", "bench.bundles", "bench.sms", "bench.import", "bench.lists",
-        "bench.coherence"]
+        "bench.features",
+        "bench.churn",
+        "bench.clv",
+        "bench.bundles",
+        "bench.sms",
+        "bench.import",
+        "bench.lists",
+        "bench.coherence",
+    ]
     assert listed["bench.load"]["flag"] == "--with-load" and listed["bench.heavy"]["flag"] == "--with-heavy"
     assert "bench.scale_demo" not in listed
     assert all(line["summary"] for line in listed.values())
@@ -55,8 +64,10 @@ def test_a_failing_module_is_reported_and_the_run_continues(monkeypatch, capsys)
     assert runner.main(["--quick"]) == 1
     lines = json_lines(capsys.readouterr().out)
     statuses = [line for line in lines if line["name"].startswith("bench.")]
-    assert [(s["name"], s["status"]) for s in statuses] == [("bench.no_such_bench_a", "failed"),
-                                                            ("bench.no_such_bench_b", "failed")]
+    assert [(s["name"], s["status"]) for s in statuses] == [
+        ("bench.no_such_bench_a", "failed"),
+        ("bench.no_such_bench_b", "failed"),
+    ]
     assert all(s["exit_code"] != 0 for s in statuses)
     assert lines[-1]["failed"] == ["no_such_bench_a", "no_such_bench_b"] and lines[-1]["status"] == "failed"
 

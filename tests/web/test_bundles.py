@@ -1,4 +1,5 @@
 """The bundles page: dead stock with its data errors, rules mined from stored baskets, the lookup, roles."""
+
 import re
 from html import unescape
 
@@ -13,11 +14,22 @@ from portal.services import settings as settings_service
 from preprocessing import bundling
 from tests.conftest import post_form
 
-NAMES = {"ESP": "Espresso Beans", "MUG": "Blue Mug", "OAT": "Oat Milk", "VAN": "Vanilla Syrup",
-         "NEW": "Gift Card", **{f"F{i:02d}": f"Filler {i}" for i in range(12)}}
+NAMES = {
+    "ESP": "Espresso Beans",
+    "MUG": "Blue Mug",
+    "OAT": "Oat Milk",
+    "VAN": "Vanilla Syrup",
+    "NEW": "Gift Card",
+    **{f"F{i:02d}": f"Filler {i}" for i in range(12)},
+}
 # initial stock, units sold, price: MUG and VAN are dead stock (sold < 60 %), the rest sell
-STOCK = {"ESP": (1000, 900, 15.5), "MUG": (200, 30, 9.0), "OAT": (400, 300, 3.0), "VAN": (100, 20, None),
-         **{f"F{i:02d}": (100, 80, 2.0) for i in range(12)}}
+STOCK = {
+    "ESP": (1000, 900, 15.5),
+    "MUG": (200, 30, 9.0),
+    "OAT": (400, 300, 3.0),
+    "VAN": (100, 20, None),
+    **{f"F{i:02d}": (100, 80, 2.0) for i in range(12)},
+}
 
 
 def planted_lines(n=400, seed=11):
@@ -43,10 +55,31 @@ def planted_lines(n=400, seed=11):
         if t % 50 == 0:
             basket.add("NEW")
         for p in sorted(basket):
-            rows.append((f"C{t % 60:03d}", f"T{t:05d}", pd.Timestamp("2026-01-01") + pd.Timedelta(hours=5 * t),
-                         p, NAMES[p], 1.0, 2.0, 2.0))
-    return pd.DataFrame(rows, columns=["customer_id", "transaction_id", "purchase_date", "product_id",
-                                       "product_name", "quantity", "price_per_unit", "total_amount"])
+            rows.append(
+                (
+                    f"C{t % 60:03d}",
+                    f"T{t:05d}",
+                    pd.Timestamp("2026-01-01") + pd.Timedelta(hours=5 * t),
+                    p,
+                    NAMES[p],
+                    1.0,
+                    2.0,
+                    2.0,
+                )
+            )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "customer_id",
+            "transaction_id",
+            "purchase_date",
+            "product_id",
+            "product_name",
+            "quantity",
+            "price_per_unit",
+            "total_amount",
+        ],
+    )
 
 
 def seed_stock(db, store, stock=STOCK, extra=()):
@@ -54,8 +87,9 @@ def seed_stock(db, store, stock=STOCK, extra=()):
     products = dict(db.session.execute(select(Product.external_id, Product)).all())
     for pid, (initial, sold, price) in stock.items():
         products[pid].price = price
-        db.session.add(StockLevel(product_id=products[pid].id, store_id=store.id, initial_stock=initial,
-                                  total_sold=sold))
+        db.session.add(
+            StockLevel(product_id=products[pid].id, store_id=store.id, initial_stock=initial, total_sold=sold)
+        )
     for pid, name, initial, sold in extra:
         product = Product(external_id=pid, name=name)
         db.session.add(product)
@@ -68,8 +102,11 @@ def seed_stock(db, store, stock=STOCK, extra=()):
 def store_with_stock(db, seed_lines):
     lines = planted_lines()
     store = seed_lines(lines)
-    seed_stock(db, store, extra=[("ZERO", "Zero Stock Tray", 0, 3), ("NOINIT", "Mystery Jar", None, 2),
-                                 ("GHOST", "Ghost Teapot", 50, 0)])
+    seed_stock(
+        db,
+        store,
+        extra=[("ZERO", "Zero Stock Tray", 0, 3), ("NOINIT", "Mystery Jar", None, 2), ("GHOST", "Ghost Teapot", 50, 0)],
+    )
     return store, lines
 
 
@@ -85,6 +122,7 @@ def text_of(html):
 
 # --------------------------------------------------------------------------- empty states
 
+
 def test_empty_states_without_stock_or_rules(client, login_as):
     login_as("manager")
     html = page(client)
@@ -95,14 +133,19 @@ def test_empty_states_without_stock_or_rules(client, login_as):
 def test_mining_without_a_stock_file_fails_with_a_reason(client, login_as, seed_lines):
     store = seed_lines(planted_lines())
     login_as("manager", store=store)
-    response = post_form(client, "/bundles/mine", {"min_support": "5", "min_confidence": "5", "min_lift": "1",
-                                                   "dead_stock_ratio": "60"}, token_from="/bundles",
-                         follow_redirects=True)
+    response = post_form(
+        client,
+        "/bundles/mine",
+        {"min_support": "5", "min_confidence": "5", "min_lift": "1", "dead_stock_ratio": "60"},
+        token_from="/bundles",
+        follow_redirects=True,
+    )
     html = unescape(response.get_data(as_text=True))
     assert "No stock file imported yet" in html
 
 
 # --------------------------------------------------------------------------- dead stock
+
 
 def test_dead_stock_list_data_errors_and_unknown_products(client, login_as, store_with_stock):
     store, _ = store_with_stock
@@ -126,17 +169,23 @@ def test_dead_stock_list_data_errors_and_unknown_products(client, login_as, stor
 def test_dead_stock_report_matches_the_pure_module(app, store_with_stock):
     store, lines = store_with_stock
     report = bundle_service.dead_stock_report(None)
-    stock = pd.DataFrame([(pid, NAMES[pid], i, s, p) for pid, (i, s, p) in STOCK.items()]
-                         + [("ZERO", "Zero Stock Tray", 0, 3, None), ("NOINIT", "Mystery Jar", None, 2, None),
-                            ("GHOST", "Ghost Teapot", 50, 0, None)],
-                         columns=["product_id", "product_name", "initial_stock", "total_sold", "price"])
+    stock = pd.DataFrame(
+        [(pid, NAMES[pid], i, s, p) for pid, (i, s, p) in STOCK.items()]
+        + [
+            ("ZERO", "Zero Stock Tray", 0, 3, None),
+            ("NOINIT", "Mystery Jar", None, 2, None),
+            ("GHOST", "Ghost Teapot", 50, 0, None),
+        ],
+        columns=["product_id", "product_name", "initial_stock", "total_sold", "price"],
+    )
     pure = bundling.dead_stock(stock, price_column="price")
     assert [d["product_id"] for d in report.dead] == pure.dead["product_id"].tolist()
     assert [d["sold_ratio"] for d in report.dead] == pytest.approx(pure.dead["sold_ratio"].tolist())
     assert sorted(e["product_id"] for e in report.errors) == sorted(pure.errors["product_id"])
     unknown = bundling.unknown_products(lines, stock)
-    assert [[u["product_id"], u["total_sold"], u["transactions"]] for u in report.unknown] == \
-        unknown[["product_id", "total_sold", "transactions"]].values.tolist()
+    assert [[u["product_id"], u["total_sold"], u["transactions"]] for u in report.unknown] == unknown[
+        ["product_id", "total_sold", "transactions"]
+    ].values.tolist()
     assert report.value_tied_up == pytest.approx(170 * 9.0)
     assert report.unpriced == 2  # vanilla and the ghost teapot have no price
 
@@ -159,10 +208,20 @@ def test_manager_sees_only_their_store_stock(client, login_as, store_with_stock,
 
 # --------------------------------------------------------------------------- mining through the page
 
+
 def mine(client, support, confidence=5, lift=1, ratio=60, follow=True):
-    return post_form(client, "/bundles/mine", {"min_support": str(support), "min_confidence": str(confidence),
-                                               "min_lift": str(lift), "dead_stock_ratio": str(ratio)},
-                     token_from="/bundles", follow_redirects=follow)
+    return post_form(
+        client,
+        "/bundles/mine",
+        {
+            "min_support": str(support),
+            "min_confidence": str(confidence),
+            "min_lift": str(lift),
+            "dead_stock_ratio": str(ratio),
+        },
+        token_from="/bundles",
+        follow_redirects=follow,
+    )
 
 
 def stored_rules(db):
@@ -179,8 +238,9 @@ def test_mined_rules_equal_the_pure_module_and_read_as_actions(client, login_as,
     html = unescape(response.get_data(as_text=True))
     assert "done" in html
 
-    expected = bundling.bundle_rules(lines, ["GHOST", "MUG", "VAN"], min_support=0.05, min_confidence=0.05,
-                                     min_lift=1.0).rules
+    expected = bundling.bundle_rules(
+        lines, ["GHOST", "MUG", "VAN"], min_support=0.05, min_confidence=0.05, min_lift=1.0
+    ).rules
     model, got = stored_rules(db)
     assert len(got) == len(expected) > 0
     for r in expected.itertuples():
@@ -194,8 +254,10 @@ def test_mined_rules_equal_the_pure_module_and_read_as_actions(client, login_as,
     assert model.manifest["data_window"]["from"].startswith("2026-01-01")
 
     html = text_of(page(client))
-    assert ("Put Blue Mug next to Espresso Beans: 15 % of baskets with Espresso Beans also take Blue Mug "
-            "(2.1x the usual rate; 24 baskets).") in html
+    assert (
+        "Put Blue Mug next to Espresso Beans: 15 % of baskets with Espresso Beans also take Blue Mug "
+        "(2.1x the usual rate; 24 baskets)."
+    ) in html
     assert "support ≥ 5 %" in html
     models = text_of(page(client, "/models"))
     assert f"{len(expected)} bundle rules" in models and "minimum support 5 %" in models and "400 baskets" in models
@@ -292,10 +354,15 @@ def test_cli_train_bundles_uses_the_settings(runner, db, store_with_stock):
 
 # --------------------------------------------------------------------------- form validation, roles, CSRF
 
+
 def test_parameters_are_validated_next_to_the_fields(client, login_as, db, store_with_stock):
     login_as("admin")
-    response = post_form(client, "/bundles/mine", {"min_support": "0", "min_confidence": "a lot", "min_lift": "1",
-                                                   "dead_stock_ratio": "150"}, token_from="/bundles")
+    response = post_form(
+        client,
+        "/bundles/mine",
+        {"min_support": "0", "min_confidence": "a lot", "min_lift": "1", "dead_stock_ratio": "150"},
+        token_from="/bundles",
+    )
     assert response.status_code == 400
     html = unescape(response.get_data(as_text=True))
     assert "Must be between 0.01 and 100." in html and "Must be between 1 and 100." in html
@@ -314,8 +381,9 @@ def test_marketer_reads_but_cannot_mine(client, login_as, store_with_stock):
 def test_manager_can_mine_and_csrf_is_required(client, login_as, store_with_stock):
     store, _ = store_with_stock
     login_as("manager", store=store)
-    refused = client.post("/bundles/mine", data={"min_support": "5", "min_confidence": "5", "min_lift": "1",
-                                                 "dead_stock_ratio": "60"})
+    refused = client.post(
+        "/bundles/mine", data={"min_support": "5", "min_confidence": "5", "min_lift": "1", "dead_stock_ratio": "60"}
+    )
     assert refused.status_code == 400  # no CSRF token
     response = mine(client, 5, follow=False)
     assert response.status_code == 302 and "/bundles?job=" in response.headers["Location"]

@@ -1,9 +1,9 @@
 """The churn page: bands, value at risk, the at-risk list in priority order, and the model card."""
+
 from sqlalchemy import select
 
 from portal.models import Customer
-from portal.services.scores import scoring
-from portal.services.scores import training
+from portal.services.scores import scoring, training
 from tests.conftest import synthetic_lines
 
 

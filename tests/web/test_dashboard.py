@@ -1,4 +1,5 @@
 """The dashboard: KPIs that match the lists they link to, store scoping, charts, cohorts and the outlook."""
+
 from __future__ import annotations
 
 import csv
@@ -15,11 +16,10 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from portal.models import Campaign, Customer, OutboxMessage, Product, PurchaseLine, StockLevel
+from portal.services import settings as settings_service
 from portal.services.dashboard import numbers as dashboard_service
 from portal.services.scores import outlook as outlook_service
-from portal.services import settings as settings_service
-from portal.services.scores import scoring
-from portal.services.scores import training
+from portal.services.scores import scoring, training
 from tests.conftest import synthetic_lines
 
 KPI = re.compile(r'<a class="kpi" href="([^"]+)">([^<]+)</a>')
@@ -77,8 +77,14 @@ def _stock_and_campaign(db, store):
     ids = db.session.scalars(select(Customer.id).where(Customer.store_id == store.id).order_by(Customer.id)).all()
     statuses = ["sent"] * 3 + ["delivered"] * 2 + ["failed"] + ["control"] * 2
     for cid, status in zip(ids, statuses):
-        db.session.add(OutboxMessage(campaign_id=campaign.id, customer_id=cid, status=status,
-                                     group="control" if status == "control" else "message"))
+        db.session.add(
+            OutboxMessage(
+                campaign_id=campaign.id,
+                customer_id=cid,
+                status=status,
+                group="control" if status == "control" else "message",
+            )
+        )
     db.session.commit()
     return campaign
 
@@ -94,8 +100,14 @@ def test_dashboard_with_data_has_kpis_charts_and_tables(client, login_as, db, se
     _trained(seed_lines)
     login_as("admin")
     page = client.get("/").get_data(as_text=True)
-    for text in ("Customers", "Active, last 90 days", "Revenue, last 30 days", "High churn risk", "Platinum",
-                 "the day of the latest purchase in the data"):
+    for text in (
+        "Customers",
+        "Active, last 90 days",
+        "Revenue, last 30 days",
+        "High churn risk",
+        "Platinum",
+        "the day of the latest purchase in the data",
+    ):
         assert text in page
     reference = dashboard_service.reference_time()
     assert reference.strftime("%Y-%m-%d") in page  # the reference day is named
@@ -126,8 +138,9 @@ def test_every_kpi_link_lands_on_a_list_with_the_same_count(client, login_as, db
             churn = client.get(href).get_data(as_text=True)
             card = re.search(r'High risk</a></h2>\s*<div class="kpi">([^<]+)</div>', churn)
             assert _number(card.group(1)) == _number(value)
-            expected = db.session.scalar(select(func.count()).select_from(Customer)
-                                         .where(Customer.churn_band == "High"))
+            expected = db.session.scalar(
+                select(func.count()).select_from(Customer).where(Customer.churn_band == "High")
+            )
             assert _number(value) == expected
             checked += 1
         elif path == "/bundles":
@@ -149,15 +162,26 @@ def test_every_kpi_link_lands_on_a_list_with_the_same_count(client, login_as, db
 
 
 def test_revenue_kpi_compares_the_last_30_days_with_the_30_before(client, login_as, db, seed_lines):
-    frame = pd.DataFrame([  # reference day 2026-03-31; windows 03-02 .. 03-31 and 01-31 .. 03-01 (whole days)
-        ("C1", "T1", pd.Timestamp("2026-03-31 18:00"), "P1", "P", 1, 100.0, 100.0),
-        ("C1", "T2", pd.Timestamp("2026-03-02 00:00"), "P1", "P", 1, 50.0, 50.0),
-        ("C2", "T3", pd.Timestamp("2026-03-01 23:59"), "P1", "P", 1, 80.0, 80.0),
-        ("C2", "T4", pd.Timestamp("2026-03-10 12:00"), "P1", "P", -1, 20.0, -20.0),  # a return
-        (None, "T5", pd.Timestamp("2026-02-01 09:00"), "P1", "P", 1, 40.0, 40.0),  # anonymous, counts
-        ("C3", "T6", pd.Timestamp("2026-01-30 23:00"), "P1", "P", 1, 999.0, 999.0),  # before both windows
-    ], columns=["customer_id", "transaction_id", "purchase_date", "product_id", "product_name", "quantity",
-                "price_per_unit", "total_amount"])
+    frame = pd.DataFrame(
+        [  # reference day 2026-03-31; windows 03-02 .. 03-31 and 01-31 .. 03-01 (whole days)
+            ("C1", "T1", pd.Timestamp("2026-03-31 18:00"), "P1", "P", 1, 100.0, 100.0),
+            ("C1", "T2", pd.Timestamp("2026-03-02 00:00"), "P1", "P", 1, 50.0, 50.0),
+            ("C2", "T3", pd.Timestamp("2026-03-01 23:59"), "P1", "P", 1, 80.0, 80.0),
+            ("C2", "T4", pd.Timestamp("2026-03-10 12:00"), "P1", "P", -1, 20.0, -20.0),  # a return
+            (None, "T5", pd.Timestamp("2026-02-01 09:00"), "P1", "P", 1, 40.0, 40.0),  # anonymous, counts
+            ("C3", "T6", pd.Timestamp("2026-01-30 23:00"), "P1", "P", 1, 999.0, 999.0),  # before both windows
+        ],
+        columns=[
+            "customer_id",
+            "transaction_id",
+            "purchase_date",
+            "product_id",
+            "product_name",
+            "quantity",
+            "price_per_unit",
+            "total_amount",
+        ],
+    )
     seed_lines(frame)
     scoring.rescore_all()
     user = login_as("admin")
@@ -184,13 +208,18 @@ def test_manager_sees_only_their_store(client, login_as, db, seed_lines, make_st
     page = client.get("/").get_data(as_text=True)
     assert "Winback" not in page and "No campaign yet" in page  # South's campaign
     assert "No stock file imported yet" in page  # South's stock
-    north_30 = dashboard_service.revenue_kpis(dashboard_service.resolve_scope(manager, None),
-                                              dashboard_service.reference_time())["current"]
-    everyone_30 = dashboard_service.revenue_kpis(dashboard_service.Scope(user=make_user("admin")),
-                                                 dashboard_service.reference_time())["current"]
+    north_30 = dashboard_service.revenue_kpis(
+        dashboard_service.resolve_scope(manager, None), dashboard_service.reference_time()
+    )["current"]
+    everyone_30 = dashboard_service.revenue_kpis(
+        dashboard_service.Scope(user=make_user("admin")), dashboard_service.reference_time()
+    )["current"]
     since = pd.Timestamp(dashboard_service.reference_time()).normalize() - pd.Timedelta(days=29)
-    north_lines = db.session.scalar(select(func.sum(PurchaseLine.amount)).where(
-        PurchaseLine.store_id == north.id, PurchaseLine.purchased_at >= since.to_pydatetime()))
+    north_lines = db.session.scalar(
+        select(func.sum(PurchaseLine.amount)).where(
+            PurchaseLine.store_id == north.id, PurchaseLine.purchased_at >= since.to_pydatetime()
+        )
+    )
     assert north_30 == pytest.approx(float(north_lines)) and everyone_30 > north_30
     assert f"${north_30:,.2f}" in page
     # Asking for another store changes nothing for a manager, and offers no store switcher.
@@ -219,13 +248,24 @@ def test_admin_switches_store_and_links_keep_the_store(client, login_as, db, see
 
 
 def test_month_bucketing_in_the_database(app, db, seed_lines):
-    frame = pd.DataFrame([
-        ("C1", "T1", pd.Timestamp("2025-12-31 23:59:59"), "P1", "P", 1, 1.0, 1.0),
-        ("C1", "T2", pd.Timestamp("2026-01-01 00:00:00"), "P1", "P", 1, 2.0, 2.0),
-        ("C1", "T3", pd.Timestamp("2026-01-31 23:59:59"), "P1", "P", 1, 4.0, 4.0),
-        ("C1", "T4", pd.Timestamp("2026-02-01 00:00:01"), "P1", "P", 1, 8.0, 8.0),
-    ], columns=["customer_id", "transaction_id", "purchase_date", "product_id", "product_name", "quantity",
-                "price_per_unit", "total_amount"])
+    frame = pd.DataFrame(
+        [
+            ("C1", "T1", pd.Timestamp("2025-12-31 23:59:59"), "P1", "P", 1, 1.0, 1.0),
+            ("C1", "T2", pd.Timestamp("2026-01-01 00:00:00"), "P1", "P", 1, 2.0, 2.0),
+            ("C1", "T3", pd.Timestamp("2026-01-31 23:59:59"), "P1", "P", 1, 4.0, 4.0),
+            ("C1", "T4", pd.Timestamp("2026-02-01 00:00:01"), "P1", "P", 1, 8.0, 8.0),
+        ],
+        columns=[
+            "customer_id",
+            "transaction_id",
+            "purchase_date",
+            "product_id",
+            "product_name",
+            "quantity",
+            "price_per_unit",
+            "total_amount",
+        ],
+    )
     seed_lines(frame)
     dialect = dashboard_service.dialect_name()
     key = dashboard_service.month_key(PurchaseLine.purchased_at, dialect)
@@ -243,19 +283,31 @@ def test_month_bucketing_in_the_database(app, db, seed_lines):
 
 
 def test_revenue_by_tier_groups_month_and_tier(app, db, seed_lines, login_as):
-    frame = pd.DataFrame([
-        ("C1", "T1", pd.Timestamp("2026-01-15"), "P1", "P", 1, 10.0, 10.0),
-        ("C1", "T2", pd.Timestamp("2026-02-15"), "P1", "P", 1, 20.0, 20.0),
-        ("C2", "T3", pd.Timestamp("2026-02-20"), "P1", "P", 1, 5.0, 5.0),
-        (None, "T4", pd.Timestamp("2026-02-21"), "P1", "P", 1, 7.0, 7.0),
-    ], columns=["customer_id", "transaction_id", "purchase_date", "product_id", "product_name", "quantity",
-                "price_per_unit", "total_amount"])
+    frame = pd.DataFrame(
+        [
+            ("C1", "T1", pd.Timestamp("2026-01-15"), "P1", "P", 1, 10.0, 10.0),
+            ("C1", "T2", pd.Timestamp("2026-02-15"), "P1", "P", 1, 20.0, 20.0),
+            ("C2", "T3", pd.Timestamp("2026-02-20"), "P1", "P", 1, 5.0, 5.0),
+            (None, "T4", pd.Timestamp("2026-02-21"), "P1", "P", 1, 7.0, 7.0),
+        ],
+        columns=[
+            "customer_id",
+            "transaction_id",
+            "purchase_date",
+            "product_id",
+            "product_name",
+            "quantity",
+            "price_per_unit",
+            "total_amount",
+        ],
+    )
     seed_lines(frame)
     db.session.execute(Customer.__table__.update().where(Customer.external_id == "C1").values(tier="Gold"))
     db.session.commit()
     user = login_as("admin")
-    spec = dashboard_service.revenue_by_tier(dashboard_service.resolve_scope(user, None),
-                                             dashboard_service.reference_time(), months=3)
+    spec = dashboard_service.revenue_by_tier(
+        dashboard_service.resolve_scope(user, None), dashboard_service.reference_time(), months=3
+    )
     assert spec["labels"] == ["2025-12", "2026-01", "2026-02"]
     data = {d["label"]: d["data"] for d in spec["datasets"]}
     assert data == {"Gold": [0, 10.0, 20.0], "No tier": [0, 0, 5.0], "Anonymous": [0, 0, 7.0]}
@@ -263,19 +315,37 @@ def test_revenue_by_tier_groups_month_and_tier(app, db, seed_lines, login_as):
 
 def test_cohort_retention_on_a_hand_made_example(client, login_as, db, seed_lines):
     rows = [  # (customer, date, amount)
-        ("A", "2026-01-05", 10), ("A", "2026-02-10", 10), ("A", "2026-04-01", 10),
-        ("B", "2026-01-20", 10), ("B", "2026-03-03", 10), ("B", "2026-02-01", -10),  # a return is not buying
-        ("C", "2026-02-14", 10), ("C", "2026-03-30", 10),
+        ("A", "2026-01-05", 10),
+        ("A", "2026-02-10", 10),
+        ("A", "2026-04-01", 10),
+        ("B", "2026-01-20", 10),
+        ("B", "2026-03-03", 10),
+        ("B", "2026-02-01", -10),  # a return is not buying
+        ("C", "2026-02-14", 10),
+        ("C", "2026-03-30", 10),
         (None, "2026-04-10", 10),  # anonymous: in no cohort; sets the reference day (April)
     ]
-    frame = pd.DataFrame([(c, f"T{i}", pd.Timestamp(d), "P1", "P", 1 if a > 0 else -1, abs(a), float(a))
-                          for i, (c, d, a) in enumerate(rows)],
-                         columns=["customer_id", "transaction_id", "purchase_date", "product_id", "product_name",
-                                  "quantity", "price_per_unit", "total_amount"])
+    frame = pd.DataFrame(
+        [
+            (c, f"T{i}", pd.Timestamp(d), "P1", "P", 1 if a > 0 else -1, abs(a), float(a))
+            for i, (c, d, a) in enumerate(rows)
+        ],
+        columns=[
+            "customer_id",
+            "transaction_id",
+            "purchase_date",
+            "product_id",
+            "product_name",
+            "quantity",
+            "price_per_unit",
+            "total_amount",
+        ],
+    )
     seed_lines(frame)
     user = login_as("admin")
-    table = dashboard_service.cohort_retention(dashboard_service.resolve_scope(user, None),
-                                               dashboard_service.reference_time(), months=5)
+    table = dashboard_service.cohort_retention(
+        dashboard_service.resolve_scope(user, None), dashboard_service.reference_time(), months=5
+    )
     by_cohort = {r["cohort"]: r for r in table["rows"]}
     assert list(by_cohort) == ["2026-01", "2026-02"]
     jan, feb = by_cohort["2026-01"], by_cohort["2026-02"]
@@ -294,8 +364,7 @@ def _two_stores_with_clv(seed_lines, make_store):
     return north, south
 
 
-def test_outlook_appears_after_clv_training_and_is_per_store(client, login_as, db, seed_lines, make_store,
-                                                             monkeypatch):
+def test_outlook_appears_after_clv_training_and_is_per_store(client, login_as, db, seed_lines, make_store, monkeypatch):
     north, south = _two_stores_with_clv(seed_lines, make_store)
     scoring.rescore_all()
     login_as("manager", store=north)
@@ -309,6 +378,7 @@ def test_outlook_appears_after_clv_training_and_is_per_store(client, login_as, d
 
     def refuse(*_a, **_k):
         raise AssertionError("the dashboard refitted the CLV model")
+
     monkeypatch.setattr(clv, "fit_bgnbd", refuse)
     monkeypatch.setattr(clv_outlook, "fit_bgnbd", refuse)  # what clv.backtest calls
     monkeypatch.setattr(clv, "backtest", refuse)
@@ -351,13 +421,18 @@ def test_clv_model_without_outlook_asks_for_a_retrain(client, login_as, db, seed
 
 
 def test_repeat_history_counts_repeat_purchase_days():
-    frame = pd.DataFrame({
-        "customer_id": ["A", "A", "A", "A", "B", None],
-        "purchase_date": pd.to_datetime(["2026-01-03", "2026-01-03", "2026-02-01", "2026-02-09", "2026-02-10",
-                                         "2026-02-11"]),
-        "total_amount": [5.0, 5.0, 7.0, -3.0, 9.0, 4.0],
-    })
+    frame = pd.DataFrame(
+        {
+            "customer_id": ["A", "A", "A", "A", "B", None],
+            "purchase_date": pd.to_datetime(
+                ["2026-01-03", "2026-01-03", "2026-02-01", "2026-02-09", "2026-02-10", "2026-02-11"]
+            ),
+            "total_amount": [5.0, 5.0, 7.0, -3.0, 9.0, 4.0],
+        }
+    )
     history = outlook_service.repeat_history(frame, as_of=datetime(2026, 2, 28), months=2)
     # A's first day (Jan 3, two lines) is not a repeat; Feb 1 is; the Feb 9 return and B's first day are not.
-    assert history == [{"month": "2026-01", "purchases": 0, "revenue": 0.0},
-                       {"month": "2026-02", "purchases": 1, "revenue": 7.0}]
+    assert history == [
+        {"month": "2026-01", "purchases": 0, "revenue": 0.0},
+        {"month": "2026-02", "purchases": 1, "revenue": 7.0},
+    ]

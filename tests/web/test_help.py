@@ -1,4 +1,5 @@
 """The help page explains every number and says what the models know and when they were trained."""
+
 from datetime import datetime
 
 from portal import model_store
@@ -12,10 +13,30 @@ def test_help_explains_the_numbers_with_current_settings(client, login_as):
     login_as("manager")
     page = client.get("/help").get_data(as_text=True)
     assert 'href="/help"' in page  # in the navigation
-    for text in ("Recency", "distinct transactions", "net of returns", "log-scaled", "standardised",
-                 "Ranking by value", "Stability", "Time split", "Temporal holdout", "Fallback rule", "Reasons",
-                 "BG/NBD", "Gamma-Gamma", "exactly 100 %", "Support", "Confidence", "Lift", "Dead stock",
-                 "control group", "recorded opt-in", "Quiet hours", "Cohort retention"):
+    for text in (
+        "Recency",
+        "distinct transactions",
+        "net of returns",
+        "log-scaled",
+        "standardised",
+        "Ranking by value",
+        "Stability",
+        "Time split",
+        "Temporal holdout",
+        "Fallback rule",
+        "Reasons",
+        "BG/NBD",
+        "Gamma-Gamma",
+        "exactly 100 %",
+        "Support",
+        "Confidence",
+        "Lift",
+        "Dead stock",
+        "control group",
+        "recorded opt-in",
+        "Quiet hours",
+        "Cohort retention",
+    ):
         assert text in page, text
     assert "at least 15 purchases" in page and "$30,000.00" in page  # the bar in force now
     settings_service.update({"tier.min_frequency": "5", "sms.quiet_start": "20:30"})

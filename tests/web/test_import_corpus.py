@@ -1,4 +1,5 @@
 """A corpus of bad (and awkward but fine) files: each gives a clear message and writes exactly what it promised."""
+
 from __future__ import annotations
 
 import codecs
@@ -50,8 +51,11 @@ REFUSED = [
     ("blank.csv", b"\n\n  \n", "The file is empty."),
     ("header_only.csv", (HEADER + "\n").encode(), "header row but no data rows"),
     ("missing.csv", b"customer_id,quantity\nC1,2\n", "missing required columns: purchase_date"),
-    ("dupe_headers.csv", b"quantity,Quantity,purchase_date,total_amount,customer_id\n1,1,2025-01-01,1,C\n",
-     "appear more than once"),
+    (
+        "dupe_headers.csv",
+        b"quantity,Quantity,purchase_date,total_amount,customer_id\n1,1,2025-01-01,1,C\n",
+        "appear more than once",
+    ),
     ("nul.csv", (HEADER + "\n").encode() + b"C1,T1,2025\x00-03-01,P1,Mug,1,1,1,\n" * 3, "binary data"),
     ("wide.csv", _many_columns(), "10,000 columns"),
     ("huge_field.csv", _huge_field(), "characters"),
@@ -77,8 +81,11 @@ def test_refused_files_say_why_and_write_nothing(runner, db, tmp_path, make_stor
     assert counts(db) == {"lines": 0, "customers": 0, "products": 0, "stock": 0, "consent": 0}
 
 
-@pytest.mark.parametrize("name,payload,message", [REFUSED[0], REFUSED[4], REFUSED[10], REFUSED[8]],
-                         ids=["binary", "header_only", "encrypted", "wide"])
+@pytest.mark.parametrize(
+    "name,payload,message",
+    [REFUSED[0], REFUSED[4], REFUSED[10], REFUSED[8]],
+    ids=["binary", "header_only", "encrypted", "wide"],
+)
 def test_refused_files_through_the_page(client, db, login_as, make_store, name, payload, message):
     make_store("Downtown")
     login_as("admin")
@@ -112,15 +119,17 @@ ROW_PROBLEMS = [
 
 
 @pytest.mark.parametrize("name,payload,rejected,reason", ROW_PROBLEMS, ids=[r[0] for r in ROW_PROBLEMS])
-def test_bad_rows_are_reported_and_the_rest_imported(runner, db, tmp_path, make_store, name, payload, rejected,
-                                                     reason):
+def test_bad_rows_are_reported_and_the_rest_imported(runner, db, tmp_path, make_store, name, payload, rejected, reason):
     make_store("Downtown")
     result = runner.invoke(args=["import", "transactions", write(tmp_path, name, payload)])
     assert result.exit_code == 0, result.output
     assert f"imported 2 new lines, 0 already present, {rejected} rejected" in result.stdout
     problems = db.session.scalars(select(ImportProblem).where(ImportProblem.severity == "error")).all()
-    assert problems and all(reason in p.reason for p in problems) and {p.row for p in problems} == set(
-        range(4, 4 + rejected))
+    assert (
+        problems
+        and all(reason in p.reason for p in problems)
+        and {p.row for p in problems} == set(range(4, 4 + rejected))
+    )
     assert counts(db)["lines"] == 2
 
 
@@ -168,8 +177,12 @@ def test_formula_is_stored_as_text_not_evaluated(runner, db, tmp_path, make_stor
 def test_several_sheets_read_the_first_and_say_so(client, db, login_as, make_store):
     make_store("Downtown")
     login_as("admin")
-    payload = xlsx_bytes([["transaction_id", "purchase_date", "product_id", "quantity", "price_per_unit"],
-                          ["X1", "2025-01-01", "P1", 1, 2.5]])
+    payload = xlsx_bytes(
+        [
+            ["transaction_id", "purchase_date", "product_id", "quantity", "price_per_unit"],
+            ["X1", "2025-01-01", "P1", 1, 2.5],
+        ]
+    )
     run_id = run_id_from(upload(client, "transactions", "two_sheets.xlsx", payload))
     page = client.get(f"/imports/{run_id}/mapping").get_data(as_text=True)
     assert "read the first sheet &#39;Sales&#39; (ignored: &#39;Notes&#39;)" in page
@@ -204,6 +217,8 @@ def test_real_uci_file_imports_with_every_row_accounted_for(runner, db, make_sto
     # 135,080 lines have no CustomerID; two of them are "Adjust bad debt" lines with a negative price (rejected).
     assert run.anonymous_rows == 135_078 and run.rejected_rows == 2
     assert counts(db)["lines"] == run.new_rows
-    anonymous = db.session.scalar(select(func.count()).select_from(PurchaseLine).where(PurchaseLine.customer_id.is_(None)))
+    anonymous = db.session.scalar(
+        select(func.count()).select_from(PurchaseLine).where(PurchaseLine.customer_id.is_(None))
+    )
     assert anonymous == 135_078
     assert db.session.scalar(select(func.count()).select_from(ImportProblem)) == 2

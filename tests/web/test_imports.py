@@ -1,4 +1,5 @@
 """Imports: every layout through the page and the CLI, re-import, undo, all or nothing, stores, consent."""
+
 from __future__ import annotations
 
 import io
@@ -7,11 +8,22 @@ import re
 import pytest
 from sqlalchemy import func, select
 
-from portal.models import (AuditEntry, ConsentEvent, Customer, ImportProblem, ImportRun, Job, Product, PurchaseLine,
-                           StockLevel, Store)
+from portal.models import (
+    AuditEntry,
+    ConsentEvent,
+    Customer,
+    ImportProblem,
+    ImportRun,
+    Job,
+    Product,
+    PurchaseLine,
+    StockLevel,
+    Store,
+)
 from tests.conftest import login, post_form
 
-LOYALIST = """customer_id,transaction_id,purchase_date,product_id,product_name,quantity,price_per_unit,total_amount,Mobile
+LOYALIST = """\
+customer_id,transaction_id,purchase_date,product_id,product_name,quantity,price_per_unit,total_amount,Mobile
 00042,T1,2025-03-01 10:00:00,P1,Blue Mug,2,12.00,24.00,+1 202 555 0142
 00042,T1,2025-03-01 10:00:00,P2,Teapot,1,34.00,34.00,+1 202 555 0142
 C7,T2,2025-03-02 11:30:00,P1,Blue Mug,1,12.00,12.00,2025550143
@@ -24,15 +36,24 @@ C536379,D,Discount,1,12/1/2010 9:41,27.50,14527.0,United Kingdom
 536414,22139,,56,12/1/2010 11:52,0,,United Kingdom
 """
 CDNOW = "customer,date,quantity,amount\n00001,19970101,1,11.77\n00002,19970112,1,12.00\n00002,19970112,5,77.00\n"
-SEMICOLON = ("receipt;date;sku;item;qty;unit_price;client\n"
-             "R1;01.03.2025 10:00;S1;Crème Mug;2;3,50;K1\nR1;01.03.2025 10:00;S2;Café Beans;1;12,00;K1\n")
+SEMICOLON = (
+    "receipt;date;sku;item;qty;unit_price;client\n"
+    "R1;01.03.2025 10:00;S1;Crème Mug;2;3,50;K1\nR1;01.03.2025 10:00;S2;Café Beans;1;12,00;K1\n"
+)
 SYNONYMS = "Order ID,Client,Order Date,SKU,Item,Qty,Unit Price\nO1,X9,2025-01-05,A1,Apron,1,24\n"
 
 
 def counts(db) -> dict:
-    return {name: db.session.scalar(select(func.count()).select_from(model)) for name, model in
-            (("lines", PurchaseLine), ("customers", Customer), ("products", Product), ("stock", StockLevel),
-             ("consent", ConsentEvent))}
+    return {
+        name: db.session.scalar(select(func.count()).select_from(model))
+        for name, model in (
+            ("lines", PurchaseLine),
+            ("customers", Customer),
+            ("products", Product),
+            ("stock", StockLevel),
+            ("consent", ConsentEvent),
+        )
+    }
 
 
 def write(tmp_path, name, payload) -> str:
@@ -62,12 +83,16 @@ def cli(runner, *args):
 
 def upload(client, kind, name, payload, store_id=0, all_or_nothing=False, follow=False):
     """Upload through the real form (CSRF from the page); returns the response (a redirect to the mapping page)."""
-    data = {"kind": kind, "store_id": str(store_id), "file": (io.BytesIO(payload if isinstance(payload, bytes)
-                                                                            else payload.encode("utf-8")), name)}
+    data = {
+        "kind": kind,
+        "store_id": str(store_id),
+        "file": (io.BytesIO(payload if isinstance(payload, bytes) else payload.encode("utf-8")), name),
+    }
     if all_or_nothing:
         data["all_or_nothing"] = "y"
-    return post_form(client, "/imports", data, token_from="/imports", content_type="multipart/form-data",
-                     follow_redirects=follow)
+    return post_form(
+        client, "/imports", data, token_from="/imports", content_type="multipart/form-data", follow_redirects=follow
+    )
 
 
 def confirm(client, db, run_id, overrides=None, all_or_nothing=None):
@@ -85,6 +110,7 @@ def run_id_from(response) -> int:
 
 
 # -- each layout, through the page and through the CLI ------------------------------------------------------
+
 
 def test_loyalist_file_through_the_page(client, db, login_as, make_store):
     make_store("Downtown")
@@ -113,10 +139,28 @@ LAYOUTS = [
     ("cdnow.csv", CDNOW, 3, 0),
     ("semicolon_latin1.csv", SEMICOLON.encode("latin-1"), 2, 0),
     ("synonyms.csv", SYNONYMS, 1, 0),
-    ("sales.xlsx", xlsx_bytes([["customer_id", "transaction_id", "purchase_date", "product_id", "product_name",
-                                "quantity", "price_per_unit", "total_amount", "Mobile"],
-                               ["00042", "X1", "2025-03-01 10:00:00", "P1", "Mug", 2, 12.0, 24.0, "+12025550142"],
-                               [None, "X2", "2025-03-02 10:00:00", "P1", "Mug", 1, 12.0, 12.0, None]]), 2, 1),
+    (
+        "sales.xlsx",
+        xlsx_bytes(
+            [
+                [
+                    "customer_id",
+                    "transaction_id",
+                    "purchase_date",
+                    "product_id",
+                    "product_name",
+                    "quantity",
+                    "price_per_unit",
+                    "total_amount",
+                    "Mobile",
+                ],
+                ["00042", "X1", "2025-03-01 10:00:00", "P1", "Mug", 2, 12.0, 24.0, "+12025550142"],
+                [None, "X2", "2025-03-02 10:00:00", "P1", "Mug", 1, 12.0, 12.0, None],
+            ]
+        ),
+        2,
+        1,
+    ),
 ]
 
 
@@ -153,6 +197,7 @@ def test_layout_details_survive(runner, db, tmp_path, make_store):
 
 
 # -- re-import, options, mapping ---------------------------------------------------------------------------
+
 
 def test_reimport_adds_nothing_twice(runner, db, tmp_path, make_store):
     make_store("Downtown")
@@ -206,29 +251,54 @@ def test_missing_required_columns_are_named(client, runner, db, tmp_path, make_s
     page = client.get(f"/imports/{run_id}/mapping").get_data(as_text=True)
     assert "Required fields not found in the file: purchase_date" in page
     refused = confirm(client, db, run_id)
-    assert refused.status_code == 400 and "Required fields are not mapped: purchase_date" in refused.get_data(as_text=True)
+    assert refused.status_code == 400 and "Required fields are not mapped: purchase_date" in refused.get_data(
+        as_text=True
+    )
     assert counts(db)["lines"] == 0 and db.session.get(ImportRun, run_id).status == "pending"
 
 
 def test_mapping_corrected_on_the_page_and_with_map(client, runner, db, tmp_path, make_store, login_as):
     make_store("Downtown")
     odd = "when,ref,what,n,each\n2025-02-01,T9,P9,3,1.50\n"
-    result = cli(runner, "transactions", write(tmp_path, "odd.csv", odd), "--map", "when=purchase_date",
-                 "--map", "ref=transaction_id", "--map", "what=product_id", "--map", "n=quantity",
-                 "--map", "each=price_per_unit")
+    result = cli(
+        runner,
+        "transactions",
+        write(tmp_path, "odd.csv", odd),
+        "--map",
+        "when=purchase_date",
+        "--map",
+        "ref=transaction_id",
+        "--map",
+        "what=product_id",
+        "--map",
+        "n=quantity",
+        "--map",
+        "each=price_per_unit",
+    )
     assert result.exit_code == 0 and "imported 1 new lines" in result.stdout
     assert cli(runner, "transactions", write(tmp_path, "odd.csv", odd), "--map", "when").exit_code == 2
     login_as("admin")
     odd2 = odd.replace("T9", "T10")
     run_id = run_id_from(upload(client, "transactions", "odd.csv", odd2))
-    confirm(client, db, run_id, {"purchase_date": "when", "transaction_id": "ref", "product_id": "what",
-                                 "quantity": "n", "price_per_unit": "each"})
+    confirm(
+        client,
+        db,
+        run_id,
+        {
+            "purchase_date": "when",
+            "transaction_id": "ref",
+            "product_id": "what",
+            "quantity": "n",
+            "price_per_unit": "each",
+        },
+    )
     run = db.session.get(ImportRun, run_id)
     assert run.status == "done" and run.new_rows == 1
     assert float(db.session.scalar(select(PurchaseLine.amount).where(PurchaseLine.transaction_ref == "T10"))) == 4.5
 
 
 # -- undo -----------------------------------------------------------------------------------------------------
+
 
 def test_undo_says_what_changes_then_removes_lines(client, runner, db, tmp_path, make_store, login_as):
     make_store("Downtown")
@@ -250,8 +320,10 @@ def test_undo_says_what_changes_then_removes_lines(client, runner, db, tmp_path,
 def test_undo_rescores_the_customers_it_touched(client, runner, db, tmp_path, make_store, login_as):
     make_store("Downtown")
     cli(runner, "transactions", write(tmp_path, "march.csv", LOYALIST))
-    later = ("customer_id,transaction_id,purchase_date,product_id,product_name,quantity,price_per_unit,total_amount\n"
-             "00042,T9,2025-04-01 10:00:00,P1,Blue Mug,5,12.00,60.00\n")
+    later = (
+        "customer_id,transaction_id,purchase_date,product_id,product_name,quantity,price_per_unit,total_amount\n"
+        "00042,T9,2025-04-01 10:00:00,P1,Blue Mug,5,12.00,60.00\n"
+    )
     cli(runner, "transactions", write(tmp_path, "april.csv", later))
     customer = db.session.scalar(select(Customer).where(Customer.external_id == "00042"))
     assert (float(customer.monetary), customer.frequency) == (118.0, 2)
@@ -281,8 +353,10 @@ def test_stock_import_and_undo(runner, db, tmp_path, make_store, client, login_a
     level = db.session.scalar(select(StockLevel).join(Product).where(Product.external_id == "P1"))
     assert float(level.initial_stock) == 100 and level.store_id == store.id and str(level.as_of) == "2025-06-30"
     changed = stock.replace("100,20", "100,25")
-    assert "imported 0 new stock levels, 1 updated, 1 already present" in cli(
-        runner, "stock", write(tmp_path, "stock2.csv", changed)).stdout
+    assert (
+        "imported 0 new stock levels, 1 updated, 1 already present"
+        in cli(runner, "stock", write(tmp_path, "stock2.csv", changed)).stdout
+    )
     by_name = "product_name,initial_stock,total_sold\nTeapot,12,10\n"
     cli(runner, "stock", write(tmp_path, "names.csv", by_name))
     assert counts(db)["products"] == 2  # matched the known product by its name
@@ -293,14 +367,17 @@ def test_stock_import_and_undo(runner, db, tmp_path, make_store, client, login_a
 
 # -- customers and consent ------------------------------------------------------------------------------------
 
+
 def test_customers_file_consent_rules(runner, db, tmp_path, make_store, make_customer):
     store = make_store("Downtown")
     make_customer(store=store, external_id="C3", sms_consent="opted_out")
-    people = ("customer_id,first_name,last_name,phone,email,store,sms_consent,sms_consent_date\n"
-              "C1,Ann,Lee,202-555-0142,ann@example.com,Downtown,yes,2025-01-10\n"
-              "C2,Bob,Ray,202-555-0143,not-an-email,,no,2025-02-01\n"
-              "C3,Cat,Kim,202-555-0144,,,yes,2025-03-01\n"
-              "C4,Dan,Poe,202-555-0145,,,,\n")
+    people = (
+        "customer_id,first_name,last_name,phone,email,store,sms_consent,sms_consent_date\n"
+        "C1,Ann,Lee,202-555-0142,ann@example.com,Downtown,yes,2025-01-10\n"
+        "C2,Bob,Ray,202-555-0143,not-an-email,,no,2025-02-01\n"
+        "C3,Cat,Kim,202-555-0144,,,yes,2025-03-01\n"
+        "C4,Dan,Poe,202-555-0145,,,,\n"
+    )
     result = cli(runner, "customers", write(tmp_path, "people.csv", people))
     assert result.exit_code == 0, result.output
     assert "imported 3 new customers" in result.stdout and "2 consent changes" in result.stdout
@@ -321,10 +398,13 @@ def test_customers_file_consent_rules(runner, db, tmp_path, make_store, make_cus
 
 # -- stores and roles -------------------------------------------------------------------------------------------
 
+
 def test_stores_from_column_option_and_default(runner, db, tmp_path, make_store):
     sales = LOYALIST.replace("Mobile\n", "Mobile,store\n", 1)
     lines = sales.splitlines()
-    sales = "\n".join([lines[0], lines[1] + ",Harbor", lines[2] + ",harbor", lines[3] + ",Nowhere", lines[4] + ","]) + "\n"
+    sales = (
+        "\n".join([lines[0], lines[1] + ",Harbor", lines[2] + ",harbor", lines[3] + ",Nowhere", lines[4] + ","]) + "\n"
+    )
     result = cli(runner, "transactions", write(tmp_path, "s.csv", sales))
     assert result.exit_code == 0
     assert db.session.scalar(select(Store.name)) == "Main"  # created as the default store when none exists
@@ -355,7 +435,9 @@ def test_manager_imports_only_into_own_store(client, db, make_store, make_user):
     confirm(client, db, run_id)
     run = db.session.get(ImportRun, run_id)
     assert run.new_rows == 2 and run.rejected_rows == 2
-    assert {p.reason for p in db.session.scalars(select(ImportProblem))} == {"you can import only into your store 'Home'"}
+    assert {p.reason for p in db.session.scalars(select(ImportProblem))} == {
+        "you can import only into your store 'Home'"
+    }
     assert set(db.session.scalars(select(PurchaseLine.store_id))) == {home.id}
 
 
@@ -370,8 +452,12 @@ def test_marketer_sees_history_read_only(client, db, runner, tmp_path, make_stor
     assert client.get(f"/imports/{run.id}").status_code == 200
     token_page = f"/imports/{run.id}"
     assert post_form(client, f"/imports/{run.id}/undo", {}, token_from=token_page).status_code == 403
-    assert post_form(client, "/imports", {"kind": "transactions", "store_id": str(store.id)},
-                     token_from=token_page).status_code == 403
+    assert (
+        post_form(
+            client, "/imports", {"kind": "transactions", "store_id": str(store.id)}, token_from=token_page
+        ).status_code
+        == 403
+    )
     assert counts(db)["lines"] == 4
 
 
@@ -388,8 +474,10 @@ def test_manager_cannot_see_other_stores_imports(client, db, runner, tmp_path, m
 
 # -- atomicity ------------------------------------------------------------------------------------------------
 
-def test_failure_half_way_through_the_merge_leaves_the_database_as_it_was(runner, db, tmp_path, make_store,
-                                                                         monkeypatch):
+
+def test_failure_half_way_through_the_merge_leaves_the_database_as_it_was(
+    runner, db, tmp_path, make_store, monkeypatch
+):
     from portal.services.importer import merge
 
     make_store("Downtown")

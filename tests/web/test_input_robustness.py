@@ -1,5 +1,6 @@
 """Input that used to crash a page or stall the job slot: hand-edited paging cursors, broken workbooks,
 ragged CSV rows and decompression bombs. Each is a clear 400 or a refusal, and nothing is left behind."""
+
 from __future__ import annotations
 
 import gzip
@@ -33,9 +34,19 @@ BAD_CURSORS = {
 }
 
 LIST_PAGES = [
-    "/customers", "/customers?sort=-monetary", "/customers?sort=last_purchase_at", "/customers?sort=name",
-    "/tiers", "/bundles", "/bundles?sort=-lift", "/campaigns", "/campaigns/{campaign}", "/imports",
-    "/audit", "/exports", "/customers/{customer}",
+    "/customers",
+    "/customers?sort=-monetary",
+    "/customers?sort=last_purchase_at",
+    "/customers?sort=name",
+    "/tiers",
+    "/bundles",
+    "/bundles?sort=-lift",
+    "/campaigns",
+    "/campaigns/{campaign}",
+    "/imports",
+    "/audit",
+    "/exports",
+    "/customers/{customer}",
 ]
 
 
@@ -59,8 +70,7 @@ def test_a_malformed_paging_cursor_is_a_400_on_every_list_page(client, pages, pa
 
 
 def test_a_malformed_cursor_on_the_at_risk_list_is_a_400(client, db, login_as, seed_lines):
-    from portal.services.scores import scoring
-    from portal.services.scores import training
+    from portal.services.scores import scoring, training
     from tests.conftest import synthetic_lines
 
     seed_lines(synthetic_lines(n_customers=120))
@@ -85,6 +95,7 @@ def test_a_real_cursor_still_pages(client, db, pages, make_customer):
 
 
 # --- broken workbooks at upload: a refusal on the page, no run, no file left in UPLOAD_DIR ---------------
+
 
 def _zip(files: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
@@ -115,8 +126,9 @@ BROKEN_WORKBOOKS = {
 
 
 @pytest.mark.parametrize("payload, message", BROKEN_WORKBOOKS.values(), ids=BROKEN_WORKBOOKS.keys())
-def test_a_broken_workbook_is_refused_at_upload_and_nothing_is_kept(app, client, db, login_as, make_store, payload,
-                                                                    message):
+def test_a_broken_workbook_is_refused_at_upload_and_nothing_is_kept(
+    app, client, db, login_as, make_store, payload, message
+):
     from tests.web.test_imports import upload
 
     make_store("Downtown")
@@ -184,8 +196,10 @@ def test_the_caps_also_stop_an_import_already_queued(app, client, db, login_as, 
     make_store("Downtown")
     login_as("admin")
     run_id = run_id_from(upload(client, "transactions", "sales.csv.gz", _bomb(50_000)))
-    for setting, value, message in (("IMPORT_MAX_EXPANDED_MB", 1, "expands to more than 1 MB"),
-                                    ("IMPORT_MAX_ROWS", 1000, "more than 1,000 rows")):
+    for setting, value, message in (
+        ("IMPORT_MAX_EXPANDED_MB", 1, "expands to more than 1 MB"),
+        ("IMPORT_MAX_ROWS", 1000, "more than 1,000 rows"),
+    ):
         token = csrf_token(client, f"/imports/{run_id}/mapping")  # the page itself re-reads the file
         mapping = {f"map_{field}": header for field, header in db.session.get(ImportRun, run_id).mapping.items()}
         app.config[setting] = value

@@ -1,4 +1,5 @@
 """The job runner in both modes: an in-process thread, and RQ on Redis (when REDIS_URL is set)."""
+
 import os
 import subprocess
 import sys
@@ -113,8 +114,16 @@ def test_a_job_waits_queued_while_another_process_holds_the_job_lock(app):
 
 
 def test_a_job_claimed_by_another_process_is_not_run_again(app, db):
-    db.session.add(Job(id="taken-1", func="tests.web.test_jobs.sample_job", kwargs={"n": 2}, title="Sample",
-                       status="running", heartbeat_at=datetime.now(timezone.utc)))
+    db.session.add(
+        Job(
+            id="taken-1",
+            func="tests.web.test_jobs.sample_job",
+            kwargs={"n": 2},
+            title="Sample",
+            status="running",
+            heartbeat_at=datetime.now(timezone.utc),
+        )
+    )
     db.session.commit()
     jobs.run_job("taken-1")
     db.session.expire_all()
@@ -123,8 +132,13 @@ def test_a_job_claimed_by_another_process_is_not_run_again(app, db):
 
 
 def test_dead_job_is_shown_failed_not_running_forever(app, db):
-    job = Job(id="dead-1", func="x.y", title="Import", status="running",
-              heartbeat_at=datetime.now(timezone.utc) - timedelta(minutes=30))
+    job = Job(
+        id="dead-1",
+        func="x.y",
+        title="Import",
+        status="running",
+        heartbeat_at=datetime.now(timezone.utc) - timedelta(minutes=30),
+    )
     db.session.add(job)
     db.session.commit()
     assert jobs.get("dead-1").status == "failed"
@@ -164,10 +178,22 @@ def test_flask_worker_runs_jobs_at_lower_priority(app):
         job = jobs.enqueue("tests.web.test_jobs.nice_job", "Nice")
     finally:
         app.config["REDIS_URL"] = None
-    env = dict(os.environ, DATABASE_URL=app.config["SQLALCHEMY_DATABASE_URI"], SECRET_KEY=app.config["SECRET_KEY"],
-               MODELS_DIR=app.config["MODELS_DIR"], UPLOAD_DIR=app.config["UPLOAD_DIR"], JOBS_NICE="5")
-    subprocess.run([sys.executable, "-m", "flask", "--app", "app:create_app", "worker", "--burst"],
-                   cwd=app.root_path, env=env, check=True, capture_output=True, timeout=300)
+    env = dict(
+        os.environ,
+        DATABASE_URL=app.config["SQLALCHEMY_DATABASE_URI"],
+        SECRET_KEY=app.config["SECRET_KEY"],
+        MODELS_DIR=app.config["MODELS_DIR"],
+        UPLOAD_DIR=app.config["UPLOAD_DIR"],
+        JOBS_NICE="5",
+    )
+    subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app:create_app", "worker", "--burst"],
+        cwd=app.root_path,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     done = _wait(app, job.id)
     assert done.status == "done" and done.result["pid"] != os.getpid()
     assert done.result["nice"] == min(os.getpriority(os.PRIO_PROCESS, 0) + 5, 19)
@@ -198,13 +224,15 @@ def test_batch_commands_run_at_lower_priority(app, db, tmp_path, command):
     """``flask train`` and ``flask import`` yield the CPU to the web pages like jobs do (JOBS_NICE); on
     PostgreSQL their sessions also give up parallel query, which the web's sessions keep."""
     data = tmp_path / "lines.csv"
-    data.write_text("customer_id,transaction_id,purchase_date,product_id,quantity,total_amount\n"
-                    "C1,T1,2026-01-02,P1,1,2.50\n")
+    data.write_text(
+        "customer_id,transaction_id,purchase_date,product_id,quantity,total_amount\nC1,T1,2026-01-02,P1,1,2.50\n"
+    )
     args = [str(data) if a == "FILE" else a for a in command]
     pg = db.engine.dialect.name == "postgresql"
     url = db.engine.url.render_as_string(hide_password=False) if pg else f"sqlite:///{tmp_path / 'batch.db'}"
-    out = subprocess.run([sys.executable, "-c", _BATCH, url, *args],
-                         cwd=app.root_path, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", _BATCH, url, *args], cwd=app.root_path, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1].startswith("raised by 3 parallel " + ("0 " if pg else "n/a "))
     if pg:  # the web (this process) keeps the server's default

@@ -3,6 +3,7 @@
 Each test starts real OS processes running the app against the suite's database; a test job
 appends 'start' and 'end' lines to a shared file, so overlapping or repeated runs show there.
 """
+
 import os
 import runpy
 import subprocess
@@ -17,9 +18,7 @@ from sqlalchemy import select
 from app import create_app
 from portal import jobs
 from portal.models import Campaign, Job
-from portal.services.campaigns import campaigns
-from portal.services.campaigns import sending
-from portal.services.campaigns import resuming
+from portal.services.campaigns import campaigns, resuming
 
 REPO = Path(__file__).resolve().parents[2]
 JOB = "tests.web.test_jobs_processes.logged_job"
@@ -74,8 +73,16 @@ def _start_processes(app, tmp_path, action: str, args: list[str]) -> list[tuple[
     go, log = tmp_path / "go", tmp_path / "log"
     code = "import sys; from tests.web.test_jobs_processes import drive; drive(*sys.argv[1:])"
     common = [app.config["SQLALCHEMY_DATABASE_URI"], app.config["MODELS_DIR"], app.config["UPLOAD_DIR"], str(go)]
-    children = [subprocess.Popen([sys.executable, "-c", code, *common, action, arg, str(log)], cwd=REPO,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for arg in args]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, *common, action, arg, str(log)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for arg in args
+    ]
     deadline = time.monotonic() + 300
     while len(list(tmp_path.glob("go.ready.*"))) < len(args) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -99,8 +106,15 @@ def test_jobs_of_two_web_processes_never_overlap_and_each_runs_once(app, db, tmp
 
 
 def test_two_processes_racing_for_the_same_queued_job_run_it_once(app, db, tmp_path):
-    db.session.add(Job(id="race-1", func=JOB, title="Logged", status="queued",
-                       kwargs={"log": str(tmp_path / "log"), "token": "race"}))
+    db.session.add(
+        Job(
+            id="race-1",
+            func=JOB,
+            title="Logged",
+            status="queued",
+            kwargs={"log": str(tmp_path / "log"), "token": "race"},
+        )
+    )
     db.session.commit()
     events = _start_processes(app, tmp_path, "run", ["race-1", "race-1"])
     assert events == [("start", "race"), ("end", "race")]
@@ -108,8 +122,9 @@ def test_two_processes_racing_for_the_same_queued_job_run_it_once(app, db, tmp_p
     assert db.session.get(Job, "race-1").status == "done"
 
 
-def test_workers_starting_together_schedule_a_waiting_campaigns_resume_once(app, db, tmp_path, make_store,
-                                                                           make_customer):
+def test_workers_starting_together_schedule_a_waiting_campaigns_resume_once(
+    app, db, tmp_path, make_store, make_customer
+):
     store = make_store("Corner Shop", timezone="America/New_York")
     make_customer(store, sms_consent="opted_in")
     later = campaigns.create_campaign("Later", {}, "Hi {code}", control_share=0)

@@ -1,4 +1,5 @@
 """List pages: filters, server-side sorting, keyset pagination (with ties), store scoping, segments."""
+
 import json
 import re
 from decimal import Decimal
@@ -36,15 +37,46 @@ def shop(make_store, make_customer):
     """Two stores with a handful of scored customers each."""
     a, b = make_store("Alpha"), make_store("Beta")
     rows = [
-        dict(store=a, name="Ann Gold", tier="Gold", churn_band="High", churn_probability=0.9, monetary=Decimal("500"),
-             recency=100, sms_consent="opted_in"),
-        dict(store=a, name="Bob Silver", tier="Silver", churn_band="Low", churn_probability=0.1, monetary=Decimal("90"),
-             recency=5, sms_consent="opted_out"),
+        dict(
+            store=a,
+            name="Ann Gold",
+            tier="Gold",
+            churn_band="High",
+            churn_probability=0.9,
+            monetary=Decimal("500"),
+            recency=100,
+            sms_consent="opted_in",
+        ),
+        dict(
+            store=a,
+            name="Bob Silver",
+            tier="Silver",
+            churn_band="Low",
+            churn_probability=0.1,
+            monetary=Decimal("90"),
+            recency=5,
+            sms_consent="opted_out",
+        ),
         dict(store=a, name="Cid None", tier=None, churn_band=None, monetary=None, recency=None),
-        dict(store=b, name="Dee Gold", tier="Gold", churn_band="High", churn_probability=0.8, monetary=Decimal("700"),
-             recency=40, sms_consent="opted_in"),
-        dict(store=b, name="Eve Bronze", tier="Bronze", churn_band="Medium", churn_probability=0.5,
-             monetary=Decimal("20"), recency=200),
+        dict(
+            store=b,
+            name="Dee Gold",
+            tier="Gold",
+            churn_band="High",
+            churn_probability=0.8,
+            monetary=Decimal("700"),
+            recency=40,
+            sms_consent="opted_in",
+        ),
+        dict(
+            store=b,
+            name="Eve Bronze",
+            tier="Bronze",
+            churn_band="Medium",
+            churn_probability=0.5,
+            monetary=Decimal("20"),
+            recency=200,
+        ),
     ]
     customers = [make_customer(**r) for r in rows]
     return {"a": a, "b": b, "c": customers}
@@ -116,7 +148,7 @@ def test_keyset_pages_cover_every_row_once_with_ties(client, login_as, make_cust
         by_id = {c.external_id: c for c in made}
         values = [by_id[x].monetary for x in seen]
         non_null = [v for v in values if v is not None]
-        assert non_null == sorted(non_null, reverse=True) and values[len(non_null):] == [None] * (23 - len(non_null))
+        assert non_null == sorted(non_null, reverse=True) and values[len(non_null) :] == [None] * (23 - len(non_null))
 
 
 def test_a_garbage_keyset_cursor_is_a_400(client, login_as, shop):
@@ -137,9 +169,12 @@ def test_manager_never_sees_other_store_in_list_or_filters(client, make_user, sh
 
 def test_segment_saved_from_list_and_counted_live(client, login_as, shop, db):
     user = login_as("marketer")
-    response = post_form(client, "/segments", {"name": "Gold at risk", "list_name": "customers",
-                                               "query": "tier=Gold&band=High&after=xyz&format=csv"},
-                         token_from="/customers")
+    response = post_form(
+        client,
+        "/segments",
+        {"name": "Gold at risk", "list_name": "customers", "query": "tier=Gold&band=High&after=xyz&format=csv"},
+        token_from="/customers",
+    )
     assert response.status_code == 302
     segment = db.session.scalar(select(SavedSegment))
     assert segment.query == "tier=Gold&band=High" and segment.owner_email == user.email
@@ -159,10 +194,18 @@ def test_filter_count_endpoint_matches_export_rules(client, login_as, shop):
 
 
 def test_segment_count_uses_the_viewers_store(client, make_user, shop, db):
-    db.session.add(SavedSegment(name="All Gold", list_name="customers", query="tier=Gold", owner_email="x@example.com",
-                                store_id=shop["a"].id))
-    db.session.add(SavedSegment(name="Chain Gold", list_name="customers", query="tier=Gold",
-                                owner_email="y@example.com"))
+    db.session.add(
+        SavedSegment(
+            name="All Gold",
+            list_name="customers",
+            query="tier=Gold",
+            owner_email="x@example.com",
+            store_id=shop["a"].id,
+        )
+    )
+    db.session.add(
+        SavedSegment(name="Chain Gold", list_name="customers", query="tier=Gold", owner_email="y@example.com")
+    )
     db.session.commit()
     segment, chain = db.session.scalars(select(SavedSegment).order_by(SavedSegment.id)).all()
     login(client, make_user("manager", store=shop["a"]).email)

@@ -1,4 +1,5 @@
 """Logs never carry phone numbers or secrets; /readyz reports broken models."""
+
 import logging
 from pathlib import Path
 

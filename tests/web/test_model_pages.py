@@ -1,4 +1,5 @@
 """Tiers, Models and customer pages show what the models know, or an honest empty state."""
+
 from pathlib import Path
 
 from sqlalchemy import select
@@ -35,8 +36,9 @@ def test_tiers_page_cards_profiles_and_members(client, login_as, db, seed_lines)
     assert "25% discount + VIP concierge access" in html
     gold = client.get("/tiers?tier=Gold").get_data(as_text=True)
     # The list's first page shows the biggest spenders first.
-    member = db.session.scalars(select(Customer).where(Customer.tier == "Gold")
-                                .order_by(Customer.monetary.desc())).first()
+    member = db.session.scalars(
+        select(Customer).where(Customer.tier == "Gold").order_by(Customer.monetary.desc())
+    ).first()
     assert member.external_id in gold
 
 
@@ -56,8 +58,14 @@ def test_customer_page_progress_message_and_reasons(client, login_as, db, seed_l
 def test_admin_edits_reward_and_message_shown(client, login_as, db, seed_lines):
     _trained(db, seed_lines)
     login_as("admin")
-    post_form(client, "/settings", {"reward.Bronze": "a free coffee",
-                                    "tier.message.progress": "Only {purchases} visits to {next_tier} ({reward})!"})
+    post_form(
+        client,
+        "/settings",
+        {
+            "reward.Bronze": "a free coffee",
+            "tier.message.progress": "Only {purchases} visits to {next_tier} ({reward})!",
+        },
+    )
     below = db.session.scalars(select(Customer).where(Customer.tier.is_(None))).first()
     html = client.get(f"/customers/{below.id}").get_data(as_text=True)
     assert f"Only {5 - below.frequency} visits to Bronze (a free coffee)!" in html

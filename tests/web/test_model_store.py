@@ -1,4 +1,5 @@
 """Pickles are loaded only when their sha256 matches the manifest; problems say what to do."""
+
 import json
 from pathlib import Path
 
@@ -8,8 +9,12 @@ from portal import model_store
 
 
 def _train(db):
-    record = model_store.save("segmentation", {"CS_model.pkl": {"centres": [1, 2, 3]}, "CS_scalers.pkl": [0.5]},
-                              data_window={"from": "2025-01-01", "to": "2026-01-01"}, metrics={"silhouette": 0.4})
+    record = model_store.save(
+        "segmentation",
+        {"CS_model.pkl": {"centres": [1, 2, 3]}, "CS_scalers.pkl": [0.5]},
+        data_window={"from": "2025-01-01", "to": "2026-01-01"},
+        metrics={"silhouette": 0.4},
+    )
     db.session.commit()
     return record
 

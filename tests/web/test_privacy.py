@@ -1,4 +1,5 @@
 """Erasing a customer: personal data gone, statistics and the consent record kept, never exported again."""
+
 import csv
 import io
 from datetime import datetime, timezone
@@ -16,28 +17,64 @@ from tests.conftest import login, post_form
 def ann(db, make_store, make_customer):
     """A customer with a purchase, an opt-in on record and one pending and one sent campaign message."""
     store = make_store("Alpha")
-    ann = make_customer(store=store, external_id="C-ANN", name="Ann Example", phone="+12025550101",
-                        email="ann@example.com", sms_consent="opted_in")
+    ann = make_customer(
+        store=store,
+        external_id="C-ANN",
+        name="Ann Example",
+        phone="+12025550101",
+        email="ann@example.com",
+        sms_consent="opted_in",
+    )
     other = make_customer(store=store, external_id="C-BOB", name="Bob", phone="+12025550102", sms_consent="opted_in")
     product = Product(external_id="P1", name="Tea")
     db.session.add(product)
     db.session.flush()
-    db.session.add(PurchaseLine(transaction_ref="T1", product_id=product.id, customer_id=ann.id, store_id=store.id,
-                                purchased_at=datetime(2026, 1, 5, 10), quantity=Decimal("2"),
-                                unit_price=Decimal("3.50"), amount=Decimal("7.00")))
+    db.session.add(
+        PurchaseLine(
+            transaction_ref="T1",
+            product_id=product.id,
+            customer_id=ann.id,
+            store_id=store.id,
+            purchased_at=datetime(2026, 1, 5, 10),
+            quantity=Decimal("2"),
+            unit_price=Decimal("3.50"),
+            amount=Decimal("7.00"),
+        )
+    )
     db.session.add(ConsentEvent(customer_id=ann.id, status="opted_in", source="signed form"))
     pending = Campaign(name="Spring", store_id=store.id, template="Hi {first_name}", status="sending")
     done = Campaign(name="Winter", store_id=store.id, template="Hi {first_name}", status="done")
     db.session.add_all([pending, done])
     db.session.flush()
-    db.session.add_all([
-        OutboxMessage(campaign_id=pending.id, customer_id=ann.id, group="message", phone=ann.phone,
-                      body="Hi Ann", status="pending"),
-        OutboxMessage(campaign_id=pending.id, customer_id=other.id, group="message", phone=other.phone,
-                      body="Hi Bob", status="pending"),
-        OutboxMessage(campaign_id=done.id, customer_id=ann.id, group="message", phone=ann.phone,
-                      body="Hi Ann", status="delivered", message_sid="SM1"),
-    ])
+    db.session.add_all(
+        [
+            OutboxMessage(
+                campaign_id=pending.id,
+                customer_id=ann.id,
+                group="message",
+                phone=ann.phone,
+                body="Hi Ann",
+                status="pending",
+            ),
+            OutboxMessage(
+                campaign_id=pending.id,
+                customer_id=other.id,
+                group="message",
+                phone=other.phone,
+                body="Hi Bob",
+                status="pending",
+            ),
+            OutboxMessage(
+                campaign_id=done.id,
+                customer_id=ann.id,
+                group="message",
+                phone=ann.phone,
+                body="Hi Ann",
+                status="delivered",
+                message_sid="SM1",
+            ),
+        ]
+    )
     db.session.commit()
     return {"ann": ann, "bob": other, "store": store, "pending": pending, "done": done}
 
@@ -59,10 +96,14 @@ def test_admin_erases_customer_and_keeps_statistics_and_consent(client, login_as
     assert erased.external_id.startswith("erased-") and "ANN" not in erased.external_id
     assert erased.erased_at is not None
     # Purchases stay (anonymously linked) and the consent history stays as the legal record.
-    assert db.session.scalar(select(func.count()).select_from(PurchaseLine)
-                             .where(PurchaseLine.customer_id == customer_id)) == 1
-    assert db.session.scalar(select(func.count()).select_from(ConsentEvent)
-                             .where(ConsentEvent.customer_id == customer_id)) == 1
+    assert (
+        db.session.scalar(select(func.count()).select_from(PurchaseLine).where(PurchaseLine.customer_id == customer_id))
+        == 1
+    )
+    assert (
+        db.session.scalar(select(func.count()).select_from(ConsentEvent).where(ConsentEvent.customer_id == customer_id))
+        == 1
+    )
     # The unsent message is cancelled; Bob's is untouched; the delivered one keeps its status but not the number.
     rows = {(r.campaign_id, r.customer_id): r for r in db.session.scalars(select(OutboxMessage))}
     assert rows[(ann["pending"].id, customer_id)].status == "cancelled"
@@ -86,11 +127,14 @@ def test_erasing_twice_is_refused_with_a_message(client, login_as, db, ann):
     customer_id = ann["ann"].id
     _erase(client, customer_id)
     # The form is gone from the page, so take the token from the list page for the second attempt.
-    second = post_form(client, f"/customers/{customer_id}/erase", {"confirm": "y"}, token_from="/customers",
-                       follow_redirects=True)
+    second = post_form(
+        client, f"/customers/{customer_id}/erase", {"confirm": "y"}, token_from="/customers", follow_redirects=True
+    )
     assert "already been erased" in second.get_data(as_text=True)
-    assert db.session.scalar(select(func.count()).select_from(AuditEntry)
-                             .where(AuditEntry.action == "customer.erase")) == 1
+    assert (
+        db.session.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "customer.erase"))
+        == 1
+    )
 
 
 def test_erase_needs_confirmation(client, login_as, db, ann):
@@ -109,8 +153,9 @@ def test_only_admins_can_erase(client, make_user, db, ann, role):
     login(client, user.email)
     page = client.get(f"/customers/{ann['ann'].id}").get_data(as_text=True)
     assert "Erase customer" not in page
-    response = post_form(client, f"/customers/{ann['ann'].id}/erase", {"confirm": "y"},
-                         token_from=f"/customers/{ann['ann'].id}")
+    response = post_form(
+        client, f"/customers/{ann['ann'].id}/erase", {"confirm": "y"}, token_from=f"/customers/{ann['ann'].id}"
+    )
     assert response.status_code == 403
     db.session.expire_all()
     assert db.session.get(Customer, ann["ann"].id).name == "Ann Example"

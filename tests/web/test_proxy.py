@@ -1,4 +1,5 @@
 """Behind a reverse proxy: PROXY_FIX trusts X-Forwarded-* (scheme, host, client address); off, they are ignored."""
+
 from __future__ import annotations
 
 import pytest
@@ -28,8 +29,13 @@ def proxied_app(_app, database_url, models_dir):
 
     @app.before_request
     def probe():
-        seen.append({"login_url": url_for("auth.login", _external=True), "remote_addr": request.remote_addr,
-                     "secure": request.is_secure})
+        seen.append(
+            {
+                "login_url": url_for("auth.login", _external=True),
+                "remote_addr": request.remote_addr,
+                "secure": request.is_secure,
+            }
+        )
 
     yield app
     with app.app_context():
@@ -89,9 +95,11 @@ def test_logging_in_over_https_through_the_proxy_works(proxied, make_user):
     user = make_user("admin")
     token = csrf_token(client, "/login")
     # Over HTTPS Flask-WTF also checks the Referer against the (forwarded) host, as a browser sends it.
-    response = client.post("/login", data={"email": user.email, "password": "correct-horse-battery",
-                                           "csrf_token": token},
-                           headers={**HTTPS, "Referer": "https://loyalty.example.com/login"})
+    response = client.post(
+        "/login",
+        data={"email": user.email, "password": "correct-horse-battery", "csrf_token": token},
+        headers={**HTTPS, "Referer": "https://loyalty.example.com/login"},
+    )
     assert response.status_code == 302 and response.headers["Location"] == "/"
     assert "Secure" in session_cookie(response)
 
@@ -103,11 +111,19 @@ def test_forwarded_client_address_is_the_throttle_key(proxied, make_user, db):
     fail_logins_from(client, user.email, 5, {"X-Forwarded-For": "198.51.100.1, 203.0.113.7"})
     addresses = set(db.session.scalars(select(LoginAttempt.address)))
     assert addresses == {"203.0.113.7"}
-    blocked = post_form(client, "/login", {"email": user.email, "password": "correct-horse-battery"},
-                        headers={"X-Forwarded-For": "203.0.113.7"})
+    blocked = post_form(
+        client,
+        "/login",
+        {"email": user.email, "password": "correct-horse-battery"},
+        headers={"X-Forwarded-For": "203.0.113.7"},
+    )
     assert blocked.status_code == 429
-    other = post_form(client, "/login", {"email": user.email, "password": "correct-horse-battery"},
-                      headers={"X-Forwarded-For": "192.0.2.44"})
+    other = post_form(
+        client,
+        "/login",
+        {"email": user.email, "password": "correct-horse-battery"},
+        headers={"X-Forwarded-For": "192.0.2.44"},
+    )
     assert other.status_code == 302
     assert seen[-1]["remote_addr"] == "192.0.2.44"
 
@@ -120,12 +136,20 @@ def test_without_proxy_fix_forwarded_headers_change_nothing(client):
 def test_without_proxy_fix_a_forged_forwarded_for_is_ignored(client, make_user, db):
     user = make_user("admin")
     for i in range(5):
-        response = post_form(client, "/login", {"email": user.email, "password": "wrong-wrong"},
-                             headers={"X-Forwarded-For": f"203.0.113.{i}"})
+        response = post_form(
+            client,
+            "/login",
+            {"email": user.email, "password": "wrong-wrong"},
+            headers={"X-Forwarded-For": f"203.0.113.{i}"},
+        )
         assert response.status_code == 401
     assert set(db.session.scalars(select(LoginAttempt.address))) == {"127.0.0.1"}
-    response = post_form(client, "/login", {"email": user.email, "password": "correct-horse-battery"},
-                         headers={"X-Forwarded-For": "192.0.2.99"})
+    response = post_form(
+        client,
+        "/login",
+        {"email": user.email, "password": "correct-horse-battery"},
+        headers={"X-Forwarded-For": "192.0.2.99"},
+    )
     assert response.status_code == 429
     assert login(client, user.email).status_code == 429
 

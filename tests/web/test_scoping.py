@@ -1,4 +1,5 @@
 """Store isolation of saved segments and background jobs: another store's is a 404, like an absent one."""
+
 from __future__ import annotations
 
 import pytest
@@ -54,8 +55,11 @@ def test_the_campaign_builder_neither_offers_nor_accepts_another_stores_segment(
     assert "Uptown regulars" not in builder
     assert other.get(f"/campaigns/audience?segment={segment.id}").status_code == 404
     assert other.get(f"/campaigns?segment={segment.id}&name=x").status_code == 404
-    response = post_form(other, "/campaigns", {"name": "Steal", "segment": str(segment.id), "template": "Hi {name}",
-                                               "control": "10", "when": "now"})
+    response = post_form(
+        other,
+        "/campaigns",
+        {"name": "Steal", "segment": str(segment.id), "template": "Hi {name}", "control": "10", "when": "now"},
+    )
     assert response.status_code == 404
     assert db.session.scalar(select(Campaign)) is None
     # An id that does not exist at all is the same 404 (never a silent fall-back to the form's filters).
@@ -85,15 +89,23 @@ def test_admins_see_every_stores_segments_and_all_store_segments_stay_with_them(
 
 
 def _job(db, store_id, user_email="someone@example.com") -> Job:
-    job = Job(id=f"job-{store_id}-{user_email[:4]}", func="x.y", kwargs={}, title="Import private.csv",
-              user_email=user_email, status="done", store_id=store_id)
+    job = Job(
+        id=f"job-{store_id}-{user_email[:4]}",
+        func="x.y",
+        kwargs={},
+        title="Import private.csv",
+        user_email=user_email,
+        status="done",
+        store_id=store_id,
+    )
     db.session.add(job)
     db.session.commit()
     return job
 
 
-def test_another_stores_job_is_a_404_and_chain_wide_jobs_are_for_admins_and_their_starter(app, db, two_stores,
-                                                                                         make_user):
+def test_another_stores_job_is_a_404_and_chain_wide_jobs_are_for_admins_and_their_starter(
+    app, db, two_stores, make_user
+):
     a, b, owner, attacker = two_stores
     client = RoleClient(app)
     theirs, ours, chain = _job(db, a.id), _job(db, b.id), _job(db, None, owner.email)
@@ -113,8 +125,7 @@ def test_another_stores_job_is_a_404_and_chain_wide_jobs_are_for_admins_and_thei
 
 def test_jobs_record_the_store_they_work_for(app, db, two_stores):
     a, _b, _owner, _attacker = two_stores
-    job = jobs.schedule_at(jobs._now(), "campaign.resume", "Resume",
-                           scope_store_id=a.id, campaign_id=1)
+    job = jobs.schedule_at(jobs._now(), "campaign.resume", "Resume", scope_store_id=a.id, campaign_id=1)
     assert job.store_id == a.id and job.kwargs == {"campaign_id": 1}
     campaign = Campaign(name="Spring", store_id=a.id, template="Hi", status="waiting")
     db.session.add(campaign)
@@ -131,9 +142,14 @@ def test_an_import_job_belongs_to_the_run_store(app, db, two_stores):
 
     a, _b, owner, attacker = two_stores
     login(client, owner.email)
-    response = upload(client, "transactions", "mine.csv",
-                      b"customer_id,transaction_id,purchase_date,product_id,quantity,price_per_unit\n"
-                      b"C1,T1,2025-01-02,P1,1,2.5\n", store_id=a.id, follow=True)
+    response = upload(
+        client,
+        "transactions",
+        "mine.csv",
+        b"customer_id,transaction_id,purchase_date,product_id,quantity,price_per_unit\nC1,T1,2025-01-02,P1,1,2.5\n",
+        store_id=a.id,
+        follow=True,
+    )
     assert response.status_code == 200
     from portal.models import ImportRun
 

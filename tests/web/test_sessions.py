@@ -1,4 +1,5 @@
 """Sessions end when they should (logout, password change or reset, timeouts) and secrets stay off the client."""
+
 from __future__ import annotations
 
 import io
@@ -66,6 +67,7 @@ def assert_sent_to_login(browser, message: str):
 
 # --- item 9: ending sessions ------------------------------------------------------------------
 
+
 def test_logging_out_ends_the_users_other_sessions(app, make_user):
     user = make_user("manager")
     laptop, phone = logged_in(app, user), logged_in(app, user, address="198.51.100.7")
@@ -76,8 +78,11 @@ def test_logging_out_ends_the_users_other_sessions(app, make_user):
 def test_changing_password_ends_other_sessions_and_keeps_this_one(app, make_user):
     user = make_user("marketer")
     laptop, phone = logged_in(app, user), logged_in(app, user, address="198.51.100.7")
-    response = post_form(laptop, "/account/password", {"current": PASSWORD, "new": "violet-tandem-orchard",
-                                                       "confirm": "violet-tandem-orchard"})
+    response = post_form(
+        laptop,
+        "/account/password",
+        {"current": PASSWORD, "new": "violet-tandem-orchard", "confirm": "violet-tandem-orchard"},
+    )
     assert response.status_code == 302
     assert laptop.get("/customers").status_code == 200  # re-stamped with the new version
     assert_sent_to_login(phone, "Your session was ended")
@@ -94,8 +99,9 @@ def test_admin_changes_end_the_users_sessions(app, make_user, make_store, change
         assert post_form(admin, f"/users/{user.id}/reset-password", {}, token_from="/users").status_code == 200
     else:
         data = {"role": "manager", "store_id": store.id, "active": "y"}
-        data.update({"deactivate": {"active": ""}, "role": {"role": "marketer"},
-                     "store": {"store_id": other_store.id}}[change])
+        data.update(
+            {"deactivate": {"active": ""}, "role": {"role": "marketer"}, "store": {"store_id": other_store.id}}[change]
+        )
         data = {k: v for k, v in data.items() if v != ""}
         assert post_form(admin, f"/users/{user.id}", data).status_code == 302
     assert_sent_to_login(victim, "Your session was ended" if change != "deactivate" else "log in again")
@@ -133,6 +139,7 @@ def test_a_session_id_without_version_is_refused(app, make_user):
 
 
 # --- item 9: idle timeout and absolute lifetime -------------------------------------------------
+
 
 def test_idle_session_is_logged_out(app, make_user, clock):
     browser = logged_in(app, make_user("admin"))
@@ -178,10 +185,16 @@ def test_session_settings_are_read_from_the_environment(monkeypatch):
 
 # --- item 12: passwords ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("password, reason", [
-    ("password123", "most common"), ("QWERTYUIOP", "most common"),
-    ("marketer-2026!", "e-mail address"), ("xx marketer@example.com", "e-mail address"),
-])
+
+@pytest.mark.parametrize(
+    "password, reason",
+    [
+        ("password123", "most common"),
+        ("QWERTYUIOP", "most common"),
+        ("marketer-2026!", "e-mail address"),
+        ("xx marketer@example.com", "e-mail address"),
+    ],
+)
 def test_weak_passwords_are_refused_with_the_reason(app, make_user, password, reason):
     user = make_user("marketer")
     browser = logged_in(app, user)
@@ -194,8 +207,9 @@ def test_weak_passwords_are_refused_with_the_reason(app, make_user, password, re
 def test_cli_and_first_admin_refuse_common_passwords(runner, monkeypatch, db):
     from portal.cli import ensure_first_admin
 
-    result = runner.invoke(args=["users", "create", "c@example.com", "--role", "admin", "--password-stdin"],
-                           input="1234567890\n")
+    result = runner.invoke(
+        args=["users", "create", "c@example.com", "--role", "admin", "--password-stdin"], input="1234567890\n"
+    )
     assert result.exit_code == 1 and "most common" in result.output
     monkeypatch.setenv("ADMIN_EMAIL", "boss@example.com")
     monkeypatch.setenv("ADMIN_PASSWORD", "boss@example.com!")
@@ -217,6 +231,7 @@ def test_suite_password_passes_the_rules():
 
 
 # --- item 13: a reset password never travels in the cookie ----------------------------------------
+
 
 def session_payloads(app, response) -> list[str]:
     """Every Set-Cookie of ``response``, with the Flask session decoded by the app's own serializer."""
@@ -251,6 +266,7 @@ def test_new_password_is_shown_once_from_the_server_never_in_the_cookie(app, mak
 
 # --- item 14: caching, logs, files, roles ----------------------------------------------------------
 
+
 def test_every_logged_in_page_is_no_store(app, make_user):
     anonymous = Browser(app)
     assert "no-store" not in anonymous.get("/healthz").headers.get("Cache-Control", "")
@@ -274,12 +290,20 @@ def test_gunicorn_access_log_masks_phones_and_emails():
     assert cfg.logger_class is MaskingAccessLogger
     logger = MaskingAccessLogger(cfg)
     query = "q=%2B1+202+555+0142&email=ann.lee%40example.com&page=2"
-    environ = {"REQUEST_METHOD": "GET", "RAW_URI": f"/customers?{query}", "SERVER_PROTOCOL": "HTTP/1.1",
-               "PATH_INFO": "/customers", "QUERY_STRING": query, "REMOTE_ADDR": "192.0.2.1",
-               "HTTP_REFERER": f"https://shop.example/customers?{query}", "HTTP_USER_AGENT": "test"}
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "RAW_URI": f"/customers?{query}",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "PATH_INFO": "/customers",
+        "QUERY_STRING": query,
+        "REMOTE_ADDR": "192.0.2.1",
+        "HTTP_REFERER": f"https://shop.example/customers?{query}",
+        "HTTP_USER_AGENT": "test",
+    }
     response = SimpleNamespace(status="200 OK", headers=[], sent=10)
-    atoms = logger.atoms_wrapper_class(logger.atoms(response, SimpleNamespace(headers=[]), environ,
-                                                    timedelta(milliseconds=5)))
+    atoms = logger.atoms_wrapper_class(
+        logger.atoms(response, SimpleNamespace(headers=[]), environ, timedelta(milliseconds=5))
+    )
     line = cfg.access_log_format % atoms
     assert "GET /customers?q=" in line and "page=2" in line
     for secret in ("555", "0142", "ann.lee", "ann.lee%40"):
@@ -287,7 +311,8 @@ def test_gunicorn_access_log_masks_phones_and_emails():
     assert "42" in line and "@example.com" in line  # enough left for support
     plain = {**environ, "RAW_URI": "/customers?page=2", "QUERY_STRING": "page=2", "HTTP_REFERER": "-"}
     assert "GET /customers?page=2 HTTP/1.1" in cfg.access_log_format % logger.atoms_wrapper_class(
-        logger.atoms(response, SimpleNamespace(headers=[]), plain, timedelta(milliseconds=5)))
+        logger.atoms(response, SimpleNamespace(headers=[]), plain, timedelta(milliseconds=5))
+    )
 
 
 def test_new_sqlite_database_file_is_private(tmp_path, models_dir):
@@ -322,12 +347,15 @@ def test_new_user_form_defaults_to_the_least_privileged_role(app, make_user):
 
 # --- item 8b: next= with control characters on /campaigns/redeem -------------------------------------
 
+
 def test_redeem_with_crlf_in_next_is_not_a_500(app, make_user, make_store, make_customer):
     store = make_store("North")
     customer = make_customer(store=store)
     browser = logged_in(app, make_user("admin"))
     page = f"/customers/{customer.id}"
     token = csrf_token(browser, page)
-    response = browser.post("/campaigns/redeem", data={"csrf_token": token, "customer_id": customer.id,
-                                                       "code": "NOPE", "next": page + "\r\nSet-Cookie: x=1"})
+    response = browser.post(
+        "/campaigns/redeem",
+        data={"csrf_token": token, "customer_id": customer.id, "code": "NOPE", "next": page + "\r\nSet-Cookie: x=1"},
+    )
     assert response.status_code == 302 and response.headers["Location"] == page

@@ -5,6 +5,7 @@ scoring and stored (``dashboard_summary``); these tests check that the stored co
 direct computation, follows a rescore, says when it is stale, and that a page view never computes
 it. The one-pass tier, band and KPI counts are checked against plain GROUP BY queries.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,17 +16,24 @@ import pytest
 from sqlalchemy import func, select
 
 from portal.models import Customer, DashboardSummary, ImportRun, Job, PurchaseLine, TierChange
-from portal.services.scores import churn as churn_service
+from portal.services import settings as settings_service
 from portal.services.dashboard import numbers as dashboard_service
 from portal.services.dashboard import summary as dashboard_summary
-from portal.services import settings as settings_service
-from portal.services.scores import scoring
-from portal.services.scores import training
+from portal.services.scores import churn as churn_service
+from portal.services.scores import scoring, training
 from portal.services.scores import tiers as tier_service
 from tests.conftest import synthetic_lines
 
-COLUMNS = ["customer_id", "transaction_id", "purchase_date", "product_id", "product_name", "quantity",
-           "price_per_unit", "total_amount"]
+COLUMNS = [
+    "customer_id",
+    "transaction_id",
+    "purchase_date",
+    "product_id",
+    "product_name",
+    "quantity",
+    "price_per_unit",
+    "total_amount",
+]
 
 
 def _prefixed(frame: pd.DataFrame, prefix: str) -> pd.DataFrame:
@@ -49,9 +57,11 @@ def two_stores(db, seed_lines, make_store):
 
 
 def _scopes(admin, north, south):
-    return {"all": dashboard_service.Scope(user=admin, can_switch=True),
-            str(north.id): dashboard_service.Scope(user=admin, store=north, can_switch=True),
-            str(south.id): dashboard_service.Scope(user=admin, store=south, can_switch=True)}
+    return {
+        "all": dashboard_service.Scope(user=admin, can_switch=True),
+        str(north.id): dashboard_service.Scope(user=admin, store=north, can_switch=True),
+        str(south.id): dashboard_service.Scope(user=admin, store=south, can_switch=True),
+    }
 
 
 def _parts(summary: dict) -> dict:
@@ -74,8 +84,9 @@ def test_stored_summary_equals_the_direct_computation(db, two_stores, make_user)
         assert _parts(stored) == direct, key
         assert direct["revenue_chart"]["datasets"] and direct["cohorts"]["rows"]  # real numbers, not empties
     everyone = dashboard_summary.for_scope(scopes["all"])["revenue"]["current"]
-    assert everyone == pytest.approx(sum(dashboard_summary.for_scope(s)["revenue"]["current"]
-                                         for k, s in scopes.items() if k != "all"))
+    assert everyone == pytest.approx(
+        sum(dashboard_summary.for_scope(s)["revenue"]["current"] for k, s in scopes.items() if k != "all")
+    )
 
 
 def test_a_rescore_refreshes_the_stored_summary(db, two_stores, make_user, seed_lines):
@@ -86,8 +97,9 @@ def test_a_rescore_refreshes_the_stored_summary(db, two_stores, make_user, seed_
     old_revenue = dashboard_summary.for_scope(scope)["revenue"]["current"]
     # A later purchase of 1,000.00 in the North store (a new customer), after the current reference day.
     day = pd.Timestamp(dashboard_service.reference_time()) + pd.Timedelta(days=1)
-    seed_lines(pd.DataFrame([("LATE1", "TLATE1", day, "PLATE1", "Late 1", 1, 1000.0, 1000.0)], columns=COLUMNS),
-               store=north)
+    seed_lines(
+        pd.DataFrame([("LATE1", "TLATE1", day, "PLATE1", "Late 1", 1, 1000.0, 1000.0)], columns=COLUMNS), store=north
+    )
     assert dashboard_summary.data_version() != old_version  # the stored copy is now behind the data
     scoring.rescore_all()
     db.session.expire_all()
@@ -100,8 +112,9 @@ def test_a_rescore_refreshes_the_stored_summary(db, two_stores, make_user, seed_
     assert stored["revenue"]["current"] != old_revenue
 
 
-def test_the_page_reads_the_stored_numbers_and_says_when_they_were_computed(client, login_as, db, two_stores,
-                                                                              monkeypatch):
+def test_the_page_reads_the_stored_numbers_and_says_when_they_were_computed(
+    client, login_as, db, two_stores, monkeypatch
+):
     login_as("admin")
     for name in ("revenue_kpis", "revenue_by_tier", "cohort_retention"):
         monkeypatch.setattr(dashboard_service, name, _refuse)
@@ -111,16 +124,18 @@ def test_the_page_reads_the_stored_numbers_and_says_when_they_were_computed(clie
     assert "have changed since" not in page and "being computed" not in page
 
 
-def test_a_stale_summary_is_shown_with_a_note_and_one_refresh_is_asked(client, login_as, db, two_stores,
-                                                                        seed_lines, monkeypatch):
+def test_a_stale_summary_is_shown_with_a_note_and_one_refresh_is_asked(
+    client, login_as, db, two_stores, seed_lines, monkeypatch
+):
     north, _ = two_stores
     asked = []
     monkeypatch.setattr(dashboard_summary.jobs, "enqueue", lambda func, title, **kw: asked.append(func))
     for name in ("revenue_kpis", "revenue_by_tier", "cohort_retention"):
         monkeypatch.setattr(dashboard_service, name, _refuse)
     day = pd.Timestamp(dashboard_service.reference_time()) + pd.Timedelta(days=1)
-    seed_lines(pd.DataFrame([("LATE2", "TLATE2", day, "PLATE2", "Late 2", 1, 50.0, 50.0)], columns=COLUMNS),
-               store=north)
+    seed_lines(
+        pd.DataFrame([("LATE2", "TLATE2", day, "PLATE2", "Late 2", 1, 50.0, 50.0)], columns=COLUMNS), store=north
+    )
     login_as("admin")
     page = client.get("/").get_data(as_text=True)
     assert "Purchases or tiers have changed since; they are being recomputed in the background" in page
@@ -133,8 +148,9 @@ def test_a_stale_summary_is_shown_with_a_note_and_one_refresh_is_asked(client, l
     assert asked == [dashboard_summary.JOB]
 
 
-def test_right_after_an_import_its_scoring_run_refreshes_the_summary(client, login_as, db, two_stores,
-                                                                    seed_lines, monkeypatch):
+def test_right_after_an_import_its_scoring_run_refreshes_the_summary(
+    client, login_as, db, two_stores, seed_lines, monkeypatch
+):
     north, _ = two_stores
     asked = []
     monkeypatch.setattr(dashboard_summary.jobs, "enqueue", lambda func, title, **kw: asked.append(func))
@@ -142,8 +158,9 @@ def test_right_after_an_import_its_scoring_run_refreshes_the_summary(client, log
     run = ImportRun(kind="transactions", filename="new.csv", status="done", finished_at=now - timedelta(minutes=2))
     db.session.add(run)
     day = pd.Timestamp(dashboard_service.reference_time()) + pd.Timedelta(days=1)
-    seed_lines(pd.DataFrame([("LATE3", "TLATE3", day, "PLATE3", "Late 3", 1, 50.0, 50.0)], columns=COLUMNS),
-               store=north)
+    seed_lines(
+        pd.DataFrame([("LATE3", "TLATE3", day, "PLATE3", "Late 3", 1, 50.0, 50.0)], columns=COLUMNS), store=north
+    )
     login_as("admin")
     assert "they are being recomputed" in client.get("/").get_data(as_text=True)
     assert asked == []  # the import's own scoring run will refresh it: no second computation
@@ -174,8 +191,7 @@ def test_a_failed_refresh_is_not_asked_for_again_on_every_view(client, login_as,
     assert asked == [dashboard_summary.JOB]
 
 
-def test_without_a_stored_summary_the_page_says_it_is_being_computed(client, login_as, db, two_stores,
-                                                                      monkeypatch):
+def test_without_a_stored_summary_the_page_says_it_is_being_computed(client, login_as, db, two_stores, monkeypatch):
     asked = []
     monkeypatch.setattr(dashboard_summary.jobs, "enqueue", lambda func, title, **kw: asked.append(func))
     for name in ("revenue_kpis", "revenue_by_tier", "cohort_retention"):
@@ -208,14 +224,24 @@ def test_the_fingerprint_follows_lines_tiers_and_undone_imports(db, two_stores):
     db.session.add(TierChange(customer_id=customer.id, old_tier=None, new_tier="Gold", reason="test"))
     db.session.commit()
     versions.append(dashboard_summary.data_version())
-    db.session.add(ImportRun(kind="transactions", filename="x.csv", status="undone",
-                             undone_at=dashboard_service.reference_time()))
+    db.session.add(
+        ImportRun(kind="transactions", filename="x.csv", status="undone", undone_at=dashboard_service.reference_time())
+    )
     db.session.commit()
     versions.append(dashboard_summary.data_version())
     line = db.session.scalar(select(PurchaseLine).order_by(PurchaseLine.id).limit(1))
-    db.session.add(PurchaseLine(transaction_ref="TNEW", product_id=line.product_id, customer_id=customer.id,
-                                store_id=north.id, purchased_at=line.purchased_at, quantity=1, unit_price=1,
-                                amount=1))
+    db.session.add(
+        PurchaseLine(
+            transaction_ref="TNEW",
+            product_id=line.product_id,
+            customer_id=customer.id,
+            store_id=north.id,
+            purchased_at=line.purchased_at,
+            quantity=1,
+            unit_price=1,
+            amount=1,
+        )
+    )
     db.session.commit()
     versions.append(dashboard_summary.data_version())
     assert len(set(versions)) == 4
@@ -224,6 +250,7 @@ def test_the_fingerprint_follows_lines_tiers_and_undone_imports(db, two_stores):
 def test_a_failing_summary_never_fails_the_scoring(db, two_stores, monkeypatch):
     def broken(_scope):
         raise RuntimeError("summary broke")
+
     monkeypatch.setattr(dashboard_service, "line_summary", broken)
     counts = scoring.rescore_all()
     assert counts["scored"] == 250
@@ -236,11 +263,17 @@ def test_reference_time_is_the_latest_line_of_any_store(db, two_stores):
 
 # --------------------------------------------------------------------------- one-pass counts
 
+
 def test_tier_cards_equal_a_plain_group_by(db, two_stores, make_user):
     admin = make_user("admin", email="tiers-admin@example.com")
-    rows = {t: (n, float(s or 0), a) for t, n, s, a in db.session.execute(
-        select(Customer.tier, func.count(), func.sum(Customer.monetary), func.avg(Customer.monetary))
-        .where(Customer.erased_at.is_(None)).group_by(Customer.tier)).all()}
+    rows = {
+        t: (n, float(s or 0), a)
+        for t, n, s, a in db.session.execute(
+            select(Customer.tier, func.count(), func.sum(Customer.monetary), func.avg(Customer.monetary))
+            .where(Customer.erased_at.is_(None))
+            .group_by(Customer.tier)
+        ).all()
+    }
     cards = {c["tier"]: c for c in tier_service.summary(admin)["cards"]}
     assert len([t for t in rows if t]) >= 2  # tiers were assigned
     total = sum(r[1] for r in rows.values())
@@ -256,10 +289,16 @@ def test_band_cards_equal_a_plain_group_by_with_filters(db, two_stores, make_use
     north, _ = two_stores
     admin = make_user("admin", email="bands-admin@example.com")
     value = func.coalesce(Customer.clv_12m, Customer.spend_12m, 0)
-    query = (select(Customer.churn_band, func.count(), func.sum(Customer.spend_12m),
-                    func.sum(Customer.churn_probability * value))
-             .where(Customer.erased_at.is_(None), Customer.churn_band.isnot(None), Customer.store_id == north.id)
-             .group_by(Customer.churn_band))
+    query = (
+        select(
+            Customer.churn_band,
+            func.count(),
+            func.sum(Customer.spend_12m),
+            func.sum(Customer.churn_probability * value),
+        )
+        .where(Customer.erased_at.is_(None), Customer.churn_band.isnot(None), Customer.store_id == north.id)
+        .group_by(Customer.churn_band)
+    )
     rows = {b: (n, float(s or 0), float(r or 0)) for b, n, s, r in db.session.execute(query).all()}
     cards = {c["band"]: c for c in churn_service.band_summary(admin, {"store": "North"})["cards"]}
     assert sum(c["customers"] for c in cards.values()) == 160
@@ -274,13 +313,13 @@ def test_dashboard_kpis_equal_their_lists_counts(db, two_stores, make_user):
     north, _ = two_stores
     manager = make_user("manager", store=north)
     kpis = dashboard_service.customer_kpis(dashboard_service.resolve_scope(manager, None))
-    mine = select(func.count()).select_from(Customer).where(Customer.store_id == north.id,
-                                                             Customer.erased_at.is_(None))
+    mine = select(func.count()).select_from(Customer).where(Customer.store_id == north.id, Customer.erased_at.is_(None))
     assert kpis["total"] == db.session.scalar(mine) == 160
     assert kpis["active"] == db.session.scalar(mine.where(Customer.recency <= 89))
     assert kpis["recent_buyers"] == db.session.scalar(mine.where(Customer.recency <= 29))
     for item in kpis["tiers"]:
         assert item["count"] == db.session.scalar(mine.where(Customer.tier == item["tier"]))
-    high = db.session.scalar(select(func.sum(Customer.spend_12m)).where(
-        Customer.store_id == north.id, Customer.churn_band == "High"))
+    high = db.session.scalar(
+        select(func.sum(Customer.spend_12m)).where(Customer.store_id == north.id, Customer.churn_band == "High")
+    )
     assert kpis["high"]["spend_12m"] == pytest.approx(float(high or 0), abs=0.005)

@@ -1,11 +1,11 @@
 """Training and scoring on stored purchases: models written, customers scored, tiers by value."""
+
 from sqlalchemy import func, select
 
 from portal import model_store
 from portal.models import Customer, TierChange
 from portal.services import settings as settings_service
-from portal.services.scores import scoring
-from portal.services.scores import training
+from portal.services.scores import scoring, training
 from tests.conftest import synthetic_lines
 
 
@@ -18,8 +18,9 @@ def test_train_segmentation_scores_tiers_ordered_by_value(app, db, seed_lines):
     _lower_bar(db)
     result = training.train_segmentation()
     assert "Tiers fitted" in result["message"]
-    rows = db.session.execute(select(Customer.tier, func.avg(Customer.monetary)).where(Customer.tier.isnot(None))
-                              .group_by(Customer.tier)).all()
+    rows = db.session.execute(
+        select(Customer.tier, func.avg(Customer.monetary)).where(Customer.tier.isnot(None)).group_by(Customer.tier)
+    ).all()
     means = {tier: float(avg) for tier, avg in rows}
     assert set(means) == {"Platinum", "Gold", "Silver", "Bronze"}
     assert means["Platinum"] > means["Gold"] > means["Silver"] > means["Bronze"]
@@ -27,8 +28,9 @@ def test_train_segmentation_scores_tiers_ordered_by_value(app, db, seed_lines):
     assert untiered and all(c.frequency < 5 and float(c.monetary) < 2000 for c in untiered)
     assert model_store.entry("CS_model.pkl")["params"]["cluster_tiers"]
     # Every customer who got a tier has a history entry saying why.
-    assert db.session.scalar(select(func.count()).select_from(TierChange)) == \
-        db.session.scalar(select(func.count()).select_from(Customer).where(Customer.tier.isnot(None)))
+    assert db.session.scalar(select(func.count()).select_from(TierChange)) == db.session.scalar(
+        select(func.count()).select_from(Customer).where(Customer.tier.isnot(None))
+    )
 
 
 def test_retrain_without_data_change_moves_nobody(app, db, seed_lines):

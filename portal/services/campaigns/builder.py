@@ -4,6 +4,7 @@
 ``campaigns.build_audience`` that ``create_campaign`` runs, with the same filters and the same
 user scoping, and the control-group size uses the same rounding as the outbox.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -15,20 +16,20 @@ from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import SavedSegment, Store
+from portal.params import parse_id
 from portal.security import user_store_id
 from portal.services import clock, settings
 from portal.services.campaigns import campaigns as campaign_service
-from portal.services.lists import registry
-from portal.services.lists import segments
-from portal.services.customers.customers import FILTER_KEYS
 from portal.services.campaigns.quiet_hours import is_quiet, window_opens
+from portal.services.customers.customers import FILTER_KEYS
+from portal.services.lists import registry, segments
 from portal.sms import segment_info
-from portal.params import parse_id
 
 PREVIEW_COUNT = 3
 
 
 # --- audience --------------------------------------------------------------------------------
+
 
 def customer_segments(user) -> list[SavedSegment]:
     """Saved segments of customer lists (customers, at-risk) in ``user``'s store scope, usable as an audience."""
@@ -88,20 +89,28 @@ class AudienceSummary:
         return {**asdict(self), "excluded": self.excluded}
 
 
-def audience_summary(params: dict[str, str], control_share: float, user, now: datetime | None = None
-                     ) -> AudienceSummary:
+def audience_summary(
+    params: dict[str, str], control_share: float, user, now: datetime | None = None
+) -> AudienceSummary:
     """Size, eligible, control and messages of a filter, with every exclusion and its count."""
     audience = campaign_service.build_audience(params, user, now=now)
     eligible = len(audience.eligible)
     control = control_size(control_share, eligible)
     return AudienceSummary(
-        filter=urlencode(params), total=audience.total, eligible=eligible, control=control,
+        filter=urlencode(params),
+        total=audience.total,
+        eligible=eligible,
+        control=control,
         messages=eligible - control,
-        exclusions=[{"key": k, "label": label, "count": audience.exclusions.get(k, 0)}
-                    for k, label in campaign_service.EXCLUSIONS.items()])
+        exclusions=[
+            {"key": k, "label": label, "count": audience.exclusions.get(k, 0)}
+            for k, label in campaign_service.EXCLUSIONS.items()
+        ],
+    )
 
 
 # --- time zone, schedule, expiry ---------------------------------------------------------------
+
 
 def campaign_zone(params: dict[str, str], user) -> tuple[ZoneInfo, Store | None]:
     """The zone a campaign's dates are typed in: its store's (the user's or the filter's), else the first store's."""
@@ -146,11 +155,12 @@ def quiet_note(zone: ZoneInfo, when: datetime | None, now: datetime | None = Non
     rule = f"Quiet hours {start}–{end} ({zone.key}) apply"
     if is_quiet(local, start, end):
         opens = window_opens(moment, zone, start, end).astimezone(zone)
-        return (f"{rule}: {local:%H:%M} is within them, so messages wait until {opens:%Y-%m-%d %H:%M}.")
+        return f"{rule}: {local:%H:%M} is within them, so messages wait until {opens:%Y-%m-%d %H:%M}."
     return f"{rule}: messages due then wait for {end}."
 
 
 # --- message preview and cost ------------------------------------------------------------------
+
 
 @dataclass
 class PreviewSummary:
@@ -178,17 +188,25 @@ class PreviewSummary:
             return ""
         chars = ", ".join(f"“{c}” (U+{ord(c):04X})" for c in self.ucs2_chars)
         many = len(self.ucs2_chars) > 1
-        return (f"{'These characters force' if many else 'This character forces'} UCS-2: {chars}. "
-                f"A message then holds 70 characters (67 per part) instead of 160 (153 per part). "
-                "Replace or remove {0} to send in GSM-7.".format("them" if many else "it"))
+        return (
+            f"{'These characters force' if many else 'This character forces'} UCS-2: {chars}. "
+            f"A message then holds 70 characters (67 per part) instead of 160 (153 per part). "
+            "Replace or remove {0} to send in GSM-7.".format("them" if many else "it")
+        )
 
     def as_json(self) -> dict:
         return {**asdict(self), "cost": self.cost, "warning": self.warning}
 
 
-def preview_summary(params: dict[str, str], template: str, user, expires_at: datetime | None = None,
-                    messages: int | None = None, now: datetime | None = None, count: int = PREVIEW_COUNT
-                    ) -> PreviewSummary:
+def preview_summary(
+    params: dict[str, str],
+    template: str,
+    user,
+    expires_at: datetime | None = None,
+    messages: int | None = None,
+    now: datetime | None = None,
+    count: int = PREVIEW_COUNT,
+) -> PreviewSummary:
     """Render ``template`` for the first ``count`` eligible customers exactly as create_campaign would.
 
     Segments and the cost estimate use the longest preview (the confirm step then counts every
@@ -200,22 +218,31 @@ def preview_summary(params: dict[str, str], template: str, user, expires_at: dat
     if example:
         store_id = campaign_service.campaign_store_id(params, user)
         people = [{"customer_id": None, "phone": "", "first_name": "", "tier": None, "store_id": store_id}]
-    rendered = campaign_service.preview_bodies(template, people, expires_at=expires_at,
-                                               store_id=campaign_service.campaign_store_id(params, user), now=now)
+    rendered = campaign_service.preview_bodies(
+        template, people, expires_at=expires_at, store_id=campaign_service.campaign_store_id(params, user), now=now
+    )
     infos = []
     for item in rendered:
         info = segment_info(item["body"])
         infos.append(info)
-        item.update(encoding=info.encoding, characters=info.characters, segments=info.segments,
-                    ucs2_chars=info.ucs2_chars)
+        item.update(
+            encoding=info.encoding, characters=info.characters, segments=info.segments, ucs2_chars=info.ucs2_chars
+        )
         if example:
             item["first_name"] = ""
     worst = max(infos, key=lambda i: (i.segments, i.characters))
     culprits = list(dict.fromkeys(ch for i in infos for ch in i.ucs2_chars))
-    return PreviewSummary(previews=rendered, example=example, encoding=worst.encoding,
-                          characters=worst.characters, segments=worst.segments,
-                          per_segment_limit=worst.per_segment_limit, ucs2_chars=culprits,
-                          price_per_segment=float(settings.get("sms.price_per_segment")), messages=messages)
+    return PreviewSummary(
+        previews=rendered,
+        example=example,
+        encoding=worst.encoding,
+        characters=worst.characters,
+        segments=worst.segments,
+        per_segment_limit=worst.per_segment_limit,
+        ucs2_chars=culprits,
+        price_per_segment=float(settings.get("sms.price_per_segment")),
+        messages=messages,
+    )
 
 
 def store_choices(user) -> list[tuple[str, str]]:

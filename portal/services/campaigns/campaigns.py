@@ -8,6 +8,7 @@ only ever works from those rows, so what staff confirmed is exactly what goes ou
 Phone checks live in phones.py and the texts (templates, bodies, coupon codes, previews) in
 campaign_messages.py; their public names are re-exported here, where callers import them from.
 """
+
 from __future__ import annotations
 
 import random
@@ -23,18 +24,45 @@ from portal.extensions import db
 from portal.models import Campaign, Customer, OutboxMessage, Store
 from portal.params import parse_id
 from portal.services import audit, settings
-from portal.services.campaigns.messages import (CODE_ALPHABET, CODE_LENGTH, DEFAULT_EXPIRY_DAYS, OPT_OUT_LINE,
-                                               PLACEHOLDERS, CampaignError, body_writer, compile_template,
-                                               new_codes, preview_bodies, render_body, validate_template)
+from portal.services.campaigns.messages import (
+    CODE_ALPHABET,
+    CODE_LENGTH,
+    DEFAULT_EXPIRY_DAYS,
+    OPT_OUT_LINE,
+    PLACEHOLDERS,
+    CampaignError,
+    body_writer,
+    compile_template,
+    new_codes,
+    preview_bodies,
+    render_body,
+    validate_template,
+)
+from portal.services.campaigns.phones import phone_type
 from portal.services.clock import aware
 from portal.services.customers.customers import filtered_customers
-from portal.services.campaigns.phones import phone_type
 
 __all__ = [
-    "CODE_ALPHABET", "CODE_LENGTH", "DEFAULT_EXPIRY_DAYS", "EXCLUSIONS", "OPT_OUT_LINE", "PLACEHOLDERS", "Audience",
-    "CampaignError", "build_audience", "campaign_store_id", "cancel_campaign", "compile_template",
-    "create_campaign", "new_codes", "phone_type", "preview_bodies", "render_body", "status_counts",
-    "validate_template", "visible_campaigns",
+    "CODE_ALPHABET",
+    "CODE_LENGTH",
+    "DEFAULT_EXPIRY_DAYS",
+    "EXCLUSIONS",
+    "OPT_OUT_LINE",
+    "PLACEHOLDERS",
+    "Audience",
+    "CampaignError",
+    "build_audience",
+    "campaign_store_id",
+    "cancel_campaign",
+    "compile_template",
+    "create_campaign",
+    "new_codes",
+    "phone_type",
+    "preview_bodies",
+    "render_body",
+    "status_counts",
+    "validate_template",
+    "visible_campaigns",
 ]
 
 #: Exclusion reasons in the order they are applied (a customer counts once, under the first).
@@ -49,6 +77,7 @@ EXCLUSIONS = {
 
 # --- audience --------------------------------------------------------------------------------
 
+
 @dataclass
 class Audience:
     """Who a filter reaches: the customers who can be messaged and everyone excluded, by reason."""
@@ -62,9 +91,14 @@ class Audience:
         return sum(self.exclusions.values())
 
 
-def build_audience(params: Mapping[str, str], user=None, now: datetime | None = None,
-                   cap_days: int | None = None, stores: dict[int, Store] | None = None,
-                   limit: int | None = None) -> Audience:
+def build_audience(
+    params: Mapping[str, str],
+    user=None,
+    now: datetime | None = None,
+    cap_days: int | None = None,
+    stores: dict[int, Store] | None = None,
+    limit: int | None = None,
+) -> Audience:
     """Apply the consent, phone and frequency rules to a customer filter (DESIGN.md: SMS consent).
 
     Args:
@@ -81,9 +115,20 @@ def build_audience(params: Mapping[str, str], user=None, now: datetime | None = 
     cap_days = settings.get("sms.frequency_cap_days") if cap_days is None else cap_days
     cap_cutoff = now - timedelta(days=cap_days) if cap_days else None
     stores = stores if stores is not None else {s.id: s for s in db.session.scalars(select(Store))}
-    query = filtered_customers(params, user).with_only_columns(
-        Customer.id, Customer.name, Customer.phone, Customer.store_id, Customer.sms_consent,
-        Customer.last_sms_at, Customer.tier, maintain_column_froms=True).order_by(Customer.id)
+    query = (
+        filtered_customers(params, user)
+        .with_only_columns(
+            Customer.id,
+            Customer.name,
+            Customer.phone,
+            Customer.store_id,
+            Customer.sms_consent,
+            Customer.last_sms_at,
+            Customer.tier,
+            maintain_column_froms=True,
+        )
+        .order_by(Customer.id)
+    )
     exclusions = dict.fromkeys(EXCLUSIONS, 0)
     eligible: list[dict] = []
     total = 0
@@ -106,8 +151,15 @@ def build_audience(params: Mapping[str, str], user=None, now: datetime | None = 
         if cap_cutoff is not None and last_sms_at is not None and aware(last_sms_at) > cap_cutoff:
             exclusions["frequency_cap"] += 1
             continue
-        eligible.append({"customer_id": cid, "phone": e164, "first_name": (name or "").split(" ")[0],
-                         "tier": tier, "store_id": store_id})
+        eligible.append(
+            {
+                "customer_id": cid,
+                "phone": e164,
+                "first_name": (name or "").split(" ")[0],
+                "tier": tier,
+                "store_id": store_id,
+            }
+        )
         if limit is not None and len(eligible) >= limit:
             break
     return Audience(total=total, eligible=eligible, exclusions=exclusions)
@@ -119,15 +171,26 @@ def _campaign_store_id(params: Mapping[str, str], user) -> int | None:
     store = (params.get("store") or "").strip()
     if not store:
         return None
-    found = db.session.scalar(select(Store.id).where(
-        (Store.name == store) | (Store.id == (parse_id(store) if parse_id(store) is not None else -1))))
+    found = db.session.scalar(
+        select(Store.id).where(
+            (Store.name == store) | (Store.id == (parse_id(store) if parse_id(store) is not None else -1))
+        )
+    )
     return found
 
 
-def create_campaign(name: str, params: Mapping[str, str] | str, template: str,
-                    control_share: float | None = None, user=None, user_email: str | None = None,
-                    expires_at: datetime | None = None, scheduled_for: datetime | None = None,
-                    now: datetime | None = None, seed: int | str | None = None) -> Campaign:
+def create_campaign(
+    name: str,
+    params: Mapping[str, str] | str,
+    template: str,
+    control_share: float | None = None,
+    user=None,
+    user_email: str | None = None,
+    expires_at: datetime | None = None,
+    scheduled_for: datetime | None = None,
+    now: datetime | None = None,
+    seed: int | str | None = None,
+) -> Campaign:
     """Create a campaign and its whole outbox in one transaction; returns the committed Campaign.
 
     Args:
@@ -160,28 +223,51 @@ def create_campaign(name: str, params: Mapping[str, str] | str, template: str,
     audience = build_audience(params, user, now=now, stores=stores)
     if not audience.eligible:
         reasons = ", ".join(f"{n} {EXCLUSIONS[k].lower()}" for k, n in audience.exclusions.items() if n)
-        raise CampaignError(f"Nobody in this audience can be messaged ({audience.total} customers"
-                            + (f": {reasons}" if reasons else "") + ").")
+        raise CampaignError(
+            f"Nobody in this audience can be messaged ({audience.total} customers"
+            + (f": {reasons}" if reasons else "")
+            + ")."
+        )
     email = user_email or (user.email if user is not None else None) or "cli"
     store_id = _campaign_store_id(params, user)
     rewards = {t: settings.get(f"reward.{t}") for t in settings.TIERS}
     for attempt in range(3):  # a coupon-code collision with an older campaign: draw new codes
-        campaign = Campaign(name=name, store_id=store_id, audience=query_string, template=template,
-                            control_share=share, status="draft", exclusions=audience.exclusions,
-                            created_by=email, created_at=now, expires_at=expires_at,
-                            scheduled_for=aware(scheduled_for))
+        campaign = Campaign(
+            name=name,
+            store_id=store_id,
+            audience=query_string,
+            template=template,
+            control_share=share,
+            status="draft",
+            exclusions=audience.exclusions,
+            created_by=email,
+            created_at=now,
+            expires_at=expires_at,
+            scheduled_for=aware(scheduled_for),
+        )
         db.session.add(campaign)
         db.session.flush()
         rows = _outbox_rows(campaign, audience.eligible, stores, rewards, seed)
         _bulk_insert_outbox(rows)
         if campaign.scheduled_for is not None:
-            db.session.execute(update(OutboxMessage).where(OutboxMessage.campaign_id == campaign.id)
-                               .values(next_attempt_at=campaign.scheduled_for),
-                               execution_options={"synchronize_session": False})
-        audit.record("campaign.create", f"campaign:{campaign.id}",
-                     {"name": name, "audience": query_string, "recipients": len(rows),
-                      "control": sum(r["group"] == "control" for r in rows),
-                      "exclusions": audience.exclusions}, email)
+            db.session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.campaign_id == campaign.id)
+                .values(next_attempt_at=campaign.scheduled_for),
+                execution_options={"synchronize_session": False},
+            )
+        audit.record(
+            "campaign.create",
+            f"campaign:{campaign.id}",
+            {
+                "name": name,
+                "audience": query_string,
+                "recipients": len(rows),
+                "control": sum(r["group"] == "control" for r in rows),
+                "exclusions": audience.exclusions,
+            },
+            email,
+        )
         try:
             db.session.commit()
         except IntegrityError:
@@ -210,8 +296,10 @@ def _bulk_insert_outbox(rows: list[dict]) -> None:
         _copy_outbox(rows, quote)
         return
     mark = (lambda c: f":{c}") if dialect.name == "sqlite" else (lambda c: f"%({c})s")
-    sql = (f"INSERT INTO {quote(OutboxMessage.__tablename__)} ({', '.join(quote(c) for c in _OUTBOX_COLUMNS)}) "
-           f"VALUES ({', '.join(mark(c) for c in _OUTBOX_COLUMNS)})")
+    sql = (
+        f"INSERT INTO {quote(OutboxMessage.__tablename__)} ({', '.join(quote(c) for c in _OUTBOX_COLUMNS)}) "
+        f"VALUES ({', '.join(mark(c) for c in _OUTBOX_COLUMNS)})"
+    )
     db.session.connection().exec_driver_sql(sql, rows)
 
 
@@ -228,8 +316,9 @@ def _copy_outbox(rows: list[dict], quote) -> None:
         cursor.close()
 
 
-def _outbox_rows(campaign: Campaign, eligible: list[dict], stores: dict[int, Store],
-                 rewards: dict[str, str], seed) -> list[dict]:
+def _outbox_rows(
+    campaign: Campaign, eligible: list[dict], stores: dict[int, Store], rewards: dict[str, str], seed
+) -> list[dict]:
     """One insert dict per eligible customer: control rows carry no body; others the exact SMS."""
     campaign_id = campaign.id
     rng = random.Random(f"loyalist-control:{campaign_id if seed is None else seed}")
@@ -240,14 +329,32 @@ def _outbox_rows(campaign: Campaign, eligible: list[dict], stores: dict[int, Sto
     rows = []
     for i, person in enumerate(eligible):
         if i in control:
-            rows.append({"campaign_id": campaign_id, "customer_id": person["customer_id"], "group": "control",
-                         "phone": person["phone"], "body": None, "coupon_code": None, "status": "control",
-                         "attempts": 0})
+            rows.append(
+                {
+                    "campaign_id": campaign_id,
+                    "customer_id": person["customer_id"],
+                    "group": "control",
+                    "phone": person["phone"],
+                    "body": None,
+                    "coupon_code": None,
+                    "status": "control",
+                    "attempts": 0,
+                }
+            )
             continue
         code = next(codes)
-        rows.append({"campaign_id": campaign_id, "customer_id": person["customer_id"], "group": "message",
-                     "phone": person["phone"], "body": body(person, code), "coupon_code": code,
-                     "status": "pending", "attempts": 0})
+        rows.append(
+            {
+                "campaign_id": campaign_id,
+                "customer_id": person["customer_id"],
+                "group": "message",
+                "phone": person["phone"],
+                "body": body(person, code),
+                "coupon_code": code,
+                "status": "pending",
+                "attempts": 0,
+            }
+        )
     return rows
 
 
@@ -258,10 +365,14 @@ def campaign_store_id(params: Mapping[str, str], user) -> int | None:
 
 # --- reading -------------------------------------------------------------------------------
 
+
 def status_counts(campaign_id: int) -> dict[str, int]:
     """Outbox rows per status for one campaign (progress bar and results)."""
-    rows = db.session.execute(select(OutboxMessage.status, func.count()).where(
-        OutboxMessage.campaign_id == campaign_id).group_by(OutboxMessage.status))
+    rows = db.session.execute(
+        select(OutboxMessage.status, func.count())
+        .where(OutboxMessage.campaign_id == campaign_id)
+        .group_by(OutboxMessage.status)
+    )
     return {status: n for status, n in rows}
 
 
@@ -284,9 +395,11 @@ def cancel_campaign(campaign_id: int, user_email: str | None = None) -> int:
         raise CampaignError(f"No campaign {campaign_id}.")
     if campaign.status in ("done", "cancelled"):
         raise CampaignError(f"Campaign {campaign_id} is {campaign.status}; there is nothing to cancel.")
-    result = db.session.execute(update(OutboxMessage).where(
-        OutboxMessage.campaign_id == campaign_id, OutboxMessage.status.in_(("pending", "claimed"))
-    ).values(status="cancelled", claimed_by=None, next_attempt_at=None))
+    result = db.session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.campaign_id == campaign_id, OutboxMessage.status.in_(("pending", "claimed")))
+        .values(status="cancelled", claimed_by=None, next_attempt_at=None)
+    )
     campaign.status = "cancelled"
     campaign.finished_at = datetime.now(timezone.utc)
     audit.record("campaign.cancel", f"campaign:{campaign_id}", {"rows": result.rowcount}, user_email)
@@ -304,5 +417,11 @@ def sample_messages(campaign_id: int, limit: int = 3) -> list:
     return db.session.execute(
         select(OutboxMessage.body, Customer.name, OutboxMessage.phone)
         .join(Customer, Customer.id == OutboxMessage.customer_id)
-        .where(OutboxMessage.campaign_id == campaign_id, OutboxMessage.group == "message",
-               OutboxMessage.status == "pending").order_by(OutboxMessage.id).limit(limit)).all()
+        .where(
+            OutboxMessage.campaign_id == campaign_id,
+            OutboxMessage.group == "message",
+            OutboxMessage.status == "pending",
+        )
+        .order_by(OutboxMessage.id)
+        .limit(limit)
+    ).all()

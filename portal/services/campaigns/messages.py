@@ -5,6 +5,7 @@ when the campaign is created (portal/services/campaigns.py stores it on the outb
 the sender named, the opt-out line added and a unique unguessable coupon code. The builder's
 preview renders through the same :func:`body_writer`, so what staff see is what goes out.
 """
+
 from __future__ import annotations
 
 import re
@@ -42,8 +43,13 @@ def validate_template(template: str) -> None:
         raise CampaignError("The message template is empty.")
     unknown = sorted({m for m in _PLACEHOLDER.findall(template) if m not in PLACEHOLDERS})
     if unknown:
-        raise CampaignError("Unknown placeholder " + ", ".join("{%s}" % u for u in unknown) + "; allowed: "
-                            + ", ".join("{%s}" % p for p in PLACEHOLDERS) + ".")
+        raise CampaignError(
+            "Unknown placeholder "
+            + ", ".join("{%s}" % u for u in unknown)
+            + "; allowed: "
+            + ", ".join("{%s}" % p for p in PLACEHOLDERS)
+            + "."
+        )
 
 
 def compile_template(template: str) -> str:
@@ -51,7 +57,7 @@ def compile_template(template: str) -> str:
     parts, pos = [], 0
     for match in _PLACEHOLDER.finditer(template):
         if match.group(1) in PLACEHOLDERS:
-            parts.append(template[pos:match.start()].replace("%", "%%") + f"%({match.group(1)})s")
+            parts.append(template[pos : match.start()].replace("%", "%%") + f"%({match.group(1)})s")
             pos = match.end()
     parts.append(template[pos:].replace("%", "%%"))
     return "".join(parts)
@@ -97,7 +103,7 @@ def new_codes(n: int, taken: Iterable[str] = ()) -> list[str]:
         need = (n - len(codes)) * CODE_LENGTH
         chars = secrets.token_bytes(need + need // 8 + 16).translate(_CODE_TABLE, _CODE_DROP).decode("ascii")
         for i in range(0, len(chars) - CODE_LENGTH + 1, CODE_LENGTH):
-            code = chars[i:i + CODE_LENGTH]
+            code = chars[i : i + CODE_LENGTH]
             if code not in seen:
                 seen.add(code)
                 codes.append(code)
@@ -106,27 +112,43 @@ def new_codes(n: int, taken: Iterable[str] = ()) -> list[str]:
     return codes
 
 
-def _store_texts(eligible: Iterable[dict], stores: dict[int, Store], default_store: Store | None,
-                 expires_at: datetime) -> dict[int | None, tuple[str, str, str]]:
+def _store_texts(
+    eligible: Iterable[dict], stores: dict[int, Store], default_store: Store | None, expires_at: datetime
+) -> dict[int | None, tuple[str, str, str]]:
     """Store id -> (sender name, store name, offer expiry as the store's local date, e.g. "Mar 31")."""
     per_store: dict[int | None, tuple[str, str, str]] = {}
     for sid in {p["store_id"] for p in eligible}:
         store = stores.get(sid) or default_store
         local = expires_at.astimezone(zone(store.timezone if store else "UTC"))
-        per_store[sid] = ((store.sender_name or store.name) if store else "", store.name if store else "",
-                          f"{local:%b} {local.day}")
+        per_store[sid] = (
+            (store.sender_name or store.name) if store else "",
+            store.name if store else "",
+            f"{local:%b} {local.day}",
+        )
     return per_store
 
 
 def _values(person: dict, code: str, store_name: str, expires: str, rewards: Mapping[str, str]) -> dict:
     """The placeholder values of one recipient (the same for the outbox and the builder's preview)."""
     tier = person["tier"] or ""
-    return {"first_name": person["first_name"] or "there", "tier": tier, "reward": rewards.get(tier, ""),
-            "code": code, "store": store_name, "expires": expires}
+    return {
+        "first_name": person["first_name"] or "there",
+        "tier": tier,
+        "reward": rewards.get(tier, ""),
+        "code": code,
+        "store": store_name,
+        "expires": expires,
+    }
 
 
-def body_writer(template: str, people: Iterable[dict], stores: dict[int, Store], default_store: Store | None,
-                expires_at: datetime, rewards: Mapping[str, str]) -> Callable[[dict, str], str]:
+def body_writer(
+    template: str,
+    people: Iterable[dict],
+    stores: dict[int, Store],
+    default_store: Store | None,
+    expires_at: datetime,
+    rewards: Mapping[str, str],
+) -> Callable[[dict, str], str]:
     """A function (person, coupon code) -> that person's exact SMS body, for build_audience's dicts.
 
     The template is compiled and each store's sender, name and local expiry date worked out
@@ -143,8 +165,13 @@ def body_writer(template: str, people: Iterable[dict], stores: dict[int, Store],
     return body
 
 
-def preview_bodies(template: str, people: list[dict], expires_at: datetime | None = None,
-                   store_id: int | None = None, now: datetime | None = None) -> list[dict]:
+def preview_bodies(
+    template: str,
+    people: list[dict],
+    expires_at: datetime | None = None,
+    store_id: int | None = None,
+    now: datetime | None = None,
+) -> list[dict]:
     """The exact texts ``people`` (build_audience's eligible dicts) would get, with example codes.
 
     Renders with the same values and render_body as create_campaign, so the builder's preview
@@ -157,5 +184,12 @@ def preview_bodies(template: str, people: list[dict], expires_at: datetime | Non
     stores = {s.id: s for s in db.session.scalars(select(Store))}
     rewards = {t: settings.get(f"reward.{t}") for t in settings.TIERS}
     body = body_writer(template, people, stores, stores.get(store_id), expires_at, rewards)
-    return [{"customer_id": person["customer_id"], "first_name": person["first_name"], "phone": person["phone"],
-             "body": body(person, code)} for person, code in zip(people, new_codes(len(people)))]
+    return [
+        {
+            "customer_id": person["customer_id"],
+            "first_name": person["first_name"],
+            "phone": person["phone"],
+            "body": body(person, code),
+        }
+        for person, code in zip(people, new_codes(len(people)))
+    ]

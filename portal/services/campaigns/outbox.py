@@ -6,6 +6,7 @@ sent, Twilio reports its fate on /sms/status (portal/webhooks.py); :func:`apply_
 that onto the row without ever moving it backwards, and :func:`apply_pending_events` applies
 callbacks that arrived before the sender had recorded the message's SID.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -27,9 +28,16 @@ NO_SYNC = {"synchronize_session": False}  # each step commits and re-reads; no O
 
 #: Twilio message statuses → outbox status, with a rank so a late "sent" never undoes "delivered".
 STATUS_MAP = {
-    "accepted": ("sent", 1), "scheduled": ("sent", 1), "queued": ("sent", 1), "sending": ("sent", 2),
-    "sent": ("sent", 3), "delivered": ("delivered", 5), "read": ("delivered", 5),
-    "undelivered": ("undelivered", 4), "failed": ("failed", 4), "canceled": ("failed", 4),
+    "accepted": ("sent", 1),
+    "scheduled": ("sent", 1),
+    "queued": ("sent", 1),
+    "sending": ("sent", 2),
+    "sent": ("sent", 3),
+    "delivered": ("delivered", 5),
+    "read": ("delivered", 5),
+    "undelivered": ("undelivered", 4),
+    "failed": ("failed", 4),
+    "canceled": ("failed", 4),
 }
 _RANK = {"sent": 3, "dry-run": 3, "undelivered": 4, "failed": 4, "delivered": 5}
 
@@ -53,19 +61,29 @@ def apply_status(message: OutboxMessage, status: str, error_code: int | None, at
     if error_code == sms.OPT_OUT_ERROR_CODE:
         customer = db.session.get(Customer, message.customer_id)
         if customer is not None and customer.sms_consent != "opted_out":
-            set_consent(customer, "opted_out", "twilio_21610", effective_at=at, user_email="twilio",
-                        detail=f"Twilio error 21610 on message {message.message_sid}")
+            set_consent(
+                customer,
+                "opted_out",
+                "twilio_21610",
+                effective_at=at,
+                user_email="twilio",
+                detail=f"Twilio error 21610 on message {message.message_sid}",
+            )
     return True
 
 
 def apply_pending_events(sid: str) -> None:
     """Apply status callbacks that arrived before the send was recorded (caller commits)."""
-    message = db.session.scalar(select(OutboxMessage).where(OutboxMessage.message_sid == sid)
-                                .execution_options(populate_existing=True))
+    message = db.session.scalar(
+        select(OutboxMessage).where(OutboxMessage.message_sid == sid).execution_options(populate_existing=True)
+    )
     if message is None:
         return
-    events = db.session.scalars(select(SmsEvent).where(
-        SmsEvent.kind == "status", SmsEvent.message_sid == sid, SmsEvent.applied.is_(False)).order_by(SmsEvent.id))
+    events = db.session.scalars(
+        select(SmsEvent)
+        .where(SmsEvent.kind == "status", SmsEvent.message_sid == sid, SmsEvent.applied.is_(False))
+        .order_by(SmsEvent.id)
+    )
     for event in events:
         apply_status(message, event.status, event.error_code, aware(event.received_at))
         event.applied = True
@@ -102,8 +120,14 @@ def record_status_callback(form: Mapping[str, str]) -> None:
     if not sid or not status:
         return
     code = _int(form.get("ErrorCode"))
-    event = store_event(kind="status", message_sid=sid[:64], status=status[:20], error_code=code,
-                        payload=dict(form), dedupe_key=f"status:{sid}:{status}:{code or ''}"[:120])
+    event = store_event(
+        kind="status",
+        message_sid=sid[:64],
+        status=status[:20],
+        error_code=code,
+        payload=dict(form),
+        dedupe_key=f"status:{sid}:{status}:{code or ''}"[:120],
+    )
     if event is not None:
         message = db.session.scalar(select(OutboxMessage).where(OutboxMessage.message_sid == sid))
         if message is not None:

@@ -6,6 +6,7 @@ importer stores E.164, so :func:`phone_type` takes a precompiled fast path for E
 that gives the library's own answer (tests compare the two on random numbers) and leaves
 anything else to the library.
 """
+
 from __future__ import annotations
 
 import re
@@ -15,10 +16,16 @@ from phonenumbers import PhoneMetadata, PhoneNumberType
 
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
-_SPECIAL_TYPES = (("premium_rate", PhoneNumberType.PREMIUM_RATE), ("toll_free", PhoneNumberType.TOLL_FREE),
-                  ("shared_cost", PhoneNumberType.SHARED_COST), ("voip", PhoneNumberType.VOIP),
-                  ("personal_number", PhoneNumberType.PERSONAL_NUMBER), ("pager", PhoneNumberType.PAGER),
-                  ("uan", PhoneNumberType.UAN), ("voicemail", PhoneNumberType.VOICEMAIL))
+_SPECIAL_TYPES = (
+    ("premium_rate", PhoneNumberType.PREMIUM_RATE),
+    ("toll_free", PhoneNumberType.TOLL_FREE),
+    ("shared_cost", PhoneNumberType.SHARED_COST),
+    ("voip", PhoneNumberType.VOIP),
+    ("personal_number", PhoneNumberType.PERSONAL_NUMBER),
+    ("pager", PhoneNumberType.PAGER),
+    ("uan", PhoneNumberType.UAN),
+    ("voicemail", PhoneNumberType.VOICEMAIL),
+)
 _plans: dict[int, tuple] = {}
 
 
@@ -43,8 +50,14 @@ def _plan(md) -> tuple:
     plan = _plans.get(id(md))
     if plan is None:
         special = tuple((d, kind) for name, kind in _SPECIAL_TYPES if (d := _desc(getattr(md, name))) is not None)
-        plan = _plans[id(md)] = (_desc(md.general_desc), special, _desc(md.fixed_line), _desc(md.mobile),
-                                 bool(md.same_mobile_and_fixed_line_pattern), md)
+        plan = _plans[id(md)] = (
+            _desc(md.general_desc),
+            special,
+            _desc(md.fixed_line),
+            _desc(md.mobile),
+            bool(md.same_mobile_and_fixed_line_pattern),
+            md,
+        )
     return plan
 
 
@@ -76,8 +89,7 @@ def _slow_phone_type(phone: str, region: str) -> tuple[str | None, int]:
         return None, PhoneNumberType.UNKNOWN
     if not phonenumbers.is_valid_number(parsed):
         return None, PhoneNumberType.UNKNOWN
-    return (phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164),
-            phonenumbers.number_type(parsed))
+    return (phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), phonenumbers.number_type(parsed))
 
 
 def phone_type(phone: str | None, region: str = "US") -> tuple[str | None, int]:
@@ -109,8 +121,15 @@ def _calling_code(digits: str) -> tuple:
         for size in (1, 2, 3):  # country calling codes are prefix-free
             regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(int(digits[:size]))
             if regions:
-                metas = tuple((r, PhoneMetadata.metadata_for_nongeo_region(int(digits[:size]), None) if r == "001"
-                               else PhoneMetadata.metadata_for_region(r, None)) for r in regions)
+                metas = tuple(
+                    (
+                        r,
+                        PhoneMetadata.metadata_for_nongeo_region(int(digits[:size]), None)
+                        if r == "001"
+                        else PhoneMetadata.metadata_for_region(r, None),
+                    )
+                    for r in regions
+                )
                 found = (size, tuple((r, md) for r, md in metas if md is not None))
                 break
         _CC_CACHE[key] = found

@@ -4,6 +4,7 @@ The window comes from the ``sms.quiet_start`` / ``sms.quiet_end`` settings ("HH:
 21:00 → 08:00 across midnight). The sender holds a store's rows until :func:`window_opens`;
 the campaign builder uses the same two functions to say when a campaign would go out.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, time, timedelta, timezone

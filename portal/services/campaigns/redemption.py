@@ -18,6 +18,7 @@ same code at the same moment cannot both succeed.
 Purchase times are store-local wall times (as imported); they are converted with the store's
 time zone before being compared with the UTC send and expiry times.
 """
+
 from __future__ import annotations
 
 import re
@@ -77,24 +78,58 @@ def _offers(codes: Iterable[str]) -> dict[str, _Offer]:
     codes = sorted(set(codes))
     found: dict[str, _Offer] = {}
     for i in range(0, len(codes), _CHUNK):
-        query = (select(OutboxMessage.coupon_code, OutboxMessage.id, OutboxMessage.campaign_id,
-                        OutboxMessage.customer_id, OutboxMessage.status, OutboxMessage.sent_at,
-                        OutboxMessage.claimed_at, OutboxMessage.redeemed_at, OutboxMessage.redeemed_by,
-                        Campaign.expires_at, Campaign.created_at, Customer.store_id, Campaign.store_id)
-                 .join(Campaign, Campaign.id == OutboxMessage.campaign_id)
-                 .join(Customer, Customer.id == OutboxMessage.customer_id)
-                 .where(OutboxMessage.coupon_code.in_(codes[i:i + _CHUNK])))
-        for (code, row_id, campaign_id, customer_id, status, sent_at, claimed_at, redeemed_at, redeemed_by,
-             expires_at, created_at, customer_store, campaign_store) in db.session.execute(query):
-            found[code] = _Offer(row_id, campaign_id, customer_id, status,
-                                 aware(sent_at or claimed_at or created_at), aware(redeemed_at), redeemed_by,
-                                 aware(expires_at),
-                                 customer_store if customer_store is not None else campaign_store)
+        query = (
+            select(
+                OutboxMessage.coupon_code,
+                OutboxMessage.id,
+                OutboxMessage.campaign_id,
+                OutboxMessage.customer_id,
+                OutboxMessage.status,
+                OutboxMessage.sent_at,
+                OutboxMessage.claimed_at,
+                OutboxMessage.redeemed_at,
+                OutboxMessage.redeemed_by,
+                Campaign.expires_at,
+                Campaign.created_at,
+                Customer.store_id,
+                Campaign.store_id,
+            )
+            .join(Campaign, Campaign.id == OutboxMessage.campaign_id)
+            .join(Customer, Customer.id == OutboxMessage.customer_id)
+            .where(OutboxMessage.coupon_code.in_(codes[i : i + _CHUNK]))
+        )
+        for (
+            code,
+            row_id,
+            campaign_id,
+            customer_id,
+            status,
+            sent_at,
+            claimed_at,
+            redeemed_at,
+            redeemed_by,
+            expires_at,
+            created_at,
+            customer_store,
+            campaign_store,
+        ) in db.session.execute(query):
+            found[code] = _Offer(
+                row_id,
+                campaign_id,
+                customer_id,
+                status,
+                aware(sent_at or claimed_at or created_at),
+                aware(redeemed_at),
+                redeemed_by,
+                aware(expires_at),
+                customer_store if customer_store is not None else campaign_store,
+            )
     return found
 
 
-def _refusal(offer: _Offer | None, customer_id: int | None, store_id: int | None, at: datetime,
-             check_store: bool = True) -> str | None:
+def _refusal(
+    offer: _Offer | None, customer_id: int | None, store_id: int | None, at: datetime, check_store: bool = True
+) -> str | None:
     """The first rule a redemption at ``at`` breaks (a REFUSALS key), or None when it may redeem."""
     if offer is None:
         return "unknown_code"
@@ -117,15 +152,20 @@ def _refusal(offer: _Offer | None, customer_id: int | None, store_id: int | None
 def _mark(offer: _Offer, at: datetime, by: str) -> bool:
     """Compare-and-set: record the redemption unless someone else did first (caller commits)."""
     result = db.session.execute(
-        update(OutboxMessage).where(OutboxMessage.id == offer.row_id, OutboxMessage.redeemed_at.is_(None))
-        .values(redeemed_at=at, redeemed_by=by[:254]), execution_options={"synchronize_session": False})
+        update(OutboxMessage)
+        .where(OutboxMessage.id == offer.row_id, OutboxMessage.redeemed_at.is_(None))
+        .values(redeemed_at=at, redeemed_by=by[:254]),
+        execution_options={"synchronize_session": False},
+    )
     return result.rowcount == 1
 
 
 # --- staff -----------------------------------------------------------------------------------
 
-def redeem_by_staff(code: str, customer: Customer, user_email: str | None, user_store_id: int | None = None,
-                    now: datetime | None = None) -> OutboxMessage:
+
+def redeem_by_staff(
+    code: str, customer: Customer, user_email: str | None, user_store_id: int | None = None, now: datetime | None = None
+) -> OutboxMessage:
     """Redeem ``code`` for ``customer`` at the till (customer page); audited, commits.
 
     Args:
@@ -149,13 +189,20 @@ def redeem_by_staff(code: str, customer: Customer, user_email: str | None, user_
         reason = "already_redeemed"
     if reason is not None:
         db.session.rollback()
-        audit.record("coupon.redeem_refused", f"customer:{customer.external_id}",
-                     {"code": normal, "reason": reason, "source": "staff"}, user_email)
+        audit.record(
+            "coupon.redeem_refused",
+            f"customer:{customer.external_id}",
+            {"code": normal, "reason": reason, "source": "staff"},
+            user_email,
+        )
         db.session.commit()
         raise RedemptionError(_staff_message(reason, normal, offer))
-    audit.record("coupon.redeem", f"campaign:{offer.campaign_id}",
-                 {"code": normal, "customer": customer.external_id, "source": "staff", "at": now.isoformat()},
-                 user_email)
+    audit.record(
+        "coupon.redeem",
+        f"campaign:{offer.campaign_id}",
+        {"code": normal, "customer": customer.external_id, "source": "staff", "at": now.isoformat()},
+        user_email,
+    )
     db.session.commit()
     return db.session.get(OutboxMessage, offer.row_id)
 
@@ -166,7 +213,9 @@ def _staff_message(reason: str, code: str, offer: _Offer | None) -> str:
     if reason == "other_customer":
         return f"The code {code} was sent to another customer; it is valid only for them."
     if reason == "not_sent":
-        return f"The message with code {code} was never sent ({offer.status.replace('_', ' ')}), so it cannot be redeemed."
+        return (
+            f"The message with code {code} was never sent ({offer.status.replace('_', ' ')}), so it cannot be redeemed."
+        )
     if reason == "other_store":
         name = db.session.scalar(select(Store.name).where(Store.id == offer.store_id)) if offer else None
         return f"The code {code} can only be redeemed at {name or 'the customer’s store'}."
@@ -184,14 +233,23 @@ def open_coupons(customer_id: int, now: datetime | None = None) -> list[dict]:
     rows = db.session.execute(
         select(OutboxMessage.coupon_code, Campaign.name, Campaign.expires_at, OutboxMessage.sent_at)
         .join(Campaign, Campaign.id == OutboxMessage.campaign_id)
-        .where(OutboxMessage.customer_id == customer_id, OutboxMessage.coupon_code.is_not(None),
-               OutboxMessage.redeemed_at.is_(None), OutboxMessage.status.in_(REDEEMABLE))
-        .order_by(OutboxMessage.id.desc()))
-    return [{"code": code, "campaign": name, "expires_at": aware(expires), "sent_at": aware(sent)}
-            for code, name, expires, sent in rows if expires is None or aware(expires) >= now]
+        .where(
+            OutboxMessage.customer_id == customer_id,
+            OutboxMessage.coupon_code.is_not(None),
+            OutboxMessage.redeemed_at.is_(None),
+            OutboxMessage.status.in_(REDEEMABLE),
+        )
+        .order_by(OutboxMessage.id.desc())
+    )
+    return [
+        {"code": code, "campaign": name, "expires_at": aware(expires), "sent_at": aware(sent)}
+        for code, name, expires, sent in rows
+        if expires is None or aware(expires) >= now
+    ]
 
 
 # --- imports ---------------------------------------------------------------------------------
+
 
 @dataclass
 class ImportRedemptions:
@@ -218,10 +276,18 @@ def redeem_from_imports(import_id: int | None = None, user_email: str | None = N
     Returns:
         ImportRedemptions with the codes redeemed and, per rule, the transactions refused.
     """
-    query = (select(PurchaseLine.transaction_ref, PurchaseLine.customer_id, PurchaseLine.store_id,
-                    PurchaseLine.purchased_at, PurchaseLine.coupon_code, PurchaseLine.import_id)
-             .where(PurchaseLine.coupon_code.is_not(None), PurchaseLine.coupon_code != "")
-             .order_by(PurchaseLine.purchased_at, PurchaseLine.id))
+    query = (
+        select(
+            PurchaseLine.transaction_ref,
+            PurchaseLine.customer_id,
+            PurchaseLine.store_id,
+            PurchaseLine.purchased_at,
+            PurchaseLine.coupon_code,
+            PurchaseLine.import_id,
+        )
+        .where(PurchaseLine.coupon_code.is_not(None), PurchaseLine.coupon_code != "")
+        .order_by(PurchaseLine.purchased_at, PurchaseLine.id)
+    )
     if import_id is not None:
         query = query.where(PurchaseLine.import_id == import_id)
     zones = {sid: zone(tz) for sid, tz in db.session.execute(select(Store.id, Store.timezone))}
@@ -255,8 +321,11 @@ def redeem_from_imports(import_id: int | None = None, user_email: str | None = N
         result.codes.append(code)
     result.refused = {k: refused[k] for k in REFUSALS if refused[k]}
     if result.redeemed or result.refused:
-        audit.record("coupon.redeem_import", f"import #{import_id}" if import_id is not None else "imports",
-                     {"redeemed": result.redeemed, "refused": result.refused, "codes": result.codes[:200]},
-                     user_email or "importer")
+        audit.record(
+            "coupon.redeem_import",
+            f"import #{import_id}" if import_id is not None else "imports",
+            {"redeemed": result.redeemed, "refused": result.refused, "codes": result.codes[:200]},
+            user_email or "importer",
+        )
     db.session.commit()
     return result

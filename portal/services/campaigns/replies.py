@@ -1,4 +1,5 @@
 """Customers' SMS replies: STOP words opt out, START/YES/UNSTOP opt back in, HELP/INFO get the store's contact line."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -21,8 +22,14 @@ def record_reply(form: Mapping[str, str]) -> str | None:
     reply = sms.classify_reply(body)
     keyword = body.strip().strip(".!?¡¿ ").upper()[:20] if reply else None
     customers = db.session.scalars(select(Customer).where(Customer.phone == phone)).all() if phone else []
-    event = store_event(kind="inbound", message_sid=sid[:64] or None, from_phone=phone[:20] or None,
-                        keyword=keyword, payload=dict(form), dedupe_key=f"inbound:{sid or phone + ':' + body}"[:120])
+    event = store_event(
+        kind="inbound",
+        message_sid=sid[:64] or None,
+        from_phone=phone[:20] or None,
+        keyword=keyword,
+        payload=dict(form),
+        dedupe_key=f"inbound:{sid or phone + ':' + body}"[:120],
+    )
     text = _contact_line(customers) if reply == "help" else None
     if event is not None:
         now = datetime.now(timezone.utc)
@@ -32,8 +39,15 @@ def record_reply(form: Mapping[str, str]) -> str | None:
                 # START only restores an opt-out: a reply alone never creates a first opt-in.
                 if customer.sms_consent == status or (status == "opted_in" and customer.sms_consent != "opted_out"):
                     continue
-                set_consent(customer, status, "sms_keyword", effective_at=now, user_email="sms-reply",
-                            keyword=keyword, detail=f"SMS reply {body.strip()[:40]!r} from {phone}")
+                set_consent(
+                    customer,
+                    status,
+                    "sms_keyword",
+                    effective_at=now,
+                    user_email="sms-reply",
+                    keyword=keyword,
+                    detail=f"SMS reply {body.strip()[:40]!r} from {phone}",
+                )
         event.applied = True
         db.session.commit()
     return text

@@ -26,6 +26,7 @@ Both approximations need enough data: we say "too small to conclude" unless each
 least 30 customers and, for the purchase rate, at least 5 buyers and 5 non-buyers (the usual
 n·p ≥ 5 rule for the normal approximation). Results are shown "so far" until the window ends.
 """
+
 from __future__ import annotations
 
 import math
@@ -49,6 +50,7 @@ ACCEPTED = ("sent", "delivered", "undelivered", "dry-run")
 
 
 # --- statistics ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Difference:
@@ -84,8 +86,9 @@ def proportion_difference(k1: int, n1: int, k0: int, n0: int, confidence: float 
     return Difference(p1 - p0, se, z * se, "normal approximation, difference of proportions")
 
 
-def mean_difference(n1: int, mean1: float, var1: float, n0: int, mean0: float, var0: float,
-                    confidence: float = CONFIDENCE) -> Difference:
+def mean_difference(
+    n1: int, mean1: float, var1: float, n0: int, mean0: float, var0: float, confidence: float = CONFIDENCE
+) -> Difference:
     """m1 − m0 with Welch's interval (sample variances with n−1; both n ≥ 2)."""
     a, b = var1 / n1, var0 / n0
     se = math.sqrt(a + b)
@@ -110,6 +113,7 @@ def summarise(values: list[float]) -> tuple[int, float, float]:
 
 # --- sentences -------------------------------------------------------------------------------
 
+
 def _num(value: float) -> str:
     return f"{value:.1f}"
 
@@ -117,42 +121,57 @@ def _num(value: float) -> str:
 def rate_sentence(diff: Difference, enough: bool, n1: int, n0: int) -> str:
     """The purchase-rate comparison in plain words (points = percentage points)."""
     if not enough:
-        return (f"Too few customers to conclude: {n1} messaged and {n0} in the control group. Each group needs at "
-                f"least {MIN_GROUP} customers, and at least {MIN_OUTCOMES} who bought and {MIN_OUTCOMES} who did "
-                "not, before a difference in purchase rates means anything.")
+        return (
+            f"Too few customers to conclude: {n1} messaged and {n0} in the control group. Each group needs at "
+            f"least {MIN_GROUP} customers, and at least {MIN_OUTCOMES} who bought and {MIN_OUTCOMES} who did "
+            "not, before a difference in purchase rates means anything."
+        )
     points, margin = diff.estimate * 100, diff.margin * 100
     if round(points, 1) == 0:
         text = f"Messaged customers bought as often as the control group, give or take {_num(margin)} points."
     else:
         word = "more" if points > 0 else "less"
-        text = (f"Messaged customers bought {_num(abs(points))} points {word} often than the control group, "
-                f"give or take {_num(margin)}.")
+        text = (
+            f"Messaged customers bought {_num(abs(points))} points {word} often than the control group, "
+            f"give or take {_num(margin)}."
+        )
     if diff.includes_zero:
-        text += (f" The 95 % interval ({_num(diff.low * 100)} to {_num(diff.high * 100)} points) includes zero, "
-                 "so this could be chance.")
+        text += (
+            f" The 95 % interval ({_num(diff.low * 100)} to {_num(diff.high * 100)} points) includes zero, "
+            "so this could be chance."
+        )
     return text
 
 
 def revenue_sentence(diff: Difference, enough: bool, n1: int, n0: int, currency: str = "USD") -> str:
     """The revenue-per-customer comparison in plain words."""
     if not enough:
-        return (f"Too few customers to conclude on revenue: {n1} messaged and {n0} in the control group "
-                f"(each group needs at least {MIN_GROUP}).")
+        return (
+            f"Too few customers to conclude on revenue: {n1} messaged and {n0} in the control group "
+            f"(each group needs at least {MIN_GROUP})."
+        )
     amount, margin = diff.estimate, diff.margin
     if round(amount, 2) == 0:
-        text = (f"Messaged customers spent as much per customer as the control group, give or take "
-                f"{money(margin, currency=currency)}.")
+        text = (
+            f"Messaged customers spent as much per customer as the control group, give or take "
+            f"{money(margin, currency=currency)}."
+        )
     else:
         word = "more" if amount > 0 else "less"
-        text = (f"Messaged customers spent {money(abs(amount), currency=currency)} {word} per customer than the "
-                f"control group, give or take {money(margin, currency=currency)}.")
+        text = (
+            f"Messaged customers spent {money(abs(amount), currency=currency)} {word} per customer than the "
+            f"control group, give or take {money(margin, currency=currency)}."
+        )
     if diff.includes_zero:
-        text += (f" The 95 % interval ({money(diff.low, currency=currency)} to {money(diff.high, currency=currency)}) "
-                 "includes zero, so this could be chance.")
+        text += (
+            f" The 95 % interval ({money(diff.low, currency=currency)} to {money(diff.high, currency=currency)}) "
+            "includes zero, so this could be chance."
+        )
     return text
 
 
 # --- a campaign's results --------------------------------------------------------------------
+
 
 @dataclass
 class GroupOutcome:
@@ -202,26 +221,54 @@ def _group_outcome(n: int, per_customer: list[tuple[float, bool]]) -> GroupOutco
 
 def delivery_counts(campaign_id: int, since: datetime | None = None) -> dict[str, int]:
     """Messages (messaged group), sent, delivered, failed, opted out since ``since``, redeemed."""
-    rows = dict(db.session.execute(select(OutboxMessage.status, func.count()).where(
-        OutboxMessage.campaign_id == campaign_id, OutboxMessage.group == "message")
-        .group_by(OutboxMessage.status)).all())
-    redeemed = db.session.scalar(select(func.count()).where(
-        OutboxMessage.campaign_id == campaign_id, OutboxMessage.redeemed_at.is_not(None))) or 0
+    rows = dict(
+        db.session.execute(
+            select(OutboxMessage.status, func.count())
+            .where(OutboxMessage.campaign_id == campaign_id, OutboxMessage.group == "message")
+            .group_by(OutboxMessage.status)
+        ).all()
+    )
+    redeemed = (
+        db.session.scalar(
+            select(func.count()).where(OutboxMessage.campaign_id == campaign_id, OutboxMessage.redeemed_at.is_not(None))
+        )
+        or 0
+    )
     opted = 0
     if since is not None:
-        opted = db.session.scalar(select(func.count(ConsentEvent.customer_id.distinct())).where(
-            ConsentEvent.status == "opted_out", ConsentEvent.effective_at >= since,
-            ConsentEvent.customer_id.in_(select(OutboxMessage.customer_id).where(
-                OutboxMessage.campaign_id == campaign_id, OutboxMessage.group == "message")))) or 0
-    return {"messages": sum(rows.values()), "sent": sum(rows.get(s, 0) for s in ACCEPTED),
-            "delivered": rows.get("delivered", 0), "failed": rows.get("failed", 0) + rows.get("undelivered", 0),
-            "opted_out": opted, "redeemed": redeemed}
+        opted = (
+            db.session.scalar(
+                select(func.count(ConsentEvent.customer_id.distinct())).where(
+                    ConsentEvent.status == "opted_out",
+                    ConsentEvent.effective_at >= since,
+                    ConsentEvent.customer_id.in_(
+                        select(OutboxMessage.customer_id).where(
+                            OutboxMessage.campaign_id == campaign_id, OutboxMessage.group == "message"
+                        )
+                    ),
+                )
+            )
+            or 0
+        )
+    return {
+        "messages": sum(rows.values()),
+        "sent": sum(rows.get(s, 0) for s in ACCEPTED),
+        "delivered": rows.get("delivered", 0),
+        "failed": rows.get("failed", 0) + rows.get("undelivered", 0),
+        "opted_out": opted,
+        "redeemed": redeemed,
+    }
 
 
 def first_send(campaign_id: int) -> datetime | None:
     """When the first message of the campaign went out (the start of the results window)."""
-    return aware(db.session.scalar(select(func.min(OutboxMessage.sent_at)).where(
-        OutboxMessage.campaign_id == campaign_id, OutboxMessage.sent_at.is_not(None))))
+    return aware(
+        db.session.scalar(
+            select(func.min(OutboxMessage.sent_at)).where(
+                OutboxMessage.campaign_id == campaign_id, OutboxMessage.sent_at.is_not(None)
+            )
+        )
+    )
 
 
 def campaign_results(campaign: Campaign, now: datetime | None = None, days: int | None = None) -> Results | None:
@@ -236,24 +283,47 @@ def campaign_results(campaign: Campaign, now: datetime | None = None, days: int 
     store = stores.get(campaign.store_id)
     currency = store.currency if store else "USD"
     upto = min(end, now)
-    results = Results(days=days, window_start=start, window_end=end, complete=now >= end,
-                      days_elapsed=max(0, min(days, (upto - start).days)), currency=currency,
-                      delivery=delivery_counts(campaign.id, start))
-    sizes = dict(db.session.execute(select(OutboxMessage.group, func.count()).where(
-        OutboxMessage.campaign_id == campaign.id).group_by(OutboxMessage.group)).all())
+    results = Results(
+        days=days,
+        window_start=start,
+        window_end=end,
+        complete=now >= end,
+        days_elapsed=max(0, min(days, (upto - start).days)),
+        currency=currency,
+        delivery=delivery_counts(campaign.id, start),
+    )
+    sizes = dict(
+        db.session.execute(
+            select(OutboxMessage.group, func.count())
+            .where(OutboxMessage.campaign_id == campaign.id)
+            .group_by(OutboxMessage.group)
+        ).all()
+    )
     # Purchase times are store-local wall times: compare each store's lines with the window in its zone.
-    windows = [and_(PurchaseLine.store_id == sid,
-                    PurchaseLine.purchased_at >= start.astimezone(zone(s.timezone)).replace(tzinfo=None),
-                    PurchaseLine.purchased_at < upto.astimezone(zone(s.timezone)).replace(tzinfo=None))
-               for sid, s in stores.items()]
+    windows = [
+        and_(
+            PurchaseLine.store_id == sid,
+            PurchaseLine.purchased_at >= start.astimezone(zone(s.timezone)).replace(tzinfo=None),
+            PurchaseLine.purchased_at < upto.astimezone(zone(s.timezone)).replace(tzinfo=None),
+        )
+        for sid, s in stores.items()
+    ]
     if not windows:
         return results
-    query = (select(OutboxMessage.group, PurchaseLine.customer_id, func.sum(PurchaseLine.amount),
-                    func.max(case((PurchaseLine.amount > 0, 1), else_=0)))
-             .join(OutboxMessage, and_(OutboxMessage.customer_id == PurchaseLine.customer_id,
-                                       OutboxMessage.campaign_id == campaign.id))
-             .where(or_(*windows))
-             .group_by(OutboxMessage.group, PurchaseLine.customer_id))
+    query = (
+        select(
+            OutboxMessage.group,
+            PurchaseLine.customer_id,
+            func.sum(PurchaseLine.amount),
+            func.max(case((PurchaseLine.amount > 0, 1), else_=0)),
+        )
+        .join(
+            OutboxMessage,
+            and_(OutboxMessage.customer_id == PurchaseLine.customer_id, OutboxMessage.campaign_id == campaign.id),
+        )
+        .where(or_(*windows))
+        .group_by(OutboxMessage.group, PurchaseLine.customer_id)
+    )
     per_group: dict[str, list[tuple[float, bool]]] = {"message": [], "control": []}
     for group, _customer, amount, bought in db.session.execute(query):
         per_group.setdefault(group, []).append((float(amount or 0), bool(bought)))
@@ -263,20 +333,23 @@ def campaign_results(campaign: Campaign, now: datetime | None = None, days: int 
     if message.n >= 2 and control.n >= 2:
         results.rate = proportion_difference(message.buyers, message.n, control.buyers, control.n)
         results.revenue = mean_difference(message.n, message.mean, message.var, control.n, control.mean, control.var)
-        results.rate_enough = all(g.n >= MIN_GROUP and g.buyers >= MIN_OUTCOMES and g.n - g.buyers >= MIN_OUTCOMES
-                                  for g in (message, control))
+        results.rate_enough = all(
+            g.n >= MIN_GROUP and g.buyers >= MIN_OUTCOMES and g.n - g.buyers >= MIN_OUTCOMES for g in (message, control)
+        )
         results.revenue_enough = message.n >= MIN_GROUP and control.n >= MIN_GROUP and results.revenue.se > 0
         results.rate_text = rate_sentence(results.rate, results.rate_enough, message.n, control.n)
-        results.revenue_text = revenue_sentence(results.revenue, results.revenue_enough, message.n, control.n,
-                                                currency)
+        results.revenue_text = revenue_sentence(results.revenue, results.revenue_enough, message.n, control.n, currency)
     else:
-        results.rate_text = (f"Too few customers to conclude: {message.n} messaged and {control.n} in the control "
-                             "group." + (" This campaign has no control group, so there is nothing to compare "
-                                         "against." if control.n == 0 else ""))
+        results.rate_text = (
+            f"Too few customers to conclude: {message.n} messaged and {control.n} in the control "
+            "group."
+            + (" This campaign has no control group, so there is nothing to compare against." if control.n == 0 else "")
+        )
     return results
 
 
 # --- what a campaign's messages cost ---------------------------------------------------------
+
 
 @dataclass
 class OutboxCost:
@@ -298,8 +371,9 @@ def outbox_cost(campaign_id: int, statuses: tuple[str, ...] = ("pending", "in_do
     price = float(settings.get("sms.price_per_segment"))
     messages = segments = ucs2 = 0
     culprits: dict[str, None] = {}
-    query = select(OutboxMessage.body).where(OutboxMessage.campaign_id == campaign_id,
-                                             OutboxMessage.group == "message", OutboxMessage.status.in_(statuses))
+    query = select(OutboxMessage.body).where(
+        OutboxMessage.campaign_id == campaign_id, OutboxMessage.group == "message", OutboxMessage.status.in_(statuses)
+    )
     for (body,) in db.session.execute(query.execution_options(yield_per=5000)):
         messages += 1
         body = body or ""

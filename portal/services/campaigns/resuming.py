@@ -6,6 +6,7 @@ window opens; the server catches up at start-up (``resume_on_start``) and cron m
 ``flask campaign resume`` (``resume_due``). Every path goes through :func:`start_send`, whose
 waiting → queued step is one compare-and-set UPDATE, so a campaign is never queued twice.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,8 +21,8 @@ from portal.extensions import db
 from portal.models import Campaign, Job, OutboxMessage
 from portal.services import audit
 from portal.services.campaigns.campaigns import CampaignError
-from portal.services.clock import aware, utcnow
 from portal.services.campaigns.outbox import IN_PROGRESS, NO_SYNC
+from portal.services.clock import aware, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,9 @@ def status_callback_url() -> str | None:
     return None
 
 
-def start_send(campaign_id: int, user_email: str | None = None, options: Mapping | None = None,
-               due_by: datetime | None = None) -> Job:
+def start_send(
+    campaign_id: int, user_email: str | None = None, options: Mapping | None = None, due_by: datetime | None = None
+) -> Job:
     """Queue a campaign's sending as a background job (also resumes a stopped or waiting one).
 
     A 'waiting' campaign becomes 'queued' by one compare-and-set UPDATE, so resumes racing each
@@ -57,8 +59,9 @@ def start_send(campaign_id: int, user_email: str | None = None, options: Mapping
         raise CampaignError(f"No campaign {campaign_id}.")
     if campaign.status in ("cancelled", "done"):
         raise CampaignError(f"Campaign {campaign_id} is {campaign.status}; nothing more will be sent.")
-    left = db.session.scalar(select(func.count()).where(
-        OutboxMessage.campaign_id == campaign_id, OutboxMessage.status.in_(IN_PROGRESS)))
+    left = db.session.scalar(
+        select(func.count()).where(OutboxMessage.campaign_id == campaign_id, OutboxMessage.status.in_(IN_PROGRESS))
+    )
     if not left:
         raise CampaignError(f"Campaign {campaign_id} has no messages left to send.")
     if campaign.status == "waiting" or due_by is not None:
@@ -72,8 +75,9 @@ def start_send(campaign_id: int, user_email: str | None = None, options: Mapping
     kwargs = {"campaign_id": campaign_id, "callback_url": status_callback_url()}
     if options:
         kwargs["options"] = dict(options)
-    return jobs.enqueue(SEND_JOB, f"Send campaign “{campaign.name}”", user_email=user_email,
-                        scope_store_id=campaign.store_id, **kwargs)
+    return jobs.enqueue(
+        SEND_JOB, f"Send campaign “{campaign.name}”", user_email=user_email, scope_store_id=campaign.store_id, **kwargs
+    )
 
 
 def _claim_waiting(campaign_id: int, due_by: datetime | None) -> bool:
@@ -93,8 +97,11 @@ def resume_due(now: datetime | None = None) -> list[int]:
     server runs it when it starts) and stays available for cron: ``flask campaign resume``.
     """
     now = now or utcnow()
-    due = db.session.scalars(select(Campaign.id).where(
-        Campaign.status == "waiting", or_(Campaign.scheduled_for.is_(None), Campaign.scheduled_for <= now))).all()
+    due = db.session.scalars(
+        select(Campaign.id).where(
+            Campaign.status == "waiting", or_(Campaign.scheduled_for.is_(None), Campaign.scheduled_for <= now)
+        )
+    ).all()
     queued = []
     for campaign_id in due:
         try:
@@ -111,8 +118,15 @@ def schedule_resume(campaign_id: int, due: datetime) -> Job:
     due = aware(due).astimezone(timezone.utc)
     row = db.session.execute(select(Campaign.name, Campaign.store_id).where(Campaign.id == campaign_id)).first()
     name, store_id = (row.name, row.store_id) if row is not None else (campaign_id, None)
-    return jobs.schedule_at(due, RESUME_JOB, f"Resume campaign “{name}”", user_email="scheduler",
-                            scope_store_id=store_id, campaign_id=campaign_id, due=due.isoformat())
+    return jobs.schedule_at(
+        due,
+        RESUME_JOB,
+        f"Resume campaign “{name}”",
+        user_email="scheduler",
+        scope_store_id=store_id,
+        campaign_id=campaign_id,
+        due=due.isoformat(),
+    )
 
 
 @jobs.job(RESUME_JOB)
@@ -142,8 +156,9 @@ def resume_on_start(now: datetime | None = None) -> dict:
         if (kwargs or {}).get("campaign_id") is not None and kwargs.get("due"):
             cid, at = kwargs["campaign_id"], datetime.fromisoformat(kwargs["due"])
             armed_until[cid] = max(at, armed_until.get(cid, at))
-    later = db.session.execute(select(Campaign.id, Campaign.scheduled_for).where(
-        Campaign.status == "waiting", Campaign.scheduled_for > now)).all()
+    later = db.session.execute(
+        select(Campaign.id, Campaign.scheduled_for).where(Campaign.status == "waiting", Campaign.scheduled_for > now)
+    ).all()
     scheduled = []
     for campaign_id, due in later:
         if campaign_id not in armed_until or armed_until[campaign_id] < aware(due):

@@ -4,6 +4,7 @@ Admins set the business ones on /settings (``sms.*``); deployments and tests tun
 through ``app.config["SMS_SEND_OPTIONS"]``; a job may carry its own overrides. The sender
 (portal/services/sending.py) reads them once per run.
 """
+
 from __future__ import annotations
 
 import time as _time
@@ -14,7 +15,6 @@ from datetime import datetime
 from flask import current_app
 
 from portal import sms
-
 from portal.services import settings
 from portal.services.clock import utcnow
 
@@ -63,9 +63,12 @@ TUNABLE = {f.name for f in fields(SendOptions)} - {"now", "sleep", "monotonic"}
 def options_from_settings(overrides: Mapping | None = None) -> SendOptions:
     """SendOptions from the sms.* settings, then app.config SMS_SEND_OPTIONS, then ``overrides``."""
     values = settings.all_values()
-    opts = SendOptions(rate_per_second=float(values["sms.rate_per_second"]),
-                       quiet_start=values["sms.quiet_start"], quiet_end=values["sms.quiet_end"],
-                       frequency_cap_days=int(values["sms.frequency_cap_days"]))
+    opts = SendOptions(
+        rate_per_second=float(values["sms.rate_per_second"]),
+        quiet_start=values["sms.quiet_start"],
+        quiet_end=values["sms.quiet_end"],
+        frequency_cap_days=int(values["sms.frequency_cap_days"]),
+    )
     for source in (current_app.config.get("SMS_SEND_OPTIONS") or {}, overrides or {}):
         opts = replace(opts, **{k: v for k, v in source.items() if k in TUNABLE})
     return opts

@@ -6,6 +6,7 @@ stores in quiet hours, claim a batch, then per row check → mark sending → se
 ask Twilio about rows in doubt. Every state change is its own compare-and-set UPDATE,
 committed before the next step, so the database always says where a row is.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,11 +21,11 @@ from sqlalchemy.exc import IntegrityError
 from portal import sms
 from portal.extensions import db
 from portal.models import Campaign, Customer, OutboxMessage, Store
-from portal.services.clock import aware, zone
-from portal.services.customers.customers import set_consent
 from portal.services.campaigns.outbox import NO_SYNC, apply_pending_events
 from portal.services.campaigns.quiet_hours import window_opens
 from portal.services.campaigns.send_options import SendOptions
+from portal.services.clock import aware, zone
+from portal.services.customers.customers import set_consent
 
 GIVE_UP_LOOKUPS_AFTER = timedelta(days=1)
 
@@ -50,7 +51,9 @@ class SendRun:
         self.next_send = 0.0  # monotonic time of the next allowed send (rate limit)
         self.unreachable = 0  # sends in a row that made no connection to Twilio
         self.stores = {s.id: s for s in db.session.scalars(select(Store))}
-        self.default_tz = zone(self.stores[campaign.store_id].timezone) if campaign.store_id in self.stores else zone("UTC")
+        self.default_tz = (
+            zone(self.stores[campaign.store_id].timezone) if campaign.store_id in self.stores else zone("UTC")
+        )
 
     # ---- helpers
     def now(self) -> datetime:
@@ -58,9 +61,14 @@ class SendRun:
 
     def _cas(self, row_id: int, expected: tuple[str, ...], **values) -> bool:
         """Compare-and-set one row held by this worker; commit; True when it applied."""
-        result = db.session.execute(update(OutboxMessage).where(
-            OutboxMessage.id == row_id, OutboxMessage.claimed_by == self.token,
-            OutboxMessage.status.in_(expected)).values(**values), execution_options=NO_SYNC)
+        result = db.session.execute(
+            update(OutboxMessage)
+            .where(
+                OutboxMessage.id == row_id, OutboxMessage.claimed_by == self.token, OutboxMessage.status.in_(expected)
+            )
+            .values(**values),
+            execution_options=NO_SYNC,
+        )
         db.session.commit()
         return result.rowcount == 1
 
@@ -78,14 +86,28 @@ class SendRun:
         """Take back rows of dead workers: claimed → pending, checking/stale sending → in doubt."""
         now = self.now()
         base = update(OutboxMessage).where(OutboxMessage.campaign_id == self.campaign_id)
-        db.session.execute(base.where(OutboxMessage.status == "claimed", OutboxMessage.next_attempt_at < now)
-                           .values(status="pending", claimed_by=None, next_attempt_at=now), execution_options=NO_SYNC)
-        db.session.execute(base.where(OutboxMessage.status == "checking", OutboxMessage.next_attempt_at < now)
-                           .values(status="in_doubt", claimed_by=None, next_attempt_at=now), execution_options=NO_SYNC)
+        db.session.execute(
+            base.where(OutboxMessage.status == "claimed", OutboxMessage.next_attempt_at < now).values(
+                status="pending", claimed_by=None, next_attempt_at=now
+            ),
+            execution_options=NO_SYNC,
+        )
+        db.session.execute(
+            base.where(OutboxMessage.status == "checking", OutboxMessage.next_attempt_at < now).values(
+                status="in_doubt", claimed_by=None, next_attempt_at=now
+            ),
+            execution_options=NO_SYNC,
+        )
         stale = now - timedelta(seconds=self.opts.lease_seconds)
-        db.session.execute(base.where(OutboxMessage.status == "sending", OutboxMessage.claimed_at < stale)
-                           .values(status="in_doubt", claimed_by=None, next_attempt_at=now,
-                                   error_message="worker stopped during the send; checking with Twilio"), execution_options=NO_SYNC)
+        db.session.execute(
+            base.where(OutboxMessage.status == "sending", OutboxMessage.claimed_at < stale).values(
+                status="in_doubt",
+                claimed_by=None,
+                next_attempt_at=now,
+                error_message="worker stopped during the send; checking with Twilio",
+            ),
+            execution_options=NO_SYNC,
+        )
         db.session.commit()
 
     def open_stores(self) -> list[int | None]:
@@ -101,11 +123,17 @@ class SendRun:
                 open_ids.append(sid)
                 continue
             customers = select(Customer.id).where(self._store_filter([sid]))
-            db.session.execute(update(OutboxMessage).where(
-                OutboxMessage.campaign_id == self.campaign_id,
-                OutboxMessage.status.in_(("pending", "in_doubt")),
-                or_(OutboxMessage.next_attempt_at.is_(None), OutboxMessage.next_attempt_at < opens),
-                OutboxMessage.customer_id.in_(customers)).values(next_attempt_at=opens), execution_options=NO_SYNC)
+            db.session.execute(
+                update(OutboxMessage)
+                .where(
+                    OutboxMessage.campaign_id == self.campaign_id,
+                    OutboxMessage.status.in_(("pending", "in_doubt")),
+                    or_(OutboxMessage.next_attempt_at.is_(None), OutboxMessage.next_attempt_at < opens),
+                    OutboxMessage.customer_id.in_(customers),
+                )
+                .values(next_attempt_at=opens),
+                execution_options=NO_SYNC,
+            )
         db.session.commit()
         return open_ids
 
@@ -115,27 +143,49 @@ class SendRun:
         if not open_ids:
             return []
         now = self.now()
-        due = (select(OutboxMessage.id)
-               .join(Customer, Customer.id == OutboxMessage.customer_id)
-               .where(OutboxMessage.campaign_id == self.campaign_id,
-                      OutboxMessage.status.in_(("pending", "in_doubt")),
-                      or_(OutboxMessage.next_attempt_at.is_(None), OutboxMessage.next_attempt_at <= now),
-                      self._store_filter(open_ids))
-               .order_by(OutboxMessage.id).limit(limit))
+        due = (
+            select(OutboxMessage.id)
+            .join(Customer, Customer.id == OutboxMessage.customer_id)
+            .where(
+                OutboxMessage.campaign_id == self.campaign_id,
+                OutboxMessage.status.in_(("pending", "in_doubt")),
+                or_(OutboxMessage.next_attempt_at.is_(None), OutboxMessage.next_attempt_at <= now),
+                self._store_filter(open_ids),
+            )
+            .order_by(OutboxMessage.id)
+            .limit(limit)
+        )
         if db.engine.dialect.name == "postgresql":
             due = due.with_for_update(skip_locked=True, of=OutboxMessage)
         lease_until = now + timedelta(seconds=self.opts.lease_seconds)
-        db.session.execute(update(OutboxMessage).where(
-            OutboxMessage.id.in_(due), OutboxMessage.status.in_(("pending", "in_doubt"))).values(
-            status=case((OutboxMessage.status == "pending", "claimed"), else_="checking"),
-            claimed_by=self.token, next_attempt_at=lease_until), execution_options=NO_SYNC)
+        db.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(due), OutboxMessage.status.in_(("pending", "in_doubt")))
+            .values(
+                status=case((OutboxMessage.status == "pending", "claimed"), else_="checking"),
+                claimed_by=self.token,
+                next_attempt_at=lease_until,
+            ),
+            execution_options=NO_SYNC,
+        )
         db.session.commit()
         # Plain rows (not ORM objects): a snapshot that commits do not expire.
-        return list(db.session.execute(select(
-            OutboxMessage.id, OutboxMessage.customer_id, OutboxMessage.phone, OutboxMessage.body,
-            OutboxMessage.status, OutboxMessage.attempts, OutboxMessage.claimed_at, OutboxMessage.error_message,
-        ).where(OutboxMessage.claimed_by == self.token, OutboxMessage.status.in_(("claimed", "checking")))
-            .order_by(OutboxMessage.id)))
+        return list(
+            db.session.execute(
+                select(
+                    OutboxMessage.id,
+                    OutboxMessage.customer_id,
+                    OutboxMessage.phone,
+                    OutboxMessage.body,
+                    OutboxMessage.status,
+                    OutboxMessage.attempts,
+                    OutboxMessage.claimed_at,
+                    OutboxMessage.error_message,
+                )
+                .where(OutboxMessage.claimed_by == self.token, OutboxMessage.status.in_(("claimed", "checking")))
+                .order_by(OutboxMessage.id)
+            )
+        )
 
     # ---- one row
     def still_allowed(self, row: OutboxMessage) -> str | None:
@@ -163,13 +213,20 @@ class SendRun:
                 return
             reason = self.still_allowed(row)
             if reason:
-                self._cas(row.id, ("claimed",), status="skipped", error_message=reason, claimed_by=None,
-                          next_attempt_at=None)
+                self._cas(
+                    row.id, ("claimed",), status="skipped", error_message=reason, claimed_by=None, next_attempt_at=None
+                )
                 return
         self.wait_for_rate()
         attempt_at = self.now()
-        if not self._cas(row.id, ("claimed", "checking"), status="sending", claimed_at=attempt_at,
-                         attempts=OutboxMessage.attempts + 1, next_attempt_at=None):
+        if not self._cas(
+            row.id,
+            ("claimed", "checking"),
+            status="sending",
+            claimed_at=attempt_at,
+            attempts=OutboxMessage.attempts + 1,
+            next_attempt_at=None,
+        ):
             return  # another worker took the row over (our lease expired)
         result = self.gateway.send(row.phone, row.body, status_callback=self.callback_url)
         self.record(row, result, attempts=(row.attempts or 0) + 1)
@@ -183,13 +240,24 @@ class SendRun:
         except sms.SmsLookupError as exc:
             age = now - (aware(row.claimed_at) or now)
             if age > GIVE_UP_LOOKUPS_AFTER:
-                self._cas(row.id, ("checking",), status="unknown", claimed_by=None, next_attempt_at=None,
-                          error_message=f"could not learn from Twilio whether it was sent: {exc}"[:400])
+                self._cas(
+                    row.id,
+                    ("checking",),
+                    status="unknown",
+                    claimed_by=None,
+                    next_attempt_at=None,
+                    error_message=f"could not learn from Twilio whether it was sent: {exc}"[:400],
+                )
             else:
                 wait = min(max(self.opts.lookup_delay_seconds, age.total_seconds() / 2), self.opts.backoff_max_seconds)
-                self._cas(row.id, ("checking",), status="in_doubt", claimed_by=None,
-                          next_attempt_at=now + timedelta(seconds=wait),
-                          error_message=f"lookup failed, will ask again: {exc}"[:400])
+                self._cas(
+                    row.id,
+                    ("checking",),
+                    status="in_doubt",
+                    claimed_by=None,
+                    next_attempt_at=now + timedelta(seconds=wait),
+                    error_message=f"lookup failed, will ask again: {exc}"[:400],
+                )
             return False
         if sid:
             self._record_sent(row, sid, "sent", dry_run=False, expected=("checking",))
@@ -198,8 +266,14 @@ class SendRun:
             self._cas(row.id, ("checking",), status="cancelled", claimed_by=None, next_attempt_at=None)
             return False
         if (row.attempts or 0) >= self.opts.max_attempts:
-            self._cas(row.id, ("checking",), status="failed", claimed_by=None, next_attempt_at=None,
-                      error_message=f"not sent after {row.attempts} attempts: {row.error_message or ''}"[:400])
+            self._cas(
+                row.id,
+                ("checking",),
+                status="failed",
+                claimed_by=None,
+                next_attempt_at=None,
+                error_message=f"not sent after {row.attempts} attempts: {row.error_message or ''}"[:400],
+            )
             return False
         return True
 
@@ -220,50 +294,117 @@ class SendRun:
         if never_reached:
             # Twilio never saw this request: no attempt is used up, so an outage cannot fail messages.
             delay = min(self.opts.backoff_base_seconds * 2 ** (self.unreachable - 1), self.opts.backoff_max_seconds)
-            self._cas(row.id, ("sending",), status="pending", attempts=OutboxMessage.attempts - 1, claimed_by=None,
-                      next_attempt_at=now + timedelta(seconds=delay), **error)
+            self._cas(
+                row.id,
+                ("sending",),
+                status="pending",
+                attempts=OutboxMessage.attempts - 1,
+                claimed_by=None,
+                next_attempt_at=now + timedelta(seconds=delay),
+                **error,
+            )
             if self.unreachable >= self.opts.max_attempts:
-                raise TwilioUnreachable(f"{self.unreachable} sends in a row could not connect to Twilio "
-                                        f"({result.error_message or 'no connection'})")
+                raise TwilioUnreachable(
+                    f"{self.unreachable} sends in a row could not connect to Twilio "
+                    f"({result.error_message or 'no connection'})"
+                )
         elif result.accepted:
-            self._record_sent(row, result.sid, "dry-run" if result.dry_run else "sent", result.dry_run, ("sending",),
-                              error_code=result.error_code)
+            self._record_sent(
+                row,
+                result.sid,
+                "dry-run" if result.dry_run else "sent",
+                result.dry_run,
+                ("sending",),
+                error_code=result.error_code,
+            )
         elif result.account_error:
-            self._cas(row.id, ("sending",), status="pending", attempts=OutboxMessage.attempts - 1,
-                      claimed_by=None, next_attempt_at=None, **error)
+            self._cas(
+                row.id,
+                ("sending",),
+                status="pending",
+                attempts=OutboxMessage.attempts - 1,
+                claimed_by=None,
+                next_attempt_at=None,
+                **error,
+            )
             raise CampaignStopped(
                 f"Twilio refused the account or sender ({result.error_code or result.http_status}: "
-                f"{result.error_message}). Sending stopped; fix the Twilio settings and send again.")
+                f"{result.error_message}). Sending stopped; fix the Twilio settings and send again."
+            )
         elif result.retryable and result.maybe_sent:
-            self._cas(row.id, ("sending",), status="in_doubt", claimed_by=None,
-                      next_attempt_at=now + timedelta(seconds=self.opts.lookup_delay_seconds), **error)
+            self._cas(
+                row.id,
+                ("sending",),
+                status="in_doubt",
+                claimed_by=None,
+                next_attempt_at=now + timedelta(seconds=self.opts.lookup_delay_seconds),
+                **error,
+            )
         elif result.retryable:
             if attempts >= self.opts.max_attempts:
                 self._cas(row.id, ("sending",), status="failed", claimed_by=None, next_attempt_at=None, **error)
             else:
                 delay = min(self.opts.backoff_base_seconds * 2 ** (attempts - 1), self.opts.backoff_max_seconds)
-                self._cas(row.id, ("sending",), status="pending", claimed_by=None,
-                          next_attempt_at=now + timedelta(seconds=delay), **error)
+                self._cas(
+                    row.id,
+                    ("sending",),
+                    status="pending",
+                    claimed_by=None,
+                    next_attempt_at=now + timedelta(seconds=delay),
+                    **error,
+                )
         else:
-            if self._cas(row.id, ("sending",), status="failed", claimed_by=None, next_attempt_at=None, **error) \
-                    and result.opted_out:
+            if (
+                self._cas(row.id, ("sending",), status="failed", claimed_by=None, next_attempt_at=None, **error)
+                and result.opted_out
+            ):
                 customer = db.session.get(Customer, row.customer_id)
                 if customer is not None and customer.sms_consent != "opted_out":
-                    set_consent(customer, "opted_out", "twilio_21610", effective_at=now, user_email="twilio",
-                                detail=f"Twilio error 21610 sending campaign {self.campaign_id}")
+                    set_consent(
+                        customer,
+                        "opted_out",
+                        "twilio_21610",
+                        effective_at=now,
+                        user_email="twilio",
+                        detail=f"Twilio error 21610 sending campaign {self.campaign_id}",
+                    )
                     db.session.commit()
 
-    def _record_sent(self, row: OutboxMessage, sid: str, status: str, dry_run: bool,
-                     expected: tuple[str, ...], error_code: int | None = None) -> None:
+    def _record_sent(
+        self,
+        row: OutboxMessage,
+        sid: str,
+        status: str,
+        dry_run: bool,
+        expected: tuple[str, ...],
+        error_code: int | None = None,
+    ) -> None:
         now = self.now()
-        values = dict(status=status, message_sid=sid, sent_at=now, claimed_by=None, next_attempt_at=None,
-                      error_code=error_code, error_message=None)
+        values = dict(
+            status=status,
+            message_sid=sid,
+            sent_at=now,
+            claimed_by=None,
+            next_attempt_at=None,
+            error_code=error_code,
+            error_message=None,
+        )
         try:
-            result = db.session.execute(update(OutboxMessage).where(
-                OutboxMessage.id == row.id, OutboxMessage.claimed_by == self.token,
-                OutboxMessage.status.in_(expected)).values(**values), execution_options=NO_SYNC)
+            result = db.session.execute(
+                update(OutboxMessage)
+                .where(
+                    OutboxMessage.id == row.id,
+                    OutboxMessage.claimed_by == self.token,
+                    OutboxMessage.status.in_(expected),
+                )
+                .values(**values),
+                execution_options=NO_SYNC,
+            )
             if result.rowcount == 1 and not dry_run:
-                db.session.execute(update(Customer).where(Customer.id == row.customer_id).values(last_sms_at=now), execution_options=NO_SYNC)
+                db.session.execute(
+                    update(Customer).where(Customer.id == row.customer_id).values(last_sms_at=now),
+                    execution_options=NO_SYNC,
+                )
                 apply_pending_events(sid)
             db.session.commit()
         except IntegrityError:  # a SID already on another row: keep the fact it was sent
@@ -273,23 +414,36 @@ class SendRun:
 
     # ---- bookkeeping
     def counts(self) -> dict[str, int]:
-        rows = db.session.execute(select(OutboxMessage.status, func.count()).where(
-            OutboxMessage.campaign_id == self.campaign_id).group_by(OutboxMessage.status))
+        rows = db.session.execute(
+            select(OutboxMessage.status, func.count())
+            .where(OutboxMessage.campaign_id == self.campaign_id)
+            .group_by(OutboxMessage.status)
+        )
         return dict(rows.all())
 
     def next_due(self) -> datetime | None:
         """Earliest moment a row not yet final may need this worker (due, lease expiry)."""
-        pending = db.session.scalar(select(func.min(OutboxMessage.next_attempt_at)).where(
-            OutboxMessage.campaign_id == self.campaign_id,
-            OutboxMessage.status.in_(("pending", "in_doubt", "claimed", "checking"))))
-        sending = db.session.scalar(select(func.min(OutboxMessage.claimed_at)).where(
-            OutboxMessage.campaign_id == self.campaign_id, OutboxMessage.status == "sending"))
+        pending = db.session.scalar(
+            select(func.min(OutboxMessage.next_attempt_at)).where(
+                OutboxMessage.campaign_id == self.campaign_id,
+                OutboxMessage.status.in_(("pending", "in_doubt", "claimed", "checking")),
+            )
+        )
+        sending = db.session.scalar(
+            select(func.min(OutboxMessage.claimed_at)).where(
+                OutboxMessage.campaign_id == self.campaign_id, OutboxMessage.status == "sending"
+            )
+        )
         candidates = [aware(pending)] if pending is not None else []
         if sending is not None:
             candidates.append(aware(sending) + timedelta(seconds=self.opts.lease_seconds))
-        has_undated = db.session.scalar(select(func.count()).where(
-            OutboxMessage.campaign_id == self.campaign_id, OutboxMessage.status.in_(("pending", "in_doubt")),
-            OutboxMessage.next_attempt_at.is_(None)))
+        has_undated = db.session.scalar(
+            select(func.count()).where(
+                OutboxMessage.campaign_id == self.campaign_id,
+                OutboxMessage.status.in_(("pending", "in_doubt")),
+                OutboxMessage.next_attempt_at.is_(None),
+            )
+        )
         if has_undated:
             candidates.append(self.now())
         return min(candidates) if candidates else None

@@ -4,6 +4,7 @@ This module drives a campaign's runs (``send_campaign``; the job ``campaign.send
 idempotency key, so every step commits before the next and a row in doubt is looked up, never resent
 blindly: the design, and where each part lives, is in docs/sending.md.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,8 +27,9 @@ log = logging.getLogger(__name__)
 
 
 @jobs.job(SEND_JOB)
-def send_campaign_job(progress, campaign_id: int, callback_url: str | None = None,
-                      options: Mapping | None = None) -> dict:
+def send_campaign_job(
+    progress, campaign_id: int, callback_url: str | None = None, options: Mapping | None = None
+) -> dict:
     """Job entry point (portal.jobs): send with the configured gateway; JobError when stopped."""
     gateway = sms.gateway_from_config(current_app.config)
     try:
@@ -36,10 +38,13 @@ def send_campaign_job(progress, campaign_id: int, callback_url: str | None = Non
         raise jobs.JobError(str(exc)) from None
 
 
-
-def send_campaign(campaign_id: int, gateway: sms.SmsGateway | None = None, opts: SendOptions | None = None,
-                  progress: Callable[[float, str | None], None] | None = None,
-                  callback_url: str | None = None) -> dict:
+def send_campaign(
+    campaign_id: int,
+    gateway: sms.SmsGateway | None = None,
+    opts: SendOptions | None = None,
+    progress: Callable[[float, str | None], None] | None = None,
+    callback_url: str | None = None,
+) -> dict:
     """Send every due row of a campaign, exactly once each; returns a summary for the job.
 
     Ends when no row is left to send (campaign 'done'), when the next row is further away
@@ -56,8 +61,12 @@ def send_campaign(campaign_id: int, gateway: sms.SmsGateway | None = None, opts:
         campaign.status = "sending"
         campaign.started_at = campaign.started_at or run.now()
         db.session.commit()
-    total = db.session.scalar(select(func.count()).where(
-        OutboxMessage.campaign_id == campaign_id, OutboxMessage.group == "message")) or 1
+    total = (
+        db.session.scalar(
+            select(func.count()).where(OutboxMessage.campaign_id == campaign_id, OutboxMessage.group == "message")
+        )
+        or 1
+    )
     while True:
         db.session.expire_all()
         cancelled = db.session.scalar(select(Campaign.status).where(Campaign.id == campaign_id)) == "cancelled"
@@ -100,16 +109,23 @@ def send_campaign(campaign_id: int, gateway: sms.SmsGateway | None = None, opts:
 def _wait(campaign_id: int, due: datetime | None, run: SendRun, why: str, note: str = "") -> dict:
     """End this run with the campaign 'waiting' until ``due`` (quiet hours, retries, a Twilio outage),
     its resumption scheduled; the summary says until when."""
-    waiting = db.session.execute(update(Campaign).where(Campaign.id == campaign_id, Campaign.status != "cancelled")
-                                 .values(status="waiting", scheduled_for=due), execution_options=NO_SYNC)
+    waiting = db.session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id, Campaign.status != "cancelled")
+        .values(status="waiting", scheduled_for=due),
+        execution_options=NO_SYNC,
+    )
     db.session.commit()
     counts = run.counts()
     local = due.astimezone(run.default_tz) if due else None
     when = f" until {local:%Y-%m-%d %H:%M %Z}" if local else ""
     resumes = _schedule_after_run(campaign_id, due) if waiting.rowcount == 1 and due else False
     how = "resumes by itself" if resumes else "resume it with `flask campaign resume`"
-    return {"message": f"{why}{when}{note}, {how}: {_describe(counts)}",
-            "counts": counts, "waiting_until": due.isoformat() if due else None}
+    return {
+        "message": f"{why}{when}{note}, {how}: {_describe(counts)}",
+        "counts": counts,
+        "waiting_until": due.isoformat() if due else None,
+    }
 
 
 def _schedule_after_run(campaign_id: int, due: datetime) -> bool:
@@ -127,21 +143,47 @@ def _schedule_after_run(campaign_id: int, due: datetime) -> bool:
 def _release(run: SendRun) -> None:
     """Give this worker's claimed rows back (the campaign stopped before they were sent)."""
     db.session.rollback()
-    db.session.execute(update(OutboxMessage).where(OutboxMessage.claimed_by == run.token).values(
-        status=case((OutboxMessage.status == "checking", "in_doubt"), (OutboxMessage.status == "sending", "in_doubt"),
-                    else_="pending"), claimed_by=None, next_attempt_at=None), execution_options=NO_SYNC)
+    db.session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.claimed_by == run.token)
+        .values(
+            status=case(
+                (OutboxMessage.status == "checking", "in_doubt"),
+                (OutboxMessage.status == "sending", "in_doubt"),
+                else_="pending",
+            ),
+            claimed_by=None,
+            next_attempt_at=None,
+        ),
+        execution_options=NO_SYNC,
+    )
     db.session.commit()
 
 
 def _finish(campaign_id: int, status: str, now: datetime) -> None:
-    db.session.execute(update(Campaign).where(Campaign.id == campaign_id).values(
-        status=status, finished_at=now if status in ("done", "cancelled") else None), execution_options=NO_SYNC)
+    db.session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id)
+        .values(status=status, finished_at=now if status in ("done", "cancelled") else None),
+        execution_options=NO_SYNC,
+    )
     db.session.commit()
 
 
 def _describe(counts: Mapping[str, int]) -> str:
-    order = ("sent", "delivered", "dry-run", "undelivered", "failed", "skipped", "unknown", "cancelled",
-             "pending", "in_doubt", "control")
+    order = (
+        "sent",
+        "delivered",
+        "dry-run",
+        "undelivered",
+        "failed",
+        "skipped",
+        "unknown",
+        "cancelled",
+        "pending",
+        "in_doubt",
+        "control",
+    )
     parts = [f"{counts[s]} {s.replace('_', ' ')}" for s in order if counts.get(s)]
     busy = sum(counts.get(s, 0) for s in ("claimed", "sending", "checking"))
     if busy:

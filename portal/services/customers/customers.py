@@ -1,4 +1,5 @@
 """Customer queries and consent: the one place list filters and store scoping are applied."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -8,9 +9,9 @@ from sqlalchemy import or_, select
 
 from portal.extensions import db
 from portal.models import ConsentEvent, Customer, Product, PurchaseLine, Store, TierChange
+from portal.params import parse_id
 from portal.security import scope_to_user
 from portal.services import audit
-from portal.params import parse_id
 
 SORTS = {
     "name": Customer.name,
@@ -44,12 +45,19 @@ def filtered_customers(params: Mapping[str, str], user=None, include_erased: boo
     q = (params.get("q") or "").strip()
     if q:
         like = f"%{q}%"
-        query = query.where(or_(Customer.external_id == q, Customer.name.ilike(like),
-                                Customer.phone.like(f"%{q.replace(' ', '')}%"), Customer.email.ilike(like)))
+        query = query.where(
+            or_(
+                Customer.external_id == q,
+                Customer.name.ilike(like),
+                Customer.phone.like(f"%{q.replace(' ', '')}%"),
+                Customer.email.ilike(like),
+            )
+        )
     store = (params.get("store") or "").strip()
     if store:
         query = query.join(Store, Customer.store_id == Store.id).where(
-            or_(Store.name == store, Store.id == (parse_id(store) if parse_id(store) is not None else -1)))
+            or_(Store.name == store, Store.id == (parse_id(store) if parse_id(store) is not None else -1))
+        )
     tier = (params.get("tier") or "").strip()
     if tier:
         query = query.where(Customer.tier.is_(None) if tier.lower() == "none" else Customer.tier == tier)
@@ -77,8 +85,15 @@ def get_for_user(customer_id: int, user) -> Customer | None:
     return db.session.scalar(query)
 
 
-def set_consent(customer: Customer, status: str, source: str, effective_at: datetime | None = None,
-                user_email: str | None = None, keyword: str | None = None, detail: str | None = None) -> None:
+def set_consent(
+    customer: Customer,
+    status: str,
+    source: str,
+    effective_at: datetime | None = None,
+    user_email: str | None = None,
+    keyword: str | None = None,
+    detail: str | None = None,
+) -> None:
     """Record an SMS consent change with its legal trail, in the caller's transaction (``record_consent`` commits).
 
     An opt-in needs a date and a source; an opt-out always wins and is recorded as given.
@@ -95,14 +110,25 @@ def set_consent(customer: Customer, status: str, source: str, effective_at: date
     customer.sms_consent_at = effective_at
     customer.sms_consent_source = source
     customer.sms_consent_by = user_email
-    db.session.add(ConsentEvent(customer_id=customer.id, status=status, source=source, keyword=keyword,
-                                effective_at=effective_at, user_email=user_email, detail=detail))
-    audit.record("customer.consent", customer.external_id,
-                 {"before": before, "after": status, "source": source}, user_email)
+    db.session.add(
+        ConsentEvent(
+            customer_id=customer.id,
+            status=status,
+            source=source,
+            keyword=keyword,
+            effective_at=effective_at,
+            user_email=user_email,
+            detail=detail,
+        )
+    )
+    audit.record(
+        "customer.consent", customer.external_id, {"before": before, "after": status, "source": source}, user_email
+    )
 
 
-def record_consent(customer: Customer, status: str, source: str, effective_at: datetime | None = None,
-                   user_email: str | None = None) -> None:
+def record_consent(
+    customer: Customer, status: str, source: str, effective_at: datetime | None = None, user_email: str | None = None
+) -> None:
     """Staff record a customer's SMS consent (``set_consent``, then commit); ConsentError when refused."""
     set_consent(customer, status, source, effective_at, user_email)
     db.session.commit()
@@ -110,15 +136,22 @@ def record_consent(customer: Customer, status: str, source: str, effective_at: d
 
 def history(customer: Customer, limit: int = 20) -> tuple[list[ConsentEvent], list[TierChange]]:
     """The customer page's latest consent events and tier changes, newest first."""
-    consent = db.session.scalars(select(ConsentEvent).where(ConsentEvent.customer_id == customer.id)
-                                 .order_by(ConsentEvent.id.desc()).limit(limit)).all()
-    tiers = db.session.scalars(select(TierChange).where(TierChange.customer_id == customer.id)
-                               .order_by(TierChange.id.desc()).limit(limit)).all()
+    consent = db.session.scalars(
+        select(ConsentEvent)
+        .where(ConsentEvent.customer_id == customer.id)
+        .order_by(ConsentEvent.id.desc())
+        .limit(limit)
+    ).all()
+    tiers = db.session.scalars(
+        select(TierChange).where(TierChange.customer_id == customer.id).order_by(TierChange.id.desc()).limit(limit)
+    ).all()
     return list(consent), list(tiers)
 
 
 def lines_query(customer: Customer):
     """A customer's purchase lines with each product's name (rows: line, product_name), unordered for paging."""
-    return (select(PurchaseLine, Product.name.label("product_name"))
-            .join(Product, PurchaseLine.product_id == Product.id)
-            .where(PurchaseLine.customer_id == customer.id))
+    return (
+        select(PurchaseLine, Product.name.label("product_name"))
+        .join(Product, PurchaseLine.product_id == Product.id)
+        .where(PurchaseLine.customer_id == customer.id)
+    )

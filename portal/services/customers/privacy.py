@@ -4,6 +4,7 @@ Erasure removes what identifies the person (name, phone, e-mail, the store's own
 cancels messages not yet sent. Purchase lines stay linked to the now-anonymous row so spend, tiers
 and models keep their totals; consent events stay as the record of what the customer agreed to.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -55,9 +56,14 @@ def erase_customer(customer: Customer, user_email: str | None = None, now: datet
         update(OutboxMessage)
         .where(OutboxMessage.customer_id == customer.id, OutboxMessage.status.notin_(IN_FLIGHT))
         .values(phone=None, body=None)
-        .execution_options(synchronize_session=False))
+        .execution_options(synchronize_session=False)
+    )
     # The audit names the row by its database id only: no name, phone or old external id.
-    audit.record("customer.erase", target=f"customer:{customer.id}",
-                 detail={"outbox_cancelled": cancelled}, user_email=user_email)
+    audit.record(
+        "customer.erase",
+        target=f"customer:{customer.id}",
+        detail={"outbox_cancelled": cancelled},
+        user_email=user_email,
+    )
     db.session.commit()
     return cancelled

@@ -14,6 +14,7 @@ each and computed per page view; those that read every purchase line (``line_sum
 revenue, revenue by tier, cohorts) take seconds on a large store, so ``dashboard_summary``
 computes them after each scoring run and the page reads the stored copy.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,8 @@ from sqlalchemy import Float, Integer, case, cast, func, literal_column, select
 from portal.extensions import db
 from portal.models import Campaign, Customer, OutboxMessage, Product, PurchaseLine, StockLevel, Store
 from portal.security import scope_to_user, user_store_id
-from portal.services.customers import customers as customer_service
 from portal.services import settings as settings_service
+from portal.services.customers import customers as customer_service
 
 TIERS = settings_service.TIERS
 BANDS = settings_service.BANDS
@@ -95,6 +96,7 @@ def resolve_scope(user, store: str | None) -> Scope:
 
 # --------------------------------------------------------------------------- SQL helpers
 
+
 def dialect_name() -> str:
     """'sqlite' or 'postgresql': month arithmetic differs between them."""
     return db.session.get_bind().dialect.name
@@ -115,8 +117,9 @@ def month_number(column, dialect: str):
     """The calendar month of a timestamp as the integer YYYYMM (one strftime call per row on SQLite)."""
     if dialect == "sqlite":
         return cast(func.strftime(literal_column("'%Y%m'"), column), Integer)
-    return (cast(func.extract("year", column), Integer) * literal_column("100", Integer)
-            + cast(func.extract("month", column), Integer))
+    return cast(func.extract("year", column), Integer) * literal_column("100", Integer) + cast(
+        func.extract("month", column), Integer
+    )
 
 
 def index_of(yyyymm):
@@ -141,8 +144,12 @@ def reference_time() -> datetime | None:
     Asked per store, so each maximum is one probe of the (store_id, purchased_at) index; a plain
     MAX over the table scans every line (300 ms at 1.6M lines on SQLite). Every line has a store.
     """
-    latest = (select(func.max(PurchaseLine.purchased_at)).where(PurchaseLine.store_id == Store.id)
-              .correlate(Store).scalar_subquery())
+    latest = (
+        select(func.max(PurchaseLine.purchased_at))
+        .where(PurchaseLine.store_id == Store.id)
+        .correlate(Store)
+        .scalar_subquery()
+    )
     return db.session.scalar(select(func.max(latest)).select_from(Store))
 
 
@@ -152,6 +159,7 @@ def _customers(scope: Scope, **filters) -> tuple[dict, object]:
 
 
 # --------------------------------------------------------------------------- KPIs
+
 
 def customer_kpis(scope: Scope) -> dict:
     """Customers, active in the last 90 days, per tier, per band and High risk's 12-month spend.
@@ -164,12 +172,17 @@ def customer_kpis(scope: Scope) -> dict:
     active_params = {**params, "max_recency": str(ACTIVE_DAYS - 1)}
     recent_params = {**params, "max_recency": str(REVENUE_DAYS - 1)}
     base = query.subquery()
-    rows = db.session.execute(select(
-        base.c.tier, base.c.churn_band, func.count(), func.count(base.c.scored_at),
-        func.count(case((base.c.recency <= ACTIVE_DAYS - 1, 1))),
-        func.count(case((base.c.recency <= REVENUE_DAYS - 1, 1))),
-        func.sum(case((base.c.churn_band == "High", base.c.spend_12m))),
-    ).group_by(base.c.store_id, base.c.tier, base.c.churn_band)).all()
+    rows = db.session.execute(
+        select(
+            base.c.tier,
+            base.c.churn_band,
+            func.count(),
+            func.count(base.c.scored_at),
+            func.count(case((base.c.recency <= ACTIVE_DAYS - 1, 1))),
+            func.count(case((base.c.recency <= REVENUE_DAYS - 1, 1))),
+            func.sum(case((base.c.churn_band == "High", base.c.spend_12m))),
+        ).group_by(base.c.store_id, base.c.tier, base.c.churn_band)
+    ).all()
     tiers: dict = defaultdict(int)
     bands: dict = defaultdict(int)
     total = scored = active = recent = 0
@@ -181,16 +194,23 @@ def customer_kpis(scope: Scope) -> dict:
         if spend is not None:
             spend_high.append(float(spend))
     return {
-        "total": int(total), "scored": int(scored), "params": params,
-        "active": int(active), "active_params": active_params,
-        "recent_buyers": int(recent), "recent_params": recent_params,
+        "total": int(total),
+        "scored": int(scored),
+        "params": params,
+        "active": int(active),
+        "active_params": active_params,
+        "recent_buyers": int(recent),
+        "recent_params": recent_params,
         "tiers": [{"tier": t, "count": int(tiers.get(t, 0)), "params": {**scope.params, "tier": t}} for t in TIERS],
         "untiered": {"count": int(tiers.get(None, 0)), "params": {**scope.params, "tier": "none"}},
         "has_tiers": any(tiers.get(t) for t in TIERS),
         "bands": [{"band": b, "count": int(bands.get(b, 0)), "params": {**scope.params, "band": b}} for b in BANDS],
         "has_bands": any(bands.get(b) for b in BANDS),
-        "high": {"count": int(bands.get("High", 0)), "spend_12m": round(math.fsum(spend_high), 2),
-                 "params": {**scope.params, "band": "High"}},
+        "high": {
+            "count": int(bands.get("High", 0)),
+            "spend_12m": round(math.fsum(spend_high), 2),
+            "params": {**scope.params, "band": "High"},
+        },
     }
 
 
@@ -203,14 +223,23 @@ def revenue_kpis(scope: Scope, reference: datetime | None) -> dict | None:
     start = end - timedelta(days=REVENUE_DAYS)
     before = start - timedelta(days=REVENUE_DAYS)
     amount = PurchaseLine.amount
-    query = scope.restrict(select(
-        func.coalesce(func.sum(case((PurchaseLine.purchased_at >= start, amount))), 0),
-        func.coalesce(func.sum(case((PurchaseLine.purchased_at < start, amount))), 0),
-    ).where(PurchaseLine.purchased_at >= before, PurchaseLine.purchased_at < end), PurchaseLine.store_id)
+    query = scope.restrict(
+        select(
+            func.coalesce(func.sum(case((PurchaseLine.purchased_at >= start, amount))), 0),
+            func.coalesce(func.sum(case((PurchaseLine.purchased_at < start, amount))), 0),
+        ).where(PurchaseLine.purchased_at >= before, PurchaseLine.purchased_at < end),
+        PurchaseLine.store_id,
+    )
     current, previous = (float(v) for v in db.session.execute(query).one())
     change = (current - previous) / abs(previous) if previous else None
-    return {"current": current, "previous": previous, "change": change, "start": start.date(),
-            "end": day.date(), "before": before.date()}
+    return {
+        "current": current,
+        "previous": previous,
+        "change": change,
+        "start": start.date(),
+        "end": day.date(),
+        "before": before.date(),
+    }
 
 
 def dead_stock_kpi(scope: Scope) -> dict:
@@ -222,17 +251,29 @@ def dead_stock_kpi(scope: Scope) -> dict:
     """
     ratio = float(settings_service.get("bundles.dead_stock_ratio"))
     initial, sold, price = StockLevel.initial_stock, StockLevel.total_sold, Product.price
-    valid = (initial.isnot(None) & (initial > 0) & sold.isnot(None) & (sold >= 0))
+    valid = initial.isnot(None) & (initial > 0) & sold.isnot(None) & (sold >= 0)
     dead = valid & (cast(sold, Float) / cast(func.nullif(initial, 0), Float) < ratio)  # the page's float sold ratio
     unsold = case((initial > sold, initial - sold), else_=0)
-    query = scope.restrict(select(
-        func.count(StockLevel.id), func.count(case((dead, 1))),
-        func.coalesce(func.sum(case((dead & price.isnot(None), unsold * price))), 0),
-        func.count(case((dead & price.is_(None), 1))),
-    ).select_from(StockLevel).join(Product, Product.id == StockLevel.product_id), StockLevel.store_id)
+    query = scope.restrict(
+        select(
+            func.count(StockLevel.id),
+            func.count(case((dead, 1))),
+            func.coalesce(func.sum(case((dead & price.isnot(None), unsold * price))), 0),
+            func.count(case((dead & price.is_(None), 1))),
+        )
+        .select_from(StockLevel)
+        .join(Product, Product.id == StockLevel.product_id),
+        StockLevel.store_id,
+    )
     rows, dead_rows, value, unpriced = db.session.execute(query).one()
-    return {"rows": int(rows), "dead": int(dead_rows), "value": float(value or 0), "unpriced": int(unpriced),
-            "ratio": ratio, "params": scope.params}
+    return {
+        "rows": int(rows),
+        "dead": int(dead_rows),
+        "value": float(value or 0),
+        "unpriced": int(unpriced),
+        "ratio": ratio,
+        "params": scope.params,
+    }
 
 
 def last_campaign(scope: Scope) -> dict | None:
@@ -242,17 +283,28 @@ def last_campaign(scope: Scope) -> dict | None:
     campaign = db.session.scalars(query.order_by(Campaign.created_at.desc(), Campaign.id.desc()).limit(1)).first()
     if campaign is None:
         return None
-    counts = dict(db.session.execute(select(OutboxMessage.status, func.count())
-                                     .where(OutboxMessage.campaign_id == campaign.id)
-                                     .group_by(OutboxMessage.status)).all())
+    counts = dict(
+        db.session.execute(
+            select(OutboxMessage.status, func.count())
+            .where(OutboxMessage.campaign_id == campaign.id)
+            .group_by(OutboxMessage.status)
+        ).all()
+    )
     control = counts.get("control", 0)
-    return {"campaign": campaign, "counts": counts, "recipients": sum(counts.values()) - control,
-            "control": control, "sent": sum(counts.get(s, 0) for s in SENT),
-            "delivered": counts.get("delivered", 0), "dry_run": counts.get("dry-run", 0),
-            "failed": counts.get("failed", 0) + counts.get("undelivered", 0)}
+    return {
+        "campaign": campaign,
+        "counts": counts,
+        "recipients": sum(counts.values()) - control,
+        "control": control,
+        "sent": sum(counts.get(s, 0) for s in SENT),
+        "delivered": counts.get("delivered", 0),
+        "dry_run": counts.get("dry-run", 0),
+        "failed": counts.get("failed", 0) + counts.get("undelivered", 0),
+    }
 
 
 # --------------------------------------------------------------------------- charts
+
 
 def _month_labels(reference: datetime, months: int) -> list[str]:
     last = reference.year * 12 + reference.month - 1
@@ -271,20 +323,32 @@ def revenue_by_tier(scope: Scope, reference: datetime | None, months: int = CHAR
     start = datetime(int(labels[0][:4]), int(labels[0][5:]), 1)
     dialect = dialect_name()
     tier = case((PurchaseLine.customer_id.is_(None), "Anonymous"), else_=func.coalesce(Customer.tier, "No tier"))
-    inner = scope.restrict(select(month_key(PurchaseLine.purchased_at, dialect).label("month"), tier.label("tier"),
-                               PurchaseLine.amount.label("amount"))
-                        .select_from(PurchaseLine).outerjoin(Customer, Customer.id == PurchaseLine.customer_id)
-                        .where(PurchaseLine.purchased_at >= start), PurchaseLine.store_id).subquery()
-    rows = db.session.execute(select(inner.c.month, inner.c.tier, func.sum(inner.c.amount))
-                              .group_by(inner.c.month, inner.c.tier)).all()
+    inner = scope.restrict(
+        select(
+            month_key(PurchaseLine.purchased_at, dialect).label("month"),
+            tier.label("tier"),
+            PurchaseLine.amount.label("amount"),
+        )
+        .select_from(PurchaseLine)
+        .outerjoin(Customer, Customer.id == PurchaseLine.customer_id)
+        .where(PurchaseLine.purchased_at >= start),
+        PurchaseLine.store_id,
+    ).subquery()
+    rows = db.session.execute(
+        select(inner.c.month, inner.c.tier, func.sum(inner.c.amount)).group_by(inner.c.month, inner.c.tier)
+    ).all()
     if not rows:
         return None
     values = {(m, t): float(v or 0) for m, t, v in rows}
     present = {t for _, t in values}
     order = [t for t in (*TIERS, "No tier", "Anonymous") if t in present]
     datasets = [{"label": t, "data": [round(values.get((m, t), 0.0), 2) for m in labels]} for t in order]
-    return {"type": "bar", "labels": labels, "datasets": datasets,
-            "scales": {"x": {"stacked": True}, "y": {"stacked": True}}}
+    return {
+        "type": "bar",
+        "labels": labels,
+        "datasets": datasets,
+        "scales": {"x": {"stacked": True}, "y": {"stacked": True}},
+    }
 
 
 def cohort_retention(scope: Scope, reference: datetime | None, months: int = COHORT_MONTHS) -> dict | None:
@@ -303,19 +367,30 @@ def cohort_retention(scope: Scope, reference: datetime | None, months: int = COH
         return None
     dialect = dialect_name()
     ym = month_number(PurchaseLine.purchased_at, dialect)
-    activity = scope.restrict(select(PurchaseLine.customer_id.label("cid"), ym.label("ym"))
-                           .where(PurchaseLine.customer_id.isnot(None), PurchaseLine.amount > 0),
-                           PurchaseLine.store_id).distinct().subquery()
+    activity = (
+        scope.restrict(
+            select(PurchaseLine.customer_id.label("cid"), ym.label("ym")).where(
+                PurchaseLine.customer_id.isnot(None), PurchaseLine.amount > 0
+            ),
+            PurchaseLine.store_id,
+        )
+        .distinct()
+        .subquery()
+    )
     months_of = select(activity.c.cid, index_of(activity.c.ym).label("m")).subquery()
     # The first month by a window function, not a self-join: one pass over the customer-months
     # (SQLite re-evaluated the joined subquery per row: 25 s instead of 0.5 s on the demo store).
     first_month = func.min(months_of.c.m).over(partition_by=months_of.c.cid)
     with_first = select(months_of.c.m, first_month.label("c0")).subquery()
     last = reference.year * 12 + reference.month - 1
-    offsets = (select(with_first.c.c0.label("cohort"), (with_first.c.m - with_first.c.c0).label("n"))
-               .where(with_first.c.m - with_first.c.c0 < months)).subquery()
-    rows = db.session.execute(select(offsets.c.cohort, offsets.c.n, func.count())
-                              .group_by(offsets.c.cohort, offsets.c.n)).all()
+    offsets = (
+        select(with_first.c.c0.label("cohort"), (with_first.c.m - with_first.c.c0).label("n")).where(
+            with_first.c.m - with_first.c.c0 < months
+        )
+    ).subquery()
+    rows = db.session.execute(
+        select(offsets.c.cohort, offsets.c.n, func.count()).group_by(offsets.c.cohort, offsets.c.n)
+    ).all()
     counts = {(int(c), int(n)): int(k) for c, n, k in rows}
     cohorts = sorted(c for c, n in counts if n == 0 and c <= last)[-months:]
     table = []
@@ -335,8 +410,11 @@ def cohort_retention(scope: Scope, reference: datetime | None, months: int = COH
 
 def count_chart(items: list[dict], key: str, label: str) -> dict:
     """A one-series bar chart spec from [{key: name, "count": n}]."""
-    return {"type": "bar", "labels": [i[key] for i in items],
-            "datasets": [{"label": label, "data": [i["count"] for i in items]}]}
+    return {
+        "type": "bar",
+        "labels": [i[key] for i in items],
+        "datasets": [{"label": label, "data": [i["count"] for i in items]}],
+    }
 
 
 def summary(scope: Scope) -> dict:
@@ -355,7 +433,8 @@ def summary(scope: Scope) -> dict:
         "campaign": last_campaign(scope),
         "tier_chart": count_chart(tier_items, "tier", "Customers") if customers["has_tiers"] else None,
         "band_chart": _band_colours(count_chart(customers["bands"], "band", "Customers"))
-        if customers["has_bands"] else None,
+        if customers["has_bands"]
+        else None,
     }
 
 
@@ -371,7 +450,6 @@ def line_summary(scope: Scope) -> dict:
         "revenue_chart": revenue_by_tier(scope, reference),
         "cohorts": cohort_retention(scope, reference),
     }
-
 
 
 BAND_COLOURS = {"High": "#c0392b", "Medium": "#f0a202", "Low": "#0b6e4f"}

@@ -14,6 +14,7 @@ shows what is stored (saying it predates the latest change) and asks for a refre
 background (one job at a time; none in the half hour after an import, whose own scoring run
 refreshes it), so no request ever does the heavy work itself.
 """
+
 from __future__ import annotations
 
 import logging
@@ -59,6 +60,7 @@ def storage_key(scope: dashboard.Scope) -> str | None:
 
 
 # --------------------------------------------------------------------------- computing and storing
+
 
 def _to_json(parts: dict) -> dict:
     """The line summary with dates as ISO strings (JSON keeps floats exactly)."""
@@ -143,16 +145,23 @@ def refresh_job(progress=_quiet) -> dict:
 def _asked_recently() -> bool:
     """A refresh is queued or running, or failed a moment ago (a failing refresh is not retried per view)."""
     since = datetime.now(timezone.utc) - ASK_AGAIN_AFTER
-    return db.session.scalar(select(Job.id).where(Job.func == JOB, Job.status.in_(("queued", "running", "failed")),
-                                                  Job.created_at >= since).limit(1)) is not None
+    return (
+        db.session.scalar(
+            select(Job.id)
+            .where(Job.func == JOB, Job.status.in_(("queued", "running", "failed")), Job.created_at >= since)
+            .limit(1)
+        )
+        is not None
+    )
 
 
 def _scoring_will_refresh() -> bool:
     """An import finished a moment ago (and was not undone since): the scoring run that follows it
     refreshes the summary, so a page need not start a second computation beside it (at 100k
     customers that is 20-70 s of database work beside the scoring run)."""
-    finished, undone = db.session.execute(select(
-        func.max(ImportRun.finished_at).filter(ImportRun.status == "done"), func.max(ImportRun.undone_at))).one()
+    finished, undone = db.session.execute(
+        select(func.max(ImportRun.finished_at).filter(ImportRun.status == "done"), func.max(ImportRun.undone_at))
+    ).one()
     if finished is None:
         return False
     if undone is not None and undone >= finished:  # an undo is not followed by scoring
@@ -169,6 +178,7 @@ def request_refresh() -> None:
 
 
 # --------------------------------------------------------------------------- reading
+
 
 def for_scope(scope: dashboard.Scope) -> dict:
     """The stored line summary for a dashboard scope, and how current it is.
@@ -188,8 +198,15 @@ def for_scope(scope: dashboard.Scope) -> dict:
         db.session.expire_all()
         row = db.session.get(DashboardSummary, key)
     if row is None:
-        return {"reference": None, "revenue": None, "revenue_chart": None, "cohorts": None,
-                "computed_at": None, "stale": False, "pending": True}
+        return {
+            "reference": None,
+            "revenue": None,
+            "revenue_chart": None,
+            "cohorts": None,
+            "computed_at": None,
+            "stale": False,
+            "pending": True,
+        }
     computed_at = row.computed_at
     if computed_at.tzinfo is None:  # stored in UTC; SQLite returns it naive
         computed_at = computed_at.replace(tzinfo=timezone.utc)

@@ -4,13 +4,63 @@
 ``history`` lists runs, streams their problems and undoes them; ``merge`` and ``staging`` hold
 the SQL. Reading and validating the file itself is ``preprocessing.columns`` (pure pandas).
 """
-from portal.services.importer.history import (UndoPlan, UndoRefused, discard, first_problems, get_for_user, job_of,
-                                              problems_csv, refuse, runs_for, undo, undo_plan)
-from portal.services.importer.runs import (CHUNK_ROWS, ImportRefused, Inspection, create_run, default_store,
-                                           execute, file_sha256, find_store, inspect, missing_fields, run_job, save_upload, set_mapping,
-                                           start, summary)
 
-__all__ = ["CHUNK_ROWS", "ImportRefused", "Inspection", "UndoPlan", "UndoRefused", "create_run",
-           "default_store", "discard", "execute", "file_sha256", "find_store", "first_problems",
-           "get_for_user", "inspect", "job_of", "missing_fields", "problems_csv", "refuse", "run_job", "runs_for", "save_upload",
-           "set_mapping", "start", "summary", "undo", "undo_plan"]
+from portal.services.importer.history import (
+    UndoPlan,
+    UndoRefused,
+    discard,
+    first_problems,
+    get_for_user,
+    job_of,
+    problems_csv,
+    refuse,
+    runs_for,
+    undo,
+    undo_plan,
+)
+from portal.services.importer.runs import (
+    CHUNK_ROWS,
+    ImportRefused,
+    Inspection,
+    create_run,
+    default_store,
+    execute,
+    file_sha256,
+    find_store,
+    inspect,
+    missing_fields,
+    run_job,
+    save_upload,
+    set_mapping,
+    start,
+    summary,
+)
+
+__all__ = [
+    "CHUNK_ROWS",
+    "ImportRefused",
+    "Inspection",
+    "UndoPlan",
+    "UndoRefused",
+    "create_run",
+    "default_store",
+    "discard",
+    "execute",
+    "file_sha256",
+    "find_store",
+    "first_problems",
+    "get_for_user",
+    "inspect",
+    "job_of",
+    "missing_fields",
+    "problems_csv",
+    "refuse",
+    "run_job",
+    "runs_for",
+    "save_upload",
+    "set_mapping",
+    "start",
+    "summary",
+    "undo",
+    "undo_plan",
+]

@@ -1,4 +1,5 @@
 """The imports history: who may see which run, the problems report as CSV, and undo."""
+
 from __future__ import annotations
 
 import csv
@@ -12,7 +13,7 @@ from sqlalchemy import delete, false, func, select
 
 from portal import jobs
 from portal.extensions import db
-from portal.models import ImportProblem, ImportRun, Job, ImportStore, OutboxMessage, PurchaseLine, StockLevel
+from portal.models import ImportProblem, ImportRun, ImportStore, Job, OutboxMessage, PurchaseLine, StockLevel
 from portal.security import user_store_id
 from portal.services import audit
 
@@ -44,8 +45,12 @@ def get_for_user(import_id: int, user) -> ImportRun | None:
 
 def first_problems(run: ImportRun, limit: int = 100) -> list[ImportProblem]:
     """The first problems by row, for the result page."""
-    return db.session.scalars(select(ImportProblem).where(ImportProblem.import_id == run.id)
-                              .order_by(ImportProblem.row, ImportProblem.id).limit(limit)).all()
+    return db.session.scalars(
+        select(ImportProblem)
+        .where(ImportProblem.import_id == run.id)
+        .order_by(ImportProblem.row, ImportProblem.id)
+        .limit(limit)
+    ).all()
 
 
 def _cell(value: str | None) -> str:
@@ -68,15 +73,23 @@ def problems_csv(run: ImportRun, batch: int = 5000) -> Iterator[str]:
     last_id = 0
     while True:
         rows = db.session.execute(
-            select(ImportProblem.id, ImportProblem.row, ImportProblem.column, ImportProblem.value,
-                   ImportProblem.reason, ImportProblem.severity)
+            select(
+                ImportProblem.id,
+                ImportProblem.row,
+                ImportProblem.column,
+                ImportProblem.value,
+                ImportProblem.reason,
+                ImportProblem.severity,
+            )
             .where(ImportProblem.import_id == run.id, ImportProblem.id > last_id)
-            .order_by(ImportProblem.id).limit(batch)).all()
+            .order_by(ImportProblem.id)
+            .limit(batch)
+        ).all()
         if not rows:
             return
         buffer.seek(0)
         buffer.truncate()
-        for pid, row, column, value, reason, severity in rows:
+        for _id, row, column, value, reason, severity in rows:
             writer.writerow([row, _cell(column), _cell(value), reason, severity])
         last_id = rows[-1][0]
         yield buffer.getvalue()
@@ -100,24 +113,41 @@ def undo_plan(run: ImportRun) -> UndoPlan:
     if run.status != "done":
         return UndoPlan(False, "Only a completed import can be undone (this one wrote nothing).")
     if run.kind == "customers":
-        return UndoPlan(False, "A customers import cannot be undone: customer records and the consent trail stay. "
-                               "Correct customers on their pages, or import a corrected file.")
+        return UndoPlan(
+            False,
+            "A customers import cannot be undone: customer records and the consent trail stay. "
+            "Correct customers on their pages, or import a corrected file.",
+        )
     if run.kind == "stock":
         rows = db.session.scalar(select(func.count()).select_from(StockLevel).where(StockLevel.import_id == run.id))
-        return UndoPlan(True, f"Undo removes {rows:,} stock levels this import set; products stay. Import a stock "
-                              "file again to restore stock levels.", stock_rows=rows)
+        return UndoPlan(
+            True,
+            f"Undo removes {rows:,} stock levels this import set; products stay. Import a stock "
+            "file again to restore stock levels.",
+            stock_rows=rows,
+        )
     lines, customers = db.session.execute(
-        select(func.count(), func.count(PurchaseLine.customer_id.distinct()))
-        .where(PurchaseLine.import_id == run.id)).one()
+        select(func.count(), func.count(PurchaseLine.customer_id.distinct())).where(PurchaseLine.import_id == run.id)
+    ).one()
     redeemed = db.session.scalar(
-        select(func.count()).select_from(OutboxMessage)
-        .where(OutboxMessage.redeemed_by.like(f"import:{run.id}:%")))
+        select(func.count()).select_from(OutboxMessage).where(OutboxMessage.redeemed_by.like(f"import:{run.id}:%"))
+    )
     if redeemed:
-        return UndoPlan(False, f"{redeemed:,} lines of this import redeemed campaign coupons and the campaign "
-                               "results rely on them, so it cannot be undone.", lines=lines, customers=customers)
-    return UndoPlan(True, f"Undo removes {lines:,} lines of {customers:,} customers; customer records stay and "
-                          "everyone is re-scored right after (tiers, churn risk and value follow the remaining "
-                          "purchases).", lines=lines, customers=customers)
+        return UndoPlan(
+            False,
+            f"{redeemed:,} lines of this import redeemed campaign coupons and the campaign "
+            "results rely on them, so it cannot be undone.",
+            lines=lines,
+            customers=customers,
+        )
+    return UndoPlan(
+        True,
+        f"Undo removes {lines:,} lines of {customers:,} customers; customer records stay and "
+        "everyone is re-scored right after (tiers, churn risk and value follow the remaining "
+        "purchases).",
+        lines=lines,
+        customers=customers,
+    )
 
 
 class UndoRefused(Exception):
@@ -134,13 +164,15 @@ def undo(run: ImportRun, user_email: str | None) -> UndoPlan:
     run.undone_at = datetime.now(timezone.utc)
     run.undone_by = user_email or "cli"
     run.status = "undone"
-    audit.record("import.undo", f"import #{run.id}",
-                 {"kind": run.kind, "file": run.filename, "removed": removed, "customers": plan.customers},
-                 user_email)
+    audit.record(
+        "import.undo",
+        f"import #{run.id}",
+        {"kind": run.kind, "file": run.filename, "removed": removed, "customers": plan.customers},
+        user_email,
+    )
     db.session.commit()
     if run.kind == "transactions" and removed:
-        jobs.enqueue(RESCORE_JOB, f"Re-score after undoing import #{run.id}",
-                     user_email=user_email, import_id=run.id)
+        jobs.enqueue(RESCORE_JOB, f"Re-score after undoing import #{run.id}", user_email=user_email, import_id=run.id)
     return plan
 
 

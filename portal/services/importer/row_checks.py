@@ -20,6 +20,7 @@ PARAMETER session_replication_role TO <role>``. Without it — or when a staged 
 exist — the insert runs with the per-row checks as before, so the outcome is the same either way;
 only the time differs. The constraints stay declared, so deletes elsewhere are still checked.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -35,17 +36,22 @@ SET_BASED = "set-based"
 def _lock_parents(conn: Connection, import_id: int) -> bool:
     """Lock the rows the staged lines will reference; False if a store id or the import is missing."""
     stores = conn.execute(text("SELECT array_agg(DISTINCT store_id) FROM _stage_lines")).scalar() or []
-    locked_stores = conn.execute(text(
-        "SELECT count(*) FROM (SELECT id FROM stores WHERE id = ANY(:ids) FOR KEY SHARE) AS s"),
-        {"ids": stores}).scalar()
-    locked_import = conn.execute(text(
-        "SELECT count(*) FROM (SELECT id FROM imports WHERE id = :id FOR KEY SHARE) AS i"), {"id": import_id}).scalar()
+    locked_stores = conn.execute(
+        text("SELECT count(*) FROM (SELECT id FROM stores WHERE id = ANY(:ids) FOR KEY SHARE) AS s"), {"ids": stores}
+    ).scalar()
+    locked_import = conn.execute(
+        text("SELECT count(*) FROM (SELECT id FROM imports WHERE id = :id FOR KEY SHARE) AS i"), {"id": import_id}
+    ).scalar()
     if locked_stores != len(stores) or locked_import != 1:
         return False
-    conn.execute(text("""SELECT count(*) FROM (SELECT p.id FROM products p
-                         WHERE p.external_id IN (SELECT product_ext FROM _stage_products) FOR KEY SHARE OF p) AS p"""))
-    conn.execute(text("""SELECT count(*) FROM (SELECT c.id FROM customers c
-                         WHERE c.external_id IN (SELECT customer_ext FROM _stage_custs) FOR KEY SHARE OF c) AS c"""))
+    conn.execute(
+        text("""SELECT count(*) FROM (SELECT p.id FROM products p
+                         WHERE p.external_id IN (SELECT product_ext FROM _stage_products) FOR KEY SHARE OF p) AS p""")
+    )
+    conn.execute(
+        text("""SELECT count(*) FROM (SELECT c.id FROM customers c
+                         WHERE c.external_id IN (SELECT customer_ext FROM _stage_custs) FOR KEY SHARE OF c) AS c""")
+    )
     return True
 
 

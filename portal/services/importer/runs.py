@@ -4,6 +4,7 @@ The pages, the CLI and the background job all call these functions. A run moves 
 pending (uploaded, mapping not confirmed) -> queued -> running -> done | refused | failed, and a
 done run can later be undone.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -26,8 +27,17 @@ from portal.extensions import db
 from portal.models import AuditEntry, ImportRun, Store
 from portal.services.importer import merge, staging
 from portal.services.scores import scoring
-from preprocessing.columns import (KINDS, SYNONYMS, FileFormatError, Mapping, ValidationState, detect_mapping,
-                                   missing_required, read_table, validate_chunk)
+from preprocessing.columns import (
+    KINDS,
+    SYNONYMS,
+    FileFormatError,
+    Mapping,
+    ValidationState,
+    detect_mapping,
+    missing_required,
+    read_table,
+    validate_chunk,
+)
 
 JOB = "import.run"
 
@@ -50,10 +60,14 @@ class ImportFailed(ImportRefused):
     """
 
 
-DISK_FULL = ("The database ran out of space while saving this import, so nothing was imported. Free some disk "
-             "space on the database server (or ask your administrator to), then import the file again.")
-CONNECTION_LOST = ("The connection to the database was lost during the import, so nothing was imported. Check "
-                   "that the database server is running, then import the file again.")
+DISK_FULL = (
+    "The database ran out of space while saving this import, so nothing was imported. Free some disk "
+    "space on the database server (or ask your administrator to), then import the file again."
+)
+CONNECTION_LOST = (
+    "The connection to the database was lost during the import, so nothing was imported. Check "
+    "that the database server is running, then import the file again."
+)
 
 
 @dataclass
@@ -124,8 +138,10 @@ def check_workbook(path: str) -> None:
     expanded = sum(m.file_size for m in members)
     bomb = any(m.file_size > 50 * 1024 * 1024 and m.file_size > 200 * max(m.compress_size, 1) for m in members)
     if expanded > limit or bomb:
-        raise FileFormatError(f"The workbook expands to {expanded / 1048576:,.0f} MB when unpacked, far more than "
-                              "a sheet of purchase data needs; it is refused. Export the sheet as CSV and upload that.")
+        raise FileFormatError(
+            f"The workbook expands to {expanded / 1048576:,.0f} MB when unpacked, far more than "
+            "a sheet of purchase data needs; it is refused. Export the sheet as CSV and upload that."
+        )
 
 
 @contextmanager
@@ -134,8 +150,9 @@ def _damaged_gzip():
     try:
         yield
     except (zlib.error, gzip.BadGzipFile) as exc:
-        raise FileFormatError("The file looks gzip-compressed but is damaged; compress it again or upload "
-                              "the plain CSV.") from exc
+        raise FileFormatError(
+            "The file looks gzip-compressed but is damaged; compress it again or upload the plain CSV."
+        ) from exc
 
 
 def inspect(path: str, filename: str, kind: str, mapping: dict | None = None) -> Inspection:
@@ -150,18 +167,21 @@ def inspect(path: str, filename: str, kind: str, mapping: dict | None = None) ->
         with _damaged_gzip(), _read_table(path, filename, chunksize=1000) as reader:
             detected = detect_mapping(reader.headers, kind)
             if mapping is not None:
-                detected = Mapping({f: h for f, h in mapping.items() if h in reader.headers}, kind=kind,
-                                   layout=detected.layout)
-            return Inspection(reader.headers, detected, reader.describe(), reader.preview(10),
-                              missing_required(detected, kind))
+                detected = Mapping(
+                    {f: h for f, h in mapping.items() if h in reader.headers}, kind=kind, layout=detected.layout
+                )
+            return Inspection(
+                reader.headers, detected, reader.describe(), reader.preview(10), missing_required(detected, kind)
+            )
     except ImportRefused:
         raise
     except FileFormatError as exc:
         raise ImportRefused(exc.message) from exc
     except Exception as exc:  # a file the reader chokes on must be a refusal (its upload removed), not a 500
         log.exception("could not inspect %s", filename)
-        raise ImportRefused("The file could not be read as a table. Save it again as CSV (UTF-8) or .xlsx and "
-                            "upload it again.") from exc
+        raise ImportRefused(
+            "The file could not be read as a table. Save it again as CSV (UTF-8) or .xlsx and upload it again."
+        ) from exc
 
 
 def missing_fields(mapping: dict, kind: str) -> list[str]:
@@ -173,14 +193,28 @@ def _read_table(path: str, filename: str, chunksize: int):
     """``read_table`` with this installation's limits: IMPORT_MAX_EXPANDED_MB of decompressed data (a gzip
     bomb stops as soon as it passes it) and IMPORT_MAX_ROWS data rows (0: no limit)."""
     config = current_app.config
-    return read_table(path, filename, chunksize=chunksize,
-                      max_expanded_bytes=int(config.get("IMPORT_MAX_EXPANDED_MB", 1024)) * 1024 * 1024 or None,
-                      max_rows=int(config.get("IMPORT_MAX_ROWS", 5_000_000)) or None)
+    return read_table(
+        path,
+        filename,
+        chunksize=chunksize,
+        max_expanded_bytes=int(config.get("IMPORT_MAX_EXPANDED_MB", 1024)) * 1024 * 1024 or None,
+        max_rows=int(config.get("IMPORT_MAX_ROWS", 5_000_000)) or None,
+    )
 
 
-def create_run(kind: str, path: str, filename: str, *, store: Store | None, user_email: str | None,
-               source: str = "web", overrides: dict[str, str] | None = None, all_or_nothing: bool = False,
-               as_of: date | None = None, only_store_id: int | None = None) -> tuple[ImportRun, Inspection]:
+def create_run(
+    kind: str,
+    path: str,
+    filename: str,
+    *,
+    store: Store | None,
+    user_email: str | None,
+    source: str = "web",
+    overrides: dict[str, str] | None = None,
+    all_or_nothing: bool = False,
+    as_of: date | None = None,
+    only_store_id: int | None = None,
+) -> tuple[ImportRun, Inspection]:
     """Record a pending run with the detected mapping (corrected by ``overrides``: header -> field)."""
     from preprocessing.columns import apply_overrides
 
@@ -192,11 +226,24 @@ def create_run(kind: str, path: str, filename: str, *, store: Store | None, user
             raise ImportRefused(str(exc)) from exc
         found.missing = missing_required(found.mapping, kind)
     store = store or default_store()
-    run = ImportRun(kind=kind, filename=(filename or os.path.basename(path))[:255], stored_path=path,
-                    store_id=store.id, user_email=user_email, source=source, status="pending",
-                    layout=found.mapping.layout, mapping=dict(found.mapping),
-                    options={"all_or_nothing": bool(all_or_nothing), "as_of": as_of.isoformat() if as_of else None,
-                             "only_store_id": only_store_id, "read_as": found.described, "sha256": file_sha256(path)})
+    run = ImportRun(
+        kind=kind,
+        filename=(filename or os.path.basename(path))[:255],
+        stored_path=path,
+        store_id=store.id,
+        user_email=user_email,
+        source=source,
+        status="pending",
+        layout=found.mapping.layout,
+        mapping=dict(found.mapping),
+        options={
+            "all_or_nothing": bool(all_or_nothing),
+            "as_of": as_of.isoformat() if as_of else None,
+            "only_store_id": only_store_id,
+            "read_as": found.described,
+            "sha256": file_sha256(path),
+        },
+    )
     db.session.add(run)
     db.session.commit()
     return run, found
@@ -216,8 +263,7 @@ def start(run: ImportRun):
     """Queue the import as a background job; the run's page shows its progress."""
     run.status = "queued"
     db.session.commit()
-    job = jobs.enqueue(JOB, f"Import {run.filename}", run.user_email,
-                       scope_store_id=_job_store(run), import_id=run.id)
+    job = jobs.enqueue(JOB, f"Import {run.filename}", run.user_email, scope_store_id=_job_store(run), import_id=run.id)
     run = db.session.get(ImportRun, run.id)
     run.job_id = job.id
     db.session.commit()
@@ -261,16 +307,22 @@ def execute(import_id: int, progress=None) -> ImportRun:
     mapping = Mapping(run.mapping or {}, kind=run.kind, layout=run.layout or "generic")
     missing = missing_required(mapping, run.kind)
     if missing:
-        return _finish(run, "refused", "The file is missing required columns: " + ", ".join(missing)
-                       + ". Map them on the mapping page (or with --map source_column=field).")
+        return _finish(
+            run,
+            "refused",
+            "The file is missing required columns: "
+            + ", ".join(missing)
+            + ". Map them on the mapping page (or with --map source_column=field).",
+        )
     ctx = _context(run, mapping)
     region = db.session.get(Store, ctx.store_id).phone_region or "US"
     options = dict(run.options or {})
     run.status = "running"
     db.session.commit()
     try:
-        counts, merged, read_as = _stage_and_merge(run.id, run.stored_path, run.filename, mapping, ctx, region,
-                                                   options, run.user_email, progress)
+        counts, merged, read_as = _stage_and_merge(
+            run.id, run.stored_path, run.filename, mapping, ctx, region, options, run.user_email, progress
+        )
     except (FileFormatError, ImportRefused) as exc:
         db.session.rollback()
         return _finish(db.session.get(ImportRun, import_id), "refused", getattr(exc, "message", str(exc)))
@@ -278,8 +330,11 @@ def execute(import_id: int, progress=None) -> ImportRun:
         db.session.rollback()
         log.exception("import #%s failed", import_id)
         fault = _database_fault(exc)
-        _finish(db.session.get(ImportRun, import_id), "failed",
-                fault or "The import failed with an unexpected error (logged); nothing was written.")
+        _finish(
+            db.session.get(ImportRun, import_id),
+            "failed",
+            fault or "The import failed with an unexpected error (logged); nothing was written.",
+        )
         if fault:
             raise ImportFailed(fault) from exc
         raise
@@ -298,10 +353,16 @@ def execute(import_id: int, progress=None) -> ImportRun:
 def _context(run: ImportRun, mapping: Mapping) -> staging.Context:
     stores = db.session.scalars(select(Store).order_by(Store.name)).all()
     store = db.session.get(Store, run.store_id) if run.store_id else default_store()
-    return staging.Context(kind=run.kind, mapping=dict(mapping), store_id=store.id, store_name=store.name,
-                           stores={s.name.strip().casefold(): s.id for s in stores},
-                           store_names=[s.name for s in stores], only_store_id=(run.options or {}).get("only_store_id"),
-                           date_limits={s.id: _latest_purchase_time(s) for s in stores})
+    return staging.Context(
+        kind=run.kind,
+        mapping=dict(mapping),
+        store_id=store.id,
+        store_name=store.name,
+        stores={s.name.strip().casefold(): s.id for s in stores},
+        store_names=[s.name for s in stores],
+        only_store_id=(run.options or {}).get("only_store_id"),
+        date_limits={s.id: _latest_purchase_time(s) for s in stores},
+    )
 
 
 def _latest_purchase_time(store: Store) -> datetime:
@@ -329,8 +390,9 @@ def _stage_and_merge(import_id, path, filename, mapping, ctx, region, options, u
             state = ValidationState()
             counts = ctx.counts
             for chunk in reader:
-                clean, errors = validate_chunk(chunk, mapping, kind, default_region=region, layout=mapping.layout,
-                                               state=state)
+                clean, errors = validate_chunk(
+                    chunk, mapping, kind, default_region=region, layout=mapping.layout, state=state
+                )
                 frames, extra = staging.prepare(clean, ctx)
                 for table, frame in frames.items():
                     staging.load(conn, table, frame)
@@ -357,28 +419,62 @@ def _stage_and_merge(import_id, path, filename, mapping, ctx, region, options, u
             if counts["valid"] == 0:
                 status, message = "refused", f"None of the {counts['total']:,} rows can be imported; see the problems."
             elif options.get("all_or_nothing") and rejected:
-                status, message = "refused", (f"{rejected:,} of {counts['total']:,} rows have problems, so nothing was "
-                                              "imported (all or nothing). Fix them, or import the valid rows.")
+                status, message = (
+                    "refused",
+                    (
+                        f"{rejected:,} of {counts['total']:,} rows have problems, so nothing was "
+                        "imported (all or nothing). Fix them, or import the valid rows."
+                    ),
+                )
             else:
                 status, message = "done", None
                 staging.index_tables(conn, kind)
                 merge.record_stores(conn, kind, import_id, ctx.only_store_id)  # before the merge moves anyone
-                merged = _merge(conn, kind, import_id, now, mapping, options, user_email, counts["valid"],
-                                ctx.only_store_id)
+                merged = _merge(
+                    conn, kind, import_id, now, mapping, options, user_email, counts["valid"], ctx.only_store_id
+                )
             merge.problems(conn, import_id)
-            options.update(updated=merged.updated, customers_new=merged.customers_new,
-                           consent_changes=merged.consent_changes, line_checks=merged.line_checks,
-                           problems_total=counts["problems"],
-                           problems_listed=ctx.listed_problems, read_as=reader.describe())
-            conn.execute(update(ImportRun.__table__).where(ImportRun.id == import_id).values(
-                status=status, message=message, total_rows=counts["total"], valid_rows=counts["valid"],
-                rejected_rows=rejected, new_rows=merged.new, duplicate_rows=merged.present,
-                anonymous_rows=counts["anonymous"], options=options, finished_at=_now()))
+            options.update(
+                updated=merged.updated,
+                customers_new=merged.customers_new,
+                consent_changes=merged.consent_changes,
+                line_checks=merged.line_checks,
+                problems_total=counts["problems"],
+                problems_listed=ctx.listed_problems,
+                read_as=reader.describe(),
+            )
+            conn.execute(
+                update(ImportRun.__table__)
+                .where(ImportRun.id == import_id)
+                .values(
+                    status=status,
+                    message=message,
+                    total_rows=counts["total"],
+                    valid_rows=counts["valid"],
+                    rejected_rows=rejected,
+                    new_rows=merged.new,
+                    duplicate_rows=merged.present,
+                    anonymous_rows=counts["anonymous"],
+                    options=options,
+                    finished_at=_now(),
+                )
+            )
             if status == "done":
-                conn.execute(insert(AuditEntry.__table__).values(
-                    action="import.run", target=f"import #{import_id}", user_email=user_email or "cli",
-                    detail={"kind": kind, "file": filename, "new": merged.new, "present": merged.present,
-                            "rejected": rejected, "consent_changes": merged.consent_changes}))
+                conn.execute(
+                    insert(AuditEntry.__table__).values(
+                        action="import.run",
+                        target=f"import #{import_id}",
+                        user_email=user_email or "cli",
+                        detail={
+                            "kind": kind,
+                            "file": filename,
+                            "new": merged.new,
+                            "present": merged.present,
+                            "rejected": rejected,
+                            "consent_changes": merged.consent_changes,
+                        },
+                    )
+                )
             staging.drop_tables(conn, kind)
         return counts, merged, reader.describe()
 

@@ -4,6 +4,7 @@ TEMP tables are private to the connection, so nothing is visible to anyone until
 commits, and on SQLite writing them takes no lock on the main database (progress can still be
 recorded while a file is staged). PostgreSQL loads with ``COPY``; SQLite with ``executemany``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -19,27 +20,64 @@ from preprocessing.columns import ERROR_COLUMNS
 
 # Table name -> (column, SQL type). Lengths match the real tables so PostgreSQL never sees an over-long value.
 TABLES: dict[str, list[tuple[str, str]]] = {
-    "_stage_lines": [("customer_ext", "VARCHAR(64)"), ("txn_ref", "VARCHAR(100)"), ("product_ext", "VARCHAR(64)"),
-                     ("line_no", "INTEGER"), ("store_id", "INTEGER"), ("purchased_at", "TIMESTAMP"),
-                     ("quantity", "NUMERIC(14,3)"), ("unit_price", "NUMERIC(14,4)"), ("amount", "NUMERIC(14,2)"),
-                     ("coupon_code", "VARCHAR(40)")],
+    "_stage_lines": [
+        ("customer_ext", "VARCHAR(64)"),
+        ("txn_ref", "VARCHAR(100)"),
+        ("product_ext", "VARCHAR(64)"),
+        ("line_no", "INTEGER"),
+        ("store_id", "INTEGER"),
+        ("purchased_at", "TIMESTAMP"),
+        ("quantity", "NUMERIC(14,3)"),
+        ("unit_price", "NUMERIC(14,4)"),
+        ("amount", "NUMERIC(14,2)"),
+        ("coupon_code", "VARCHAR(40)"),
+    ],
     # Distinct per chunk (so a few rows per product / customer, not one per line): cheap to group at merge time.
     "_stage_products": [("product_ext", "VARCHAR(64)"), ("product_name", "VARCHAR(300)")],
-    "_stage_custs": [("customer_ext", "VARCHAR(64)"), ("phone", "VARCHAR(20)"), ("store_id", "INTEGER"),
-                     ("src_row", "INTEGER")],
-    "_stage_stock": [("src_row", "INTEGER"), ("product_ext", "VARCHAR(64)"), ("product_name", "VARCHAR(300)"),
-                     ("initial_stock", "NUMERIC(14,3)"), ("total_sold", "NUMERIC(14,3)"), ("price", "NUMERIC(14,4)"),
-                     ("store_id", "INTEGER")],
-    "_stage_customers": [("src_row", "INTEGER"), ("customer_ext", "VARCHAR(64)"), ("name", "VARCHAR(200)"),
-                         ("phone", "VARCHAR(20)"), ("email", "VARCHAR(254)"), ("store_id", "INTEGER"),
-                         ("consent", "VARCHAR(3)"), ("consent_at", "TIMESTAMP")],
-    "_stage_problems": [("src_row", "INTEGER"), ("col", "VARCHAR(100)"), ("value", "VARCHAR(200)"),
-                        ("reason", "VARCHAR(300)"), ("severity", "VARCHAR(8)")],
+    "_stage_custs": [
+        ("customer_ext", "VARCHAR(64)"),
+        ("phone", "VARCHAR(20)"),
+        ("store_id", "INTEGER"),
+        ("src_row", "INTEGER"),
+    ],
+    "_stage_stock": [
+        ("src_row", "INTEGER"),
+        ("product_ext", "VARCHAR(64)"),
+        ("product_name", "VARCHAR(300)"),
+        ("initial_stock", "NUMERIC(14,3)"),
+        ("total_sold", "NUMERIC(14,3)"),
+        ("price", "NUMERIC(14,4)"),
+        ("store_id", "INTEGER"),
+    ],
+    "_stage_customers": [
+        ("src_row", "INTEGER"),
+        ("customer_ext", "VARCHAR(64)"),
+        ("name", "VARCHAR(200)"),
+        ("phone", "VARCHAR(20)"),
+        ("email", "VARCHAR(254)"),
+        ("store_id", "INTEGER"),
+        ("consent", "VARCHAR(3)"),
+        ("consent_at", "TIMESTAMP"),
+    ],
+    "_stage_problems": [
+        ("src_row", "INTEGER"),
+        ("col", "VARCHAR(100)"),
+        ("value", "VARCHAR(200)"),
+        ("reason", "VARCHAR(300)"),
+        ("severity", "VARCHAR(8)"),
+    ],
 }
-TABLES_FOR_KIND = {"transactions": ("_stage_lines", "_stage_products", "_stage_custs"), "stock": ("_stage_stock",),
-                   "customers": ("_stage_customers",)}
-INDEXES = {"_stage_products": ["product_ext"], "_stage_custs": ["customer_ext"], "_stage_stock": ["product_ext"],
-           "_stage_customers": ["customer_ext"]}
+TABLES_FOR_KIND = {
+    "transactions": ("_stage_lines", "_stage_products", "_stage_custs"),
+    "stock": ("_stage_stock",),
+    "customers": ("_stage_customers",),
+}
+INDEXES = {
+    "_stage_products": ["product_ext"],
+    "_stage_custs": ["customer_ext"],
+    "_stage_stock": ["product_ext"],
+    "_stage_customers": ["customer_ext"],
+}
 MAX_LISTED_PROBLEMS = 200_000  # every problem is counted; this many are kept for the page and the CSV
 LIMIT = 1e9  # larger quantities or amounts are typing mistakes (and would overflow NUMERIC(14, 2))
 
@@ -91,7 +129,9 @@ def load(conn: Connection, table: str, frame: pd.DataFrame) -> None:
         if pd.api.types.is_datetime64_any_dtype(col):
             # SQLAlchemy's SQLite storage format, so ORM reads and string comparisons agree.
             text = np.datetime_as_string(col.to_numpy(dtype="datetime64[us]"), unit="us")
-            data[name] = pd.Series(np.char.replace(text.astype(str), "T", " "), index=col.index).where(col.notna(), None)
+            data[name] = pd.Series(np.char.replace(text.astype(str), "T", " "), index=col.index).where(
+                col.notna(), None
+            )
         else:
             data[name] = col.astype(object).where(col.notna(), None)
     rows = list(zip(*(data[n].tolist() for n in names)))
@@ -131,9 +171,18 @@ class _Rejects:
         if level == "error":
             self.bad |= mask
         shown = (values if values is not None else self.clean[target])[mask]
-        self.parts.append(pd.DataFrame({"row": self.clean.loc[mask, "source_row"].to_numpy(),
-                                        "column": self.mapping.get(target, target), "field": target,
-                                        "value": shown.astype(object).to_numpy(), "reason": reason, "level": level}))
+        self.parts.append(
+            pd.DataFrame(
+                {
+                    "row": self.clean.loc[mask, "source_row"].to_numpy(),
+                    "column": self.mapping.get(target, target),
+                    "field": target,
+                    "value": shown.astype(object).to_numpy(),
+                    "reason": reason,
+                    "level": level,
+                }
+            )
+        )
 
 
 def _too_long(r: _Rejects, target: str, limit: int, truncate: bool = False) -> None:
@@ -142,8 +191,13 @@ def _too_long(r: _Rejects, target: str, limit: int, truncate: bool = False) -> N
     if not over.any():
         return
     if truncate:
-        r.add(over, target, f"longer than {limit} characters (cut to {limit})", level="warning",
-              values=col.astype(str).str.slice(0, 60) + "…")
+        r.add(
+            over,
+            target,
+            f"longer than {limit} characters (cut to {limit})",
+            level="warning",
+            values=col.astype(str).str.slice(0, 60) + "…",
+        )
         r.clean.loc[over, target] = col[over].astype(str).str.slice(0, limit)
     else:
         r.add(over, target, f"longer than {limit} characters", values=col.astype(str).str.slice(0, 60) + "…")
@@ -170,8 +224,11 @@ def _future(r: _Rejects, ctx: Context, store_ids: pd.Series) -> None:
         return
     limits = pd.to_datetime(store_ids.map(ctx.date_limits))
     dates = r.clean["purchase_date"]
-    r.add(dates.notna() & limits.notna() & dates.gt(limits), "purchase_date",
-          "purchase date in the future (later than the store's current time plus one day)")
+    r.add(
+        dates.notna() & limits.notna() & dates.gt(limits),
+        "purchase_date",
+        "purchase date in the future (later than the store's current time plus one day)",
+    )
 
 
 def _bounded(r: _Rejects, targets: tuple[str, ...]) -> None:
@@ -197,27 +254,52 @@ def prepare(clean: pd.DataFrame, ctx: Context) -> tuple[dict[str, pd.DataFrame],
         _future(r, ctx, store_ids)
         c = r.clean.loc[~r.bad]
         ids = store_ids[~r.bad]
-        lines = pd.DataFrame({
-            "customer_ext": c["customer_id"], "txn_ref": c["transaction_id"], "product_ext": c["product_id"],
-            "line_no": c["line_no"], "store_id": ids, "purchased_at": c["purchase_date"],
-            "quantity": c["quantity"].round(3), "unit_price": c["price_per_unit"].round(4),
-            "amount": c["total_amount"].round(2), "coupon_code": c["coupon_code"]})
-        products = (pd.DataFrame({"product_ext": c["product_id"], "product_name": c["product_name"]})
-                    .sort_values("product_name", na_position="first").drop_duplicates("product_ext", keep="last"))
+        lines = pd.DataFrame(
+            {
+                "customer_ext": c["customer_id"],
+                "txn_ref": c["transaction_id"],
+                "product_ext": c["product_id"],
+                "line_no": c["line_no"],
+                "store_id": ids,
+                "purchased_at": c["purchase_date"],
+                "quantity": c["quantity"].round(3),
+                "unit_price": c["price_per_unit"].round(4),
+                "amount": c["total_amount"].round(2),
+                "coupon_code": c["coupon_code"],
+            }
+        )
+        products = (
+            pd.DataFrame({"product_ext": c["product_id"], "product_name": c["product_name"]})
+            .sort_values("product_name", na_position="first")
+            .drop_duplicates("product_ext", keep="last")
+        )
         known = c["customer_id"].notna()
-        custs = (pd.DataFrame({"customer_ext": c["customer_id"], "phone": c["phone"], "store_id": ids,
-                               "src_row": c["source_row"]})[known]
-                 .sort_values("phone", na_position="first").drop_duplicates("customer_ext", keep="last"))
+        custs = (
+            pd.DataFrame(
+                {"customer_ext": c["customer_id"], "phone": c["phone"], "store_id": ids, "src_row": c["source_row"]}
+            )[known]
+            .sort_values("phone", na_position="first")
+            .drop_duplicates("customer_ext", keep="last")
+        )
         return {"_stage_lines": lines, "_stage_products": products, "_stage_custs": custs}, r.parts
     elif ctx.kind == "stock":
         _too_long(r, "product_id", 64)
         _too_long(r, "product_name", 300, truncate=True)
         _bounded(r, ("initial_stock", "total_sold", "price"))
         c = r.clean
-        out = {"_stage_stock": pd.DataFrame({
-            "src_row": c["source_row"], "product_ext": c["product_id"], "product_name": c["product_name"],
-            "initial_stock": c["initial_stock"].round(3), "total_sold": c["total_sold"].round(3),
-            "price": c["price"].round(4), "store_id": store_ids})}
+        out = {
+            "_stage_stock": pd.DataFrame(
+                {
+                    "src_row": c["source_row"],
+                    "product_ext": c["product_id"],
+                    "product_name": c["product_name"],
+                    "initial_stock": c["initial_stock"].round(3),
+                    "total_sold": c["total_sold"].round(3),
+                    "price": c["price"].round(4),
+                    "store_id": store_ids,
+                }
+            )
+        }
     else:
         _too_long(r, "customer_id", 64)
         _too_long(r, "name", 200, truncate=True)
@@ -226,12 +308,26 @@ def prepare(clean: pd.DataFrame, ctx: Context) -> tuple[dict[str, pd.DataFrame],
         r.clean.loc[long_email, "email"] = None
         c = r.clean
         no_date = c["sms_consent"].eq("yes") & c["sms_consent_date"].isna()
-        r.add(no_date, "sms_consent", "sms_consent yes without a date: recorded as opted in at the import's time",
-              level="warning")
-        out = {"_stage_customers": pd.DataFrame({
-            "src_row": c["source_row"], "customer_ext": c["customer_id"], "name": c["name"], "phone": c["phone"],
-            "email": c["email"], "store_id": store_ids, "consent": c["sms_consent"],
-            "consent_at": c["sms_consent_date"]})}
+        r.add(
+            no_date,
+            "sms_consent",
+            "sms_consent yes without a date: recorded as opted in at the import's time",
+            level="warning",
+        )
+        out = {
+            "_stage_customers": pd.DataFrame(
+                {
+                    "src_row": c["source_row"],
+                    "customer_ext": c["customer_id"],
+                    "name": c["name"],
+                    "phone": c["phone"],
+                    "email": c["email"],
+                    "store_id": store_ids,
+                    "consent": c["sms_consent"],
+                    "consent_at": c["sms_consent_date"],
+                }
+            )
+        }
     return {table: frame.loc[~r.bad] for table, frame in out.items()}, r.parts
 
 
@@ -248,7 +344,16 @@ def stage_problems(conn: Connection, ctx: Context, parts: list[pd.DataFrame]) ->
     frame = frame.sort_values("row", kind="stable").head(room)
     ctx.listed_problems += len(frame)
     value = frame["value"].astype(object).where(frame["value"].notna(), "").astype(str)
-    load(conn, "_stage_problems", pd.DataFrame({
-        "src_row": frame["row"].astype("int64"), "col": frame["column"].astype(str).str.slice(0, 100),
-        "value": value.str.slice(0, 200), "reason": frame["reason"].astype(str).str.slice(0, 300),
-        "severity": frame["level"].astype(str)}))
+    load(
+        conn,
+        "_stage_problems",
+        pd.DataFrame(
+            {
+                "src_row": frame["row"].astype("int64"),
+                "col": frame["column"].astype(str).str.slice(0, 100),
+                "value": value.str.slice(0, 200),
+                "reason": frame["reason"].astype(str).str.slice(0, 300),
+                "severity": frame["level"].astype(str),
+            }
+        ),
+    )

@@ -4,6 +4,7 @@ Numbers stay plain numbers, times become ISO 8601 UTC, phone numbers E.164, and 
 would run as a formula is neutralised (OWASP CSV injection). Every list export goes through these
 functions, so a CSV and an XLSX of the same list hold the same values.
 """
+
 from __future__ import annotations
 
 import re

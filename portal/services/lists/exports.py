@@ -9,6 +9,7 @@ headers (DESIGN.md "Contracts") and a row formatter. Pages get keyset pages from
 The list registry and filter parsing are in ``registry``, the lists themselves in ``definitions`` and
 cell formatting (CSV-injection safety) in ``cells``; this module resolves an export and writes it.
 """
+
 from __future__ import annotations
 
 import csv
@@ -31,8 +32,8 @@ XLSX_MAX_ROWS = 1_048_575  # Excel's 1,048,576 rows minus the header row
 BATCH = 2000  # rows fetched per round trip (server-side cursor on PostgreSQL)
 
 
-
 # --- pages -------------------------------------------------------------------------------------
+
 
 def sort_of(definition: ListDef, params: Mapping) -> tuple[Any, bool, str]:
     """The (sort expression or None, descending, sort key as given) for ``params``' ``sort``."""
@@ -45,6 +46,7 @@ def sort_of(definition: ListDef, params: Mapping) -> tuple[Any, bool, str]:
 
 
 # --- exports -----------------------------------------------------------------------------------
+
 
 @dataclass
 class Export:
@@ -111,8 +113,10 @@ def prepare(name: str, params: Mapping, user) -> Export:
     wanted = [c.strip() for raw in all_values(params, "columns") for c in (raw or "").split(",") if c.strip()]
     unknown = [c for c in wanted if c not in definition.headers]
     if unknown:
-        raise ExportError(f"Unknown column{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for {name}; "
-                          f"choose from: {', '.join(definition.headers)}.")
+        raise ExportError(
+            f"Unknown column{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for {name}; "
+            f"choose from: {', '.join(definition.headers)}."
+        )
     columns = list(dict.fromkeys(wanted)) or list(definition.headers)
     include = truthy(first_value(params, "include_opted_out"))
     if definition.customer_type and first_value(params, "consent") == "opted_out":
@@ -129,8 +133,10 @@ def count(name: str, params: Mapping, user) -> int:
 
 # --- writers -----------------------------------------------------------------------------------
 
-def csv_chunks(export: Export, on_finish: Callable[[int, bool], None] | None = None,
-               chunk_rows: int = 1000) -> Iterator[str]:
+
+def csv_chunks(
+    export: Export, on_finish: Callable[[int, bool], None] | None = None, chunk_rows: int = 1000
+) -> Iterator[str]:
     """The CSV as text chunks: the header at once, then ``chunk_rows`` rows per chunk.
 
     ``on_finish(rows, completed)`` runs when the stream ends (completed=False when the client
@@ -173,9 +179,11 @@ def write_xlsx(export: Export, fileobj) -> int:
 
     total = export.count()
     if total > XLSX_MAX_ROWS:
-        raise ExportError(f"This list has {total:,} rows, more than an Excel sheet holds "
-                          f"({XLSX_MAX_ROWS:,} + header). Export it as CSV instead (format=csv), "
-                          f"or narrow the filter.")
+        raise ExportError(
+            f"This list has {total:,} rows, more than an Excel sheet holds "
+            f"({XLSX_MAX_ROWS:,} + header). Export it as CSV instead (format=csv), "
+            f"or narrow the filter."
+        )
     workbook = Workbook(write_only=True)
     sheet = workbook.create_sheet(export.definition.name[:31])
     sheet.append(export.columns)
@@ -187,12 +195,19 @@ def write_xlsx(export: Export, fileobj) -> int:
     return written
 
 
-def record_export(export: Export, fmt: str, rows: int, source: str = "web", completed: bool = True,
-                  user_email: str | None = None) -> None:
+def record_export(
+    export: Export, fmt: str, rows: int, source: str = "web", completed: bool = True, user_email: str | None = None
+) -> None:
     """Write the export to the audit log (who, which list, which filter, how many rows) and commit."""
-    detail = {"list": export.definition.name, "filter": export.filter, "format": fmt, "rows": rows,
-              "columns": export.columns if export.columns != list(export.definition.headers) else "all",
-              "include_opted_out": export.include_opted_out, "source": source}
+    detail = {
+        "list": export.definition.name,
+        "filter": export.filter,
+        "format": fmt,
+        "rows": rows,
+        "columns": export.columns if export.columns != list(export.definition.headers) else "all",
+        "include_opted_out": export.include_opted_out,
+        "source": source,
+    }
     if not completed:
         detail["completed"] = False
     audit.record("export", export.definition.name, detail, user_email)

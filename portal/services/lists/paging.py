@@ -9,6 +9,7 @@ an index on ``col``, so every page would sort the whole table. Here the non-NULL
 ``WHERE col >= :v AND (col > :v OR id > :id) ORDER BY col, id`` (an index range scan on ``col``)
 and, when it runs out, the NULL part as ``WHERE col IS NULL AND id > :id ORDER BY id``.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,7 +45,7 @@ class BadCursor(ValueError):
     """An ``after`` cursor that no page of this list produced (edited by hand or cut short)."""
 
 
-INT64 = (-(2 ** 63), 2 ** 63 - 1)
+INT64 = (-(2**63), 2**63 - 1)
 
 
 def parse_cursor(raw: str | None, key=None, sort=None) -> list | None:
@@ -114,8 +115,9 @@ def _after(sort: ColumnElement, key, sval, kval, descending: bool):
     return and_(sort >= sval, or_(sort > sval, key > kval))
 
 
-def fetch_keyset(query, key, sort=None, descending: bool = False, size: int = PAGE_SIZE,
-                 cursor: list | None = None) -> tuple[list, list | None]:
+def fetch_keyset(
+    query, key, sort=None, descending: bool = False, size: int = PAGE_SIZE, cursor: list | None = None
+) -> tuple[list, list | None]:
     """One page of ORM entities after ``cursor``; returns (items, cursor of the next page or None).
 
     Args:

@@ -4,6 +4,7 @@ A list is registered once with a ``ListDef``; pages, exports, saved segments and
 command then find it by name with ``get``. Filters arrive as query-string params (a page request)
 or as a filter string (``--filter``, a saved segment); both are read the same way here.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -63,6 +64,7 @@ def get(name: str) -> ListDef:
 
 
 # --- helpers shared by the list definitions --------------------------------------------------
+
 
 def first_value(params: Mapping, key: str) -> str:
     value = params.get(key)

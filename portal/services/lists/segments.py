@@ -1,4 +1,5 @@
 """Saved segments: a named list filter reused for exports and as a campaign audience."""
+
 from __future__ import annotations
 
 from urllib.parse import urlencode
@@ -46,12 +47,14 @@ def create(name: str, list_name: str, query: str, user) -> SavedSegment:
         exports.prepare(list_name, registry.parse_filter(text), None)
     except registry.ExportError as exc:
         raise SegmentError(str(exc)) from None
-    duplicate = db.session.scalar(select(SavedSegment).where(SavedSegment.owner_email == owner_email,
-                                                             SavedSegment.name == name))
+    duplicate = db.session.scalar(
+        select(SavedSegment).where(SavedSegment.owner_email == owner_email, SavedSegment.name == name)
+    )
     if duplicate is not None:
         raise SegmentError(f"You already have a segment named '{name}'.")
-    segment = SavedSegment(name=name, list_name=list_name, query=text, owner_email=owner_email,
-                           store_id=user_store_id(user))
+    segment = SavedSegment(
+        name=name, list_name=list_name, query=text, owner_email=owner_email, store_id=user_store_id(user)
+    )
     db.session.add(segment)
     audit.record("segment.create", name, {"list": list_name, "filter": text}, owner_email)
     db.session.commit()

@@ -20,6 +20,7 @@ Scoring's other two inputs come the same way, so ``scoring`` never loads every l
 previous 90 days) and ``clv_day_totals_sql`` the per-customer purchase-day totals
 ``preprocessing.clv.rfm_summary_from_day_totals`` turns into the CLV summary.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -125,15 +126,19 @@ def churn_windows_sql(as_of) -> pd.DataFrame:
     prev = line.c.purchased_at <= bound - window
     bought = line.c.quantity > 0
     per_customer = (
-        select(line.c.customer_id.label("cid"),
-               cast(func.sum(case((last, line.c.amount), else_=0)), Float).label("spend_last_90d"),
-               func.count(distinct(case((and_(last, bought), line.c.transaction_ref)))).label("purchases_last_90d"),
-               cast(func.sum(case((prev, line.c.amount), else_=0)), Float).label("spend_prev_90d"),
-               func.count(distinct(case((and_(prev, bought), line.c.transaction_ref)))).label("purchases_prev_90d"))
-        .where(and_(line.c.customer_id.isnot(None), line.c.purchased_at <= bound,
-                    line.c.purchased_at > bound - 2 * window))
+        select(
+            line.c.customer_id.label("cid"),
+            cast(func.sum(case((last, line.c.amount), else_=0)), Float).label("spend_last_90d"),
+            func.count(distinct(case((and_(last, bought), line.c.transaction_ref)))).label("purchases_last_90d"),
+            cast(func.sum(case((prev, line.c.amount), else_=0)), Float).label("spend_prev_90d"),
+            func.count(distinct(case((and_(prev, bought), line.c.transaction_ref)))).label("purchases_prev_90d"),
+        )
+        .where(
+            and_(line.c.customer_id.isnot(None), line.c.purchased_at <= bound, line.c.purchased_at > bound - 2 * window)
+        )
         .group_by(line.c.customer_id)
-        .subquery())
+        .subquery()
+    )
     raw = _read(_named(per_customer), _typed_windows)
     dtypes = {col: "float64" if col.startswith("spend") else "int64" for col in WINDOW_COLUMNS}
     return _indexed(raw, dtypes)
@@ -157,24 +162,38 @@ def clv_day_totals_sql(as_of) -> pd.DataFrame:
     next_midnight = (as_of.normalize() + pd.Timedelta(days=1)).to_pydatetime()
     line = PurchaseLine.__table__
     day = _day(line.c.purchased_at)
-    daily = (select(line.c.customer_id.label("cid"), day.label("day"), func.sum(line.c.amount).label("amount"))
-             .where(and_(line.c.customer_id.isnot(None), line.c.amount > 0, line.c.purchased_at < next_midnight))
-             .group_by(line.c.customer_id, day)
-             .subquery())
+    daily = (
+        select(line.c.customer_id.label("cid"), day.label("day"), func.sum(line.c.amount).label("amount"))
+        .where(and_(line.c.customer_id.isnot(None), line.c.amount > 0, line.c.purchased_at < next_midnight))
+        .group_by(line.c.customer_id, day)
+        .subquery()
+    )
     ranked = select(daily, func.min(daily.c.day).over(partition_by=daily.c.cid).label("first")).subquery()
     per_customer = (
-        select(ranked.c.cid,
-               func.count().label("n_days"),
-               func.min(ranked.c.day).label("first_day"),
-               func.max(ranked.c.day).label("last_day"),
-               cast(func.sum(ranked.c.amount), Float).label("total"),
-               cast(func.sum(case((ranked.c.day == ranked.c.first, ranked.c.amount), else_=0)),
-                    Float).label("first_amount"))
+        select(
+            ranked.c.cid,
+            func.count().label("n_days"),
+            func.min(ranked.c.day).label("first_day"),
+            func.max(ranked.c.day).label("last_day"),
+            cast(func.sum(ranked.c.amount), Float).label("total"),
+            cast(func.sum(case((ranked.c.day == ranked.c.first, ranked.c.amount), else_=0)), Float).label(
+                "first_amount"
+            ),
+        )
         .group_by(ranked.c.cid)
-        .subquery())
+        .subquery()
+    )
     raw = _read(_named(per_customer), _typed_day_totals)
-    return _indexed(raw, {"n_days": "int64", "first_day": "datetime64[ns]", "last_day": "datetime64[ns]",
-                          "total": "float64", "first_amount": "float64"})
+    return _indexed(
+        raw,
+        {
+            "n_days": "int64",
+            "first_day": "datetime64[ns]",
+            "last_day": "datetime64[ns]",
+            "total": "float64",
+            "first_amount": "float64",
+        },
+    )
 
 
 def _as_of(as_of) -> tuple[pd.Timestamp, datetime]:
@@ -204,15 +223,17 @@ def _read(query, typed) -> pd.DataFrame | None:
 def _named(per_customer):
     """Per-customer rows (keyed by the customer row id ``cid``) with the customers' external ids."""
     wanted = [c for c in per_customer.c if c.name != "cid"]
-    return (select(Customer.external_id.label("customer_id"), *wanted)
-            .select_from(per_customer.join(Customer.__table__, Customer.id == per_customer.c.cid)))
+    return select(Customer.external_id.label("customer_id"), *wanted).select_from(
+        per_customer.join(Customer.__table__, Customer.id == per_customer.c.cid)
+    )
 
 
 def _indexed(raw: pd.DataFrame | None, dtypes: dict) -> pd.DataFrame:
     """Rows indexed by external customer id (str, sorted like ``load_lines``' categories); empty when None."""
     if raw is None:
-        raw = pd.DataFrame({"customer_id": pd.Series(dtype="str"),
-                            **{name: pd.Series(dtype=dtype) for name, dtype in dtypes.items()}})
+        raw = pd.DataFrame(
+            {"customer_id": pd.Series(dtype="str"), **{name: pd.Series(dtype=dtype) for name, dtype in dtypes.items()}}
+        )
     frame = raw[list(dtypes)].set_axis(pd.Index(raw["customer_id"], dtype="str", name="customer_id"))
     return frame.sort_index()
 
@@ -239,12 +260,15 @@ def _query(bound: datetime, spend_since: datetime | None):
         func.max(line.c.purchased_at).label("last_purchase"),
     ]
     if spend_since is not None:
-        columns.append(cast(func.sum(case((line.c.purchased_at > spend_since, line.c.amount), else_=0)),
-                            Float).label("spend_12m"))
-    per_customer = (select(*columns)
-                    .where(and_(line.c.customer_id.isnot(None), line.c.purchased_at <= bound))
-                    .group_by(line.c.customer_id)
-                    .subquery())
+        columns.append(
+            cast(func.sum(case((line.c.purchased_at > spend_since, line.c.amount), else_=0)), Float).label("spend_12m")
+        )
+    per_customer = (
+        select(*columns)
+        .where(and_(line.c.customer_id.isnot(None), line.c.purchased_at <= bound))
+        .group_by(line.c.customer_id)
+        .subquery()
+    )
     return _named(per_customer)
 
 

@@ -1,4 +1,5 @@
 """Churn-risk views of the stored scores: band summary, revenue at risk and the at-risk list."""
+
 from __future__ import annotations
 
 import math
@@ -9,8 +10,8 @@ from sqlalchemy import func, select
 from portal import model_store
 from portal.extensions import db
 from portal.models import Customer
-from portal.services.customers import customers as customer_service
 from portal.services import settings as settings_service
+from portal.services.customers import customers as customer_service
 
 BANDS = settings_service.BANDS
 
@@ -30,9 +31,14 @@ def band_summary(user, params=None) -> dict:
     base = customer_service.filtered_customers(params or {}, user).where(Customer.churn_band.isnot(None)).subquery()
     value = func.coalesce(base.c.clv_12m, base.c.spend_12m, 0)
     rows = db.session.execute(
-        select(base.c.churn_band, func.count(), func.sum(base.c.spend_12m),
-               func.sum(base.c.churn_probability * value), func.max(base.c.scored_at))
-        .group_by(base.c.store_id, base.c.tier, base.c.churn_band)).all()
+        select(
+            base.c.churn_band,
+            func.count(),
+            func.sum(base.c.spend_12m),
+            func.sum(base.c.churn_probability * value),
+            func.max(base.c.scored_at),
+        ).group_by(base.c.store_id, base.c.tier, base.c.churn_band)
+    ).all()
     counts: dict = defaultdict(int)
     revenue: dict = defaultdict(list)
     at_risk: dict = defaultdict(list)
@@ -41,13 +47,23 @@ def band_summary(user, params=None) -> dict:
         revenue[band].append(float(spend or 0))
         at_risk[band].append(float(risk or 0))
     values = settings_service.all_values()
-    cards = [{"band": b, "customers": counts.get(b, 0),
-              "revenue_12m": round(math.fsum(revenue.get(b, ())), 2),  # money: cents
-              "value_at_risk": math.fsum(at_risk.get(b, ())),
-              "action": values[f"churn.action.{b}"]} for b in BANDS]
+    cards = [
+        {
+            "band": b,
+            "customers": counts.get(b, 0),
+            "revenue_12m": round(math.fsum(revenue.get(b, ())), 2),  # money: cents
+            "value_at_risk": math.fsum(at_risk.get(b, ())),
+            "action": values[f"churn.action.{b}"],
+        }
+        for b in BANDS
+    ]
     scored = [r[4] for r in rows if r[4] is not None]
-    return {"cards": cards, "scored_at": max(scored) if scored else None,
-            "high": values["churn.high"], "low": values["churn.low"]}
+    return {
+        "cards": cards,
+        "scored_at": max(scored) if scored else None,
+        "high": values["churn.high"],
+        "low": values["churn.low"],
+    }
 
 
 def at_risk_query(params, user):
@@ -63,4 +79,3 @@ def model_info() -> dict | None:
         return None
     state = model_store.status().get(model_store.CHURN_FILE, {}).get("state", "missing")
     return {**entry, "state": state}
-

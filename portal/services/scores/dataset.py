@@ -1,4 +1,5 @@
 """Purchase lines out of the database as the canonical DataFrame ``preprocessing`` expects."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -21,11 +22,16 @@ def load_lines(store_id: int | None = None, until=None) -> pd.DataFrame:
     """
     # Numbers are cast to float in SQL: building Decimal objects per value costs more than the query.
     query = (
-        select(Customer.external_id.label("customer_id"), PurchaseLine.transaction_ref.label("transaction_id"),
-               PurchaseLine.purchased_at.label("purchase_date"), Product.external_id.label("product_id"),
-               cast(PurchaseLine.quantity, Float).label("quantity"),
-               cast(PurchaseLine.unit_price, Float).label("price_per_unit"),
-               cast(PurchaseLine.amount, Float).label("total_amount"), Store.name.label("store"))
+        select(
+            Customer.external_id.label("customer_id"),
+            PurchaseLine.transaction_ref.label("transaction_id"),
+            PurchaseLine.purchased_at.label("purchase_date"),
+            Product.external_id.label("product_id"),
+            cast(PurchaseLine.quantity, Float).label("quantity"),
+            cast(PurchaseLine.unit_price, Float).label("price_per_unit"),
+            cast(PurchaseLine.amount, Float).label("total_amount"),
+            Store.name.label("store"),
+        )
         .select_from(PurchaseLine)
         .join(Product, Product.id == PurchaseLine.product_id)
         .join(Store, Store.id == PurchaseLine.store_id)
@@ -43,8 +49,20 @@ def load_lines(store_id: int | None = None, until=None) -> pd.DataFrame:
             frame = pd.DataFrame.from_records([tuple(r) for r in rows], columns=list(result.keys()))
             frames.append(_typed(frame))
     if not frames:
-        return _typed(pd.DataFrame(columns=["customer_id", "transaction_id", "purchase_date", "product_id",
-                                            "quantity", "price_per_unit", "total_amount", "store"]))
+        return _typed(
+            pd.DataFrame(
+                columns=[
+                    "customer_id",
+                    "transaction_id",
+                    "purchase_date",
+                    "product_id",
+                    "quantity",
+                    "price_per_unit",
+                    "total_amount",
+                    "store",
+                ]
+            )
+        )
     lines = pd.concat(frames, ignore_index=True)
     for col in ("customer_id", "transaction_id", "product_id", "store"):
         lines[col] = lines[col].astype("category")

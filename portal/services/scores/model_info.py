@@ -1,4 +1,5 @@
 """What the Models, help, tiers and churn pages say about each trained model, and starting a training run."""
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -10,8 +11,12 @@ from portal.extensions import db
 from portal.models import Job, ModelRecord
 from portal.services.scores import training
 
-TITLES = {"segmentation": "Loyalty tiers (K-Means)", "churn": "Churn risk (classifier)",
-          "clv": "Lifetime value (BG/NBD + Gamma-Gamma)", "bundles": "Dead-stock bundles (association rules)"}
+TITLES = {
+    "segmentation": "Loyalty tiers (K-Means)",
+    "churn": "Churn risk (classifier)",
+    "clv": "Lifetime value (BG/NBD + Gamma-Gamma)",
+    "bundles": "Dead-stock bundles (association rules)",
+}
 TRAIN_JOBS = {name: f"train.{name}" for name in (*training.MODELS, "all")}
 
 
@@ -32,16 +37,24 @@ def model_cards() -> tuple[list[dict], str | None]:
     cards = []
     for name in training.MODELS:
         files = [status[f] for f in model_store.FILES[name] if f in status]
-        cards.append({"name": name, "title": TITLES[name], "record": records.get(name), "files": files,
-                      "entry": files[0] if files else None,
-                      "broken": [f for f in files if f["state"] != "ok"]})
+        cards.append(
+            {
+                "name": name,
+                "title": TITLES[name],
+                "record": records.get(name),
+                "files": files,
+                "entry": files[0] if files else None,
+                "broken": [f for f in files if f["state"] != "ok"],
+            }
+        )
     return cards, problem
 
 
 def latest_training(user) -> Job | None:
     """The latest training job, when ``user`` may see it (training is chain-wide: admins and its starter)."""
-    latest = db.session.scalars(select(Job).where(Job.func.in_(TRAIN_JOBS.values()))
-                                .order_by(Job.created_at.desc()).limit(1)).first()
+    latest = db.session.scalars(
+        select(Job).where(Job.func.in_(TRAIN_JOBS.values())).order_by(Job.created_at.desc()).limit(1)
+    ).first()
     return jobs.get(latest.id) if latest is not None and jobs.visible_to(latest, user) else None
 
 
@@ -79,10 +92,20 @@ def model_facts() -> list[dict]:
             facts.append({"name": name, "title": title, "trained": False})
             continue
         manifest = entry if entry is not None else {**record.manifest, "trained_at": record.trained_at, "state": "ok"}
-        facts.append({"name": name, "title": title, "trained": True, "trained_at": _when(manifest.get("trained_at")),
-                      "window": manifest.get("data_window") or {}, "metrics": manifest.get("metrics") or {},
-                      "params": manifest.get("params") or {}, "state": manifest.get("state", "ok"),
-                      "manifest": manifest, "record": record})
+        facts.append(
+            {
+                "name": name,
+                "title": title,
+                "trained": True,
+                "trained_at": _when(manifest.get("trained_at")),
+                "window": manifest.get("data_window") or {},
+                "metrics": manifest.get("metrics") or {},
+                "params": manifest.get("params") or {},
+                "state": manifest.get("state", "ok"),
+                "manifest": manifest,
+                "record": record,
+            }
+        )
     return facts
 
 
@@ -92,7 +115,7 @@ def file_entry(model: str) -> dict | None:
 
 
 def file_state(model: str) -> str | None:
-    """"ok", "missing" or why model ``model``'s main file is refused (a hash mismatch); None: never trained."""
+    """ "ok", "missing" or why model ``model``'s main file is refused (a hash mismatch); None: never trained."""
     name = model_store.FILES[model][0]
     if model_store.entry(name) is None:
         return None

@@ -14,6 +14,7 @@ the forecast covers *repeat* purchases of customers already known at the referen
 customers are not in it); the history shown beside it counts the same thing (every purchase day
 of a customer except their first one).
 """
+
 from __future__ import annotations
 
 import logging
@@ -61,8 +62,9 @@ def _purchase_days(lines: pd.DataFrame) -> pd.DataFrame:
     day = pd.to_datetime(lines["purchase_date"]).dt.normalize()
     amount = pd.to_numeric(lines["total_amount"], errors="coerce")
     keep = lines["customer_id"].notna() & day.notna() & (amount > 0)
-    frame = pd.DataFrame({"customer_id": lines["customer_id"][keep].astype(str), "day": day[keep],
-                          "amount": amount[keep]})
+    frame = pd.DataFrame(
+        {"customer_id": lines["customer_id"][keep].astype(str), "day": day[keep], "amount": amount[keep]}
+    )
     return frame.groupby(["customer_id", "day"], sort=True, as_index=False)["amount"].sum()
 
 
@@ -79,51 +81,70 @@ def repeat_history(lines: pd.DataFrame, as_of, months: int = HISTORY_MONTHS) -> 
     periods = pd.period_range(end=as_of.to_period("M"), periods=months, freq="M")
     grouped = repeat.groupby(repeat["day"].dt.to_period("M"))["amount"].agg(["size", "sum"])
     grouped = grouped.reindex(periods, fill_value=0)
-    return [{"month": str(p), "purchases": int(n), "revenue": _num(s)}
-            for p, n, s in zip(periods, grouped["size"], grouped["sum"])]
+    return [
+        {"month": str(p), "purchases": int(n), "revenue": _num(s)}
+        for p, n, s in zip(periods, grouped["size"], grouped["sum"])
+    ]
 
 
 def _forecast_rows(frame: pd.DataFrame) -> list[dict]:
-    return [{"month": _month(r.month), "days": int(r.days),
-             "expected_purchases": _num(r.expected_purchases, 1), "lower": _num(r.lower, 1),
-             "upper": _num(r.upper, 1), "expected_revenue": _num(r.expected_revenue),
-             "revenue_lower": _num(r.revenue_lower), "revenue_upper": _num(r.revenue_upper)}
-            for r in frame.itertuples(index=False)]
+    return [
+        {
+            "month": _month(r.month),
+            "days": int(r.days),
+            "expected_purchases": _num(r.expected_purchases, 1),
+            "lower": _num(r.lower, 1),
+            "upper": _num(r.upper, 1),
+            "expected_revenue": _num(r.expected_revenue),
+            "revenue_lower": _num(r.revenue_lower),
+            "revenue_upper": _num(r.revenue_upper),
+        }
+        for r in frame.itertuples(index=False)
+    ]
 
 
 def _backtest_rows(frame: pd.DataFrame) -> list[dict]:
     rows = _forecast_rows(frame)
     for row, r in zip(rows, frame.itertuples(index=False)):
-        row.update(actual_purchases=int(r.actual_purchases), actual_revenue=_num(r.actual_revenue),
-                   abs_pct_error=_num(r.abs_pct_error, 4))
+        row.update(
+            actual_purchases=int(r.actual_purchases),
+            actual_revenue=_num(r.actual_revenue),
+            abs_pct_error=_num(r.abs_pct_error, 4),
+        )
     return rows
 
 
 def _store_backtest(clv, lines: pd.DataFrame, bg, gg, cutoff: pd.Timestamp, data_end: pd.Timestamp) -> pd.DataFrame:
     """``clv.backtest`` for a subset of lines with parameters already fitted at ``cutoff`` (no refit)."""
     summary = clv.rfm_summary(lines, as_of=cutoff)
-    frame = clv.forecast_monthly(bg, gg, summary, cutoff, BACKTEST_MONTHS + 1, data_end=data_end,
-                                 n_sims=N_SIMS, interval=INTERVAL)
+    frame = clv.forecast_monthly(
+        bg, gg, summary, cutoff, BACKTEST_MONTHS + 1, data_end=data_end, n_sims=N_SIMS, interval=INTERVAL
+    )
     daily = _purchase_days(lines)
     future = daily[(daily["day"] > cutoff) & daily["customer_id"].isin(summary.index.astype(str))]
     actual = future.groupby(future["day"].dt.to_period("M").dt.start_time)["amount"].agg(["size", "sum"])
     frame["actual_purchases"] = frame["month"].map(actual["size"]).fillna(0).astype("int64")
     frame["actual_revenue"] = frame["month"].map(actual["sum"]).fillna(0.0)
-    frame["abs_pct_error"] = ((frame["expected_purchases"] - frame["actual_purchases"]).abs()
-                              / frame["actual_purchases"].where(frame["actual_purchases"] > 0))
-    frame.attrs = {"mape_purchases": clv.mape(frame["actual_purchases"], frame["expected_purchases"]),
-                   "mape_revenue": clv.mape(frame["actual_revenue"], frame["expected_revenue"])}
+    frame["abs_pct_error"] = (frame["expected_purchases"] - frame["actual_purchases"]).abs() / frame[
+        "actual_purchases"
+    ].where(frame["actual_purchases"] > 0)
+    frame.attrs = {
+        "mape_purchases": clv.mape(frame["actual_purchases"], frame["expected_purchases"]),
+        "mape_revenue": clv.mape(frame["actual_revenue"], frame["expected_revenue"]),
+    }
     return frame
 
 
 def _backtest_block(frame: pd.DataFrame, cutoff: pd.Timestamp) -> dict:
-    return {"cutoff": cutoff.date().isoformat(), "months": _backtest_rows(frame),
-            "mape_purchases": _num(frame.attrs.get("mape_purchases"), 4),
-            "mape_revenue": _num(frame.attrs.get("mape_revenue"), 4)}
+    return {
+        "cutoff": cutoff.date().isoformat(),
+        "months": _backtest_rows(frame),
+        "mape_purchases": _num(frame.attrs.get("mape_purchases"), 4),
+        "mape_revenue": _num(frame.attrs.get("mape_revenue"), 4),
+    }
 
 
-def compute_outlook(lines: pd.DataFrame, bg, gg, store_ids: dict[str, int] | None = None,
-                    progress=_quiet) -> dict:
+def compute_outlook(lines: pd.DataFrame, bg, gg, store_ids: dict[str, int] | None = None, progress=_quiet) -> dict:
     """Forecast, history and backtest for all stores and for each store, as JSON-ready tables.
 
     Args:
@@ -149,8 +170,15 @@ def _compute(clv, lines, bg, gg, store_ids, progress) -> dict:
         for name in sorted(store_col.unique()):
             if name in store_ids:
                 scopes[str(store_ids[name])] = named[store_col == name]
-    out = {"as_of": as_of.date().isoformat(), "interval": INTERVAL, "months": FORECAST_MONTHS,
-           "backtest_months": BACKTEST_MONTHS, "scopes": {}, "backtest_error": None, "backtest_cutoff": None}
+    out = {
+        "as_of": as_of.date().isoformat(),
+        "interval": INTERVAL,
+        "months": FORECAST_MONTHS,
+        "backtest_months": BACKTEST_MONTHS,
+        "scopes": {},
+        "backtest_error": None,
+        "backtest_cutoff": None,
+    }
 
     # Backtest: one refit on the data up to six months before the end, applied to every scope.
     cutoff = (as_of - pd.DateOffset(months=BACKTEST_MONTHS)).normalize()
@@ -166,19 +194,17 @@ def _compute(clv, lines, bg, gg, store_ids, progress) -> dict:
             if key == ALL:
                 continue
             try:
-                backtests[key] = _store_backtest(clv, frame, overall.attrs["bg"], overall.attrs["gg"], cutoff,
-                                                 data_end)
+                backtests[key] = _store_backtest(clv, frame, overall.attrs["bg"], overall.attrs["gg"], cutoff, data_end)
             except ValueError as exc:  # a store with no customers before the cutoff
                 log.info("no backtest for store %s: %s", key, exc)
     except (clv.CLVFitError, ValueError) as exc:
-        out["backtest_error"] = (f"No backtest: the data up to {cutoff.date()} cannot support a fit ({exc})")
+        out["backtest_error"] = f"No backtest: the data up to {cutoff.date()} cannot support a fit ({exc})"
 
     for i, (key, frame) in enumerate(scopes.items()):
         progress(0.4 + 0.5 * i / len(scopes), "forecasting the store outlook")
         try:
             summary = clv.rfm_summary(frame, as_of=as_of)
-            forecast = clv.forecast_monthly(bg, gg, summary, as_of, FORECAST_MONTHS, n_sims=N_SIMS,
-                                            interval=INTERVAL)
+            forecast = clv.forecast_monthly(bg, gg, summary, as_of, FORECAST_MONTHS, n_sims=N_SIMS, interval=INTERVAL)
         except ValueError as exc:
             log.info("no outlook for scope %s: %s", key, exc)
             continue
@@ -229,8 +255,7 @@ def for_scope(store_id: int | None) -> dict | None:
     trained_at = record.trained_at
     if trained_at is not None and trained_at.tzinfo is None:  # stored in UTC; SQLite returns it naive
         trained_at = trained_at.replace(tzinfo=timezone.utc)
-    return {"trained_at": trained_at, "outlook": outlook, "scope": scope,
-            "charts": charts(scope) if scope else None}
+    return {"trained_at": trained_at, "outlook": outlook, "scope": scope, "charts": charts(scope) if scope else None}
 
 
 def charts(scope: dict) -> dict:
@@ -246,23 +271,35 @@ def charts(scope: dict) -> dict:
     def series(source: dict, key: str) -> list:
         return [source[m][key] if m in source else None for m in labels]
 
-    outlook_chart = {"type": "line", "labels": labels, "datasets": [
-        {"label": "Actual repeat revenue", "data": series(history, "revenue")},
-        {"label": "Expected revenue", "data": series(forecast, "expected_revenue")},
-        {"label": "Lower bound", "data": series(forecast, "revenue_lower")},
-        {"label": "Upper bound", "data": series(forecast, "revenue_upper")},
-    ], "scales": {"y": {"beginAtZero": True}}}
+    outlook_chart = {
+        "type": "line",
+        "labels": labels,
+        "datasets": [
+            {"label": "Actual repeat revenue", "data": series(history, "revenue")},
+            {"label": "Expected revenue", "data": series(forecast, "expected_revenue")},
+            {"label": "Lower bound", "data": series(forecast, "revenue_lower")},
+            {"label": "Upper bound", "data": series(forecast, "revenue_upper")},
+        ],
+        "scales": {"y": {"beginAtZero": True}},
+    }
     backtest_chart = None
     backtest = scope.get("backtest")
     if backtest:
         months = backtest["months"]
-        backtest_chart = {"type": "line", "labels": [m["month"] for m in months], "datasets": [
-            {"label": "Actual repeat purchases", "data": [m["actual_purchases"] for m in months]},
-            {"label": "Forecast", "data": [m["expected_purchases"] for m in months]},
-            {"label": "Lower bound", "data": [m["lower"] for m in months]},
-            {"label": "Upper bound", "data": [m["upper"] for m in months]},
-        ], "scales": {"y": {"beginAtZero": True}}}
-    totals = {"purchases": sum(f["expected_purchases"] or 0 for f in scope.get("forecast", [])),
-              "revenue": sum(f["expected_revenue"] or 0 for f in scope.get("forecast", []))}
+        backtest_chart = {
+            "type": "line",
+            "labels": [m["month"] for m in months],
+            "datasets": [
+                {"label": "Actual repeat purchases", "data": [m["actual_purchases"] for m in months]},
+                {"label": "Forecast", "data": [m["expected_purchases"] for m in months]},
+                {"label": "Lower bound", "data": [m["lower"] for m in months]},
+                {"label": "Upper bound", "data": [m["upper"] for m in months]},
+            ],
+            "scales": {"y": {"beginAtZero": True}},
+        }
+    totals = {
+        "purchases": sum(f["expected_purchases"] or 0 for f in scope.get("forecast", [])),
+        "revenue": sum(f["expected_revenue"] or 0 for f in scope.get("forecast", [])),
+    }
     # No interval on the totals: monthly quantiles do not add up to a quantile of the sum.
     return {"outlook": outlook_chart, "backtest": backtest_chart, "totals": totals}

@@ -4,6 +4,7 @@ Pages and exports read the stored scores (tier, churn probability/band/reasons, 
 recomputing them; every page says "scored as of ...". Models that are not trained yet leave
 their columns empty.
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,18 +15,16 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from portal import model_store
-from portal.services.scores import aggregates
-from portal.services.dashboard import summary as dashboard_summary
-from portal.services.scores import store as score_store
 from portal.services import settings as settings_service
+from portal.services.dashboard import summary as dashboard_summary
+from portal.services.scores import aggregates
+from portal.services.scores import store as score_store
 from portal.services.scores.dataset import load_lines
 from preprocessing import churn as churn_model
-from preprocessing import clv
-from preprocessing import segmentation
+from preprocessing import clv, segmentation
 from preprocessing.features import compute_features, reference_date
 
 log = logging.getLogger(__name__)
-
 
 
 def tiers_for(features: pd.DataFrame, values: dict) -> pd.Series | None:
@@ -37,8 +36,9 @@ def tiers_for(features: pd.DataFrame, values: dict) -> pd.Series | None:
         return None
     entry = model_store.entry(model_store.SEGMENTATION_FILE) or {}
     cluster_tiers = {int(k): v for k, v in entry.get("params", {}).get("cluster_tiers", {}).items()}
-    return segmentation.assign_tiers(features, scaler, kmeans, cluster_tiers,
-                                     values["tier.min_frequency"], values["tier.min_monetary"])
+    return segmentation.assign_tiers(
+        features, scaler, kmeans, cluster_tiers, values["tier.min_frequency"], values["tier.min_monetary"]
+    )
 
 
 def churn_for(inputs: ScoringInputs, values: dict) -> pd.DataFrame | None:
@@ -49,8 +49,9 @@ def churn_for(inputs: ScoringInputs, values: dict) -> pd.DataFrame | None:
         return None
     features = inputs.churn_features()
     p = churn_model.score_churn(model, features)
-    out = pd.DataFrame({"churn_probability": p,
-                        "churn_band": churn_model.band(p, values["churn.high"], values["churn.low"])})
+    out = pd.DataFrame(
+        {"churn_probability": p, "churn_band": churn_model.band(p, values["churn.high"], values["churn.low"])}
+    )
     reasons = churn_model.explain(model, features, top=3, high=values["churn.high"])
     out["churn_reasons"] = [[r for r in row if r] for row in reasons.itertuples(index=False)]
     return out
@@ -66,11 +67,14 @@ def clv_for(inputs: ScoringInputs, values: dict) -> pd.DataFrame | None:
     if summary.empty:
         return None
     bg, gg = fitted["bgnbd"], fitted["gamma_gamma"]
-    return pd.DataFrame({
-        "p_alive": clv.p_alive(bg, summary),
-        "expected_purchases_90d": clv.expected_purchases(bg, 90, summary),
-        "clv_12m": clv.clv(bg, gg, summary, months=12, discount_rate_annual=values["clv.discount_rate"]),
-    }, index=summary.index)
+    return pd.DataFrame(
+        {
+            "p_alive": clv.p_alive(bg, summary),
+            "expected_purchases_90d": clv.expected_purchases(bg, 90, summary),
+            "clv_12m": clv.clv(bg, gg, summary, months=12, discount_rate_annual=values["clv.discount_rate"]),
+        },
+        index=summary.index,
+    )
 
 
 @dataclass
@@ -108,9 +112,13 @@ def inputs_from_lines(lines: pd.DataFrame) -> ScoringInputs | None:
     named = lines[lines["customer_id"].notna()]
     recent = named["purchase_date"] > as_of - pd.Timedelta(days=365)
     spend_12m = named.loc[recent].groupby("customer_id", observed=True)["total_amount"].sum()
-    return ScoringInputs(as_of, features, spend_12m.reindex(features.index).fillna(0.0),
-                         lambda: churn_model.churn_features(lines, as_of),
-                         lambda: clv.rfm_summary(lines, as_of=as_of))
+    return ScoringInputs(
+        as_of,
+        features,
+        spend_12m.reindex(features.index).fillna(0.0),
+        lambda: churn_model.churn_features(lines, as_of),
+        lambda: clv.rfm_summary(lines, as_of=as_of),
+    )
 
 
 def inputs_from_database() -> ScoringInputs | None:
@@ -123,9 +131,13 @@ def inputs_from_database() -> ScoringInputs | None:
     if features.empty:
         return None
     spend_12m = features.pop("spend_12m")
-    return ScoringInputs(as_of, features, spend_12m,
-                         lambda: churn_model.churn_features_from(features, aggregates.churn_windows_sql(as_of)),
-                         lambda: clv.rfm_summary_from_day_totals(aggregates.clv_day_totals_sql(as_of), as_of))
+    return ScoringInputs(
+        as_of,
+        features,
+        spend_12m,
+        lambda: churn_model.churn_features_from(features, aggregates.churn_windows_sql(as_of)),
+        lambda: clv.rfm_summary_from_day_totals(aggregates.clv_day_totals_sql(as_of), as_of),
+    )
 
 
 def rescore_all(reason: str = "rescored", progress=None) -> dict:

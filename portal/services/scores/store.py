@@ -1,4 +1,5 @@
 """Write computed scores to the customer rows, in batches, with their tier-change records."""
+
 from __future__ import annotations
 
 import time
@@ -40,18 +41,35 @@ def store(frame: pd.DataFrame, with_tiers: bool, reason: str) -> dict:
     ids = dict(db.session.execute(select(Customer.external_id, Customer.id)).all())
     old_tiers = dict(db.session.execute(select(Customer.id, Customer.tier)).all())
     now = datetime.now(timezone.utc)
-    columns = ["monetary", "frequency", "recency", "total_quantity", "num_unique_products", "avg_price_per_unit",
-               "store_visit_frequency", "active_days", "avg_purchase_gap_days", "spend_12m"]
-    optional = [c for c in ("churn_probability", "churn_band", "churn_reasons", "p_alive",
-                            "expected_purchases_90d", "clv_12m") if c in frame.columns]
+    columns = [
+        "monetary",
+        "frequency",
+        "recency",
+        "total_quantity",
+        "num_unique_products",
+        "avg_price_per_unit",
+        "store_visit_frequency",
+        "active_days",
+        "avg_purchase_gap_days",
+        "spend_12m",
+    ]
+    optional = [
+        c
+        for c in ("churn_probability", "churn_band", "churn_reasons", "p_alive", "expected_purchases_90d", "clv_12m")
+        if c in frame.columns
+    ]
     up = down = 0
     rows, changes = [], {}
     for external_id, rec in zip(frame.index, frame.to_dict("records")):
         cid = ids.get(str(external_id))
         if cid is None:
             continue
-        row = {"id": cid, "scored_at": now,
-               "first_purchase_at": _wall(rec["first_purchase"]), "last_purchase_at": _wall(rec["last_purchase"])}
+        row = {
+            "id": cid,
+            "scored_at": now,
+            "first_purchase_at": _wall(rec["first_purchase"]),
+            "last_purchase_at": _wall(rec["last_purchase"]),
+        }
         for col in columns + optional:
             row[col] = _none(rec[col])
         for col in ("frequency", "recency", "num_unique_products", "store_visit_frequency", "active_days"):
@@ -79,7 +97,7 @@ def store(frame: pd.DataFrame, with_tiers: bool, reason: str) -> dict:
                 changes[cid] = {"customer_id": cid, "at": now, "old_tier": old, "new_tier": new, "reason": reason}
         rows.append(row)
     for start in range(0, len(rows), BATCH):
-        part = rows[start:start + BATCH]
+        part = rows[start : start + BATCH]
         db.session.execute(update(Customer), part)
         moved = [changes[row["id"]] for row in part if row["id"] in changes]
         if moved:
@@ -118,10 +136,27 @@ def _yield_to_writers() -> None:
         time.sleep(WRITER_GAP_SECONDS)
 
 
-SCORE_COLUMNS = ("monetary", "frequency", "recency", "total_quantity", "num_unique_products", "avg_price_per_unit",
-                 "store_visit_frequency", "active_days", "avg_purchase_gap_days", "spend_12m", "first_purchase_at",
-                 "last_purchase_at", "churn_probability", "churn_band", "churn_reasons", "churn_priority", "p_alive",
-                 "expected_purchases_90d", "clv_12m")
+SCORE_COLUMNS = (
+    "monetary",
+    "frequency",
+    "recency",
+    "total_quantity",
+    "num_unique_products",
+    "avg_price_per_unit",
+    "store_visit_frequency",
+    "active_days",
+    "avg_purchase_gap_days",
+    "spend_12m",
+    "first_purchase_at",
+    "last_purchase_at",
+    "churn_probability",
+    "churn_band",
+    "churn_reasons",
+    "churn_priority",
+    "p_alive",
+    "expected_purchases_90d",
+    "clv_12m",
+)
 
 
 def _clear_unscored(scored: set[int], old_tiers: dict, now: datetime, reason: str, with_tiers: bool) -> list[dict]:
@@ -137,11 +172,14 @@ def _clear_unscored(scored: set[int], old_tiers: dict, now: datetime, reason: st
     if with_tiers:
         values["tier"] = None
     for start in range(0, len(gone), BATCH):
-        db.session.execute(update(Customer).where(Customer.id.in_(gone[start:start + BATCH])).values(**values))
+        db.session.execute(update(Customer).where(Customer.id.in_(gone[start : start + BATCH])).values(**values))
     if not with_tiers:
         return []
-    return [{"customer_id": cid, "at": now, "old_tier": old_tiers[cid], "new_tier": None, "reason": reason}
-            for cid in gone if old_tiers.get(cid) is not None]
+    return [
+        {"customer_id": cid, "at": now, "old_tier": old_tiers[cid], "new_tier": None, "reason": reason}
+        for cid in gone
+        if old_tiers.get(cid) is not None
+    ]
 
 
 def _wall(value):

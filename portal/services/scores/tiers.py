@@ -1,4 +1,5 @@
 """Tier summaries and the "how far to your next reward" messages (templates are settings)."""
+
 from __future__ import annotations
 
 import math
@@ -11,8 +12,8 @@ from portal import model_store
 from portal.extensions import db
 from portal.formatting import money
 from portal.models import Customer, ModelRecord
-from portal.services.customers import customers as customer_service
 from portal.services import settings as settings_service
+from portal.services.customers import customers as customer_service
 
 TIERS = settings_service.TIERS  # best first
 
@@ -26,9 +27,14 @@ def summary(user) -> dict:
     """
     base = customer_service.filtered_customers({}, user).subquery()
     rows = db.session.execute(
-        select(base.c.tier, func.count(), func.sum(base.c.monetary), func.count(base.c.monetary),
-               func.max(base.c.scored_at))
-        .group_by(base.c.store_id, base.c.tier, base.c.churn_band)).all()
+        select(
+            base.c.tier,
+            func.count(),
+            func.sum(base.c.monetary),
+            func.count(base.c.monetary),
+            func.max(base.c.scored_at),
+        ).group_by(base.c.store_id, base.c.tier, base.c.churn_band)
+    ).all()
     members: dict = defaultdict(int)
     spend: dict = defaultdict(list)
     priced: dict = defaultdict(int)
@@ -45,12 +51,17 @@ def summary(user) -> dict:
     cards = []
     for tier in (*TIERS, None):
         count = members.get(tier, 0)
-        cards.append({
-            "tier": tier, "members": count, "share_members": count / total_members,
-            "revenue": revenue.get(tier, 0.0), "share_revenue": revenue.get(tier, 0.0) / total_revenue,
-            "avg_spend": revenue.get(tier, 0.0) / priced[tier] if priced.get(tier) else None,
-            "reward": values.get(f"reward.{tier}") if tier else None,
-        })
+        cards.append(
+            {
+                "tier": tier,
+                "members": count,
+                "share_members": count / total_members,
+                "revenue": revenue.get(tier, 0.0),
+                "share_revenue": revenue.get(tier, 0.0) / total_revenue,
+                "avg_spend": revenue.get(tier, 0.0) / priced[tier] if priced.get(tier) else None,
+                "reward": values.get(f"reward.{tier}") if tier else None,
+            }
+        )
     return {"cards": cards, "scored_at": max(scored) if scored else None}
 
 
@@ -62,8 +73,9 @@ def tier_floors() -> dict[str, float]:
     """
     floors = {}
     for tier in TIERS:
-        low = db.session.scalar(select(func.min(Customer.monetary))
-                                .where(Customer.tier == tier, Customer.erased_at.is_(None)))
+        low = db.session.scalar(
+            select(func.min(Customer.monetary)).where(Customer.tier == tier, Customer.erased_at.is_(None))
+        )
         if low is not None:
             floors[tier] = float(low)
     return floors
@@ -81,19 +93,22 @@ def progress_message(customer: Customer, values: dict | None = None, floors: dic
         purchases = max(int(values["tier.min_frequency"]) - int(customer.frequency), 0)
         spend = max(Decimal(str(values["tier.min_monetary"])) - Decimal(customer.monetary or 0), Decimal(0))
         return values["tier.message.progress"].format(
-            purchases=purchases, spend=money(spend, store), next_tier="Bronze", reward=values["reward.Bronze"])
+            purchases=purchases, spend=money(spend, store), next_tier="Bronze", reward=values["reward.Bronze"]
+        )
     index = TIERS.index(customer.tier) if customer.tier in TIERS else 0
     if index == 0:
         return values["tier.message.top"].format(reward=values[f"reward.{customer.tier}"])
     next_tier = TIERS[index - 1]
     floors = floors if floors is not None else tier_floors()
     gap = max(Decimal(str(floors.get(next_tier, 0))) - Decimal(customer.monetary or 0), Decimal(0))
-    return values["tier.message.next"].format(spend=money(gap, store), next_tier=next_tier,
-                                              reward=values[f"reward.{next_tier}"])
+    return values["tier.message.next"].format(
+        spend=money(gap, store), next_tier=next_tier, reward=values[f"reward.{next_tier}"]
+    )
 
 
 def latest_moves() -> dict | None:
     """How customers moved between tiers at the last training (kept in the active model's record)."""
-    record = db.session.scalar(select(ModelRecord).where(ModelRecord.name == "segmentation",
-                                                         ModelRecord.active.is_(True)))
+    record = db.session.scalar(
+        select(ModelRecord).where(ModelRecord.name == "segmentation", ModelRecord.active.is_(True))
+    )
     return (record.manifest or {}).get("moves") if record else None

@@ -3,6 +3,7 @@
 Each ``train_*`` is a job function (``progress`` first) so the Models page runs it in the
 background and ``flask train`` runs the very same code in the foreground.
 """
+
 from __future__ import annotations
 
 import logging
@@ -10,14 +11,11 @@ import logging
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from portal import model_store
-from portal import jobs
-from portal.jobs import JobError
+from portal import jobs, model_store
 from portal.extensions import db
-
-from portal.services.scores import outlook
-from portal.services.scores import scoring
+from portal.jobs import JobError
 from portal.services import settings as settings_service
+from portal.services.scores import outlook, scoring
 from portal.services.scores.dataset import load_lines
 from preprocessing import churn as churn_model
 from preprocessing import segmentation
@@ -34,8 +32,12 @@ def _quiet(*_args) -> None:
 
 def _window(lines: pd.DataFrame) -> dict:
     named = lines[lines["customer_id"].notna()]
-    return {"from": str(lines["purchase_date"].min()), "to": str(lines["purchase_date"].max()),
-            "lines": int(len(lines)), "customers": int(named["customer_id"].nunique())}
+    return {
+        "from": str(lines["purchase_date"].min()),
+        "to": str(lines["purchase_date"].max()),
+        "lines": int(len(lines)),
+        "customers": int(named["customer_id"].nunique()),
+    }
 
 
 def _lines_or_refuse() -> pd.DataFrame:
@@ -55,23 +57,44 @@ def train_segmentation(progress=_quiet, rescore: bool = True) -> dict:
     features = compute_features(lines)
     progress(0.5, "fitting K-Means")
     try:
-        result = segmentation.fit_segmentation(features, k=values["tier.k"], min_frequency=values["tier.min_frequency"],
-                                               min_monetary=values["tier.min_monetary"])
+        result = segmentation.fit_segmentation(
+            features,
+            k=values["tier.k"],
+            min_frequency=values["tier.min_frequency"],
+            min_monetary=values["tier.min_monetary"],
+        )
     except ValueError as exc:
         raise JobError(f"Cannot fit tiers: {exc}. Lower the bar on the settings page.") from None
     centres = result.centres.reset_index().to_dict("records")
     profile = result.profile.reset_index().to_dict("records")
-    params = {"cluster_tiers": {str(k): v for k, v in result.cluster_tiers.items()},
-              "features": list(result.features), "centres": centres, "profile": profile,
-              "min_frequency": values["tier.min_frequency"], "min_monetary": values["tier.min_monetary"], "k": values["tier.k"]}
-    metrics = {"silhouette": result.silhouette, "n_customers": result.n_customers, "n_total": result.n_total,
-               "share_eligible": result.n_customers / max(result.n_total, 1)}
-    model_store.save("segmentation",
-                     {model_store.SEGMENTATION_FILE: result.kmeans, model_store.SCALER_FILE: result.scaler},
-                     data_window=_window(lines), metrics=metrics, params=params)
+    params = {
+        "cluster_tiers": {str(k): v for k, v in result.cluster_tiers.items()},
+        "features": list(result.features),
+        "centres": centres,
+        "profile": profile,
+        "min_frequency": values["tier.min_frequency"],
+        "min_monetary": values["tier.min_monetary"],
+        "k": values["tier.k"],
+    }
+    metrics = {
+        "silhouette": result.silhouette,
+        "n_customers": result.n_customers,
+        "n_total": result.n_total,
+        "share_eligible": result.n_customers / max(result.n_total, 1),
+    }
+    model_store.save(
+        "segmentation",
+        {model_store.SEGMENTATION_FILE: result.kmeans, model_store.SCALER_FILE: result.scaler},
+        data_window=_window(lines),
+        metrics=metrics,
+        params=params,
+    )
     db.session.commit()
-    summary = {"message": f"Tiers fitted on {result.n_customers:,} of {result.n_total:,} customers "
-                          f"(silhouette {result.silhouette:.2f})", **metrics}
+    summary = {
+        "message": f"Tiers fitted on {result.n_customers:,} of {result.n_total:,} customers "
+        f"(silhouette {result.silhouette:.2f})",
+        **metrics,
+    }
     if rescore:
         progress(0.7, "re-scoring customers")
         moved = scoring.rescore_all(reason="segmentation retrained")
@@ -86,8 +109,9 @@ def _record_moves(moved: dict) -> None:
 
     from portal.models import ModelRecord
 
-    record = db.session.scalar(select(ModelRecord).where(ModelRecord.name == "segmentation",
-                                                         ModelRecord.active.is_(True)))
+    record = db.session.scalar(
+        select(ModelRecord).where(ModelRecord.name == "segmentation", ModelRecord.active.is_(True))
+    )
     if record is not None:
         record.manifest = {**record.manifest, "moves": {"up": moved["up"], "down": moved["down"]}}
         db.session.commit()
@@ -103,9 +127,14 @@ def train_churn(progress=_quiet, rescore: bool = True) -> dict:
     with threadpool_limits(limits=1):  # OpenMP threads oversubscribe a busy 2-core host (50x slower seen)
         result = churn_model.train_churn(lines, horizon_days=horizon)
     info = result.manifest()
-    model_store.save("churn", {model_store.CHURN_FILE: result.model}, data_window=_window(lines),
-                     metrics=info.pop("metrics"), params={"chosen": result.chosen, "horizon_days": horizon},
-                     extra=info)
+    model_store.save(
+        "churn",
+        {model_store.CHURN_FILE: result.model},
+        data_window=_window(lines),
+        metrics=info.pop("metrics"),
+        params={"chosen": result.chosen, "horizon_days": horizon},
+        extra=info,
+    )
     db.session.commit()
     summary = {"message": ("Churn model: " + result.reason), "chosen": result.chosen, "fallback": result.fallback}
     if rescore:
@@ -128,13 +157,24 @@ def train_clv(progress=_quiet, rescore: bool = True) -> dict:
         gg = clv.fit_gamma_gamma(summary_frame)
     except clv.CLVFitError as exc:
         raise JobError(f"Cannot fit the lifetime-value model: {exc}") from None
-    params = {"bgnbd": {k: float(getattr(bg, k)) for k in ("r", "alpha", "a", "b")},
-              "gamma_gamma": {k: float(getattr(gg, k)) for k in ("p", "q", "v")},
-              "unit": "days"}
-    metrics = {"bgnbd_log_likelihood": float(bg.log_likelihood), "gamma_gamma_log_likelihood": float(gg.log_likelihood),
-               "customers": int(bg.n), "repeat_buyers": int(gg.n)}
-    model_store.save("clv", {model_store.CLV_FILE: {"bgnbd": bg, "gamma_gamma": gg}}, data_window=_window(lines),
-                     metrics=metrics, params=params)
+    params = {
+        "bgnbd": {k: float(getattr(bg, k)) for k in ("r", "alpha", "a", "b")},
+        "gamma_gamma": {k: float(getattr(gg, k)) for k in ("p", "q", "v")},
+        "unit": "days",
+    }
+    metrics = {
+        "bgnbd_log_likelihood": float(bg.log_likelihood),
+        "gamma_gamma_log_likelihood": float(gg.log_likelihood),
+        "customers": int(bg.n),
+        "repeat_buyers": int(gg.n),
+    }
+    model_store.save(
+        "clv",
+        {model_store.CLV_FILE: {"bgnbd": bg, "gamma_gamma": gg}},
+        data_window=_window(lines),
+        metrics=metrics,
+        params=params,
+    )
     db.session.commit()
     progress(0.5, "forecasting the next 12 months and backtesting")
     outlook.record_outlook(lines, bg, gg, progress)
@@ -157,8 +197,12 @@ def train_bundles(progress=_quiet, rescore: bool = False) -> dict:
 def train_all(progress=_quiet) -> dict:
     """Train every model in turn, then score customers once. A model that cannot be fitted on these
     data is skipped with its reason; the others still train."""
-    steps = [("segmentation", train_segmentation), ("churn", train_churn), ("clv", train_clv),
-             ("bundles", train_bundles)]
+    steps = [
+        ("segmentation", train_segmentation),
+        ("churn", train_churn),
+        ("clv", train_clv),
+        ("bundles", train_bundles),
+    ]
     messages = []
     for i, (name, func) in enumerate(steps):
         progress(i / (len(steps) + 1), f"training {name}")

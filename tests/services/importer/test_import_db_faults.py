@@ -6,6 +6,7 @@ exactly as they were, and let the same file be imported again once the fault is 
 imports small generated files (good, bad, duplicated and already-imported rows) with the real
 importer and checks that the counts it reports add up and match what the database gained.
 """
+
 from __future__ import annotations
 
 import csv
@@ -14,8 +15,9 @@ import os
 from collections import Counter
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
 from hypothesis import event as tally
+from hypothesis import strategies as st
 from sqlalchemy import event, func, select
 
 from portal.models import ImportProblem, ImportRun, Product, PurchaseLine, Store
@@ -41,8 +43,15 @@ def _generated_csv(tmp_path, n: int, seed: int = 7) -> str:
 
 def _import(path: str, all_or_nothing: bool = False) -> ImportRun:
     """Record a run for ``path`` and execute it the way the CLI does (no background job)."""
-    run, _ = runs.create_run("transactions", path, os.path.basename(path), store=None, user_email="test",
-                             source="cli", all_or_nothing=all_or_nothing)
+    run, _ = runs.create_run(
+        "transactions",
+        path,
+        os.path.basename(path),
+        store=None,
+        user_email="test",
+        source="cli",
+        all_or_nothing=all_or_nothing,
+    )
     return runs.execute(run.id)
 
 
@@ -57,6 +66,7 @@ def _problems(db, run_id: int) -> int:
 
 # -- a PostgreSQL connection killed during the import ----------------------------------------------------------
 
+
 def _pg_url(db) -> str:
     return db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
@@ -66,14 +76,17 @@ def _terminate(url: str, pid: int) -> None:
     import psycopg
 
     with psycopg.connect(url, autocommit=True, application_name="loyalist-test-killer") as admin:
-        ended = admin.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
-                              "WHERE pid = %s AND datname = current_database() AND pid <> pg_backend_pid()",
-                              (pid,)).fetchall()
+        ended = admin.execute(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+            "WHERE pid = %s AND datname = current_database() AND pid <> pg_backend_pid()",
+            (pid,),
+        ).fetchall()
     assert ended == [(True,)], f"backend {pid} was not terminated: {ended}"
 
 
 def test_postgresql_connection_killed_mid_import_fails_cleanly_and_the_retry_imports_everything(
-        db, tmp_path, monkeypatch):
+    db, tmp_path, monkeypatch
+):
     if not os.environ.get("DATABASE_URL", "").startswith("postgresql"):
         pytest.skip(PG_ONLY)
     _stores(db)
@@ -118,11 +131,13 @@ def test_postgresql_connection_killed_mid_import_fails_cleanly_and_the_retry_imp
     after = counts(db)
     assert after["lines"] == before["lines"] + n
     assert after["customers"] > before["customers"] and after["products"] > before["products"]
-    assert db.session.scalar(select(func.count()).select_from(PurchaseLine)
-                             .where(PurchaseLine.import_id == retry.id)) == n
+    assert (
+        db.session.scalar(select(func.count()).select_from(PurchaseLine).where(PurchaseLine.import_id == retry.id)) == n
+    )
 
 
 # -- a full SQLite database ------------------------------------------------------------------------------------
+
 
 class _PageLimit:
     """Caps every pooled SQLite connection at ``pages`` database pages (``PRAGMA max_page_count``).
@@ -205,12 +220,23 @@ def test_database_faults_are_told_apart_from_bugs():
 
 # -- property: the counts an import reports add up, and match what the database gained ------------------------
 
-HEADER = ["customer_id", "transaction_id", "purchase_date", "product_id", "product_name", "quantity",
-          "price_per_unit", "total_amount", "Mobile"]
+HEADER = [
+    "customer_id",
+    "transaction_id",
+    "purchase_date",
+    "product_id",
+    "product_name",
+    "quantity",
+    "price_per_unit",
+    "total_amount",
+    "Mobile",
+]
 PRODUCTS = {"P1": "Blue Mug", "P2": "Teapot", "P3": "Apron"}
-BAD = {"bad_date": ("purchase_date", ["yesterday", "2025-02-30", "2025-13-01 10:00:00"]),
-       "bad_amount": ("price_per_unit", ["twelve", "1.2.3"]),
-       "missing_value": ("quantity", [""])}
+BAD = {
+    "bad_date": ("purchase_date", ["yesterday", "2025-02-30", "2025-13-01 10:00:00"]),
+    "bad_amount": ("price_per_unit", ["twelve", "1.2.3"]),
+    "missing_value": ("quantity", [""]),
+}
 _examples = itertools.count()
 
 
@@ -220,17 +246,27 @@ def _good_row(draw) -> dict:
     qty = draw(st.sampled_from([1, 2, 3, -1]))
     price = draw(st.sampled_from([2.5, 12.0, 34.0]))
     customer = draw(st.sampled_from(["C1", "C2", "C3", ""]))
-    return {"customer_id": customer, "transaction_id": draw(st.sampled_from(["T1", "T2", "T3", "T4"])),
-            "purchase_date": f"2025-03-{draw(st.integers(1, 28)):02d} {draw(st.integers(0, 23)):02d}:00:00",
-            "product_id": pid, "product_name": PRODUCTS[pid], "quantity": str(qty), "price_per_unit": f"{price:.2f}",
-            "total_amount": f"{qty * price:.2f}", "Mobile": "+1 202 555 01" + customer[-1:].rjust(2, "0"),
-            "bad": False}
+    return {
+        "customer_id": customer,
+        "transaction_id": draw(st.sampled_from(["T1", "T2", "T3", "T4"])),
+        "purchase_date": f"2025-03-{draw(st.integers(1, 28)):02d} {draw(st.integers(0, 23)):02d}:00:00",
+        "product_id": pid,
+        "product_name": PRODUCTS[pid],
+        "quantity": str(qty),
+        "price_per_unit": f"{price:.2f}",
+        "total_amount": f"{qty * price:.2f}",
+        "Mobile": "+1 202 555 01" + customer[-1:].rjust(2, "0"),
+        "bad": False,
+    }
 
 
 @st.composite
 def _row(draw, earlier: list[dict], so_far: list[dict]) -> dict:
-    kind = draw(st.sampled_from(["good", "good", "bad_date", "bad_amount", "missing_value", "bad_phone",
-                                 "duplicate", "earlier"]))
+    kind = draw(
+        st.sampled_from(
+            ["good", "good", "bad_date", "bad_amount", "missing_value", "bad_phone", "duplicate", "earlier"]
+        )
+    )
     if kind == "duplicate" and so_far:
         return dict(draw(st.sampled_from(so_far)))
     if kind == "earlier":
@@ -276,9 +312,11 @@ def _line_keys(rows: list[dict], prefix: str) -> list[tuple[str, str, int]]:
 
 
 def _keys_in_db(db, prefix: str) -> set[tuple[str, str, int]]:
-    query = (select(PurchaseLine.transaction_ref, Product.external_id, PurchaseLine.line_no)
-             .join(Product, Product.id == PurchaseLine.product_id)
-             .where(PurchaseLine.transaction_ref.startswith(prefix)))
+    query = (
+        select(PurchaseLine.transaction_ref, Product.external_id, PurchaseLine.line_no)
+        .join(Product, Product.id == PurchaseLine.product_id)
+        .where(PurchaseLine.transaction_ref.startswith(prefix))
+    )
     return {tuple(r) for r in db.session.execute(query)}
 
 
@@ -286,8 +324,9 @@ def _line_count(db) -> int:
     return db.session.scalar(select(func.count()).select_from(PurchaseLine))
 
 
-@settings(max_examples=30, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(case=_case())
 def test_import_counts_add_up_and_match_the_database(db, tmp_path, monkeypatch, case):
     earlier, rows, all_or_nothing = case
@@ -321,5 +360,7 @@ def test_import_counts_add_up_and_match_the_database(db, tmp_path, monkeypatch, 
     assert gained == run.new_rows == len(expected_new)
     assert run.duplicate_rows == len(valid) - len(expected_new)
     assert _keys_in_db(db, prefix) == earlier_keys | expected_new
-    assert db.session.scalar(select(func.count()).select_from(PurchaseLine)
-                             .where(PurchaseLine.import_id == run.id)) == run.new_rows
+    assert (
+        db.session.scalar(select(func.count()).select_from(PurchaseLine).where(PurchaseLine.import_id == run.id))
+        == run.new_rows
+    )

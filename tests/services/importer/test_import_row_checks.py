@@ -1,6 +1,7 @@
 """PostgreSQL: the purchase lines' foreign keys checked set-based (row_checks) give the same result as
 PostgreSQL's own per-row checks, hold the same locks, refuse the same bad rows, and fall back when the
 database role may not skip the triggers. PostgreSQL only: CI's second pass runs these."""
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,10 @@ from portal.services.importer import history, merge, row_checks, runs, staging
 from tests.services.importer.test_import_db_faults import _generated_csv, _import, _pg_url, _stores
 from tests.web.test_imports import LOYALIST, write
 
-pytestmark = pytest.mark.skipif(not os.environ.get("DATABASE_URL", "").startswith("postgresql"),
-                                reason="DATABASE_URL is not PostgreSQL: this runs in CI's PostgreSQL pass")
+pytestmark = pytest.mark.skipif(
+    not os.environ.get("DATABASE_URL", "").startswith("postgresql"),
+    reason="DATABASE_URL is not PostgreSQL: this runs in CI's PostgreSQL pass",
+)
 
 PLAIN_ROLE = "loyalist_plain_importer"
 NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -54,10 +57,20 @@ def _lines(db) -> list[tuple]:
     """Every line with its keys spelled out (external ids, not the surrogate ids of this database)."""
     db.session.expire_all()
     rows = db.session.execute(
-        select(PurchaseLine.transaction_ref, Product.external_id, PurchaseLine.line_no, Customer.external_id,
-               Store.name, PurchaseLine.purchased_at, PurchaseLine.quantity, PurchaseLine.amount)
-        .join(Product, Product.id == PurchaseLine.product_id).join(Store, Store.id == PurchaseLine.store_id)
-        .outerjoin(Customer, Customer.id == PurchaseLine.customer_id)).all()
+        select(
+            PurchaseLine.transaction_ref,
+            Product.external_id,
+            PurchaseLine.line_no,
+            Customer.external_id,
+            Store.name,
+            PurchaseLine.purchased_at,
+            PurchaseLine.quantity,
+            PurchaseLine.amount,
+        )
+        .join(Product, Product.id == PurchaseLine.product_id)
+        .join(Store, Store.id == PurchaseLine.store_id)
+        .outerjoin(Customer, Customer.id == PurchaseLine.customer_id)
+    ).all()
     return sorted(tuple(r) for r in rows)
 
 
@@ -84,11 +97,13 @@ def test_set_based_and_per_row_checks_import_the_same_lines(db, tmp_path, monkey
 
 def _parents(db, tmp_path) -> int:
     """A committed product P1, customer C1 and import run; returns the run's id."""
-    db.session.add_all([Product(external_id="P1", name="Mug"),
-                        Customer(external_id="C1", sms_consent="unknown", created_at=NOW)])
+    db.session.add_all(
+        [Product(external_id="P1", name="Mug"), Customer(external_id="C1", sms_consent="unknown", created_at=NOW)]
+    )
     db.session.commit()
-    run, _ = runs.create_run("transactions", write(tmp_path, "x.csv", LOYALIST), "x.csv", store=None,
-                             user_email="test", source="cli")
+    run, _ = runs.create_run(
+        "transactions", write(tmp_path, "x.csv", LOYALIST), "x.csv", store=None, user_email="test", source="cli"
+    )
     run_id = run.id
     db.session.remove()
     return run_id
@@ -99,8 +114,10 @@ def _staged(conn, store_id: int) -> None:
     staging.create_tables(conn, "transactions")
     conn.execute(text("INSERT INTO _stage_products VALUES ('P1', 'Mug')"))
     conn.execute(text("INSERT INTO _stage_custs VALUES ('C1', NULL, :s)"), {"s": store_id})
-    conn.execute(text("INSERT INTO _stage_lines VALUES ('C1', 'T1', 'P1', 0, :s, '2026-01-02 10:00', 1, 2, 2, NULL)"),
-                 {"s": store_id})
+    conn.execute(
+        text("INSERT INTO _stage_lines VALUES ('C1', 'T1', 'P1', 0, :s, '2026-01-02 10:00', 1, 2, 2, NULL)"),
+        {"s": store_id},
+    )
     staging.index_tables(conn, "transactions")
 
 
@@ -129,18 +146,22 @@ def test_set_based_checks_lock_the_referenced_rows_and_restore_the_triggers(db, 
         assert conn.exec_driver_sql("SHOW session_replication_role").scalar() == "origin"
         conn.exec_driver_sql("SAVEPOINT after")
         with pytest.raises(IntegrityError):  # a line naming a missing product is caught again
-            conn.execute(text("""
+            conn.execute(
+                text("""
                 INSERT INTO purchase_lines (transaction_ref, product_id, line_no, store_id, purchased_at, quantity,
                                             unit_price, amount) VALUES ('T9', 99999, 0, :s, now(), 1, 1, 1)"""),
-                         {"s": store_id})
+                {"s": store_id},
+            )
         conn.exec_driver_sql("ROLLBACK TO SAVEPOINT after")
         with psycopg.connect(_pg_url(db), autocommit=True) as other:
             other.execute("SET lock_timeout = '300ms'")
             # Changing a column that is not a key is allowed, as with PostgreSQL's own checks.
             other.execute("UPDATE stores SET timezone = 'Europe/London' WHERE id = %s", (store_id,))
-            for statement, value in (("DELETE FROM stores WHERE id = %s", store_id),
-                                     ("DELETE FROM imports WHERE id = %s", import_id),
-                                     ("UPDATE products SET id = id + 1000 WHERE external_id = %s", "P1"),
-                                     ("DELETE FROM customers WHERE external_id = %s", "C1")):
+            for statement, value in (
+                ("DELETE FROM stores WHERE id = %s", store_id),
+                ("DELETE FROM imports WHERE id = %s", import_id),
+                ("UPDATE products SET id = id + 1000 WHERE external_id = %s", "P1"),
+                ("DELETE FROM customers WHERE external_id = %s", "C1"),
+            ):
                 with pytest.raises(psycopg.errors.LockNotAvailable):
                     other.execute(statement, (value,))

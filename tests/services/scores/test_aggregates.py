@@ -4,6 +4,7 @@ Scoring on PostgreSQL takes ``customer_features_sql``; a customer's tier, recenc
 not change because the store moved from SQLite to PostgreSQL (or grew past what fits in pandas).
 Runs on SQLite by default and on PostgreSQL with DATABASE_URL set.
 """
+
 from functools import cache
 
 import numpy as np
@@ -28,13 +29,32 @@ def _same(sql: pd.DataFrame, pandas: pd.DataFrame) -> None:
 
 
 def _line(customer, tx, when, product, qty, price):
-    return (customer, tx, pd.Timestamp(when), product, f"Product {product}", float(qty), float(price),
-            round(float(qty) * float(price), 2))
+    return (
+        customer,
+        tx,
+        pd.Timestamp(when),
+        product,
+        f"Product {product}",
+        float(qty),
+        float(price),
+        round(float(qty) * float(price), 2),
+    )
 
 
 def _frame(rows) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=["customer_id", "transaction_id", "purchase_date", "product_id",
-                                        "product_name", "quantity", "price_per_unit", "total_amount"])
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "customer_id",
+            "transaction_id",
+            "purchase_date",
+            "product_id",
+            "product_name",
+            "quantity",
+            "price_per_unit",
+            "total_amount",
+        ],
+    )
     frame["customer_id"] = frame["customer_id"].astype(object).where(frame["customer_id"].notna(), None)
     return frame
 

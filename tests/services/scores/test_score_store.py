@@ -1,5 +1,6 @@
 """Scores are written in batches that each commit with their tier changes: on SQLite a page request
 that writes gets the write lock between batches instead of waiting for the whole rescore."""
+
 import sqlite3
 
 import pytest
@@ -41,8 +42,11 @@ def test_batches_commit_with_their_tier_changes_and_let_writers_in_between(app, 
     # Between batches, every customer given a tier so far has its history entry already committed.
     assert all(scored == logged for scored, logged in gaps) and gaps[0][0] <= 7 < gaps[-1][0]
     tiers = dict(db.session.execute(select(Customer.id, Customer.tier)).all())
-    latest = dict(db.session.execute(select(TierChange.customer_id, TierChange.new_tier)
-                                     .order_by(TierChange.at, TierChange.id)).all())
+    latest = dict(
+        db.session.execute(
+            select(TierChange.customer_id, TierChange.new_tier).order_by(TierChange.at, TierChange.id)
+        ).all()
+    )
     assert latest == {cid: tier for cid, tier in tiers.items() if tier is not None}
 
 
@@ -53,6 +57,7 @@ def test_postgresql_customers_are_vacuumed_after_scoring(app, db, seed_lines):
     seed_lines(synthetic_lines(n_customers=60))
     training.train_segmentation()
     db.session.commit()
-    pages, visible = db.session.execute(text(
-        "SELECT relpages, relallvisible FROM pg_class WHERE oid = 'customers'::regclass")).one()
+    pages, visible = db.session.execute(
+        text("SELECT relpages, relallvisible FROM pg_class WHERE oid = 'customers'::regclass")
+    ).one()
     assert pages > 0 and visible == pages

@@ -6,6 +6,7 @@ customer's tier, churn band or lifetime value must not change because of which p
 The SQL aggregates also run on SQLite, so both paths are compared on whichever database the suite
 runs on (SQLite by default, PostgreSQL with DATABASE_URL set).
 """
+
 from functools import cache
 
 import numpy as np
@@ -14,10 +15,8 @@ import pytest
 from sqlalchemy import select
 
 from portal.models import Customer, PurchaseLine
-from portal.services.scores import aggregates
-from portal.services.scores import scoring
-from portal.services.scores import training
 from portal.services import settings as settings_service
+from portal.services.scores import aggregates, scoring, training
 from portal.services.scores.dataset import load_lines
 from preprocessing import churn, clv
 from tests.conftest import synthetic_lines
@@ -26,13 +25,32 @@ TOL = {"check_exact": False, "rtol": 1e-9, "atol": 1e-9}
 
 
 def _line(customer, tx, when, product, qty, price):
-    return (customer, tx, pd.Timestamp(when), product, f"Product {product}", float(qty), float(price),
-            round(float(qty) * float(price), 2))
+    return (
+        customer,
+        tx,
+        pd.Timestamp(when),
+        product,
+        f"Product {product}",
+        float(qty),
+        float(price),
+        round(float(qty) * float(price), 2),
+    )
 
 
 def _frame(rows) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=["customer_id", "transaction_id", "purchase_date", "product_id",
-                                        "product_name", "quantity", "price_per_unit", "total_amount"])
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "customer_id",
+            "transaction_id",
+            "purchase_date",
+            "product_id",
+            "product_name",
+            "quantity",
+            "price_per_unit",
+            "total_amount",
+        ],
+    )
     frame["customer_id"] = frame["customer_id"].astype(object).where(frame["customer_id"].notna(), None)
     return frame
 
@@ -120,8 +138,12 @@ def test_edge_cases_match_pandas_and_hand_computed_values(app, db, seed_lines):
     expected_windows.index = expected_windows.index.astype(str)
     pd.testing.assert_frame_equal(windows, expected_windows.sort_index(), **TOL)
     by_hand = {  # spend_last, purchases_last, spend_prev, purchases_prev
-        "EDGE90": (5.0, 1, 4.0, 1), "EDGE180": (0.0, 0, 12.0, 1), "ATASOF": (12.0, 2, 0.0, 0),
-        "RETURNER": (8.0, 1, -5.0, 0), "SINGLE": (0.0, 0, 9.0, 1), "SAMEDAY": (15.5, 3, 0.0, 0),
+        "EDGE90": (5.0, 1, 4.0, 1),
+        "EDGE180": (0.0, 0, 12.0, 1),
+        "ATASOF": (12.0, 2, 0.0, 0),
+        "RETURNER": (8.0, 1, -5.0, 0),
+        "SINGLE": (0.0, 0, 9.0, 1),
+        "SAMEDAY": (15.5, 3, 0.0, 0),
         "ZERO": (2.5, 2, 0.0, 0),
     }
     assert set(windows.index) == set(by_hand)  # anonymous lines have no row
@@ -156,8 +178,14 @@ def test_edge_cases_scoring_inputs_agree_with_the_last_line_anonymous(app, db, s
 
 def test_no_named_lines_gives_no_inputs_either_way(app, db, seed_lines):
     assert scoring.inputs_from_database() is None and scoring.inputs_from_lines(load_lines()) is None
-    seed_lines(_frame([_line(None, "T01", "2026-06-30 10:00", "P1", 5, 4.00),
-                       _line("GONE", "T02", "2026-06-30 11:00", "P1", 1, 4.00)]))
+    seed_lines(
+        _frame(
+            [
+                _line(None, "T01", "2026-06-30 10:00", "P1", 5, 4.00),
+                _line("GONE", "T02", "2026-06-30 11:00", "P1", 1, 4.00),
+            ]
+        )
+    )
     db.session.execute(PurchaseLine.__table__.delete().where(PurchaseLine.customer_id.isnot(None)))
     db.session.commit()  # only the anonymous sale is left (a customer row without lines)
     assert scoring.inputs_from_database() is None and scoring.inputs_from_lines(load_lines()) is None
@@ -165,9 +193,24 @@ def test_no_named_lines_gives_no_inputs_either_way(app, db, seed_lines):
 
 
 def _stored_scores(db) -> pd.DataFrame:
-    columns = ["external_id", "tier", "churn_band", "churn_reasons", "churn_probability", "p_alive",
-               "expected_purchases_90d", "clv_12m", "monetary", "spend_12m", "frequency", "recency",
-               "store_visit_frequency", "avg_purchase_gap_days", "first_purchase_at", "last_purchase_at"]
+    columns = [
+        "external_id",
+        "tier",
+        "churn_band",
+        "churn_reasons",
+        "churn_probability",
+        "p_alive",
+        "expected_purchases_90d",
+        "clv_12m",
+        "monetary",
+        "spend_12m",
+        "frequency",
+        "recency",
+        "store_visit_frequency",
+        "avg_purchase_gap_days",
+        "first_purchase_at",
+        "last_purchase_at",
+    ]
     rows = db.session.execute(select(*(getattr(Customer, c) for c in columns))).all()
     frame = pd.DataFrame(rows, columns=columns).set_index("external_id").sort_index()
     for col in ("monetary", "spend_12m", "clv_12m"):
@@ -189,8 +232,11 @@ def test_rescore_stores_the_same_scores_whichever_path_computes_them(app, db, se
 
     monkeypatch.setattr(aggregates, "use_sql_features", lambda: True)
     monkeypatch.setattr(scoring, "load_lines", no_lines)
-    db.session.execute(Customer.__table__.update().values(churn_probability=None, churn_band=None, p_alive=None,
-                                                          clv_12m=None, monetary=None, spend_12m=None))
+    db.session.execute(
+        Customer.__table__.update().values(
+            churn_probability=None, churn_band=None, p_alive=None, clv_12m=None, monetary=None, spend_12m=None
+        )
+    )
     db.session.commit()
     by_sql = scoring.rescore_all(reason="sql path")
     sql_scores = _stored_scores(db)
@@ -199,8 +245,16 @@ def test_rescore_stores_the_same_scores_whichever_path_computes_them(app, db, se
     assert pandas_scores["churn_probability"].notna().sum() == by_sql["scored"]
     assert pandas_scores["clv_12m"].notna().sum() == by_sql["scored"]
     assert pandas_scores["tier"].notna().any() and (pandas_scores["churn_band"] == "High").any()
-    exact = ["tier", "churn_band", "churn_reasons", "frequency", "recency", "store_visit_frequency",
-             "first_purchase_at", "last_purchase_at"]
+    exact = [
+        "tier",
+        "churn_band",
+        "churn_reasons",
+        "frequency",
+        "recency",
+        "store_visit_frequency",
+        "first_purchase_at",
+        "last_purchase_at",
+    ]
     pd.testing.assert_frame_equal(sql_scores[exact], pandas_scores[exact])
     close = [c for c in sql_scores.columns if c not in exact]
     pd.testing.assert_frame_equal(sql_scores[close], pandas_scores[close], **TOL)
