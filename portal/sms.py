@@ -1,24 +1,6 @@
 """The one door to Twilio: sending, delivery lookups and webhook signatures.
 
-Nothing else in Loyalist imports ``twilio``. Callers get an :class:`SmsGateway` from
-:func:`gateway_from_config` — a :class:`TwilioGateway` when credentials and a sender are
-configured, else a :class:`DryRunGateway` that sends nothing — and a :class:`SendResult` back
-from every ``send``. The gateway never raises for a failed send and never retries: it makes
-exactly one HTTP request and says what happened, so the campaign engine alone decides about
-retries, backoff and exactly-once.
-
-Exactly-once note for the engine: Twilio has no idempotency key on message creation. A send
-whose request may have reached Twilio without us seeing the answer (read timeout, connection
-dropped after the request went out, a 5xx that a proxy may have sent after Twilio created
-it) comes back with ``retryable=True`` *and* ``maybe_sent=True``; resending it blindly could
-message the customer twice. Ask ``gateway.find_sent(to, body, since=claimed_at)`` first: a
-SID means it went out (record it); None means it did not (safe to send again). Look only once
-the attempt is over a minute old, so a request Twilio was still processing has landed.
-Bodies carry a per-recipient coupon code, so matching on the body is exact.
-
-What an SMS text means or costs without asking Twilio (reply keywords, segment counting) is
-in portal/sms_text.py; its names are re-exported here, so ``sms.classify_reply`` and
-``sms.segment_info`` keep working.
+Why it works this way: docs/design-notes.md#the-twilio-door.
 """
 
 from __future__ import annotations
@@ -39,45 +21,16 @@ from twilio.rest import Client
 from twilio.twiml.messaging_response import MessagingResponse
 from urllib3.exceptions import NewConnectionError
 
-from portal.sms_text import (
-    GSM7_BASIC,
-    GSM7_EXTENSION,
-    GSM7_PART,
-    GSM7_SINGLE,
-    HELP_WORDS,
-    OPT_IN_WORDS,
-    OPT_OUT_WORDS,
-    UCS2_PART,
-    UCS2_SINGLE,
-    Reply,
-    SegmentInfo,
-    classify_reply,
-    segment_info,
-)
-
 __all__ = [
     "ACCOUNT_ERROR_CODES",
-    "GSM7_BASIC",
-    "GSM7_EXTENSION",
-    "GSM7_PART",
-    "GSM7_SINGLE",
-    "HELP_WORDS",
-    "OPT_IN_WORDS",
     "OPT_OUT_ERROR_CODE",
-    "OPT_OUT_WORDS",
-    "UCS2_PART",
-    "UCS2_SINGLE",
     "DryRunGateway",
-    "Reply",
-    "SegmentInfo",
     "SendResult",
     "SmsGateway",
     "SmsLookupError",
     "TwilioGateway",
-    "classify_reply",
     "compute_signature",
     "gateway_from_config",
-    "segment_info",
     "twiml_message",
     "verify_signature",
 ]

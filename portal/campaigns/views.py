@@ -29,7 +29,7 @@ from portal.services.campaigns import campaigns as campaign_service
 from portal.services.campaigns import results as campaign_results
 from portal.services.clock import aware, utcnow
 from portal.services.customers.customers import get_for_user
-from portal.services.lists import segments
+from portal.services.lists import registry, segments
 
 bp = Blueprint("campaigns", __name__)
 SENDERS = ("admin", "manager")
@@ -264,7 +264,7 @@ def detail(campaign_id: int):
     page = Page.from_request(rows, key=OutboxMessage.id, scalars=False, size=100)
     messages = sum(n for s, n in counts.items() if s != "control")
     done = sum(n for s, n in counts.items() if s in outbox.FINAL and s != "control")
-    export_available = _template_exists("lists/_export.html") and "campaign-recipients" in _lists()
+    export_available = "campaign-recipients" in registry.LISTS
     return render_template(
         "campaigns/detail.html",
         campaign=campaign,
@@ -282,22 +282,6 @@ def detail(campaign_id: int):
         export_available=export_available,
         export_params={"campaign": str(campaign.id)},
     )
-
-
-def _template_exists(name: str) -> bool:
-    try:
-        current_app.jinja_env.get_template(name)
-    except Exception:
-        return False
-    return True
-
-
-def _lists() -> set[str]:
-    try:
-        from portal.services.lists import exports
-    except ImportError:
-        return set()
-    return set(getattr(exports, "LISTS", {}))
 
 
 @bp.route("/campaigns/<int:campaign_id>/send", methods=["POST"])

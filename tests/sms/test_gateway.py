@@ -11,19 +11,16 @@ from fake_twilio import ACCOUNT_SID, AUTH_TOKEN
 from werkzeug.datastructures import ImmutableMultiDict
 
 from portal.sms import (
-    HELP_WORDS,
-    OPT_IN_WORDS,
-    OPT_OUT_WORDS,
     DryRunGateway,
     SmsGateway,
     SmsLookupError,
     TwilioGateway,
-    classify_reply,
     compute_signature,
     gateway_from_config,
     twiml_message,
     verify_signature,
 )
+from portal.sms_text import HELP_WORDS, OPT_IN_WORDS, OPT_OUT_WORDS, classify_reply
 
 SID_SHAPE = re.compile(r"^SM[0-9a-f]{32}$")
 FROM = "+15005550006"

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from portal.models import Campaign, ConsentEvent, OutboxMessage, Product, PurchaseLine
 from portal.services.campaigns import campaigns
 from portal.services.campaigns import results as cr
-from portal.sms import segment_info
+from portal.sms_text import segment_info
 
 T0 = datetime(2026, 3, 10, 15, 0, tzinfo=timezone.utc)  # first send: 11:00 in New York (EDT)
 

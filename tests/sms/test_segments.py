@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from portal.sms import segment_info
+from portal.sms_text import segment_info
 
 
 @pytest.mark.parametrize(

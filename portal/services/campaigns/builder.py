@@ -23,7 +23,7 @@ from portal.services.campaigns import campaigns as campaign_service
 from portal.services.campaigns.quiet_hours import is_quiet, window_opens
 from portal.services.customers.customers import FILTER_KEYS
 from portal.services.lists import registry, segments
-from portal.sms import segment_info
+from portal.sms_text import segment_info
 
 PREVIEW_COUNT = 3
 

@@ -1,22 +1,6 @@
 """Coupon redemption: a campaign's code counts once, before expiry, for its own customer and store.
 
-A code is redeemed in one of two ways:
-
-* **From imports** — the transaction importer stores a ``coupon_code`` column on
-  ``PurchaseLine``; :func:`redeem_from_imports` matches those lines to outbox rows. A transaction
-  (all lines sharing ``transaction_ref``) redeems a code at most once, the earliest qualifying
-  transaction wins, and running it again changes nothing.
-* **By staff** on the customer page (:func:`redeem_by_staff`), audited.
-
-The rules, the same for both: the code's message went out (sent, delivered, dry-run, or
-unknown — never a row that certainly did not leave, such as pending, cancelled, failed or
-skipped); the purchase is by the customer the code was sent to; at that customer's store;
-after the message was sent and no later than the offer's expiry; and only once. "Once" is
-enforced by a compare-and-set ``UPDATE … WHERE redeemed_at IS NULL``, so two tills redeeming the
-same code at the same moment cannot both succeed.
-
-Purchase times are store-local wall times (as imported); they are converted with the store's
-time zone before being compared with the UTC send and expiry times.
+Why it works this way: docs/design-notes.md#coupon-redemption.
 """
 
 from __future__ import annotations

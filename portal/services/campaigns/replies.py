@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import select
 
-from portal import sms
+from portal import sms_text
 from portal.extensions import db
 from portal.models import Customer, Store
 from portal.services.campaigns.outbox import store_event
@@ -19,7 +19,7 @@ def record_reply(form: Mapping[str, str]) -> str | None:
     sid = form.get("MessageSid") or form.get("SmsSid") or ""
     phone = (form.get("From") or "").strip()
     body = form.get("Body") or ""
-    reply = sms.classify_reply(body)
+    reply = sms_text.classify_reply(body)
     keyword = body.strip().strip(".!?¡¿ ").upper()[:20] if reply else None
     customers = db.session.scalars(select(Customer).where(Customer.phone == phone)).all() if phone else []
     event = store_event(

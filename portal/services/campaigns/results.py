@@ -1,30 +1,6 @@
 """Campaign results: delivery, redemptions, and purchases of the messaged group against the control group.
 
-What is compared
-----------------
-Creating a campaign splits the eligible audience at random into the **messaged** group and a
-**control** group that is never messaged. Both are measured over the same window: from the first
-message sent to ``sms.result_days`` days later (default 30). Groups are compared as assigned
-(intention to treat): every messaged-group row counts, also when its send failed or was
-cancelled, so the random split keeps the comparison fair; a failed or cancelled send only
-dilutes the effect, it cannot invent one.
-
-* **Purchase rate**: the share of the group's customers with at least one purchase line of a
-  positive amount in the window.
-* **Revenue per customer**: the net amount (returns subtract) bought in the window, averaged over
-  every customer of the group (customers who bought nothing count as 0).
-
-The statistics (95 % intervals)
--------------------------------
-* Difference of proportions, normal approximation (Wald, unpooled):
-  ``d = p1 − p0``, ``se = sqrt(p1(1−p1)/n1 + p0(1−p0)/n0)``, interval ``d ± 1.96·se``.
-* Difference of means, Welch: ``d = m1 − m0``, ``se = sqrt(s1²/n1 + s0²/n0)`` with the sample
-  variances (n−1), Welch–Satterthwaite degrees of freedom
-  ``df = se⁴ / ((s1²/n1)²/(n1−1) + (s0²/n0)²/(n0−1))``, interval ``d ± t(0.975, df)·se``.
-
-Both approximations need enough data: we say "too small to conclude" unless each group has at
-least 30 customers and, for the purchase rate, at least 5 buyers and 5 non-buyers (the usual
-n·p ≥ 5 rule for the normal approximation). Results are shown "so far" until the window ends.
+Why it works this way: docs/design-notes.md#campaign-results.
 """
 
 from __future__ import annotations
@@ -40,7 +16,7 @@ from portal.formatting import money
 from portal.models import Campaign, ConsentEvent, OutboxMessage, PurchaseLine, Store
 from portal.services import settings
 from portal.services.clock import aware, zone
-from portal.sms import GSM7_BASIC, segment_info
+from portal.sms_text import GSM7_BASIC, segment_info
 
 CONFIDENCE = 0.95
 MIN_GROUP = 30

@@ -1,24 +1,6 @@
 """PostgreSQL: check the new purchase lines' foreign keys once per referenced row, not once per line.
 
-A purchase line has four foreign keys (product, customer, store, import). PostgreSQL checks each
-with a trigger per inserted row — ``SELECT 1 FROM parent WHERE id = $1 FOR KEY SHARE`` — which is
-four million lookups for a million-line file, about 40 % of the import's time. Every line of one
-import points at a few hundred products, at most a few hundred thousand customers, a handful of
-stores and one import, so the same guarantee costs far less set-based:
-
-1. lock every referenced parent row ``FOR KEY SHARE`` in one statement per table (exactly the lock
-   the per-row trigger takes: until the import commits, nobody can delete those rows or change
-   their keys);
-2. check that every staged store id and the import exist (product and customer ids come from a join
-   on those very tables, so they exist by construction; an id that vanished before step 1 is not
-   joined at all, exactly as with the triggers);
-3. insert with ``session_replication_role = replica`` set for that one statement, which skips
-   PostgreSQL's foreign-key triggers for this transaction only (other sessions keep theirs).
-
-Setting ``session_replication_role`` needs a superuser or, from PostgreSQL 15, ``GRANT SET ON
-PARAMETER session_replication_role TO <role>``. Without it — or when a staged store id does not
-exist — the insert runs with the per-row checks as before, so the outcome is the same either way;
-only the time differs. The constraints stay declared, so deletes elsewhere are still checked.
+Why it works this way: docs/design-notes.md#foreign-keys-on-postgresql.
 """
 
 from __future__ import annotations

@@ -1,24 +1,6 @@
 """Per-customer features computed by the database (GROUP BY), for stores too big to pull into pandas.
 
-``customer_features_sql`` returns the same table as
-``preprocessing.features.compute_features(load_lines(), as_of)`` — same definitions, index, column
-order and dtypes — but the database aggregates the purchase lines and only one row per customer
-travels to Python, read in chunks. On PostgreSQL with 10M lines this avoids building a multi-GB
-line frame; ``use_sql_features()`` says when scoring should take this path.
-
-Definitions follow ``preprocessing.features`` exactly:
-- sums, distinct counts and the min/max purchase timestamps are aggregated in SQL over the named
-  lines (customer set) dated on or before ``as_of``;
-- ``store_visit_frequency`` counts distinct calendar days (the database's date of the wall-clock
-  timestamp: ``CAST(.. AS DATE)`` on PostgreSQL, ``date(..)`` on SQLite);
-- the day arithmetic (``active_days``, ``recency``, ``avg_purchase_gap_days``) is done in numpy from
-  the first/last timestamps floored to whole days, as ``compute_features`` does, so no
-  dialect-specific interval arithmetic is needed.
-
-Scoring's other two inputs come the same way, so ``scoring`` never loads every line on PostgreSQL:
-``churn_windows_sql`` is ``preprocessing.churn.trend_windows`` (spend and purchases in the last and
-previous 90 days) and ``clv_day_totals_sql`` the per-customer purchase-day totals
-``preprocessing.clv.rfm_summary_from_day_totals`` turns into the CLV summary.
+Why it works this way: docs/design-notes.md#features-in-the-database.
 """
 
 from __future__ import annotations
