@@ -2,7 +2,7 @@
 
 from flask_wtf import FlaskForm
 from wtforms import FloatField, StringField
-from wtforms.validators import InputRequired, Length, NumberRange, StopValidation
+from wtforms.validators import InputRequired, Length, NumberRange, StopValidation, ValidationError
 
 from portal.services.settings import BY_KEY
 
@@ -43,12 +43,12 @@ def _number(label: str, key: str, scale: float, description: str) -> NumberField
 class MiningForm(FlaskForm):
     """Mine again with these thresholds; percentages here, fractions in the settings and the model."""
 
-    min_support = _number(
-        "Minimum support (% of baskets)",
-        "bundles.min_support",
-        100,
-        "Share of baskets that must contain every product of a bundle. "
-        "The original 10 % rarely finds anything in a store with hundreds of products.",
+    min_baskets = _number(
+        "Minimum baskets",
+        "bundles.min_baskets",
+        1,
+        "Baskets that must hold the product and the dead-stock item together. It replaces the minimum "
+        "support (a share of baskets): the original 10 % rarely finds anything in a store with hundreds of products.",
     )
     min_confidence = _number(
         "Minimum confidence (%)",
@@ -69,10 +69,14 @@ class MiningForm(FlaskForm):
         "Units sold / initial stock below this counts as dead stock.",
     )
 
+    def validate_min_baskets(self, field) -> None:
+        if field.data is not None and field.data != int(field.data):
+            raise ValidationError("Enter a whole number of baskets, e.g. 10.")
+
     def job_kwargs(self) -> dict:
         """The service's keyword arguments (fractions)."""
         return {
-            "min_support": round(self.min_support.data / 100, 10),
+            "min_baskets": int(self.min_baskets.data),
             "min_confidence": round(self.min_confidence.data / 100, 10),
             "min_lift": float(self.min_lift.data),
             "dead_stock_ratio": round(self.dead_stock_ratio.data / 100, 10),
@@ -80,7 +84,7 @@ class MiningForm(FlaskForm):
 
     def fill(self, params: dict) -> None:
         """Show ``params`` (fractions, as stored) in the fields."""
-        self.min_support.data = round(params["min_support"] * 100, 8)
+        self.min_baskets.data = int(params["min_baskets"])
         self.min_confidence.data = round(params["min_confidence"] * 100, 8)
         self.min_lift.data = params["min_lift"]
         self.dead_stock_ratio.data = round(params["dead_stock_ratio"] * 100, 8)

@@ -16,14 +16,15 @@ bp = Blueprint("bundles", __name__)
 
 MINERS = ("admin", "manager")
 DEAD_SHOWN = 200
-# The export's sort keys; the page opens on the biggest opportunities (most baskets) first.
+# The export's sort keys, plus the rank: rules are stored most stock value to clear first, so id order is it.
 SORTS = {
+    "rank": BundleRule.id,
     "lift": BundleRule.lift,
     "confidence": BundleRule.confidence,
     "support": BundleRule.support,
     "baskets": BundleRule.baskets,
 }
-DEFAULT_SORT = "-baskets"
+DEFAULT_SORT = "rank"
 RULES_PER_PAGE = 20
 
 
@@ -38,7 +39,9 @@ def _sort_url(current: str):
 
     def url(key: str) -> str:
         args = {k: v for k, v in request.args.to_dict().items() if k not in ("after", "sort", "job")}
-        return url_for("bundles.index", **args, sort=key if current == f"-{key}" else f"-{key}") + "#suggestions"
+        first = key if key == "rank" else f"-{key}"  # the rank reads best first; the numbers largest first
+        flipped = f"-{key}" if key == "rank" else key
+        return url_for("bundles.index", **args, sort=flipped if current == first else first) + "#suggestions"
 
     return url
 
@@ -81,7 +84,10 @@ def _render(form: MiningForm, status: int = 200):
     if page.next_url and request.endpoint != "bundles.index":  # re-shown after a refused POST
         page.next_url = page.next_url.replace(url_for(request.endpoint), url_for("bundles.index"), 1)
     names = bundle_service.display_names(page.items)
-    suggestions = [{"rule": r, "pitch": bundle_service.pitch_html(r, names)} for r in page.items]
+    suggestions = [
+        {"rule": r, "pitch": bundle_service.pitch_html(r, names), "dead": bundle_service.dead_item(model, r)}
+        for r in page.items
+    ]
     lookup_form = LookupForm(args)
     found = bundle_service.lookup(lookup_form.product.data, model) if args.get("product") else None
     found_pitches = (
@@ -96,8 +102,8 @@ def _render(form: MiningForm, status: int = 200):
     suggestion = None
     if outcome is not None and outcome.status == "done":
         result = outcome.result or {}
-        if result.get("suggested_support"):
-            suggestion = {**result.get("params", {}), "min_support": result["suggested_support"]}
+        if result.get("suggested_baskets"):
+            suggestion = {**result.get("params", {}), "min_baskets": result["suggested_baskets"]}
     return render_template(
         "bundles/index.html",
         model=model,

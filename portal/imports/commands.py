@@ -58,9 +58,17 @@ def _problems_report(run: ImportRun) -> str | None:
 
 
 def run_file(
-    kind: str, path: str, store: Store | None, overrides: dict | None = None, all_or_nothing: bool = False, as_of=None
+    kind: str,
+    path: str,
+    store: Store | None,
+    overrides: dict | None = None,
+    all_or_nothing: bool = False,
+    as_of=None,
+    stale_ok: bool = False,
 ) -> ImportRun:
-    """Import one file now (no background job: the command is the long-running process)."""
+    """Import one file now (no background job: the command is the long-running process).
+
+    A stale transactions file (see ``importer.stale_refusal``) is refused unless ``stale_ok``."""
     try:
         run, found = importer.create_run(
             kind,
@@ -72,6 +80,7 @@ def run_file(
             overrides=overrides,
             all_or_nothing=all_or_nothing,
             as_of=as_of,
+            stale_ok=stale_ok,
         )
     except importer.ImportRefused as exc:
         raise importer.ImportRefused(f"{os.path.basename(path)}: {exc}") from exc
@@ -80,6 +89,14 @@ def run_file(
         + ", ".join(f"{h} -> {f}" for f, h in found.mapping.items()),
         err=True,
     )
+    check = importer.file_check(run)
+    if check and not check.get("error"):
+        click.echo(
+            f"{os.path.basename(path)}: purchases {check['first']} to {check['last']}; stored for "
+            f"{', '.join(check['stores']) or 'no known store'}: {check['store_first'] or 'none'} to "
+            f"{check['store_last'] or 'none'}; {check['customers']:,} customers, {check['new_customers']:,} new",
+            err=True,
+        )
     return importer.execute(run.id)
 
 
@@ -90,8 +107,9 @@ def run_file(
 @click.option("--map", "maps", multiple=True, metavar="SOURCE=FIELD", help="Correct the detected mapping.")
 @click.option("--all-or-nothing", is_flag=True, help="Refuse the whole file if any row is bad.")
 @click.option("--as-of", type=click.DateTime(formats=["%Y-%m-%d"]), help="Reference date (stock levels' date).")
+@click.option("--stale-ok", is_flag=True, help="Import a transactions file that ends long before the store's data.")
 @with_appcontext
-def import_command(kind, file, store_name, maps, all_or_nothing, as_of):
+def import_command(kind, file, store_name, maps, all_or_nothing, as_of, stale_ok):
     """Import a transactions, stock or customers file (CSV, CSV.GZ or XLSX)."""
     from portal.cli import refuse
 
@@ -104,7 +122,7 @@ def import_command(kind, file, store_name, maps, all_or_nothing, as_of):
             refuse(f"no store named {store_name!r} (stores: {names})")
     lower_priority(current_app)  # batch work: the web pages on this machine come first
     try:
-        run = run_file(kind, file, store, overrides, all_or_nothing, as_of.date() if as_of else None)
+        run = run_file(kind, file, store, overrides, all_or_nothing, as_of.date() if as_of else None, stale_ok)
     except importer.ImportRefused as exc:
         refuse(str(exc))
     report = _problems_report(run)

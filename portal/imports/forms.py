@@ -44,6 +44,7 @@ class ActionForm(FlaskForm):
 
 class ConfirmForm(FlaskForm):
     all_or_nothing = BooleanField("Import nothing if any row is bad")
+    stale_ok = BooleanField("This file ends long before the store's data: I mean to import it anyway")
 
 
 def mapping_form(kind: str, headers: list[str], mapping: dict[str, str], all_or_nothing: bool = False):

@@ -159,9 +159,15 @@ def mapping(import_id: int):
         if missing:
             problems.append("Required fields are not mapped: " + ", ".join(missing) + ".")
         if not problems:
-            importer.set_mapping(run, chosen, all_or_nothing=bool(form.all_or_nothing.data))
-            importer.start(run)
-            return redirect(url_for("imports.detail", import_id=run.id))
+            importer.set_mapping(
+                run, chosen, all_or_nothing=bool(form.all_or_nothing.data), stale_ok=bool(form.stale_ok.data)
+            )
+            stale = importer.stale_refusal(run)
+            if stale:
+                problems.append(stale)
+            else:
+                importer.start(run)
+                return redirect(url_for("imports.detail", import_id=run.id))
     elif request.method == "POST":
         problems.append("The form expired; reload the page and try again.")
     preview = found.preview.head(10)
@@ -171,6 +177,7 @@ def mapping(import_id: int):
         found=found,
         form=form,
         problems=problems,
+        check=importer.file_check(run),
         preview_rows=preview.to_dict("records"),
         preview_index=list(preview.index),
         can_import=current_user.role in IMPORTERS,

@@ -1,8 +1,9 @@
 """Dead stock and the bundles that could move it, on the stored stock levels and transactions.
 
-The pure work (ratios, baskets, itemsets, rules, the "nothing found, try X" suggestion and the
-sentence a manager reads) is ``preprocessing.bundling``; this module feeds it from the database,
-stores the rules under a ``bundles`` model record and answers the page's questions.
+The pure work is ``preprocessing.bundling`` (dead stock, the sentence a manager reads) and
+``preprocessing.suggestions`` (one suggestion per dead-stock product, ranked by the stock value it
+can clear); this module feeds them from the database, stores the suggestions as ``BundleRule`` rows
+under a ``bundles`` model record (in rank order) and answers the page's questions.
 
 Rules are one global model (baskets from every store). Dead stock is per (product, store) stock
 row; a product counts as dead stock for mining when it is dead in at least one store.
@@ -20,24 +21,25 @@ from threadpoolctl import threadpool_limits
 
 from portal import jobs, model_store
 from portal.extensions import db
+from portal.formatting import money
 from portal.jobs import JobError
 from portal.models import BundleRule, Job, ModelRecord, Product, PurchaseLine, StockLevel, Store
 from portal.params import parse_id
 from portal.security import user_store_id
 from portal.services import settings as settings_service
 from portal.services.scores.dataset import load_lines
-from preprocessing import bundling
+from preprocessing import bundling, suggestions
 
 # Job functions whose results are bundle mining runs (the page shows the latest one's outcome).
 JOB = "bundles.mine"
 JOB_FUNCS = (JOB, "train.bundles")  # the bundles page's mining, the Models page's
 PARAM_KEYS = {
-    "min_support": "bundles.min_support",
+    "min_baskets": "bundles.min_baskets",
     "min_confidence": "bundles.min_confidence",
     "min_lift": "bundles.min_lift",
     "dead_stock_ratio": "bundles.dead_stock_ratio",
 }
-MAX_LEN = 3  # antecedent + consequent: pairs and triples are what a shelf can show
+MAX_LEN = 2  # one product to put the dead item next to (two-product antecedents win on a handful of baskets)
 UNKNOWN_LIMIT = 200
 
 
@@ -233,10 +235,15 @@ def dead_stock_report(
 
 
 def parameters(**overrides) -> dict:
-    """Mining parameters: the settings, replaced by any override that is not None."""
+    """Mining parameters: the settings, replaced by any override that is not None.
+
+    ``min_baskets`` (a count of baskets) replaces the old ``min_support`` (a share of baskets): the
+    share that finds suggestions depends on the store's size, a number of baskets does not.
+    """
     values = settings_service.all_values()
     params = {name: float(values[key]) for name, key in PARAM_KEYS.items()}
     params.update({k: float(v) for k, v in overrides.items() if k in PARAM_KEYS and v is not None})
+    params["min_baskets"] = max(1, int(round(params["min_baskets"])))
     return params
 
 
@@ -259,109 +266,146 @@ def _with_names(lines: pd.DataFrame) -> pd.DataFrame:
     return lines.assign(product_name=ids.map(names).fillna(ids))
 
 
+def _dead_products(dead: pd.DataFrame) -> pd.DataFrame:
+    """One row per dead-stock product (dead in at least one store): its worst sold ratio, the stock value
+    tied up in every store where it is dead (NaN when no such row has a price)."""
+    if dead.empty:
+        return pd.DataFrame(columns=["product_id", "product_name", "sold_ratio", "stock_value"])
+    frame = dead.dropna(subset=["product_id"]).assign(
+        sold_ratio=lambda f: pd.to_numeric(f["sold_ratio"], errors="coerce"),
+        stock_value=lambda f: pd.to_numeric(f["stock_value"], errors="coerce"),
+    )
+    return (
+        frame.groupby("product_id", sort=True)
+        .agg(
+            product_name=("product_name", "first"),
+            sold_ratio=("sold_ratio", "min"),
+            stock_value=("stock_value", lambda s: s.sum(min_count=1)),
+        )
+        .reset_index()
+    )
+
+
+def _fewer_baskets(lines, dead, params) -> tuple[int | None, int]:
+    """When nothing passes: the largest smaller basket count that finds suggestions, and how many."""
+    tried = sorted({b for b in (params["min_baskets"] // 2, params["min_baskets"] // 4, 3, 2) if 1 < b}, reverse=True)
+    for baskets in (b for b in tried if b < params["min_baskets"]):
+        found = suggestions.dead_stock_suggestions(
+            lines, dead, baskets, params["min_confidence"], params["min_lift"], MAX_LEN
+        )
+        if len(found):
+            return baskets, int(len(found))
+    return None, 0
+
+
 @jobs.job(JOB)
 def train(
     progress=_quiet,
-    min_support: float | None = None,
+    min_baskets: int | None = None,
     min_confidence: float | None = None,
     min_lift: float | None = None,
     dead_stock_ratio: float | None = None,
 ) -> dict:
-    """Mine bundle rules for dead stock on the stored transactions and store them as the active model.
+    """Find one bundle suggestion per dead-stock product on the stored transactions; store them as the model.
 
-    Parameters default to the settings; the page passes its form's values. One basket per
-    transaction id. When nothing passes, nothing is stored (the previous rules stay active) and
-    the returned message says which support would find rules.
+    A suggestion puts a dead-stock product (the consequent, the only item staff are asked to move) next to
+    one product bought with it in at least ``min_baskets`` baskets (``suggestions.dead_stock_suggestions``).
+    Rules are stored most stock value to clear first, so their id order is the page's rank. Parameters
+    default to the settings; when nothing passes, nothing is stored (the previous suggestions stay) and the
+    message says which smaller basket count would find some.
 
     Returns:
-        {"message", "rules", "baskets", "dead_products", "params", "suggested_support",
+        {"message", "rules", "baskets", "dead_products", "params", "suggested_baskets",
         "suggested_rules", "model_id"} (JSON-safe).
     Raises:
         JobError: no purchase lines or no stock file yet (nothing to mine on).
     """
     params = parameters(
-        min_support=min_support, min_confidence=min_confidence, min_lift=min_lift, dead_stock_ratio=dead_stock_ratio
+        min_baskets=min_baskets, min_confidence=min_confidence, min_lift=min_lift, dead_stock_ratio=dead_stock_ratio
     )
     progress(0.05, "reading stock levels")
     stock = _stock_frame()
     if stock.empty:
         raise JobError("No stock file imported yet: import one so we know which products are dead stock.")
-    dead, _errors, _healthy = _dead_per_store(stock, params["dead_stock_ratio"])
-    dead_ids = sorted(set(dead["product_id"].dropna()))
+    dead_rows, _errors, _healthy = _dead_per_store(stock, params["dead_stock_ratio"])
+    dead = _dead_products(dead_rows)
+    dead_ids = dead["product_id"].tolist()
     progress(0.15, "reading purchase lines")
     lines = load_lines()
     if lines.empty:
         raise JobError("No purchase lines yet: import a transactions file first.")
     lines = _with_names(lines)
-    progress(
-        0.35, f"mining itemsets at {params['min_support'] * 100:.3g} % support ({len(dead_ids)} dead-stock products)"
-    )
+    n_baskets = int(lines.loc[lines["quantity"] > 0, "transaction_id"].nunique())
+    progress(0.35, f"mining pairs in at least {params['min_baskets']:,} baskets ({len(dead_ids)} dead-stock products)")
     with threadpool_limits(limits=1):  # the host is small and shared: no thread pools
-        result = bundling.bundle_rules(
-            lines,
-            dead_ids,
-            min_support=params["min_support"],
-            min_confidence=params["min_confidence"],
-            min_lift=params["min_lift"],
-            max_len=MAX_LEN,
+        found = suggestions.dead_stock_suggestions(
+            lines, dead, params["min_baskets"], params["min_confidence"], params["min_lift"], MAX_LEN
         )
+        suggested, suggested_rules = _fewer_baskets(lines, dead, params) if found.empty else (None, 0)
+    params["min_support"] = params["min_baskets"] / n_baskets if n_baskets else 0.0  # what the count means here
+    sold = int(len(set(dead_ids) & set(lines["product_id"].astype(object))))
     summary = {
-        "rules": int(len(result.rules)),
-        "baskets": int(result.n_baskets),
+        "rules": int(len(found)),
+        "baskets": n_baskets,
         "dead_products": len(dead_ids),
         "params": params,
-        "suggested_support": None if result.suggested_support is None else float(result.suggested_support),
-        "suggested_rules": int(result.suggested_rules),
+        "suggested_baskets": suggested,
+        "suggested_rules": suggested_rules,
         "model_id": None,
     }
-    if result.rules.empty:
-        message = result.message or "no rule passed the thresholds"
-        return {**summary, "message": message[:1].upper() + message[1:]}
+    if found.empty:
+        message = f"No suggestion with at least {params['min_baskets']:,} baskets behind it"
+        if suggested:
+            message += f"; {suggested_rules:,} with {suggested:,} baskets"
+        return {**summary, "message": message}
 
-    progress(0.9, f"storing {len(result.rules):,} rules")
-    window = _window(lines, result.n_baskets)
+    progress(0.9, f"storing {len(found):,} suggestions")
+    value = float(found["stock_value"].fillna(0).sum())
     metrics = {
         "rules": summary["rules"],
-        "baskets": summary["baskets"],
+        "baskets": n_baskets,
         "dead_products": len(dead_ids),
-        "dead_products_sold": int(len(set(dead_ids) & set(lines["product_id"].astype(object)))),
+        "dead_products_sold": sold,
+        "dead_with_suggestion": int(found["product_id"].nunique()),
+        "stock_value_to_clear": value,
     }
-    record = model_store.save("bundles", {}, data_window=window, metrics=metrics, params={**params, "max_len": MAX_LEN})
+    per_item = {
+        str(r.product_id): {
+            "stock_value": None if pd.isna(r.stock_value) else float(r.stock_value),
+            "sold_ratio": None if pd.isna(r.sold_ratio) else float(r.sold_ratio),
+        }
+        for r in found.itertuples()
+    }
+    record = model_store.save(
+        "bundles",
+        {},
+        data_window=_window(lines, n_baskets),
+        metrics=metrics,
+        params={**params, "max_len": MAX_LEN},
+        extra={"dead_stock": per_item},
+    )
     db.session.flush()
     old = select(ModelRecord.id).where(ModelRecord.name == "bundles", ModelRecord.id != record.id)
     db.session.execute(delete(BundleRule).where(BundleRule.model_id.in_(old)))  # superseded rules
-    rules = result.rules
-    db.session.execute(
-        BundleRule.__table__.insert(),
-        [
-            {
-                "model_id": record.id,
-                "antecedents": list(a),
-                "consequents": list(c),
-                "antecedent_names": an,
-                "consequent_names": cn,
-                "support": float(s),
-                "confidence": float(conf),
-                "lift": float(lift),
-                "baskets": int(b),
-            }
-            for a, c, an, cn, s, conf, lift, b in zip(
-                rules["antecedents"],
-                rules["consequents"],
-                rules["antecedent_names"],
-                rules["consequent_names"],
-                rules["support"],
-                rules["confidence"],
-                rules["lift"],
-                rules["baskets"],
+    for r in found.itertuples():  # one at a time, in rank order: the ids are the ranking (a few hundred rows)
+        db.session.execute(
+            BundleRule.__table__.insert().values(
+                model_id=record.id,
+                antecedents=list(r.antecedents),
+                consequents=[r.product_id],
+                antecedent_names=r.antecedent_names,
+                consequent_names=r.product_name,
+                support=float(r.support),
+                confidence=float(r.confidence),
+                lift=float(r.lift),
+                baskets=int(r.baskets),
             )
-        ],
-    )
+        )
     db.session.commit()
     message = (
-        f"{len(rules):,} bundle rule{'s' * (len(rules) != 1)} for dead stock from {result.n_baskets:,} "
-        f"baskets at {params['min_support'] * 100:.3g} % support ({len(dead_ids)} dead-stock products, "
-        f"{metrics['dead_products_sold']} of them ever sold)"
+        f"{len(found):,} bundle suggestion{'s' * (len(found) != 1)} for dead stock from {n_baskets:,} baskets, "
+        f"each bought with its product in at least {params['min_baskets']:,} baskets ({len(dead_ids)} dead-stock "
+        f"products, {sold} of them ever sold; {money(value)} of stock to clear)"
     )
     return {**summary, "message": message, "model_id": record.id}
 
@@ -484,10 +528,9 @@ def lookup(product: str, model: ModelRecord | None = None, limit: int = 20) -> L
     message = ""
     if not rules:
         what = products[0]["product_name"] if len(products) == 1 else f"{len(products)} matching products"
-        message = (
-            f"No dead stock is bought often enough with {what} at the mined support "
-            f"({model.manifest.get('params', {}).get('min_support', 0) * 100:.3g} %)."
-        )
+        params = model.manifest.get("params", {})
+        floor = f"in {params['min_baskets']:,} baskets" if "min_baskets" in params else "at the mined support"
+        message = f"No dead stock is bought often enough with {what} ({floor} or more)."
     return Lookup(text, products, rules, display_names(rules), message)
 
 
@@ -499,5 +542,21 @@ def pct(fraction: float) -> str:
 def start_mining(user, **params) -> Job:
     """Queue a mining run with the page's parameters; it mines the whole chain's baskets (chain-wide job)."""
     return jobs.enqueue(
-        JOB, f"Mine bundles at {pct(params['min_support'])} % support", user.email, scope_store_id=None, **params
+        JOB,
+        f"Mine bundles with at least {params['min_baskets']:,} baskets",
+        user.email,
+        scope_store_id=None,
+        **params,
     )
+
+
+def dead_item(model: ModelRecord | None, rule: BundleRule) -> dict:
+    """The dead-stock item a suggestion moves: its id, name, worst sold ratio and the stock value it can clear."""
+    pid = (rule.consequents or [None])[0]
+    facts = ((model.manifest or {}).get("dead_stock") or {}).get(str(pid), {}) if model is not None else {}
+    return {
+        "product_id": pid,
+        "name": rule.consequent_names or pid,
+        "stock_value": facts.get("stock_value"),
+        "sold_ratio": facts.get("sold_ratio"),
+    }

@@ -25,7 +25,7 @@ from sqlalchemy import func, insert, select, update
 from portal import jobs
 from portal.extensions import db
 from portal.models import AuditEntry, ImportRun, Store
-from portal.services.importer import merge, staging
+from portal.services.importer import merge, prescan, staging
 from portal.services.scores import scoring
 from preprocessing.columns import (
     KINDS,
@@ -214,8 +214,13 @@ def create_run(
     all_or_nothing: bool = False,
     as_of: date | None = None,
     only_store_id: int | None = None,
+    stale_ok: bool = False,
 ) -> tuple[ImportRun, Inspection]:
-    """Record a pending run with the detected mapping (corrected by ``overrides``: header -> field)."""
+    """Record a pending run with the detected mapping (corrected by ``overrides``: header -> field).
+
+    A transactions file is scanned first (``prescan``: its dates, stores and new customers against the
+    database); ``stale_ok`` is the confirmation that a file ending long before the store's data is meant.
+    """
     from preprocessing.columns import apply_overrides
 
     found = inspect(path, filename, kind)
@@ -242,6 +247,8 @@ def create_run(
             "only_store_id": only_store_id,
             "read_as": found.described,
             "sha256": file_sha256(path),
+            "prescan": _prescan(kind, path, filename, dict(found.mapping), store),
+            "stale_ok": bool(stale_ok),
         },
     )
     db.session.add(run)
@@ -249,12 +256,46 @@ def create_run(
     return run, found
 
 
-def set_mapping(run: ImportRun, mapping: dict[str, str], all_or_nothing: bool | None = None) -> list[str]:
-    """Store the manager's corrected mapping (field -> header) and, when given, the all-or-nothing choice;
-    returns the required fields still missing."""
+def _prescan(kind: str, path: str, filename: str, mapping: dict, store: Store) -> dict | None:
+    """The file's first look (transactions with a purchase date only); a file that breaks mid-way says so."""
+    if kind != "transactions" or not mapping.get("purchase_date"):
+        return None
+    try:
+        with _damaged_gzip():
+            return prescan.scan(path, filename, mapping, store, _read_table)
+    except FileFormatError as exc:
+        return {"error": exc.message, "columns": prescan.columns_of(mapping)}
+
+
+def file_check(run: ImportRun) -> dict | None:
+    """What the mapping page shows about a transactions file before it is imported (``prescan.scan``), or None."""
+    return (run.options or {}).get("prescan")
+
+
+def stale_refusal(run: ImportRun) -> str | None:
+    """Why the run may not go ahead without a confirmation (a stale file), or None."""
+    found = file_check(run)
+    if found and found.get("stale") and not (run.options or {}).get("stale_ok"):
+        return prescan.stale_message(found)
+    return None
+
+
+def set_mapping(
+    run: ImportRun, mapping: dict[str, str], all_or_nothing: bool | None = None, stale_ok: bool | None = None
+) -> list[str]:
+    """Store the manager's corrected mapping (field -> header) and, when given, the all-or-nothing choice and
+    the stale-file confirmation; a new date, store or customer column scans the file again. Returns the
+    required fields still missing."""
     run.mapping = {f: h for f, h in mapping.items() if h}
+    options = dict(run.options or {})
     if all_or_nothing is not None:
-        run.options = {**(run.options or {}), "all_or_nothing": bool(all_or_nothing)}
+        options["all_or_nothing"] = bool(all_or_nothing)
+    if stale_ok is not None:
+        options["stale_ok"] = bool(stale_ok)
+    if run.kind == "transactions" and prescan.columns_of(run.mapping) != (options.get("prescan") or {}).get("columns"):
+        store = db.session.get(Store, run.store_id)
+        options["prescan"] = _prescan(run.kind, run.stored_path, run.filename, run.mapping, store)
+    run.options = options
     db.session.commit()
     return missing_required(run.mapping, run.kind)
 
@@ -314,6 +355,9 @@ def execute(import_id: int, progress=None) -> ImportRun:
             + ", ".join(missing)
             + ". Map them on the mapping page (or with --map source_column=field).",
         )
+    stale = stale_refusal(run)
+    if stale:
+        return _finish(run, "refused", stale)
     ctx = _context(run, mapping)
     region = db.session.get(Store, ctx.store_id).phone_region or "US"
     options = dict(run.options or {})
