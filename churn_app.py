@@ -5,6 +5,7 @@ from flask_login import current_user
 
 from portal.models import Customer
 from portal.paging import Page
+from portal.services.customers.customers import LIFECYCLES
 from portal.services.scores import churn as churn_service
 from portal.services.scores import model_info
 
@@ -27,5 +28,6 @@ def index():
         page=page,
         params=request.args,
         list_name="at-risk",
+        lifecycles=LIFECYCLES,
         has_clv=has_clv,
     )

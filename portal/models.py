@@ -149,6 +149,8 @@ class Customer(db.Model):
     p_alive: Mapped[float | None] = mapped_column(Float)
     expected_purchases_90d: Mapped[float | None] = mapped_column(Float)
     clv_12m: Mapped[Decimal | None] = mapped_column(MONEY)
+    # New / Active / At risk / Lapsing / Lost (preprocessing.lifecycle), set at scoring.
+    lifecycle: Mapped[str | None] = mapped_column(String(10))
     scored_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_sms_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     store: Mapped[Store | None] = relationship()
@@ -165,6 +167,7 @@ class Customer(db.Model):
         Index("ix_customers_last_purchase_at", "last_purchase_at"),
         Index("ix_customers_store_monetary", "store_id", "monetary"),
         Index("ix_customers_store_churn", "store_id", "churn_probability"),
+        Index("ix_customers_store_lifecycle", "store_id", "lifecycle"),
         Index("ix_customers_churn_priority", "churn_priority", "id"),
         # Covering index for the summary counts (dashboard KPIs, tier cards, band cards): grouped by
         # (store_id, tier, churn_band) they read this narrow index in order, never the wide rows

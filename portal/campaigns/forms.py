@@ -6,6 +6,7 @@ from datetime import datetime
 
 from flask_wtf import FlaskForm
 from wtforms import (
+    BooleanField,
     DateField,
     DateTimeLocalField,
     HiddenField,
@@ -19,10 +20,22 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 
 from portal.services.campaigns import campaigns as campaign_service
+from portal.services.customers.customers import LIFECYCLES
 from portal.services.settings import BANDS, TIERS
 
 #: Builder fields that are list filters (the same keys as every list page and --filter on the CLI).
-FILTER_FIELDS = ("band", "tier", "store", "min_recency", "max_recency", "days_since_sms", "q", "consent")
+FILTER_FIELDS = (
+    "band",
+    "lifecycle",
+    "tier",
+    "store",
+    "min_recency",
+    "max_recency",
+    "days_since_sms",
+    "q",
+    "consent",
+    "include_lost",
+)
 
 
 class ActionForm(FlaskForm):
@@ -69,6 +82,15 @@ class BuilderForm(FlaskForm):
     )
     band = SelectField(
         "Churn band", choices=[SelectChoice("", "Any band")] + [SelectChoice(b, f"{b} risk") for b in BANDS]
+    )
+    lifecycle = SelectField(
+        "Status",
+        choices=[SelectChoice("", "Any status")] + [SelectChoice(s, s) for s in LIFECYCLES],
+        default="",
+    )
+    include_lost = BooleanField(
+        "Include lost customers",
+        description="Lost customers (gone for over a year, unlikely to return) are left out unless ticked.",
     )
     tier = SelectField(
         "Tier",
@@ -145,7 +167,9 @@ class BuilderForm(FlaskForm):
         params = {}
         for key in FILTER_FIELDS:
             value = getattr(self, key).data
-            if value not in (None, ""):
+            if value is True:  # a ticked box, as the lists' query string spells it
+                params[key] = "1"
+            elif value not in (None, "", False):
                 params[key] = str(value).strip()
         return {k: v for k, v in params.items() if v}
 

@@ -68,6 +68,8 @@ def detail(customer_id: int):
         "reward": values.get(f"reward.{customer.tier}") if customer.tier else None,
         "progress": tier_service.progress_message(customer, values),
         "action": values.get(f"churn.action.{customer.churn_band}") if customer.churn_band else None,
+        "lifecycle": customer_service.LIFECYCLE_MEANING.get(customer.lifecycle or ""),
+        "horizon": values["churn.horizon_days"],
     }
     return render_template(
         "customers/detail.html",

@@ -14,6 +14,7 @@ from preprocessing.segmentation import TIER_NAMES
 
 TIERS = TIER_NAMES  # best first; the names segmentation gives its clusters
 BANDS = ("High", "Medium", "Low")
+BAR_MODES = ("derived", "fixed")  # tiers.bar: from the store's data, or tier.min_frequency / tier.min_monetary
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,37 @@ class Spec:
 
 
 SPECS: tuple[Spec, ...] = (
+    Spec(
+        "tiers.bar",
+        "str",
+        "derived",
+        "Tiers",
+        "Eligibility bar",
+        "“derived”: from the store's own data at each training (see tiers.share); “fixed”: the two numbers below.",
+        min=1,
+        max=10,
+    ),
+    Spec(
+        "tiers.share",
+        "float",
+        0.25,
+        "Tiers",
+        "Derived bar: share of the last 12 months' customers above each part of the bar",
+        "The bar is the purchases and the spend that this share of the customers who bought in the last "
+        "12 months reach; either one unlocks a tier.",
+        min=0.01,
+        max=0.99,
+    ),
+    Spec(
+        "tiers.retention_months",
+        "int",
+        12,
+        "Tiers",
+        "Tier retention period (months)",
+        "A tier is kept this long after the last purchase; a customer idle longer loses it at the next review.",
+        min=1,
+        max=120,
+    ),
     Spec("tier.min_frequency", "int", 15, "Tiers", "Purchases needed for a tier", min=1, max=100000),
     Spec(
         "tier.min_monetary",
@@ -103,6 +135,27 @@ SPECS: tuple[Spec, ...] = (
     Spec("bundles.min_support", "float", 0.1, "Bundles", "Minimum support", min=0.0001, max=1),
     Spec("bundles.min_confidence", "float", 0.05, "Bundles", "Minimum confidence", min=0.0, max=1),
     Spec("bundles.min_lift", "float", 1.0, "Bundles", "Minimum lift", min=0.0, max=1000),
+    Spec(
+        "bundles.min_baskets",
+        "int",
+        10,
+        "Bundles",
+        "Minimum baskets behind a suggestion",
+        "Baskets that must hold the product and the dead-stock item together. Mining uses this instead of "
+        "the minimum support (a share of baskets), whatever the store's size.",
+        min=1,
+        max=100_000,
+    ),
+    Spec(
+        "imports.stale_days",
+        "int",
+        180,
+        "Imports",
+        "Stale transactions file: ends this many days before the store's data",
+        "Such a file needs an explicit confirmation on the mapping page (flask import: --stale-ok).",
+        min=1,
+        max=36500,
+    ),
     Spec("sms.quiet_start", "time", "21:00", "SMS", "Quiet hours start (store local time)"),
     Spec("sms.quiet_end", "time", "08:00", "SMS", "Quiet hours end (store local time)"),
     Spec("sms.frequency_cap_days", "int", 7, "SMS", "At most one campaign per customer per N days", min=0, max=365),
@@ -189,6 +242,8 @@ def update(changes: dict[str, Any], user_email: str | None = None) -> dict[str, 
     merged = {**current, **parsed}
     if merged["churn.low"] >= merged["churn.high"]:
         errors["churn.low"] = "must be below the High band cut-off"
+    if merged["tiers.bar"] not in BAR_MODES:
+        errors["tiers.bar"] = "must be “derived” or “fixed”"
     if errors:
         return errors
     for key, value in parsed.items():

@@ -31,4 +31,5 @@ def index():
         params=request.args,
         moves=moves,
         list_name="customers",
+        bar=tier_service.bar_rule(),
     )

@@ -8,7 +8,8 @@
   var audienceUrl = form.getAttribute('data-audience-url');
   var previewUrl = form.getAttribute('data-preview-url');
   var currency = form.getAttribute('data-currency') || 'USD';
-  var FILTERS = ['band', 'tier', 'store', 'min_recency', 'max_recency', 'days_since_sms', 'q', 'consent'];
+  var FILTERS = ['band', 'lifecycle', 'tier', 'store', 'min_recency', 'max_recency', 'days_since_sms', 'q', 'consent',
+    'include_lost'];
   var AUDIENCE = FILTERS.concat(['segment', 'control']);
   var PREVIEW = ['template', 'expires', 'when', 'send_at'];
   var messages = null;
@@ -32,6 +33,7 @@
       for (var i = 0; i < field.length; i++) { if (field[i].checked) { return field[i].value; } }
       return '';
     }
+    if (field.type === 'checkbox') { return field.checked && !field.disabled ? '1' : ''; }
     return field.disabled ? '' : (field.value || '');
   }
   function debounce(fn, ms) {

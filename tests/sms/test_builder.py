@@ -164,6 +164,7 @@ def test_exclusions_shown_before_creation_equal_those_applied(client, login_as, 
     shown = client.get("/campaigns/audience?band=High&store=Corner+Shop&control=34").get_json()
     assert (shown["total"], shown["eligible"], shown["control"], shown["messages"]) == (8, 3, 1, 2)
     assert {e["key"]: e["count"] for e in shown["exclusions"]} == {
+        "lost": 0,
         "opted_out": 1,
         "no_opt_in": 1,
         "no_valid_phone": 1,

@@ -55,6 +55,7 @@ def test_audience_excludes_each_reason_once_and_fixes_the_outbox(db, opted_in, m
         "Spring", {"store": "Corner Shop"}, "Hi {first_name}, code {code}", control_share=0, now=NOW
     )
     assert campaign.exclusions == {
+        "lost": 0,
         "opted_out": 1,
         "no_opt_in": 1,
         "no_valid_phone": 2,

@@ -56,7 +56,7 @@ def _csv_rows(client, href: str) -> int:
 
 def _trained(seed_lines, frame=None, store=None):
     store = seed_lines(frame if frame is not None else synthetic_lines(), store=store)
-    settings_service.update({"tier.min_frequency": "5", "tier.min_monetary": "2000"})
+    settings_service.update({"tiers.bar": "fixed", "tier.min_frequency": "5", "tier.min_monetary": "2000"})
     training.train_segmentation(rescore=False)
     training.train_churn(rescore=False)
     scoring.rescore_all()

@@ -28,7 +28,7 @@ from tests.conftest import login
 HEADERS = (
     "customer_id,name,phone,email,store,sms_consent,tier,reward,monetary,frequency,recency,total_quantity,"
     "num_unique_products,avg_price_per_unit,store_visit_frequency,active_days,avg_purchase_gap_days,"
-    "churn_probability,churn_band,p_alive,expected_purchases_90d,clv_12m,scored_at"
+    "churn_probability,churn_band,p_alive,expected_purchases_90d,clv_12m,scored_at,lifecycle"
 )
 
 
@@ -105,9 +105,10 @@ def test_customer_csv_has_exact_headers_and_rows(client, login_as, scored):
         "1.5",
         "310.00",
         "2026-01-20T09:30:00+00:00",
+        "",  # lifecycle: set by a scoring run, which this hand-made row never had
     ]
     # Not scored yet: model columns are empty; a text cell starting with '-' is neutralised.
-    assert rows[2] == ["C3", "'-Minus", "", "", "Alpha", "unknown", "", ""] + [""] * 15
+    assert rows[2] == ["C3", "'-Minus", "", "", "Alpha", "unknown", "", ""] + [""] * 16
     assert len(rows) == 3  # the opted-out customer is left out by default
 
 

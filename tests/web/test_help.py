@@ -38,8 +38,8 @@ def test_help_explains_the_numbers_with_current_settings(client, login_as):
         "Cohort retention",
     ):
         assert text in page, text
-    assert "at least 15 purchases" in page and "$30,000.00" in page  # the bar in force now
-    settings_service.update({"tier.min_frequency": "5", "sms.quiet_start": "20:30"})
+    assert "Derived from the store's own data" in page  # the default bar
+    settings_service.update({"tiers.bar": "fixed", "tier.min_frequency": "5", "sms.quiet_start": "20:30"})
     page = client.get("/help").get_data(as_text=True)
     assert "at least 5 purchases" in page and "between 20:30 and 08:00" in page
     assert page.count("Not trained yet.") == 4

@@ -12,7 +12,7 @@ from tests.conftest import post_form, synthetic_lines
 
 def _trained(db, seed_lines):
     seed_lines(synthetic_lines())
-    settings_service.update({"tier.min_frequency": "5", "tier.min_monetary": "2000"})
+    settings_service.update({"tiers.bar": "fixed", "tier.min_frequency": "5", "tier.min_monetary": "2000"})
     training.train_segmentation(rescore=False)
     training.train_churn(rescore=False)
     from portal.services.scores import scoring

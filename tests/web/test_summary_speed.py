@@ -49,7 +49,7 @@ def two_stores(db, seed_lines, make_store):
     """Two stores with lines, tiers and churn scores (the summary stored by the rescore)."""
     north = seed_lines(synthetic_lines(n_customers=160, seed=3), store=make_store("North"))
     south = seed_lines(_prefixed(synthetic_lines(n_customers=90, seed=5), "S"), store=make_store("South"))
-    settings_service.update({"tier.min_frequency": "5", "tier.min_monetary": "2000"})
+    settings_service.update({"tiers.bar": "fixed", "tier.min_frequency": "5", "tier.min_monetary": "2000"})
     training.train_segmentation(rescore=False)
     training.train_churn(rescore=False)
     scoring.rescore_all()
@@ -299,14 +299,19 @@ def test_band_cards_equal_a_plain_group_by_with_filters(db, two_stores, make_use
         .where(Customer.erased_at.is_(None), Customer.churn_band.isnot(None), Customer.store_id == north.id)
         .group_by(Customer.churn_band)
     )
-    rows = {b: (n, float(s or 0), float(r or 0)) for b, n, s, r in db.session.execute(query).all()}
-    cards = {c["band"]: c for c in churn_service.band_summary(admin, {"store": "North"})["cards"]}
-    assert sum(c["customers"] for c in cards.values()) == 160
-    for band, card in cards.items():
-        n, spend, risk = rows.get(band, (0, 0.0, 0.0))
-        assert card["customers"] == n
-        assert card["revenue_12m"] == pytest.approx(spend, abs=0.005)
-        assert math.isclose(card["value_at_risk"], risk, rel_tol=1e-9, abs_tol=1e-6)
+    savable = query.where(Customer.lifecycle.is_distinct_from("Lost"))
+    for params, plain, total in (
+        ({"store": "North"}, savable, None),  # the default: lost customers are not counted as savable
+        ({"store": "North", "include_lost": "1"}, query, 160),
+    ):
+        rows = {b: (n, float(s or 0), float(r or 0)) for b, n, s, r in db.session.execute(plain).all()}
+        cards = {c["band"]: c for c in churn_service.band_summary(admin, params)["cards"]}
+        assert sum(c["customers"] for c in cards.values()) == (total or sum(n for n, _, _ in rows.values()))
+        for band, card in cards.items():
+            n, spend, risk = rows.get(band, (0, 0.0, 0.0))
+            assert card["customers"] == n
+            assert card["revenue_12m"] == pytest.approx(spend, abs=0.005)
+            assert math.isclose(card["value_at_risk"], risk, rel_tol=1e-9, abs_tol=1e-6)
 
 
 def test_dashboard_kpis_equal_their_lists_counts(db, two_stores, make_user):

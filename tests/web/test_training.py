@@ -10,7 +10,7 @@ from tests.conftest import synthetic_lines
 
 
 def _lower_bar(db):
-    settings_service.update({"tier.min_frequency": "5", "tier.min_monetary": "2000"})
+    settings_service.update({"tiers.bar": "fixed", "tier.min_frequency": "5", "tier.min_monetary": "2000"})
 
 
 def test_train_segmentation_scores_tiers_ordered_by_value(app, db, seed_lines):
@@ -25,7 +25,8 @@ def test_train_segmentation_scores_tiers_ordered_by_value(app, db, seed_lines):
     assert set(means) == {"Platinum", "Gold", "Silver", "Bronze"}
     assert means["Platinum"] > means["Gold"] > means["Silver"] > means["Bronze"]
     untiered = db.session.scalars(select(Customer).where(Customer.tier.is_(None))).all()
-    assert untiered and all(c.frequency < 5 and float(c.monetary) < 2000 for c in untiered)
+    # below the bar, or idle past the 12-month retention period (the tier review)
+    assert untiered and all((c.frequency < 5 and float(c.monetary) < 2000) or c.recency > 365 for c in untiered)
     assert model_store.entry("CS_model.pkl")["params"]["cluster_tiers"]
     # Every customer who got a tier has a history entry saying why.
     assert db.session.scalar(select(func.count()).select_from(TierChange)) == db.session.scalar(
@@ -95,7 +96,7 @@ def test_clv_training_scores_value(app, db, seed_lines):
 
 def test_train_all_runs_every_model(app, db, seed_lines):
     seed_lines(synthetic_lines())
-    settings_service.update({"tier.min_frequency": "5", "tier.min_monetary": "2000"})
+    settings_service.update({"tiers.bar": "fixed", "tier.min_frequency": "5", "tier.min_monetary": "2000"})
     result = training.train_all()
     assert "customers scored" in result["message"]
     for file_name in ("CS_model.pkl", "churn_model.pkl", "clv_model.pkl"):

@@ -40,7 +40,7 @@ from portal.services.campaigns.messages import (
 )
 from portal.services.campaigns.phones import phone_type
 from portal.services.clock import aware
-from portal.services.customers.customers import filtered_customers
+from portal.services.customers.customers import filtered_customers, includes_lost
 
 __all__ = [
     "CODE_ALPHABET",
@@ -67,6 +67,7 @@ __all__ = [
 
 #: Exclusion reasons in the order they are applied (a customer counts once, under the first).
 EXCLUSIONS = {
+    "lost": "Lost customers (tick “Include lost customers” to keep them)",
     "opted_out": "Opted out",
     "no_opt_in": "No recorded opt-in",
     "no_valid_phone": "No valid mobile number",
@@ -99,7 +100,9 @@ def build_audience(
     stores: dict[int, Store] | None = None,
     limit: int | None = None,
 ) -> Audience:
-    """Apply the consent, phone and frequency rules to a customer filter (DESIGN.md: SMS consent).
+    """Apply the lifecycle, consent, phone and frequency rules to a customer filter (DESIGN.md: SMS consent).
+
+    Lost customers (lifecycle) are excluded unless ``params`` include them (``include_lost=1``).
 
     Args:
         params: list filters, as on the customers page (``band=High&tier=Gold``).
@@ -125,15 +128,20 @@ def build_audience(
             Customer.sms_consent,
             Customer.last_sms_at,
             Customer.tier,
+            Customer.lifecycle,
             maintain_column_froms=True,
         )
         .order_by(Customer.id)
     )
+    keep_lost = includes_lost(params)
     exclusions = dict.fromkeys(EXCLUSIONS, 0)
     eligible: list[dict] = []
     total = 0
-    for cid, name, phone, store_id, consent, last_sms_at, tier in db.session.execute(query):
+    for cid, name, phone, store_id, consent, last_sms_at, tier, status in db.session.execute(query):
         total += 1
+        if status == "Lost" and not keep_lost:  # gone for good: an offer is money spent on nobody
+            exclusions["lost"] += 1
+            continue
         if consent == "opted_out":
             exclusions["opted_out"] += 1
             continue

@@ -22,7 +22,27 @@ SORTS = {
     "clv_12m": Customer.clv_12m,
     "last_purchase_at": Customer.last_purchase_at,
 }
-FILTER_KEYS = ("q", "store", "tier", "band", "consent", "min_recency", "max_recency", "days_since_sms")
+FILTER_KEYS = (
+    "q",
+    "store",
+    "tier",
+    "band",
+    "lifecycle",
+    "consent",
+    "min_recency",
+    "max_recency",
+    "days_since_sms",
+    "include_lost",
+)
+LIFECYCLES = ("New", "Active", "At risk", "Lapsing", "Lost")  # preprocessing.lifecycle.STATUSES, in this order
+LIFECYCLE_MEANING = {
+    "New": "First purchase in the last 90 days: a welcome, not a win-back.",
+    "Active": "Buying at their usual rhythm.",
+    "At risk": "Quieter than their usual rhythm, or a High churn risk: a nudge.",
+    "Lapsing": "Clearly overdue (past twice their usual gap and 180 days) but not gone: a win-back offer.",
+    "Lost": "Idle for over a year (and three usual gaps) and unlikely to come back: left out of retention lists "
+    "and campaigns unless included on purpose.",
+}
 
 
 class ConsentError(ValueError):
@@ -33,8 +53,9 @@ def filtered_customers(params: Mapping[str, str], user=None, include_erased: boo
     """A ``select(Customer)`` for the list filters in ``params``, scoped to ``user``'s store.
 
     Args:
-        params: the query-string filters (q, store, tier, band, consent, min_recency, max_recency,
-            days_since_sms); unknown keys are ignored. ``tier=none`` selects customers without a tier.
+        params: the query-string filters (q, store, tier, band, lifecycle, consent, min_recency,
+            max_recency, days_since_sms); unknown keys are ignored. ``tier=none`` selects customers
+            without a tier. ``include_lost`` is read by :func:`savable`, not here.
         user: the logged-in user (None: the CLI, all stores).
     """
     query = select(Customer)
@@ -64,6 +85,9 @@ def filtered_customers(params: Mapping[str, str], user=None, include_erased: boo
     band = (params.get("band") or "").strip()
     if band:
         query = query.where(Customer.churn_band == band)
+    status = (params.get("lifecycle") or "").strip()
+    if status:
+        query = query.where(Customer.lifecycle == status)
     consent = (params.get("consent") or "").strip()
     if consent:
         query = query.where(Customer.sms_consent == consent)
@@ -77,6 +101,24 @@ def filtered_customers(params: Mapping[str, str], user=None, include_erased: boo
         cutoff = datetime.now(timezone.utc) - timedelta(days=min(sms_days, 36500))
         query = query.where(or_(Customer.last_sms_at.is_(None), Customer.last_sms_at <= cutoff))
     return query
+
+
+def includes_lost(params: Mapping[str, str]) -> bool:
+    """Whether a retention list or audience keeps Lost customers: ``include_lost=1``, or asking for them by name."""
+    return (params.get("include_lost") or "").strip().lower() in {"1", "true", "yes", "on", "y"} or (
+        (params.get("lifecycle") or "").strip() == "Lost"
+    )
+
+
+def savable(query, params: Mapping[str, str]):
+    """``query`` without Lost customers unless ``params`` include them (the at-risk list, value at risk, campaigns).
+
+    Lost (long gone, P(alive) low) is not the same as High churn risk: an offer to someone gone for two
+    years is money spent on nobody. Unscored customers (no lifecycle yet) stay in.
+    """
+    if includes_lost(params):
+        return query
+    return query.where(or_(Customer.lifecycle.is_(None), Customer.lifecycle != "Lost"))
 
 
 def get_for_user(customer_id: int, user) -> Customer | None:

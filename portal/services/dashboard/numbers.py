@@ -29,6 +29,7 @@ from portal.models import Campaign, Customer, OutboxMessage, Product, PurchaseLi
 from portal.security import scope_to_user, user_store_id
 from portal.services import settings as settings_service
 from portal.services.customers import customers as customer_service
+from portal.services.customers.customers import LIFECYCLES
 
 TIERS = settings_service.TIERS
 BANDS = settings_service.BANDS
@@ -162,7 +163,7 @@ def _customers(scope: Scope, **filters) -> tuple[dict, object]:
 
 
 def customer_kpis(scope: Scope) -> dict:
-    """Customers, active in the last 90 days, per tier, per band and High risk's 12-month spend.
+    """Customers, active in the last 90 days, per tier, per band, per lifecycle status and High risk's 12-month spend.
 
     One pass over the customers the linked list shows (``filtered_customers`` with the same
     filters), grouped by (store, tier, band) so the database reads ``ix_customers_summary`` in
@@ -180,19 +181,15 @@ def customer_kpis(scope: Scope) -> dict:
             func.count(base.c.scored_at),
             func.count(case((base.c.recency <= ACTIVE_DAYS - 1, 1))),
             func.count(case((base.c.recency <= REVENUE_DAYS - 1, 1))),
-            func.sum(case((base.c.churn_band == "High", base.c.spend_12m))),
         ).group_by(base.c.store_id, base.c.tier, base.c.churn_band)
     ).all()
     tiers: dict = defaultdict(int)
     bands: dict = defaultdict(int)
     total = scored = active = recent = 0
-    spend_high = []
-    for tier, band, n, n_scored, n_active, n_recent, spend in rows:
+    for tier, band, n, n_scored, n_active, n_recent in rows:
         tiers[tier] += n
         bands[band] += n
         total, scored, active, recent = total + n, scored + n_scored, active + n_active, recent + n_recent
-        if spend is not None:
-            spend_high.append(float(spend))
     return {
         "total": int(total),
         "scored": int(scored),
@@ -206,8 +203,45 @@ def customer_kpis(scope: Scope) -> dict:
         "has_tiers": any(tiers.get(t) for t in TIERS),
         "bands": [{"band": b, "count": int(bands.get(b, 0)), "params": {**scope.params, "band": b}} for b in BANDS],
         "has_bands": any(bands.get(b) for b in BANDS),
+        **_lifecycle_kpis(scope, query),
+    }
+
+
+def _lifecycle_kpis(scope: Scope, query) -> dict:
+    """Customers per lifecycle status, and High churn risk among the savable ones (Lost left out).
+
+    The High KPI links to the at-risk list, which leaves Lost customers out by default, so it counts
+    the same people. Grouped by (store, lifecycle, band): ``ix_customers_store_lifecycle`` leads.
+    """
+    base = query.subquery()
+    rows = db.session.execute(
+        select(
+            base.c.lifecycle,
+            base.c.churn_band,
+            func.count(),
+            func.sum(case((base.c.churn_band == "High", base.c.spend_12m))),
+        ).group_by(base.c.store_id, base.c.lifecycle, base.c.churn_band)
+    ).all()
+    statuses: dict = defaultdict(int)
+    high, lost_high, spend_high = 0, 0, []
+    for status, band, n, spend in rows:
+        statuses[status] += n
+        if band == "High":
+            if status == "Lost":
+                lost_high += n
+                continue
+            high += n
+            if spend is not None:
+                spend_high.append(float(spend))
+    return {
+        "lifecycle": [
+            {"status": s, "count": int(statuses.get(s, 0)), "params": {**scope.params, "lifecycle": s}}
+            for s in LIFECYCLES
+        ],
+        "has_lifecycle": any(statuses.get(s) for s in LIFECYCLES),
         "high": {
-            "count": int(bands.get("High", 0)),
+            "count": int(high),
+            "lost": int(lost_high),
             "spend_12m": round(math.fsum(spend_high), 2),
             "params": {**scope.params, "band": "High"},
         },

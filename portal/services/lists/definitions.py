@@ -47,6 +47,7 @@ CUSTOMER_HEADERS = (
     "expected_purchases_90d",
     "clv_12m",
     "scored_at",
+    "lifecycle",
 )
 BUNDLE_HEADERS = ("antecedents", "consequents", "support", "confidence", "lift", "baskets")
 DEAD_STOCK_HEADERS = ("product_id", "product_name", "initial_stock", "total_sold", "sold_ratio", "stock_value")
@@ -78,7 +79,9 @@ def _customer_query(params: Mapping, user):
 
 
 def _at_risk_query(params: Mapping, user):
-    return customer_service.filtered_customers(params, user).where(Customer.churn_band.isnot(None))
+    """Scored customers worth saving: Lost ones only with ``include_lost=1`` (or ``lifecycle=Lost``)."""
+    query = customer_service.filtered_customers(params, user).where(Customer.churn_band.isnot(None))
+    return customer_service.savable(query, params)
 
 
 def _customer_columns() -> tuple:
@@ -107,6 +110,7 @@ def _customer_columns() -> tuple:
         c.expected_purchases_90d,
         c.clv_12m,
         c.scored_at,
+        c.lifecycle,
     )
 
 

@@ -25,10 +25,14 @@ def priority():
 def band_summary(user, params=None) -> dict:
     """Per band: customers, revenue over the last 12 months and value at risk (probability × value).
 
-    One pass grouped by (store, tier, band), the order of ``ix_customers_summary``, so the database
-    reads that narrow index instead of every customer row; the groups are added up here.
+    Lost customers are left out unless ``params`` include them (``include_lost=1``): their value is
+    already gone, not at risk. One pass grouped by (store, tier, band), the order of
+    ``ix_customers_summary``, so the database reads that narrow index instead of every customer row;
+    the groups are added up here.
     """
-    base = customer_service.filtered_customers(params or {}, user).where(Customer.churn_band.isnot(None)).subquery()
+    params = params or {}
+    query = customer_service.filtered_customers(params, user).where(Customer.churn_band.isnot(None))
+    base = customer_service.savable(query, params).subquery()
     value = func.coalesce(base.c.clv_12m, base.c.spend_12m, 0)
     rows = db.session.execute(
         select(
@@ -63,13 +67,16 @@ def band_summary(user, params=None) -> dict:
         "scored_at": max(scored) if scored else None,
         "high": values["churn.high"],
         "low": values["churn.low"],
+        "include_lost": customer_service.includes_lost(params),
     }
 
 
 def at_risk_query(params, user):
-    """The at-risk list: scored customers matching the filters, most urgent (probability × value) first."""
+    """The at-risk list: scored customers matching the filters, most urgent (probability × value) first.
+
+    Lost customers only with ``include_lost=1`` (see ``customers.savable``)."""
     query = customer_service.filtered_customers(params, user).where(Customer.churn_probability.isnot(None))
-    return query
+    return customer_service.savable(query, params)
 
 
 def model_info() -> dict | None:

@@ -14,7 +14,7 @@ from portal.services.scores import training
 TITLES = {
     "segmentation": "Loyalty tiers (K-Means)",
     "churn": "Churn risk (classifier)",
-    "clv": "Lifetime value (BG/NBD + Gamma-Gamma)",
+    "clv": "Lifetime value (MBG/NBD + Gamma-Gamma)",
     "bundles": "Dead-stock bundles (association rules)",
 }
 TRAIN_JOBS = {name: f"train.{name}" for name in (*training.MODELS, "all")}

@@ -187,7 +187,9 @@ def _compute(clv, lines, bg, gg, store_ids, progress) -> dict:
     progress(0.1, f"backtest: refitting on purchases up to {cutoff.date()}")
     try:
         # One month more than the gap: a cutoff mid-month leaves a partial month at each end (clipped to the data).
-        overall = clv.backtest(named, cutoff, months=BACKTEST_MONTHS + 1, n_sims=N_SIMS, interval=INTERVAL)
+        overall = clv.backtest(
+            named, cutoff, months=BACKTEST_MONTHS + 1, n_sims=N_SIMS, interval=INTERVAL, model=bg.model
+        )
         backtests[ALL] = overall
         out["backtest_cutoff"] = cutoff.date().isoformat()
         for key, frame in scopes.items():

@@ -21,14 +21,48 @@ from portal.services.scores import aggregates
 from portal.services.scores import store as score_store
 from portal.services.scores.dataset import load_lines
 from preprocessing import churn as churn_model
-from preprocessing import clv, segmentation
+from preprocessing import clv, coherence, lifecycle, segmentation
 from preprocessing.features import compute_features, reference_date
 
 log = logging.getLogger(__name__)
 
 
-def tiers_for(features: pd.DataFrame, values: dict) -> pd.Series | None:
-    """Tier per customer with the stored segmentation model, or None when it is not trained."""
+DAYS_PER_MONTH = 365.0 / 12.0
+
+
+def tier_bar(features: pd.DataFrame, values: dict) -> tuple[float, float]:
+    """The eligibility bar (purchases, spend) for a training run: derived from the store's data by default.
+
+    ``tiers.bar`` = "derived": ``segmentation.derive_bar`` with the share ``tiers.share`` (the purchases
+    and the lifetime spend that share of the last 12 months' customers reach); "fixed": the settings
+    ``tier.min_frequency`` / ``tier.min_monetary``.
+    """
+    if values.get("tiers.bar", "derived") == "fixed":
+        return float(values["tier.min_frequency"]), float(values["tier.min_monetary"])
+    return segmentation.derive_bar(features, share=float(values["tiers.share"]))
+
+
+def current_bar(values: dict) -> tuple[float, float]:
+    """The bar scoring applies now: the one the tiers were trained with when derived, else the fixed settings."""
+    if values.get("tiers.bar", "derived") == "fixed":
+        return float(values["tier.min_frequency"]), float(values["tier.min_monetary"])
+    params = (model_store.entry(model_store.SEGMENTATION_FILE) or {}).get("params", {})
+    if params.get("bar") == "derived":
+        return float(params["min_frequency"]), float(params["min_monetary"])
+    return float(values["tier.min_frequency"]), float(values["tier.min_monetary"])
+
+
+def retention_days(values: dict) -> float:
+    """The tier retention period in days (``tiers.retention_months`` x 365/12)."""
+    return float(values["tiers.retention_months"]) * DAYS_PER_MONTH
+
+
+def tiers_for(features: pd.DataFrame, values: dict) -> pd.DataFrame | None:
+    """Tier per customer with the stored segmentation model and the review rule, or None when not trained.
+
+    Review: a tier is kept for the retention period after the last purchase; a customer idle longer
+    than that holds no tier, and ``tier_reason`` says why (their TierChange record carries it).
+    """
     try:
         kmeans = model_store.load(model_store.SEGMENTATION_FILE)
         scaler = model_store.load(model_store.SCALER_FILE)
@@ -36,9 +70,13 @@ def tiers_for(features: pd.DataFrame, values: dict) -> pd.Series | None:
         return None
     entry = model_store.entry(model_store.SEGMENTATION_FILE) or {}
     cluster_tiers = {int(k): v for k, v in entry.get("params", {}).get("cluster_tiers", {}).items()}
-    return segmentation.assign_tiers(
-        features, scaler, kmeans, cluster_tiers, values["tier.min_frequency"], values["tier.min_monetary"]
-    )
+    tiers = segmentation.assign_tiers(features, scaler, kmeans, cluster_tiers, *current_bar(values))
+    months = int(values["tiers.retention_months"])
+    idle = features["recency"] > retention_days(values)
+    reviewed = idle & tiers.notna()
+    out = pd.DataFrame({"tier": tiers.where(~idle), "tier_reason": None}, index=features.index)
+    out.loc[reviewed, "tier_reason"] = f"tier review: no purchase in the last {months} months"
+    return out
 
 
 def churn_for(inputs: ScoringInputs, values: dict) -> pd.DataFrame | None:
@@ -57,8 +95,13 @@ def churn_for(inputs: ScoringInputs, values: dict) -> pd.DataFrame | None:
     return out
 
 
-def clv_for(inputs: ScoringInputs, values: dict) -> pd.DataFrame | None:
-    """p_alive, expected purchases in 90 days and 12-month CLV, or None without a CLV model."""
+def clv_for(inputs: ScoringInputs, values: dict, churn: pd.DataFrame | None = None) -> pd.DataFrame | None:
+    """P(alive), expected purchases in 90 days and 12-month CLV, or None without a CLV model.
+
+    With churn scores, all three come from one P(alive) reconciled with the churn probability
+    (``preprocessing.coherence.customer_picture``), so the customer page never shows "High risk"
+    next to "100 % still a customer"; without them, the purchase model's own numbers.
+    """
     try:
         fitted = model_store.load(model_store.CLV_FILE)
     except model_store.ModelMissing:
@@ -67,6 +110,16 @@ def clv_for(inputs: ScoringInputs, values: dict) -> pd.DataFrame | None:
     if summary.empty:
         return None
     bg, gg = fitted["bgnbd"], fitted["gamma_gamma"]
+    if churn is not None and not churn.empty:
+        picture = coherence.customer_picture(
+            churn["churn_probability"].reindex(summary.index),
+            bg,
+            gg,
+            summary,
+            horizon_days=int(values["churn.horizon_days"]),
+            discount_rate_annual=values["clv.discount_rate"],
+        )
+        return picture[["p_alive", "expected_purchases_90d", "clv_12m"]]
     return pd.DataFrame(
         {
             "p_alive": clv.p_alive(bg, summary),
@@ -75,6 +128,15 @@ def clv_for(inputs: ScoringInputs, values: dict) -> pd.DataFrame | None:
         },
         index=summary.index,
     )
+
+
+def lifecycle_for(frame: pd.DataFrame, values: dict) -> pd.Series:
+    """Lifecycle status per customer (``preprocessing.lifecycle``) from the features and the scores beside them.
+
+    Computed from the same per-customer features on both scoring paths (pandas and SQL), so a
+    customer gets the same status on SQLite and PostgreSQL.
+    """
+    return lifecycle.lifecycle_status(frame, high_churn=float(values["churn.high"])).astype(object)
 
 
 @dataclass
@@ -170,19 +232,23 @@ def _rescore_all(reason: str, progress) -> dict:
     frame["spend_12m"] = inputs.spend_12m
     progress(0.4, "assigning tiers")
     tiers = tiers_for(features, values)
-    frame["tier"] = tiers if tiers is not None else None
+    if tiers is not None:
+        frame = frame.join(tiers)
+    else:
+        frame["tier"] = None
     progress(0.55, "scoring churn risk")
     churn = churn_for(inputs, values)
     if churn is not None:
         frame = frame.join(churn)
     progress(0.7, "scoring lifetime value")
     try:
-        clv_frame = clv_for(inputs, values)
+        clv_frame = clv_for(inputs, values, churn)
     except Exception:  # a CLV model that cannot score these data must not stop tiers and churn
         log.exception("CLV scoring failed")
         clv_frame = None
     if clv_frame is not None:
         frame = frame.join(clv_frame)
+    frame["lifecycle"] = lifecycle_for(frame, values)
     progress(0.8, "saving scores")
     counts = score_store.store(frame, tiers is not None, reason)
     counts["as_of"] = as_of.isoformat()

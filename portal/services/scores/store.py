@@ -55,7 +55,15 @@ def store(frame: pd.DataFrame, with_tiers: bool, reason: str) -> dict:
     ]
     optional = [
         c
-        for c in ("churn_probability", "churn_band", "churn_reasons", "p_alive", "expected_purchases_90d", "clv_12m")
+        for c in (
+            "churn_probability",
+            "churn_band",
+            "churn_reasons",
+            "p_alive",
+            "expected_purchases_90d",
+            "clv_12m",
+            "lifecycle",
+        )
         if c in frame.columns
     ]
     up = down = 0
@@ -94,7 +102,8 @@ def store(frame: pd.DataFrame, with_tiers: bool, reason: str) -> dict:
                     up += 1
                 else:
                     down += 1
-                changes[cid] = {"customer_id": cid, "at": now, "old_tier": old, "new_tier": new, "reason": reason}
+                why = _none(rec.get("tier_reason")) or reason  # the tier review names its own reason
+                changes[cid] = {"customer_id": cid, "at": now, "old_tier": old, "new_tier": new, "reason": why}
         rows.append(row)
     for start in range(0, len(rows), BATCH):
         part = rows[start : start + BATCH]
@@ -156,6 +165,7 @@ SCORE_COLUMNS = (
     "p_alive",
     "expected_purchases_90d",
     "clv_12m",
+    "lifecycle",
 )
 
 

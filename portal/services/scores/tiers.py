@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from datetime import timedelta
 from decimal import Decimal
 
 from sqlalchemy import func, select
@@ -14,6 +15,7 @@ from portal.formatting import money
 from portal.models import Customer, ModelRecord
 from portal.services import settings as settings_service
 from portal.services.customers import customers as customer_service
+from portal.services.scores import scoring
 
 TIERS = settings_service.TIERS  # best first
 
@@ -90,20 +92,46 @@ def progress_message(customer: Customer, values: dict | None = None, floors: dic
     if customer.tier is None:
         if model_store.entry(model_store.SEGMENTATION_FILE) is None:
             return None
-        purchases = max(int(values["tier.min_frequency"]) - int(customer.frequency), 0)
-        spend = max(Decimal(str(values["tier.min_monetary"])) - Decimal(customer.monetary or 0), Decimal(0))
+        min_frequency, min_monetary = scoring.current_bar(values)
+        purchases = max(int(min_frequency) - int(customer.frequency), 0)
+        spend = max(Decimal(str(min_monetary)) - Decimal(customer.monetary or 0), Decimal(0))
         return values["tier.message.progress"].format(
             purchases=purchases, spend=money(spend, store), next_tier="Bronze", reward=values["reward.Bronze"]
         )
     index = TIERS.index(customer.tier) if customer.tier in TIERS else 0
+    keep = _kept_until(customer, values)
     if index == 0:
-        return values["tier.message.top"].format(reward=values[f"reward.{customer.tier}"])
+        return values["tier.message.top"].format(reward=values[f"reward.{customer.tier}"]) + keep
     next_tier = TIERS[index - 1]
     floors = floors if floors is not None else tier_floors()
     gap = max(Decimal(str(floors.get(next_tier, 0))) - Decimal(customer.monetary or 0), Decimal(0))
-    return values["tier.message.next"].format(
-        spend=money(gap, store), next_tier=next_tier, reward=values[f"reward.{next_tier}"]
+    return (
+        values["tier.message.next"].format(
+            spend=money(gap, store), next_tier=next_tier, reward=values[f"reward.{next_tier}"]
+        )
+        + keep
     )
+
+
+def _kept_until(customer: Customer, values: dict) -> str:
+    """For a tier holder who has gone quiet: until when the tier is kept without a purchase ("" otherwise)."""
+    if customer.lifecycle in (None, "New", "Active") or customer.last_purchase_at is None:
+        return ""
+    until = customer.last_purchase_at + timedelta(days=scoring.retention_days(values))
+    return f" {customer.tier} is kept until {until:%Y-%m-%d} without a purchase, then reviewed."
+
+
+def bar_rule(values: dict | None = None) -> dict:
+    """The eligibility bar in force and the rule behind it, for the tiers and help pages."""
+    values = values or settings_service.all_values()
+    min_frequency, min_monetary = scoring.current_bar(values)
+    return {
+        "mode": values["tiers.bar"],
+        "share": values["tiers.share"],
+        "min_frequency": int(min_frequency),
+        "min_monetary": min_monetary,
+        "retention_months": values["tiers.retention_months"],
+    }
 
 
 def latest_moves() -> dict | None:

@@ -55,13 +55,11 @@ def train_segmentation(progress=_quiet, rescore: bool = True) -> dict:
     values = settings_service.all_values()
     progress(0.3, "computing features")
     features = compute_features(lines)
+    min_frequency, min_monetary = scoring.tier_bar(features, values)
     progress(0.5, "fitting K-Means")
     try:
         result = segmentation.fit_segmentation(
-            features,
-            k=values["tier.k"],
-            min_frequency=values["tier.min_frequency"],
-            min_monetary=values["tier.min_monetary"],
+            features, k=values["tier.k"], min_frequency=min_frequency, min_monetary=min_monetary
         )
     except ValueError as exc:
         raise JobError(f"Cannot fit tiers: {exc}. Lower the bar on the settings page.") from None
@@ -72,8 +70,10 @@ def train_segmentation(progress=_quiet, rescore: bool = True) -> dict:
         "features": list(result.features),
         "centres": centres,
         "profile": profile,
-        "min_frequency": values["tier.min_frequency"],
-        "min_monetary": values["tier.min_monetary"],
+        "min_frequency": min_frequency,
+        "min_monetary": min_monetary,
+        "bar": values["tiers.bar"],
+        "share": values["tiers.share"],
         "k": values["tier.k"],
     }
     metrics = {
@@ -145,15 +145,19 @@ def train_churn(progress=_quiet, rescore: bool = True) -> dict:
 
 @jobs.job("train.clv")
 def train_clv(progress=_quiet, rescore: bool = True) -> dict:
-    """Fit BG/NBD + Gamma-Gamma; pickle clv_model.pkl with the fitted parameters in the manifest."""
+    """Fit MBG/NBD + Gamma-Gamma; pickle clv_model.pkl with the fitted parameters in the manifest.
+
+    MBG/NBD (``clv.fit_purchase_model``) rather than BG/NBD: BG/NBD gives every one-time buyer
+    P(alive) = 1, which contradicted the churn risk shown beside it.
+    """
     from preprocessing import clv
 
     progress(0.05, "reading purchase lines")
     lines = _lines_or_refuse()
-    progress(0.3, "fitting BG/NBD and Gamma-Gamma")
+    progress(0.3, "fitting MBG/NBD and Gamma-Gamma")
     summary_frame = clv.rfm_summary(lines)
     try:
-        bg = clv.fit_bgnbd(summary_frame)
+        bg = clv.fit_purchase_model(summary_frame)
         gg = clv.fit_gamma_gamma(summary_frame)
     except clv.CLVFitError as exc:
         raise JobError(f"Cannot fit the lifetime-value model: {exc}") from None
@@ -161,9 +165,10 @@ def train_clv(progress=_quiet, rescore: bool = True) -> dict:
         "bgnbd": {k: float(getattr(bg, k)) for k in ("r", "alpha", "a", "b")},
         "gamma_gamma": {k: float(getattr(gg, k)) for k in ("p", "q", "v")},
         "unit": "days",
+        "purchase_model": bg.model,
     }
     metrics = {
-        "bgnbd_log_likelihood": float(bg.log_likelihood),
+        "bgnbd_log_likelihood": float(bg.log_likelihood),  # the purchase model's (MBG/NBD since #20)
         "gamma_gamma_log_likelihood": float(gg.log_likelihood),
         "customers": int(bg.n),
         "repeat_buyers": int(gg.n),

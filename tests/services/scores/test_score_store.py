@@ -15,7 +15,7 @@ from tests.conftest import synthetic_lines
 
 def test_batches_commit_with_their_tier_changes_and_let_writers_in_between(app, db, seed_lines, monkeypatch):
     seed_lines(synthetic_lines(n_customers=60))
-    settings_service.update({"tier.min_frequency": "1", "tier.min_monetary": "0"})
+    settings_service.update({"tiers.bar": "fixed", "tier.min_frequency": "1", "tier.min_monetary": "0"})
     monkeypatch.setattr(score_store, "BATCH", 7)
     monkeypatch.setattr(score_store, "WRITER_GAP_SECONDS", 0.0)
     sqlite_file = db.engine.url.database if db.engine.dialect.name == "sqlite" else None

@@ -220,7 +220,7 @@ def _stored_scores(db) -> pd.DataFrame:
 
 def test_rescore_stores_the_same_scores_whichever_path_computes_them(app, db, seed_lines, monkeypatch):
     seed_lines(_store_lines())
-    settings_service.update({"tier.min_frequency": "5", "tier.min_monetary": "2000"})
+    settings_service.update({"tiers.bar": "fixed", "tier.min_frequency": "5", "tier.min_monetary": "2000"})
     training.train_all()
 
     monkeypatch.setattr(aggregates, "use_sql_features", lambda: False)
