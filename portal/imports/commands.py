@@ -91,10 +91,15 @@ def run_file(
     )
     check = importer.file_check(run)
     if check and not check.get("error"):
+        stores = ", ".join(check["stores"]) or "no known store"
+        stored = (
+            f"{stores} already holds purchases from {check['store_first']} to {check['store_last']}"
+            if check["store_first"]
+            else f"nothing stored yet for {stores}"
+        )
         click.echo(
-            f"{os.path.basename(path)}: purchases {check['first']} to {check['last']}; stored for "
-            f"{', '.join(check['stores']) or 'no known store'}: {check['store_first'] or 'none'} to "
-            f"{check['store_last'] or 'none'}; {check['customers']:,} customers, {check['new_customers']:,} new",
+            f"{os.path.basename(path)}: purchases {check['first']} to {check['last']}; {stored}; "
+            f"{check['customers']:,} customers, {check['new_customers']:,} new",
             err=True,
         )
     return importer.execute(run.id)

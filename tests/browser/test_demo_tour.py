@@ -75,7 +75,7 @@ def test_demo_tour(tour_page, log_in, shot):
     assert _int(high_card.locator(".kpi").inner_text()) == high  # the KPI and the list agree
     rows = page.locator("table.table-striped tbody tr")
     assert rows.count() > 0
-    assert set(page.locator("tbody tr td:nth-child(5)").all_inner_texts()) == {"High"}
+    assert set(page.locator("tbody tr td[data-label='Band']").all_inner_texts()) == {"High"}
     shot(page, "churn")
 
     # --- a customer of that list: tier with the way up, churn band with its reasons
@@ -143,7 +143,7 @@ def test_demo_tour(tour_page, log_in, shot):
     page.wait_for_url(re.compile(r".*tier=Bronze.*"))
     selection = page.locator("table.table-striped tbody tr").count()
     assert selection > 0 and page.locator("a[rel='next']").count() == 0  # one page: the table is the selection
-    assert set(page.locator("tbody tr td:nth-child(3)").all_inner_texts()) == {"Bronze"}
+    assert set(page.locator("tbody tr td[data-label='Tier']").all_inner_texts()) == {"Bronze"}
     page.get_by_role("link", name="Send retention offer to this selection").click()
     page.wait_for_url(re.compile(r".*/campaigns\?.*band=High.*"))
     expect(page.get_by_label("Churn band", exact=True)).to_have_value("High")
@@ -152,9 +152,12 @@ def test_demo_tour(tour_page, log_in, shot):
     page.get_by_label("Message", exact=True).fill(
         "Hi {first_name}, we miss you! 15% off your next visit with code {code}."
     )
+    # A small selection: hold out a third so the control group is not rounded away.
+    page.get_by_label("Control group (% of the audience, never messaged)").fill("34")
     summary = page.locator("#audience-summary")
     expect(summary.locator("[data-audience='total']")).to_have_text(str(selection), timeout=30_000)
     expect(page.locator("#exclusion-list li[data-exclusion]").first).to_be_visible()
+    expect(summary.locator("[data-audience='control']")).not_to_have_text("0", timeout=30_000)
     messages = _int(summary.locator("[data-audience='messages']").inner_text())
     control = _int(summary.locator("[data-audience='control']").inner_text())
     excluded = _int(summary.locator("[data-audience='excluded']").inner_text())
