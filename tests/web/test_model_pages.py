@@ -45,7 +45,11 @@ def test_tiers_page_cards_profiles_and_members(client, login_as, db, seed_lines)
 def test_customer_page_progress_message_and_reasons(client, login_as, db, seed_lines):
     _trained(db, seed_lines)
     login_as("admin")
-    below = db.session.scalars(select(Customer).where(Customer.tier.is_(None))).first()
+    below = db.session.scalars(  # below the bar (not a tier lost at its review), in a stable order
+        select(Customer)
+        .where(Customer.tier.is_(None), Customer.frequency < 4, Customer.monetary < 2000)
+        .order_by(Customer.id)
+    ).first()
     html = client.get(f"/customers/{below.id}").get_data(as_text=True)
     need = 5 - below.frequency
     assert f"{need} more purchases or $" in html and "to unlock Bronze: points-based rewards or 10% discount" in html
@@ -66,7 +70,11 @@ def test_admin_edits_reward_and_message_shown(client, login_as, db, seed_lines):
             "tier.message.progress": "Only {purchases} visits to {next_tier} ({reward})!",
         },
     )
-    below = db.session.scalars(select(Customer).where(Customer.tier.is_(None))).first()
+    below = db.session.scalars(  # below the bar (not a tier lost at its review), in a stable order
+        select(Customer)
+        .where(Customer.tier.is_(None), Customer.frequency < 4, Customer.monetary < 2000)
+        .order_by(Customer.id)
+    ).first()
     html = client.get(f"/customers/{below.id}").get_data(as_text=True)
     assert f"Only {5 - below.frequency} visits to Bronze (a free coffee)!" in html
 
@@ -98,3 +106,13 @@ def test_admin_train_button_runs_job(client, login_as, db, seed_lines):
     html = response.get_data(as_text=True)
     assert "Train segmentation" in html and "done" in html
     assert db.session.scalar(select(Customer).where(Customer.tier == "Platinum"))
+
+
+def test_a_tier_lost_at_its_review_is_explained_not_counted_down(db, seed_lines):
+    _trained(db, seed_lines)
+    from portal.services.scores import tiers
+
+    regular = db.session.scalars(select(Customer).where(Customer.frequency >= 5).order_by(Customer.id)).first()
+    regular.tier = None  # as the review leaves a customer idle past the retention period
+    message = tiers.progress_message(regular)
+    assert "but not in the last 12 months" in message and "0 more purchases" not in message

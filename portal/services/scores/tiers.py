@@ -95,6 +95,11 @@ def progress_message(customer: Customer, values: dict | None = None, floors: dic
         min_frequency, min_monetary = scoring.current_bar(values)
         purchases = max(int(min_frequency) - int(customer.frequency), 0)
         spend = max(Decimal(str(min_monetary)) - Decimal(customer.monetary or 0), Decimal(0))
+        if not purchases or not spend:  # above the bar: the tier went at its review, not for lack of spend
+            return (
+                f"Has bought enough for a tier, but not in the last {values['tiers.retention_months']} months: "
+                "the next purchase brings a tier back."
+            )
         return values["tier.message.progress"].format(
             purchases=purchases, spend=money(spend, store), next_tier="Bronze", reward=values["reward.Bronze"]
         )
