@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,37 @@ def run_long(args, env, timeout, **kw):
     return result
 
 
+@contextmanager
+def gunicorn(env: dict, tmp: Path, port: int, what: str, start_timeout: float):
+    """Serve the app with gunicorn (1 process, 4 threads) on ``port``; yield its base URL once /healthz answers."""
+    log = open(tmp / "server.log", "w")
+    command = ["-m", "gunicorn", "--config", "gunicorn.conf.py", "--workers", "1", "--threads", "4", "app:create_app()"]
+    server = subprocess.Popen([sys.executable, *command], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + start_timeout
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            log.close()
+            raise RuntimeError(f"the {what} server did not start:\n" + (tmp / "server.log").read_text()[-3000:])
+        time.sleep(0.3)
+    try:
+        yield base
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
 def serve_demo(tmp: Path, prepare=()):
     """Yield the base URL of the portal over a database filled by ``flask demo`` (data imported, models trained).
 
@@ -140,47 +172,8 @@ def serve_demo(tmp: Path, prepare=()):
     run_long(["-"], env, 120, input=NO_QUIET_HOURS)
     for step in prepare:
         step(env)
-    log = open(tmp / "server.log", "w")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--config",
-            "gunicorn.conf.py",
-            "--workers",
-            "1",
-            "--threads",
-            "4",
-            "app:create_app()",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            raise RuntimeError("the demo server did not start:\n" + (tmp / "server.log").read_text()[-3000:])
-        time.sleep(0.3)
-    try:
+    with gunicorn(env, tmp, port, "demo", 90) as base:
         yield base
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
 
 
 def browser_page(browser, base_url, width=1280, height=900):
@@ -254,45 +247,8 @@ def live_server(chromium_path, tmp_path_factory):
             env,
             input=password + "\n",
         )
-    log = open(tmp / "server.log", "w")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--config",
-            "gunicorn.conf.py",
-            "--workers",
-            "1",
-            "--threads",
-            "4",
-            "app:create_app()",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            raise RuntimeError("the live server did not start:\n" + (tmp / "server.log").read_text()[-3000:])
-        time.sleep(0.3)
-    yield base
-    server.terminate()
-    try:
-        server.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        server.kill()
-    log.close()
+    with gunicorn(env, tmp, port, "live", 60) as base:
+        yield base
 
 
 @pytest.fixture(scope="session")
