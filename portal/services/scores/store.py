@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 from portal.extensions import db
 from portal.models import Customer, TierChange
 from portal.services.settings import TIERS
+from preprocessing.features import FEATURE_COLUMNS
 
 TIER_RANK = {**{tier: len(TIERS) - i for i, tier in enumerate(TIERS)}, None: 0}  # Platinum 4 … Bronze 1
 BATCH = 5_000  # customers written per transaction
@@ -41,18 +42,8 @@ def store(frame: pd.DataFrame, with_tiers: bool, reason: str) -> dict:
     ids = dict(db.session.execute(select(Customer.external_id, Customer.id)).all())
     old_tiers = dict(db.session.execute(select(Customer.id, Customer.tier)).all())
     now = datetime.now(timezone.utc)
-    columns = [
-        "monetary",
-        "frequency",
-        "recency",
-        "total_quantity",
-        "num_unique_products",
-        "avg_price_per_unit",
-        "store_visit_frequency",
-        "active_days",
-        "avg_purchase_gap_days",
-        "spend_12m",
-    ]
+    # The feature table's columns stored as they are (first/last purchase go to their own datetime columns).
+    columns = [c for c in FEATURE_COLUMNS if c not in ("first_purchase", "last_purchase")] + ["spend_12m"]
     optional = [
         c
         for c in (
