@@ -3,7 +3,8 @@
 Run from the repository root: ``python -m bench.coherence [--quick]`` (``--quick``: the demo store only,
 without UCI Online Retail). One JSON line per data set and purchase model: the share of scored
 customers with churn > 0.7 and P(alive) > 0.9 or churn < 0.3 and P(alive) < 0.1 — with the purchase
-model's own P(alive) ("raw") and with the reconciled one (``preprocessing.coherence``) — the share of
+model's own P(alive) ("raw"), with the reconciled one (``preprocessing.coherence``) and with the
+chance of buying again within 12 months that the pages show ("shown_return_12m") — the share of
 customers active in the last 12 months who hold a tier under ``segmentation.derive_bar``, the churn
 model's temporal-holdout ROC-AUC / PR-AUC / Brier, and (demo) dead-stock products with a suggestion.
 UCI is read from ../shared/data/ and skipped when absent.
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from preprocessing import bundling, churn, clv, segmentation
+from preprocessing.churn.training import holdout_metrics
 from preprocessing.coherence import coherence, customer_picture
 from preprocessing.features import compute_features
 from preprocessing.suggestions import dead_stock_suggestions
@@ -82,6 +84,7 @@ def measure(name: str, lines: pd.DataFrame) -> list[dict]:
                 "log_likelihood": round(bg.log_likelihood, 1),
                 "raw": {k: round(v, 4) for k, v in raw.items() if k != "n"},
                 "reconciled": {k: round(v, 4) for k, v in coherence(picture).items() if k != "n"},
+                "shown_return_12m": {k: round(v, 4) for k, v in coherence(picture, "p_return_12m").items() if k != "n"},
             }
         )
     out.append(
@@ -103,6 +106,34 @@ def measure(name: str, lines: pd.DataFrame) -> list[dict]:
     return out
 
 
+def return_holdout(name: str, lines: pd.DataFrame) -> dict:
+    """Is "chance of buying again within 12 months" right? Everything refitted on the data before a
+    cutoff one year before the end, then checked against who bought in that last year (a temporal
+    holdout): ROC-AUC, Brier, and the mean predicted chance against the share that came back.
+    """
+    end = lines["purchase_date"].max().normalize() + pd.Timedelta(days=1)
+    cutoff = end - pd.Timedelta(days=365)
+    before = lines[lines["purchase_date"] < cutoff]
+    trained = churn.train_churn(before)
+    reference = trained.cutoffs["reference"]
+    p = churn.score_churn(trained.model, churn.churn_features(before, reference))
+    summary = clv.rfm_summary(before, as_of=reference)
+    picture = customer_picture(p, clv.fit_purchase_model(summary), clv.fit_gamma_gamma(summary), summary)
+    predicted = picture["p_return_12m"].dropna()
+    after = lines[(lines["purchase_date"] >= reference) & (lines["quantity"] > 0)]
+    came_back = predicted.index.isin(after["customer_id"].dropna().unique()).astype(int)
+    m = holdout_metrics(came_back, predicted.to_numpy())
+    return {
+        "name": f"coherence.{name}.return_12m_holdout",
+        "cutoff": f"{reference:%Y-%m-%d}",
+        "n": m["n"],
+        "roc_auc": round(m["roc_auc"], 4),
+        "brier": round(m["brier"], 4),
+        "mean_predicted": round(float(predicted.mean()), 4),
+        "share_came_back": round(float(came_back.mean()), 4),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     """Print the JSON lines for the demo store and (without ``--quick``) UCI Online Retail."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -113,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(line), flush=True)
     suggestions = dead_stock_suggestions(lines, bundling.dead_stock(stock))
     print(json.dumps({"name": "coherence.demo.bundles", "dead_stock_with_suggestion": int(len(suggestions))}))
+    print(json.dumps(return_holdout("demo", lines)), flush=True)
     if args.quick:
         return
     uci = uci_lines()

@@ -19,6 +19,15 @@ The rule used here, stated so it can go on the help page:
 :func:`coherence` measures what is left: the share of customers with churn > 0.7 and P(alive) > 0.9
 (only possible for a slow buyer not yet overdue, whose quiet quarter is expected) or churn < 0.3 and
 P(alive) < 0.1 (impossible under the rule above).
+
+What the page shows as "still a customer" is not the latent P(alive) but the chance of buying again
+within 12 months, ``p_return_12m = P(alive) x (1 - P(no purchase in 365 days | alive))``. Why: "alive"
+is a model quantity a manager cannot check, and on a short history it is not identifiable — on UCI
+Online Retail (one year) MBG/NBD's dropout goes to zero (a -> 0), so every customer is "alive" and a
+one-time buyer idle 280 days read "99 % still a customer" next to "73 % no purchase in 90 days". The
+12-month return chance answers a question a manager can check a year later, comes from the same
+P(alive), and can never be below the 90-day purchase chance 1 - churn (a year contains the quarter).
+``bench.coherence`` prints the contradiction shares for both numbers.
 """
 
 from __future__ import annotations
@@ -75,7 +84,8 @@ def customer_picture(
         discount_rate_annual: as in ``clv.clv``.
     Returns:
         Indexed like ``churn_probability``: churn_probability, p_alive (reconciled), p_alive_model
-        (the purchase model's own), expected_purchases_30d / _90d / _365d, expected_spend, clv_12m.
+        (the purchase model's own), p_return_12m (chance of at least one purchase in the next 365 days,
+        from the reconciled P(alive)), expected_purchases_30d / _90d / _365d, expected_spend, clv_12m.
     """
     s = summary.reindex(summary.index.intersection(churn_probability.index))
     s.attrs = summary.attrs
@@ -84,6 +94,7 @@ def customer_picture(
     model_alive = clv.p_alive(bg, s)
     alive = reconciled_p_alive(c, p_quiet_if_alive(bg, horizon_days * day, s), model_alive)
     out = pd.DataFrame({"p_alive": alive, "p_alive_model": model_alive}, index=s.index)
+    out["p_return_12m"] = alive * (1.0 - p_quiet_if_alive(bg, 365 * day, s))
     for days in (30, 90, 365):
         out[f"expected_purchases_{days}d"] = alive * expected_purchases_if_alive(bg, days * day, s)
     out["expected_spend"] = clv.expected_spend(gg, s)
@@ -102,6 +113,7 @@ def customer_picture(
 
 def coherence(
     frame: pd.DataFrame,
+    column: str = "p_alive",
     high: float = HIGH_CHURN,
     low: float = LOW_CHURN,
     alive_high: float = ALIVE_HIGH,
@@ -110,13 +122,15 @@ def coherence(
     """Shares of scored customers whose churn risk and P(alive) contradict each other.
 
     Args:
-        frame: ``churn_probability`` and ``p_alive`` per customer; rows missing either are not scored.
+        frame: ``churn_probability`` and the life measure ``column`` per customer (``p_alive``, the
+            model's latent one, or ``p_return_12m``, the one the page shows); rows missing either are
+            not scored.
     Returns:
         {"n": scored customers, "high_churn_alive": share with churn > high and P(alive) > alive_high,
         "low_churn_dead": share with churn < low and P(alive) < alive_low, "contradictions": their sum}.
     """
     c = frame["churn_probability"].to_numpy(dtype=float)
-    a = frame["p_alive"].to_numpy(dtype=float)
+    a = frame[column].to_numpy(dtype=float)
     scored = ~(np.isnan(c) | np.isnan(a))
     n = int(scored.sum())
     hi = int(((c > high) & (a > alive_high) & scored).sum())

@@ -490,7 +490,7 @@ def generate_store(
     # basket every ~2.5 weeks), the rest occasional (one every ~200 days); rates are gamma-distributed
     # within each group. Some stop buying for good (15 % of regulars, 70 % of the others), so churn has
     # signal and the store looks like a real one as of its last day (lifecycle, preprocessing.lifecycle,
-    # with the trained models: about 8 % New, 34 % Active, 15 % At risk, 32 % Lapsing, 11 % Lost), and
+    # with the trained models: about 8 % New, 34 % Active, 15 % At risk, 13 % Lapsing, 30 % Lost), and
     # about a fifth of customers reach 15 purchases.
     join = np.where(rng.random(n_customers) < 0.35, rng.uniform(0, 60, n_customers), rng.uniform(0, days, n_customers))
     regular = rng.random(n_customers) < 0.31

@@ -15,13 +15,9 @@ import pandas as pd
 from scipy import special
 
 from preprocessing.clv.fitting import (
-    _check_enough_repeaters,
     _compress,
-    _covariance,
     _group_codes,
-    _minimise,
-    _numerical_hessian,
-    _on_edge,
+    fit_purchase_counts,
 )
 from preprocessing.clv.params import BGNBDParams
 from preprocessing.clv.summary import _check_unit, _summary_arrays
@@ -87,33 +83,7 @@ def fit_bgnbd(summary: pd.DataFrame) -> BGNBDParams:
         CLVFitError: no customers, nobody repeats, fewer than ``MIN_REPEAT_BUYERS`` repeat buyers, or
             the optimiser does not converge.
     """
-    x, tx, T = _summary_arrays(summary)
-    n = len(x)
-    n_repeat = int((x > 0).sum())
-    _check_enough_repeaters(n, n_repeat, "BG/NBD")
-    # Work in time scaled by mean T so alpha is O(1) whatever the unit; undo at the end.
-    scale = float(T.mean())
-    lik = _BGNBDLikelihood(x, tx / scale, T / scale)
-    # Start: E[lambda] = r/alpha matches the observed repeat rate; dropout p around 0.25.
-    rate = x.sum() / T.sum() * scale
-    starts = [(1.0, 1.0 / rate, 1.0, 3.0), (0.25, 0.25 / rate, 0.8, 2.5), (3.0, 3.0 / rate, 2.0, 10.0)]
-    res, at_bound = _minimise(lik, starts, ("r", "alpha", "a", "b"))
-    r, alpha_s, a, b = np.exp(res.x)
-    hess = _numerical_hessian(lambda th: lik(th)[1] * lik.total, res.x)
-    # The time rescaling multiplies the likelihood by scale^-x per customer (it is a density in time).
-    log_lik = -res.fun * lik.total - x.sum() * math.log(scale)
-    return BGNBDParams(
-        r=float(r),
-        alpha=float(alpha_s * scale),
-        a=float(a),
-        b=float(b),
-        log_likelihood=float(log_lik),
-        n=n,
-        n_repeat=n_repeat,
-        time_unit=summary.attrs.get("time_unit", "D"),
-        cov_log=_covariance(hess, ~_on_edge(res.x)),
-        at_bound=at_bound,
-    )
+    return fit_purchase_counts(summary, _BGNBDLikelihood, BGNBDParams, "BG/NBD")
 
 
 _GL_NODES, _GL_WEIGHTS = special.roots_legendre(128)

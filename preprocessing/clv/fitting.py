@@ -1,4 +1,4 @@
-"""Maximum-likelihood machinery shared by the BG/NBD and Gamma-Gamma fits.
+"""Maximum-likelihood machinery shared by the BG/NBD, MBG/NBD and Gamma-Gamma fits.
 
 Parameters are estimated on log scale with L-BFGS-B inside a search box; the inverse of the numerical
 Hessian of the negative log-likelihood (log space) is their asymptotic covariance, which drives the
@@ -15,6 +15,7 @@ from scipy import optimize
 from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
 from preprocessing.clv.params import CLVFitError
+from preprocessing.clv.summary import _summary_arrays
 
 MIN_REPEAT_BUYERS = 20
 
@@ -126,3 +127,45 @@ def _check_enough_repeaters(n: int, n_repeat: int, model: str) -> None:
             f"{model}: only {n_repeat} of {n} customer(s) made a repeat purchase; at least "
             f"{MIN_REPEAT_BUYERS} repeat buyers are needed for a stable fit"
         )
+
+
+def fit_purchase_counts(summary: pd.DataFrame, likelihood, params_class, label: str):
+    """Fit a four-parameter purchase-count model (BG/NBD or MBG/NBD: r, alpha, a, b) by maximum likelihood.
+
+    Args:
+        summary: an ``rfm_summary`` frame.
+        likelihood: class taking (x, t_x, T) whose instances return (mean negative log-likelihood,
+            gradient) in log-parameter space and carry ``total`` (number of customers).
+        params_class: the parameters type to return (``BGNBDParams`` or ``MBGNBDParams``).
+        label: the model's name in error messages.
+    Raises:
+        CLVFitError: no customers, nobody repeats, fewer than ``MIN_REPEAT_BUYERS`` repeat buyers, or
+            the optimiser does not converge.
+    """
+    x, tx, T = _summary_arrays(summary)
+    n = len(x)
+    n_repeat = int((x > 0).sum())
+    _check_enough_repeaters(n, n_repeat, label)
+    # Work in time scaled by mean T so alpha is O(1) whatever the unit; undone at the end.
+    scale = float(T.mean())
+    lik = likelihood(x, tx / scale, T / scale)
+    # Start: E[lambda] = r/alpha matches the observed repeat rate; dropout p around 0.25.
+    rate = max(x.sum() / T.sum() * scale, 1e-6)
+    starts = [(1.0, 1.0 / rate, 1.0, 3.0), (0.25, 0.25 / rate, 0.8, 2.5), (3.0, 3.0 / rate, 2.0, 10.0)]
+    res, at_bound = _minimise(lik, starts, ("r", "alpha", "a", "b"))
+    r, alpha_s, a, b = np.exp(res.x)
+    hess = _numerical_hessian(lambda th: lik(th)[1] * lik.total, res.x)
+    # The time rescaling multiplies the likelihood by scale^-x per customer (it is a density in time).
+    log_lik = -res.fun * lik.total - x.sum() * math.log(scale)
+    return params_class(
+        r=float(r),
+        alpha=float(alpha_s * scale),
+        a=float(a),
+        b=float(b),
+        log_likelihood=float(log_lik),
+        n=n,
+        n_repeat=n_repeat,
+        time_unit=summary.attrs.get("time_unit", "D"),
+        cov_log=_covariance(hess, ~_on_edge(res.x)),
+        at_bound=at_bound,
+    )

@@ -21,15 +21,10 @@ from scipy import special
 
 from preprocessing.clv.bgnbd import fit_bgnbd
 from preprocessing.clv.fitting import (
-    _check_enough_repeaters,
     _compress,
-    _covariance,
-    _minimise,
-    _numerical_hessian,
-    _on_edge,
+    fit_purchase_counts,
 )
 from preprocessing.clv.params import BGNBDParams, MBGNBDParams
-from preprocessing.clv.summary import _summary_arrays
 
 MODELS = ("mbgnbd", "bgnbd")
 DEFAULT_MODEL = "mbgnbd"
@@ -91,30 +86,7 @@ def fit_mbgnbd(summary: pd.DataFrame) -> MBGNBDParams:
         CLVFitError: no customers, nobody repeats, fewer than ``MIN_REPEAT_BUYERS`` repeat buyers, or
             the optimiser does not converge.
     """
-    x, tx, T = _summary_arrays(summary)
-    n = len(x)
-    n_repeat = int((x > 0).sum())
-    _check_enough_repeaters(n, n_repeat, "MBG/NBD")
-    scale = float(T.mean())  # time in units of mean T so alpha is O(1); undone at the end
-    lik = _MBGNBDLikelihood(x, tx / scale, T / scale)
-    rate = max(x.sum() / T.sum() * scale, 1e-6)
-    starts = [(1.0, 1.0 / rate, 1.0, 3.0), (0.25, 0.25 / rate, 0.8, 2.5), (3.0, 3.0 / rate, 2.0, 10.0)]
-    res, at_bound = _minimise(lik, starts, ("r", "alpha", "a", "b"))
-    r, alpha_s, a, b = np.exp(res.x)
-    hess = _numerical_hessian(lambda th: lik(th)[1] * lik.total, res.x)
-    log_lik = -res.fun * lik.total - x.sum() * math.log(scale)  # density in time: scale^-x per customer
-    return MBGNBDParams(
-        r=float(r),
-        alpha=float(alpha_s * scale),
-        a=float(a),
-        b=float(b),
-        log_likelihood=float(log_lik),
-        n=n,
-        n_repeat=n_repeat,
-        time_unit=summary.attrs.get("time_unit", "D"),
-        cov_log=_covariance(hess, ~_on_edge(res.x)),
-        at_bound=at_bound,
-    )
+    return fit_purchase_counts(summary, _MBGNBDLikelihood, MBGNBDParams, "MBG/NBD")
 
 
 def fit_purchase_model(summary: pd.DataFrame, model: str = DEFAULT_MODEL) -> BGNBDParams:

@@ -46,6 +46,7 @@ def scored_demo(app, db, seed_lines):
                 Customer.recency,
                 Customer.churn_probability,
                 Customer.p_alive,
+                Customer.p_return_12m,
                 Customer.clv_12m,
                 Customer.expected_purchases_90d,
             )
@@ -58,10 +59,13 @@ def test_demo_store_scores_tell_one_story(scored_demo):
     assert frame["lifecycle"].notna().all()
     shares = coherence(frame)
     assert shares["n"] == len(frame) and shares["contradictions"] < 0.02
-    # every status of a real store is there, and Lost never comes with a live-looking P(alive)
+    shown = coherence(frame, "p_return_12m")  # the number the customer page shows beside the risk
+    assert shown["n"] == len(frame) and shown["contradictions"] < 0.02
+    # every status of a real store is there, and Lost never comes with a live-looking return chance
     counts = frame["lifecycle"].value_counts()
     assert set(counts.index) == {"New", "Active", "At risk", "Lapsing", "Lost"}
-    assert (frame.loc[frame["lifecycle"] == "Lost", "p_alive"] < 0.2).all()
+    assert (frame.loc[frame["lifecycle"] == "Lost", "p_return_12m"] < 0.2).all()
+    assert (frame["p_return_12m"] <= frame["p_alive"] + 1e-9).all()
     assert (frame.loc[frame["lifecycle"] == "Active", "churn_probability"] <= 0.7).all()
     # expected purchases and CLV come from the same P(alive): nobody "gone" gets a big forecast
     gone = frame["p_alive"] < 0.05

@@ -200,6 +200,7 @@ def _stored_scores(db) -> pd.DataFrame:
         "churn_reasons",
         "churn_probability",
         "p_alive",
+        "p_return_12m",
         "expected_purchases_90d",
         "clv_12m",
         "monetary",
