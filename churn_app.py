@@ -3,9 +3,10 @@
 from flask import Blueprint, render_template, request
 from flask_login import current_user
 
+from portal.campaigns.views import SENDERS
 from portal.models import Customer
 from portal.paging import Page
-from portal.services.customers.customers import LIFECYCLES
+from portal.services.customers.customers import LIFECYCLES, store_choices
 from portal.services.scores import churn as churn_service
 from portal.services.scores import model_info
 
@@ -30,4 +31,6 @@ def index():
         list_name="at-risk",
         lifecycles=LIFECYCLES,
         has_clv=has_clv,
+        stores=store_choices(current_user),
+        can_send=current_user.role in SENDERS,
     )

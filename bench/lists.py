@@ -146,6 +146,12 @@ def case_page(url: str, n: int, name: str) -> dict:
         "list_filtered_gold_high": "/customers?tier=Gold&band=High",
         "list_filtered_store_sorted_by_risk": "/customers?store=Store+3&sort=-churn_probability",
         "list_search_name": "/customers?q=Customer+4242",
+        # prefix search (services/customers/search.py): any case, from the search_* indexes
+        "list_search_id_prefix": "/customers?q=m00012",
+        "list_search_name_prefix": "/customers?q=customer+49",
+        "list_search_phone_national": "/customers?q=(202)+000-12",
+        "list_search_one_match": "/customers?q=M0999999",
+        "list_search_one_letter": "/customers?q=c",
     }
     path = paths[name]
     if name == "list_sorted_by_spend_deep_page":
@@ -214,6 +220,11 @@ PAGE_CASES = (
     "list_filtered_gold_high",
     "list_filtered_store_sorted_by_risk",
     "list_search_name",
+    "list_search_id_prefix",
+    "list_search_name_prefix",
+    "list_search_phone_national",
+    "list_search_one_match",
+    "list_search_one_letter",
 )
 EXPORT_CASES = ("export_raw_read", "export_csv")
 

@@ -2,11 +2,14 @@
 
 from flask_wtf import FlaskForm
 from wtforms import DateField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, Optional, ValidationError
 
 
 class ConsentForm(FlaskForm):
-    status = SelectField("SMS consent", choices=[("opted_in", "Opted in"), ("opted_out", "Opted out")])
+    status = SelectField(
+        "SMS consent", choices=[SelectChoice("opted_in", "Opted in"), SelectChoice("opted_out", "Opted out")]
+    )
     effective = DateField(
         "Date given",
         validators=[Optional()],

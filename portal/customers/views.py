@@ -1,4 +1,4 @@
-"""Customer list and customer page (features, tier, churn, consent, purchases)."""
+"""Customer list and customer page (status, tier, risk, value, timeline; consent, coupon and erase boxes)."""
 
 from datetime import datetime, time, timezone
 
@@ -8,15 +8,14 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField
 from wtforms.validators import DataRequired
 
+from portal.campaigns.views import SENDERS
 from portal.customers.forms import ConsentForm
 from portal.lists.exporting import export_response
-from portal.models import PurchaseLine
-from portal.paging import Page, list_page
+from portal.paging import list_page
 from portal.security import roles_required
 from portal.services import settings as settings_service
-from portal.services import stores as store_service
 from portal.services.customers import customers as customer_service
-from portal.services.customers import privacy
+from portal.services.customers import privacy, timeline
 from portal.services.scores import tiers as tier_service
 
 bp = Blueprint("customers", __name__)
@@ -30,13 +29,15 @@ def index():
         return response
     params = request.args
     page = list_page("customers", params, current_user)
-    stores = store_service.all_stores() if current_user.role == "admin" else []
+    stores = customer_service.store_choices(current_user)
     filtered = any((params.get(k) or "").strip() for k in customer_service.FILTER_KEYS)
     return render_template("customers/index.html", page=page, params=params, stores=stores, filtered=filtered)
 
 
 @bp.route("/customers/<int:customer_id>", methods=["GET", "POST"])
 def detail(customer_id: int):
+    """One customer's story: status, tier, risk and value; the timeline (``?timeline=N`` shows more); then the
+    consent, coupon and erase boxes. Another store's customer is a 404."""
     customer = customer_service.get_for_user(customer_id, current_user)
     if customer is None:
         abort(404)
@@ -54,15 +55,6 @@ def detail(customer_id: int):
         else:
             flash("Consent recorded.", "success")
             return redirect(url_for("customers.detail", customer_id=customer.id))
-    consent_events, tier_changes = customer_service.history(customer)
-    page = Page.from_request(
-        customer_service.lines_query(customer),
-        key=PurchaseLine.id,
-        sort=PurchaseLine.purchased_at,
-        descending=True,
-        scalars=False,
-        size=25,
-    )
     values = settings_service.all_values()
     insights = {
         "reward": values.get(f"reward.{customer.tier}") if customer.tier else None,
@@ -71,14 +63,27 @@ def detail(customer_id: int):
         "lifecycle": customer_service.LIFECYCLE_MEANING.get(customer.lifecycle or ""),
         "horizon": values["churn.horizon_days"],
     }
+    story = timeline.build(customer, timeline.clamp_limit(request.args.get("timeline")))
+    more_url = (
+        url_for("customers.detail", customer_id=customer.id, timeline=story.limit * 2, _anchor="timeline")
+        if story.has_more and story.limit < timeline.MAX_LIMIT
+        else None
+    )
+    purpose = customer_service.offer_purpose(customer, insights["progress"])
+    offer_url = (
+        url_for("campaigns.index", customer=customer.external_id, purpose=purpose)
+        if purpose and current_user.role in SENDERS
+        else None
+    )
     return render_template(
         "customers/detail.html",
         customer=customer,
         form=form,
-        page=page,
-        consent_events=consent_events,
-        tier_changes=tier_changes,
         insights=insights,
+        timeline=story,
+        more_url=more_url,
+        offer_url=offer_url,
+        offer_purpose=purpose,
     )
 
 

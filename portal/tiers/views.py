@@ -16,7 +16,7 @@ bp = Blueprint("tiers", __name__)
 def index():
     entry = model_info.file_entry("segmentation")
     state = model_info.file_state("segmentation")
-    summary = tier_service.summary(current_user)
+    summary = tier_service.summary(current_user, (request.args.get("store") or "").strip() or None)
     query = customer_service.filtered_customers(request.args, current_user)
     if not request.args.get("tier"):
         query = query.where(Customer.tier.isnot(None))
@@ -32,4 +32,5 @@ def index():
         moves=moves,
         list_name="customers",
         bar=tier_service.bar_rule(),
+        stores=customer_service.store_choices(current_user),
     )

@@ -8,10 +8,11 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import or_, select
 
 from portal.extensions import db
-from portal.models import ConsentEvent, Customer, Product, PurchaseLine, Store, TierChange
+from portal.models import ConsentEvent, Customer, Store
 from portal.params import parse_id
-from portal.security import scope_to_user
+from portal.security import scope_to_user, user_store_id
 from portal.services import audit
+from portal.services.customers import search
 
 SORTS = {
     "name": Customer.name,
@@ -33,6 +34,7 @@ FILTER_KEYS = (
     "max_recency",
     "days_since_sms",
     "include_lost",
+    "customer",  # exactly one customer, by their external id (the "Send an offer" links)
 )
 LIFECYCLES = ("New", "Active", "At risk", "Lapsing", "Lost")  # preprocessing.lifecycle.STATUSES, in this order
 LIFECYCLE_MEANING = {
@@ -54,7 +56,9 @@ def filtered_customers(params: Mapping[str, str], user=None, include_erased: boo
 
     Args:
         params: the query-string filters (q, store, tier, band, lifecycle, consent, min_recency,
-            max_recency, days_since_sms); unknown keys are ignored. ``tier=none`` selects customers
+            max_recency, days_since_sms); unknown keys are ignored. ``q`` matches the start of the id, name,
+            e-mail or phone, in any case (``search.condition``). ``store`` (name or id) narrows within the
+            user's scope, never beyond it. ``tier=none`` selects customers
             without a tier. ``include_lost`` is read by :func:`savable`, not here.
         user: the logged-in user (None: the CLI, all stores).
     """
@@ -64,16 +68,11 @@ def filtered_customers(params: Mapping[str, str], user=None, include_erased: boo
     if user is not None:
         query = scope_to_user(query, Customer.store_id, user)
     q = (params.get("q") or "").strip()
-    if q:
-        like = f"%{q}%"
-        query = query.where(
-            or_(
-                Customer.external_id == q,
-                Customer.name.ilike(like),
-                Customer.phone.like(f"%{q.replace(' ', '')}%"),
-                Customer.email.ilike(like),
-            )
-        )
+    if q:  # prefixes of id, name, e-mail or phone, case-insensitive, from indexes (search.py)
+        query = query.where(search.condition(q))
+    one = (params.get("customer") or "").strip()
+    if one:
+        query = query.where(Customer.external_id == one)
     store = (params.get("store") or "").strip()
     if store:
         query = query.join(Store, Customer.store_id == Store.id).where(
@@ -176,24 +175,27 @@ def record_consent(
     db.session.commit()
 
 
-def history(customer: Customer, limit: int = 20) -> tuple[list[ConsentEvent], list[TierChange]]:
-    """The customer page's latest consent events and tier changes, newest first."""
-    consent = db.session.scalars(
-        select(ConsentEvent)
-        .where(ConsentEvent.customer_id == customer.id)
-        .order_by(ConsentEvent.id.desc())
-        .limit(limit)
-    ).all()
-    tiers = db.session.scalars(
-        select(TierChange).where(TierChange.customer_id == customer.id).order_by(TierChange.id.desc()).limit(limit)
-    ).all()
-    return list(consent), list(tiers)
+def store_choices(user) -> list[Store]:
+    """The stores a user can pick in a list's store filter: every store for users who see several (admins and
+    marketers without a store), none for store users (their scope is one store; ``?store=`` never widens it)."""
+    if user is None or user_store_id(user) is not None or user.role == "manager":
+        return []
+    return list(db.session.scalars(select(Store).order_by(Store.name)))
 
 
-def lines_query(customer: Customer):
-    """A customer's purchase lines with each product's name (rows: line, product_name), unordered for paging."""
-    return (
-        select(PurchaseLine, Product.name.label("product_name"))
-        .join(Product, PurchaseLine.product_id == Product.id)
-        .where(PurchaseLine.customer_id == customer.id)
-    )
+OFFER_WHEN_AT_RISK = ("At risk", "Lapsing")
+
+
+def offer_purpose(customer: Customer, progress: str | None = None) -> str | None:
+    """The campaign purpose of a "Send an offer" for this customer, or None when none may be sent.
+
+    None for opted-out or erased customers and those without a phone. ``win_back`` for customers at risk
+    (lifecycle At risk / Lapsing / Lost, or a High or Medium churn band), ``tier_up`` for others who are
+    on their way to a (next) tier (``progress``: the page's "how far to your next reward" message).
+    """
+    if customer.sms_consent == "opted_out" or customer.erased_at is not None or not customer.phone:
+        return None
+    at_risk = customer.lifecycle in (*OFFER_WHEN_AT_RISK, "Lost") or customer.churn_band in ("High", "Medium")
+    if not at_risk and progress:
+        return "tier_up"
+    return "win_back"

@@ -20,14 +20,15 @@ from portal.services.scores import scoring
 TIERS = settings_service.TIERS  # best first
 
 
-def summary(user) -> dict:
-    """Per tier: members, revenue share, average spend and reward, for the user's stores.
+def summary(user, store: str | None = None) -> dict:
+    """Per tier: members, revenue share, average spend and reward, for the user's stores (or the one of them
+    named by ``store``, the list filter: it narrows within the user's scope, never beyond).
 
     One pass grouped by (store, tier, band), the order of ``ix_customers_summary``, so the database
     reads that narrow index instead of every customer row; the groups are added up here. Spend is
     money (cents), so the sums are rounded to cents.
     """
-    base = customer_service.filtered_customers({}, user).subquery()
+    base = customer_service.filtered_customers({"store": store} if store else {}, user).subquery()
     rows = db.session.execute(
         select(
             base.c.tier,
