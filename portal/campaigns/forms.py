@@ -35,6 +35,7 @@ FILTER_FIELDS = (
     "q",
     "consent",
     "include_lost",
+    "customer",
 )
 
 
@@ -108,6 +109,7 @@ class BuilderForm(FlaskForm):
     )
     q = HiddenField()
     consent = HiddenField()
+    customer = HiddenField()  # one customer by external id ("Send an offer" on the customer page)
     template = TextAreaField(
         "Message",
         validators=[DataRequired("Write the message."), Length(max=1000)],
@@ -182,3 +184,30 @@ class RedeemForm(FlaskForm):
         "Coupon code", validators=[DataRequired("Type the code from the customer's message."), Length(max=40)]
     )
     next = HiddenField()
+
+
+class TemplateForm(FlaskForm):
+    """An admin's version of one library template, for every store (``store`` empty) or one store."""
+
+    purpose = HiddenField(validators=[DataRequired()])
+    store = HiddenField()
+    body = TextAreaField(
+        "Message",
+        validators=[DataRequired("Write the message."), Length(max=1000, message="At most 1,000 characters.")],
+    )
+
+    def validate_body(self, field):
+        try:
+            campaign_service.validate_template(field.data or "")
+        except campaign_service.CampaignError as exc:
+            raise ValidationError(str(exc)) from None
+
+
+class TestSendForm(FlaskForm):
+    """Send one rendered message (with a TEST coupon) to the user's own phone before sending a campaign."""
+
+    phone = StringField(
+        "Your mobile number",
+        validators=[DataRequired("Type your own mobile number."), Length(max=32)],
+        description="The message goes to this number only, with a TEST coupon that cannot be redeemed.",
+    )

@@ -17,22 +17,30 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import NotFound
 from wtforms.fields.choices import SelectChoice
 
-from portal.campaigns.forms import FILTER_FIELDS, ActionForm, BuilderForm, RedeemForm, SendForm
+from portal.campaigns import library, live
+from portal.campaigns.forms import FILTER_FIELDS, ActionForm, BuilderForm, RedeemForm, SendForm, TestSendForm
 from portal.formatting import money
 from portal.models import Campaign, Customer, OutboxMessage
 from portal.paging import Page
 from portal.params import parse_id
 from portal.security import is_safe_next, roles_required, user_store_id
 from portal.services import settings
-from portal.services.campaigns import builder, outbox, redemption, resuming, send_options
+from portal.services.campaigns import builder, overview, redemption, resuming, send_options, templates
 from portal.services.campaigns import campaigns as campaign_service
 from portal.services.campaigns import results as campaign_results
+from portal.services.campaigns import test_send as test_send_service
+from portal.services.campaigns.progress import campaign_progress
 from portal.services.clock import aware, utcnow
 from portal.services.customers.customers import get_for_user
 from portal.services.lists import registry, segments
 
 bp = Blueprint("campaigns", __name__)
 SENDERS = ("admin", "manager")
+bp.add_url_rule("/campaigns/templates", view_func=library.templates_page, methods=["GET", "POST"])
+bp.add_url_rule("/campaigns/<int:campaign_id>/progress.json", view_func=live.progress_json)
+bp.add_url_rule(
+    "/campaigns/<int:campaign_id>/test-send", view_func=roles_required(*SENDERS)(live.test_send), methods=["POST"]
+)
 _BUILDER_KEYS = (*FILTER_FIELDS, "segment", "name", "template", "control", "when", "send_at", "expires")
 
 
@@ -54,13 +62,33 @@ def _dry_run() -> bool:
 
 
 def _builder_form(formdata=None) -> BuilderForm:
-    """The builder form with its choices, time zone and defaults (from the settings)."""
+    """The builder form with its choices, time zone and defaults (from the settings).
+
+    On GET, ``purpose=<key>`` fills an empty message box (and name) from the template library, in the
+    version of the campaign's store; ``customer=<external id>`` makes the audience exactly that customer.
+    """
+    problems = []
     if formdata is None and request.method == "GET":
         args = MultiDict([(k, v) for k, v in request.args.items(multi=True) if k in _BUILDER_KEYS and v])
         if "store" in args:
             args["store"] = builder.store_name(args["store"])
+        purpose = request.args.get("purpose", "").strip()
+        if purpose:
+            try:
+                chosen = templates.purpose_or_error(purpose)
+            except templates.TemplateError as exc:
+                problems.append(str(exc))
+            else:
+                filters = {k: args[k] for k in FILTER_FIELDS if args.get(k)}
+                if not args.get("template"):
+                    store_id = campaign_service.campaign_store_id(filters, current_user)
+                    args["template"] = templates.template_for(chosen.key, store_id)
+                if not args.get("name"):
+                    one = (args.get("customer") or "").strip()[:40]
+                    args["name"] = chosen.label + (f" for {one}" if one else "")
         formdata = args if args else None
     form = BuilderForm(formdata=formdata) if formdata is not None else BuilderForm()
+    form.form_errors.extend(problems)
     form.segment.choices = [SelectChoice("", "None: use the filters below")] + [
         SelectChoice(str(s.id), f"{s.name} ({s.list_name})") for s in builder.customer_segments(current_user)
     ]
@@ -80,6 +108,12 @@ def _form_params(form: BuilderForm) -> dict[str, str]:
 
 def _has_audience_args() -> bool:
     return any(request.args.get(k) for k in (*FILTER_FIELDS, "segment"))
+
+
+def _template_links() -> list[tuple[str, str, str]]:
+    """(key, label, builder URL) per library template, keeping the audience already in the query string."""
+    keep = {k: v for k, v in request.args.items() if k in (*FILTER_FIELDS, "segment") and v}
+    return [(p.key, p.label, url_for("campaigns.index", **keep, purpose=p.key)) for p in templates.PURPOSES.values()]
 
 
 def _summaries(form: BuilderForm, with_preview: bool):
@@ -113,14 +147,23 @@ def _render_index(form: BuilderForm, audience=None, preview=None, status: int = 
     page = Page.from_request(
         campaign_service.visible_campaigns(current_user), key=Campaign.id, sort=Campaign.created_at, descending=True
     )
-    counts = {c.id: campaign_service.status_counts(c.id) for c in page.items}
+    numbers = overview.campaign_numbers(page.items)
     note = builder.quiet_note(form.time_zone, _scheduled_for(form)) if form.time_zone else ""
     _zone, store = builder.campaign_zone(form.filter_params(), current_user)
+    params = form.filter_params()
     return render_template(
         "campaigns/index.html",
         page=page,
-        counts=counts,
+        numbers=numbers,
+        campaign_stores=builder.campaign_stores(page.items),
+        result_days=int(settings.get("sms.result_days")),
         form=form,
+        target=builder.target_customer(params, current_user),
+        without_customer=url_for(
+            "campaigns.index", **{k: v for k, v in request.args.items() if k not in ("customer", "name") and v}
+        ),
+        template_links=_template_links(),
+        can_edit_templates=current_user.role == "admin",
         audience=audience,
         preview=preview,
         quiet_note=note,
@@ -240,10 +283,11 @@ def confirm(campaign_id: int):
         zone=zone,
         store=store,
         scheduled_local=scheduled.astimezone(zone) if scheduled else None,
-        expires_local=aware(campaign.expires_at).astimezone(zone) if campaign.expires_at else None,
         quiet_note=builder.quiet_note(zone, scheduled if scheduled and scheduled > utcnow() else None),
         form=SendForm(expected=str(cost.messages)),
         cancel_form=ActionForm(),
+        test_form=TestSendForm(phone=test_send_service.last_phone(current_user.email)),
+        test_sends_left=test_send_service.PER_HOUR - test_send_service.sent_in_last_hour(current_user.email),
         can_send=current_user.role in SENDERS,
         dry_run=_dry_run(),
     )
@@ -252,7 +296,8 @@ def confirm(campaign_id: int):
 @bp.route("/campaigns/<int:campaign_id>")
 def detail(campaign_id: int):
     campaign = _campaign_or_404(campaign_id)
-    counts = campaign_service.status_counts(campaign.id)
+    progress = campaign_progress(campaign)
+    counts = progress["counts"]
     rows = (
         select(OutboxMessage, Customer.external_id, Customer.name, Customer.sms_consent)
         .join(Customer, Customer.id == OutboxMessage.customer_id)
@@ -262,8 +307,6 @@ def detail(campaign_id: int):
     if group in ("message", "control"):
         rows = rows.where(OutboxMessage.group == group)
     page = Page.from_request(rows, key=OutboxMessage.id, scalars=False, size=100)
-    messages = sum(n for s, n in counts.items() if s != "control")
-    done = sum(n for s, n in counts.items() if s in outbox.FINAL and s != "control")
     export_available = "campaign-recipients" in registry.LISTS
     return render_template(
         "campaigns/detail.html",
@@ -272,13 +315,16 @@ def detail(campaign_id: int):
         page=page,
         job=resuming.latest_job(campaign.id),
         form=ActionForm(),
-        messages=messages,
-        done=done,
+        live=progress,
+        messages=progress["messages"],
+        done=progress["done"],
         exclusions=campaign_service.EXCLUSIONS,
         dry_run=_dry_run(),
         can_send=current_user.role in SENDERS,
-        left=sum(counts.get(s, 0) for s in outbox.IN_PROGRESS),
+        left=progress["left"],
         results=campaign_results.campaign_results(campaign),
+        no_results=campaign_results.no_results_reason(campaign),
+        zone=builder.zone_of_campaign(campaign)[0],
         export_available=export_available,
         export_params={"campaign": str(campaign.id)},
     )

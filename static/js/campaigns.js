@@ -9,7 +9,7 @@
   var previewUrl = form.getAttribute('data-preview-url');
   var currency = form.getAttribute('data-currency') || 'USD';
   var FILTERS = ['band', 'lifecycle', 'tier', 'store', 'min_recency', 'max_recency', 'days_since_sms', 'q', 'consent',
-    'include_lost'];
+    'include_lost', 'customer'];
   var AUDIENCE = FILTERS.concat(['segment', 'control']);
   var PREVIEW = ['template', 'expires', 'when', 'send_at'];
   var messages = null;
@@ -77,7 +77,7 @@
       .then(json)
       .then(function (r) {
         if (seq !== audienceSeq) { return; }
-        show($('audience-error'), r.ok ? '' : r.data.error);
+        show($('audience-error'), r.ok ? r.data.problem : r.data.error);
         if (r.ok) { renderAudience(r.data); }
         refreshPreview();
       })

@@ -134,7 +134,10 @@ def test_results_so_far_and_before_any_send(db, sent, store):
     campaign, messaged, _control = sent
     partial = cr.campaign_results(campaign, now=T0 + timedelta(days=10, hours=1))
     assert not partial.complete and partial.days_elapsed == 10
-    assert "Too few customers" in partial.rate_text  # nobody bought: 0 buyers in both groups
+    # 30 and 30 customers but no purchase on file at all: say so, not "too few customers"
+    assert partial.rate_text.startswith("Nobody has bought since the first message (2026-03-10 11:00 EDT)")
+    assert "latest purchase on file: none" in partial.rate_text and "Too few" not in partial.rate_text
+    assert partial.expected == "Import the sales made since then; purchases until 2026-04-09 11:00 EDT count."
     db.session.execute(update(OutboxMessage).values(sent_at=None))
     db.session.commit()
     assert cr.campaign_results(campaign) is None

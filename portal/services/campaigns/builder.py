@@ -15,13 +15,13 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 
 from portal.extensions import db
-from portal.models import SavedSegment, Store
+from portal.models import Customer, SavedSegment, Store
 from portal.params import parse_id
 from portal.security import user_store_id
 from portal.services import clock, settings
 from portal.services.campaigns import campaigns as campaign_service
 from portal.services.campaigns.quiet_hours import is_quiet, window_opens
-from portal.services.customers.customers import FILTER_KEYS
+from portal.services.customers.customers import FILTER_KEYS, filtered_customers
 from portal.services.lists import registry, segments
 from portal.sms_text import segment_info
 
@@ -80,6 +80,7 @@ class AudienceSummary:
     control: int
     messages: int
     exclusions: list[dict] = field(default_factory=list)  # key, label, count (every reason, zeros too)
+    problem: str = ""  # why the audience is empty when the reason is not an exclusion (an unknown customer id)
 
     @property
     def excluded(self) -> int:
@@ -106,7 +107,16 @@ def audience_summary(
             {"key": k, "label": label, "count": audience.exclusions.get(k, 0)}
             for k, label in campaign_service.EXCLUSIONS.items()
         ],
+        problem=campaign_service.missing_customer(params, audience.total),
     )
+
+
+def target_customer(params: dict[str, str], user) -> Customer | None:
+    """The one customer a ``customer=<external id>`` audience names, when ``user`` may see them."""
+    external_id = (params.get("customer") or "").strip()
+    if not external_id:
+        return None
+    return db.session.scalar(filtered_customers({"customer": external_id}, user))
 
 
 # --- time zone, schedule, expiry ---------------------------------------------------------------
@@ -262,3 +272,10 @@ def store_name(value: str | None) -> str | None:
         found = db.session.scalar(select(Store.name).where(Store.id == parse_id(value)))
         return found or value
     return value
+
+
+def campaign_stores(campaigns) -> dict[int, Store | None]:
+    """Each campaign's store (else the first store, as zone_of_campaign), for a list page: one query."""
+    stores = {s.id: s for s in db.session.scalars(select(Store).order_by(Store.id))}
+    first = next(iter(stores.values()), None)
+    return {c.id: stores.get(c.store_id) or first for c in campaigns}

@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from portal.extensions import db
 from portal.models import Campaign, Customer, OutboxMessage, PurchaseLine, Store
 from portal.services import audit
+from portal.services.campaigns.test_send import is_test_code
 from portal.services.clock import aware, zone
 
 #: Outbox statuses whose message may have reached the customer (so the code can be in their hands).
@@ -163,6 +164,8 @@ def redeem_by_staff(
     normal = normalise_code(code)
     if not normal:
         raise RedemptionError("Type the coupon code from the customer's message.")
+    if is_test_code(normal):
+        raise RedemptionError("This is a TEST coupon from a test send: it is never redeemable.")
     offer = _offers([normal]).get(normal)
     store_id = user_store_id if user_store_id is not None else (offer.store_id if offer else None)
     reason = _refusal(offer, customer.id, store_id, now)

@@ -15,12 +15,13 @@ from portal.extensions import db
 from portal.formatting import money
 from portal.models import Campaign, ConsentEvent, OutboxMessage, PurchaseLine, Store
 from portal.services import settings
+from portal.services.campaigns.outbox import IN_PROGRESS
+from portal.services.campaigns.result_reasons import MIN_GROUP, MIN_OUTCOMES, explain
+from portal.services.campaigns.result_reasons import no_results_reason as no_results_reason  # the pages' import
 from portal.services.clock import aware, zone
 from portal.sms_text import GSM7_BASIC, segment_info
 
 CONFIDENCE = 0.95
-MIN_GROUP = 30
-MIN_OUTCOMES = 5
 #: Statuses of a message Twilio accepted (or the dry run recorded).
 ACCEPTED = ("sent", "delivered", "undelivered", "dry-run")
 
@@ -183,6 +184,10 @@ class Results:
     rate_text: str = ""
     revenue_text: str = ""
     currency: str = "USD"
+    reason: str = ""  # why there is no conclusion yet, in plain words ("" once there is one)
+    expected: str = ""  # when a result can be expected (or that none can)
+    left: int = 0  # messages still to send
+    latest_purchase: datetime | None = None  # the newest purchase on file for the campaign's stores (local time)
 
 
 def _group_outcome(n: int, per_customer: list[tuple[float, bool]]) -> GroupOutcome:
@@ -315,12 +320,22 @@ def campaign_results(campaign: Campaign, now: datetime | None = None, days: int 
         results.revenue_enough = message.n >= MIN_GROUP and control.n >= MIN_GROUP and results.revenue.se > 0
         results.rate_text = rate_sentence(results.rate, results.rate_enough, message.n, control.n)
         results.revenue_text = revenue_sentence(results.revenue, results.revenue_enough, message.n, control.n, currency)
-    else:
-        results.rate_text = (
-            f"Too few customers to conclude: {message.n} messaged and {control.n} in the control "
-            "group."
-            + (" This campaign has no control group, so there is nothing to compare against." if control.n == 0 else "")
+    results.left = (
+        db.session.scalar(
+            select(func.count()).where(OutboxMessage.campaign_id == campaign.id, OutboxMessage.status.in_(IN_PROGRESS))
         )
+        or 0
+    )
+    results.latest_purchase = db.session.scalar(
+        select(func.max(PurchaseLine.purchased_at)).where(
+            PurchaseLine.store_id == campaign.store_id if campaign.store_id else PurchaseLine.store_id.in_(list(stores))
+        )
+    )
+    explain(results, zone(store.timezone) if store else zone(next(iter(stores.values())).timezone))
+    if not results.rate_enough:
+        results.rate_text = results.reason
+        if not results.revenue_enough:
+            results.revenue_text = ""
     return results
 
 
