@@ -19,11 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 from flask import Flask, current_app
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from portal.extensions import db
 from portal.job_processes import database_lock
-from portal.models import Job
+from portal.models import AuditEntry, Job
 from portal.security import user_store_id
 
 log = logging.getLogger(__name__)
@@ -293,17 +293,15 @@ def _run_in_child(app: Flask, job_id: str, lock_fd: int) -> None:
     if child.returncode == 0:
         return
     log.error("job %s: child process exited with %s: %s", job_id, child.returncode, child.stderr[-2000:])
+    message = "The job's process stopped unexpectedly (logged); nothing it was writing was kept. Start it again."
     with db.engine.begin() as conn:
-        conn.execute(
+        moved = conn.execute(
             update(Job)
             .where(Job.id == job_id, Job.status.in_(("queued", "running")))
-            .values(
-                status="failed",
-                finished_at=_now(),
-                message="The job's process stopped unexpectedly (logged); nothing it was writing was kept. "
-                "Start it again.",
-            )
-        )
+            .values(status="failed", finished_at=_now(), message=message)
+        ).rowcount
+    if moved == 1:
+        _audit_end(job_id, "failed", message)
 
 
 def _write(job_id: str, **values) -> None:
@@ -353,26 +351,51 @@ def run_job(job_id: str, modules: list[str] | None = None) -> None:
     except JobError as exc:
         db.session.rollback()
         _write(job_id, status="failed", message=str(exc), finished_at=_now())
+        _audit_end(job_id, "failed", str(exc))
     except Exception:
         db.session.rollback()
         log.exception("job %s (%s) failed", job_id, name)
-        _write(
-            job_id,
-            status="failed",
-            finished_at=_now(),
-            message="The job failed with an unexpected error (logged). Nothing it was writing was kept.",
-        )
+        message = "The job failed with an unexpected error (logged). Nothing it was writing was kept."
+        _write(job_id, status="failed", finished_at=_now(), message=message)
+        _audit_end(job_id, "failed", message)
     else:
-        _write(
-            job_id,
-            status="done",
-            progress=1.0,
-            finished_at=_now(),
-            result=result or {},
-            message=(result or {}).get("message") if isinstance(result, dict) else None,
-        )
+        message = (result or {}).get("message") if isinstance(result, dict) else None
+        _write(job_id, status="done", progress=1.0, finished_at=_now(), result=result or {}, message=message)
+        _audit_end(job_id, "done", message)
     finally:
         stop.set()
+
+
+def _audit_end(job_id: str, status: str, message: str | None) -> None:
+    """The one audit line every job leaves when it ends (``job.done`` / ``job.failed``), for every runner.
+
+    Written in its own short transaction after the job's row, by the user who started the job ("worker"
+    for scheduled work). The runner imports no service, so the entry is inserted here directly; an
+    audit failure is logged and never changes the job's outcome.
+    """
+    try:
+        with db.engine.begin() as conn:
+            row = conn.execute(
+                select(Job.func, Job.title, Job.user_email, Job.started_at, Job.finished_at).where(Job.id == job_id)
+            ).one_or_none()
+            if row is None:
+                return
+            detail: dict = {"job": job_id, "title": row.title}
+            if row.started_at is not None and row.finished_at is not None:
+                detail["seconds"] = round((_aware_utc(row.finished_at) - _aware_utc(row.started_at)).total_seconds(), 1)
+            if message:
+                detail["message"] = message[:500]
+            conn.execute(
+                insert(AuditEntry).values(
+                    at=_now(),
+                    action=f"job.{status}",
+                    target=row.func,
+                    detail=detail,
+                    user_email=row.user_email or "worker",
+                )
+            )
+    except Exception:  # the job's own state is written already: an audit hiccup must not fail it
+        log.exception("audit line for job %s (%s) not written", job_id, status)
 
 
 def _heartbeat(app: Flask, job_id: str, stop: threading.Event) -> None:
@@ -403,7 +426,14 @@ def get(job_id: str) -> Job | None:
                 if job.status == "scheduled"
                 else "The worker running this job stopped; nothing it was writing was kept. Start it again."
             )
-            _write(job.id, status="failed", finished_at=_now(), message=message)
+            with db.engine.begin() as conn:
+                moved = conn.execute(
+                    update(Job)
+                    .where(Job.id == job.id, Job.status == job.status)
+                    .values(status="failed", finished_at=_now(), message=message)
+                ).rowcount
+            if moved == 1:  # the one caller that marked it failed writes its audit line
+                _audit_end(job.id, "failed", message)
             db.session.expire(job)
             job = db.session.get(Job, job_id)
     return job

@@ -3,7 +3,7 @@
 from zoneinfo import available_timezones
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, SelectField, StringField
+from wtforms import BooleanField, EmailField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from portal.models import LEAST_PRIVILEGED_ROLE, ROLES
@@ -14,12 +14,12 @@ TIMEZONES = sorted(available_timezones())
 class UserCreateForm(FlaskForm):
     email = EmailField("E-mail", validators=[DataRequired(), Length(max=254)])
     # Least privilege by default: the admin picks a more powerful role on purpose.
-    role = SelectField("Role", choices=[(r, r) for r in ROLES], default=LEAST_PRIVILEGED_ROLE)
+    role = SelectField("Role", choices=[SelectChoice(r, r) for r in ROLES], default=LEAST_PRIVILEGED_ROLE)
     store_id = SelectField("Store", coerce=int, validators=[Optional()])
 
 
 class UserEditForm(FlaskForm):
-    role = SelectField("Role", choices=[(r, r) for r in ROLES])
+    role = SelectField("Role", choices=[SelectChoice(r, r) for r in ROLES])
     store_id = SelectField("Store", coerce=int, validators=[Optional()])
     active = BooleanField("Active")
 

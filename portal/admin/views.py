@@ -2,6 +2,7 @@
 
 from flask import Blueprint, abort, flash, make_response, redirect, render_template, request, url_for
 from flask_login import current_user, login_user
+from wtforms import SelectChoice
 
 from portal.admin.forms import StoreForm, UserCreateForm, UserEditForm
 from portal.models import AuditEntry
@@ -21,7 +22,7 @@ def admins_only():
 
 
 def _store_choices(blank: str = "— none —"):
-    return [(0, blank)] + [(s.id, s.name) for s in store_service.all_stores()]
+    return [SelectChoice(0, blank)] + [SelectChoice(s.id, s.name) for s in store_service.all_stores()]
 
 
 def _users_page(form: UserCreateForm, shown_once: str | None = None):
@@ -118,31 +119,110 @@ def store_edit(store_id: int):
     return render_template("admin/store_edit.html", form=form, store=store)
 
 
+# Settings stored as a share (0.1) that every other page writes as a percentage (10 %): the settings page
+# shows and accepts them as percentages too, and stores the share as before.
+SHARE_KEYS = (
+    "tiers.share",
+    "churn.high",
+    "churn.low",
+    "bundles.dead_stock_ratio",
+    "bundles.min_confidence",
+    "sms.control_share",
+    "clv.discount_rate",
+)
+
+
+def _as_percent(value) -> str:
+    """A stored share as the percentage typed on the page: 0.1 → "10", 0.0083 → "0.83"."""
+    try:
+        return f"{float(value) * 100:.6f}".rstrip("0").rstrip(".")
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _from_percent(key: str, raw: str) -> tuple[str | None, str | None]:
+    """A typed percentage ("10", "12.5 %") as the share string the settings service parses, or an error."""
+    spec = settings_service.BY_KEY[key]
+    text = (raw or "").strip().rstrip("%").strip().replace(",", ".")
+    try:
+        value = float(text)
+    except ValueError:
+        return None, "must be a percentage, e.g. 10 for 10 %"
+    low = spec.min * 100 if spec.min is not None else None
+    high = spec.max * 100 if spec.max is not None else None
+    if low is not None and value < low - 1e-9:
+        return None, f"must be at least {_as_percent(spec.min)} %"
+    if high is not None and value > high + 1e-9:
+        return None, f"must be at most {_as_percent(spec.max)} %"
+    return repr(round(value / 100, 10)), None
+
+
 @bp.route("/settings", methods=["GET", "POST"])
 def settings():
     values = settings_service.all_values()
+    shown = {k: (_as_percent(v) if k in SHARE_KEYS else v) for k, v in values.items()}
     errors: dict[str, str] = {}
     if request.method == "POST":
-        submitted = {
+        typed = {
             s.key: request.form.get(s.key, "")
             for s in settings_service.SPECS
             if s.key in request.form or s.type == "bool"
         }
-        errors = settings_service.update(submitted, current_user.email)
+        submitted = {}
+        for key, raw in typed.items():
+            if key in SHARE_KEYS:
+                share, problem = _from_percent(key, raw)
+                if problem:
+                    errors[key] = problem
+                    continue
+                submitted[key] = share
+            else:
+                submitted[key] = raw
+        if not errors:
+            errors = settings_service.update(submitted, current_user.email)
         if not errors:
             flash("Settings saved.", "success")
             return redirect(url_for("admin.settings"))
-        values = {**values, **submitted}  # keep what the admin typed
+        shown = {**shown, **typed}  # keep what the admin typed
         flash("Nothing was saved: fix the fields marked below.", "error")
     groups: dict[str, list] = {}
     for spec in settings_service.SPECS:
         groups.setdefault(spec.group, []).append(spec)
-    return render_template("admin/settings.html", groups=groups, values=values, errors=errors), (400 if errors else 200)
+    return render_template("admin/settings.html", groups=groups, values=shown, errors=errors, shares=SHARE_KEYS), (
+        400 if errors else 200
+    )
 
 
 @bp.route("/audit", endpoint="audit")
 def audit_log():
     q_user = request.args.get("user", "").strip()
     q_action = request.args.get("action", "").strip()
-    page = Page.from_request(audit.entries_query(q_user, q_action), key=AuditEntry.id, descending=True)
-    return render_template("admin/audit.html", page=page, q_user=q_user, q_action=q_action)
+    q_from = request.args.get("from", "").strip()
+    q_to = request.args.get("to", "").strip()
+    store = current_user.store
+    tz = store.timezone if store is not None and store.timezone else "UTC"
+    problems = []
+    days = {}
+    for key, raw, label in (("from", q_from, "From"), ("to", q_to, "To")):
+        try:
+            days[key] = audit.parse_day(raw, label)
+        except audit.AuditFilterError as exc:
+            problems.append(str(exc))
+            days[key] = None
+    if days["from"] and days["to"] and days["from"] > days["to"]:
+        problems.append("From is after To: the range holds no day.")
+    query = audit.entries_query(q_user, q_action, days["from"], days["to"], tz)
+    page = Page.from_request(query, key=AuditEntry.id, descending=True)
+    return render_template(
+        "admin/audit.html",
+        page=page,
+        q_user=q_user,
+        q_action=q_action,
+        q_from=q_from,
+        q_to=q_to,
+        tz=tz,
+        problems=problems,
+        actions=audit.actions(),
+        users=audit.users(),
+        readable=audit.readable,
+    ), (400 if problems else 200)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import click
@@ -191,18 +192,32 @@ def demo_command():
         if previous is not None:
             click.echo(f"{name}: 0 new, already imported as import #{previous.id}")
             continue
+        click.echo(f"{name}: importing …")
+        started = time.monotonic()
         try:
             run = run_file(kind, str(path), downtown)
         except importer.ImportRefused as exc:
             cli.refuse(f"{name}: {exc}")
         if run.status != "done":
             cli.refuse(f"{name}: {importer.summary(run)}")
-        click.echo(f"{name}: {importer.summary(run)}")
+        click.echo(f"{name}: {importer.summary(run)} ({time.monotonic() - started:.1f} s)")
     from portal.services.scores import training
 
-    result = training.train_all()
+    started = time.monotonic()
+    result = training.train_all(progress=_echo_step(started))
     for line in result.get("details", []):
         click.echo(f"training: {line}")
+    click.echo(f"training: done in {time.monotonic() - started:.1f} s")
+
+
+def _echo_step(started: float):
+    """A progress callback that prints each training step as it starts (``make run`` shows them)."""
+
+    def step(fraction: float, message: str | None = None) -> None:
+        if message:
+            click.echo(f"training: {message} … ({fraction:.0%}, {time.monotonic() - started:.0f} s)")
+
+    return step
 
 
 commands = [import_command, demo_command]

@@ -2,7 +2,7 @@
 
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
-from wtforms import BooleanField, SelectField
+from wtforms import BooleanField, SelectChoice, SelectField
 
 from preprocessing.columns import KINDS, SYNONYMS
 
@@ -28,11 +28,12 @@ FIELD_HELP = {
     "email": "e-mail address",
     "sms_consent": "yes / no",
     "sms_consent_date": "date consent was given or withdrawn",
+    "birthday": "date of birth (the birthday automation)",
 }
 
 
 class UploadForm(FlaskForm):
-    kind = SelectField("What the file holds", choices=[(k, KIND_LABELS[k]) for k in KINDS])
+    kind = SelectField("What the file holds", choices=[SelectChoice(k, KIND_LABELS[k]) for k in KINDS])
     store_id = SelectField("Store for rows without a store column", coerce=int)
     file = FileField("File (CSV, CSV.GZ or XLSX)", validators=[FileRequired("Choose a file to upload.")])
     all_or_nothing = BooleanField("Import nothing if any row is bad (default: import the valid rows)")
@@ -49,7 +50,7 @@ class ConfirmForm(FlaskForm):
 
 def mapping_form(kind: str, headers: list[str], mapping: dict[str, str], all_or_nothing: bool = False):
     """A form with one select per target field listing the file's columns (prefilled with the detected mapping)."""
-    choices = [("", "— not in this file —")] + [(h, h) for h in headers]
+    choices = [SelectChoice("", "— not in this file —")] + [SelectChoice(h, h) for h in headers]
 
     class MappingForm(ConfirmForm):
         pass

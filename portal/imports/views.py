@@ -7,6 +7,7 @@ from pathlib import Path
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, stream_with_context, url_for
 from flask_login import current_user
+from wtforms import SelectChoice
 
 from portal.imports.forms import ActionForm, UploadForm, chosen_mapping, mapping_form
 from portal.models import ImportRun, Store
@@ -44,8 +45,8 @@ def _upload_form() -> UploadForm:
     form = UploadForm()
     stores = _allowed_stores()
     form.store_id.choices = (
-        [(0, "Default store (the first store, or a new 'Main')")] if current_user.is_admin else []
-    ) + [(s.id, s.name) for s in stores]
+        [SelectChoice(0, "Default store (the first store, or a new 'Main')")] if current_user.is_admin else []
+    ) + [SelectChoice(s.id, s.name) for s in stores]
     return form
 
 
@@ -59,6 +60,8 @@ def _index(form: UploadForm | None = None, status: int = 200):
         form=form or (_upload_form() if can_import else None),
         page=page,
         stores=stores,
+        written=importer.written_stores([r.id for r in page.items]),
+        store_rule=importer.store_rule(current_user),
         samples=_samples() if can_import else [],
         action=ActionForm(),
         can_import=can_import,
@@ -209,6 +212,7 @@ def detail(import_id: int):
         plan=plan,
         action=ActionForm(),
         store=store_service.get(run.store_id),
+        written=importer.written_stores([run.id]).get(run.id, []),
         can_import=current_user.role in IMPORTERS,
     )
 

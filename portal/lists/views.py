@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
+from wtforms import SelectChoice
 
 from portal.lists.exporting import export_error, export_response
 from portal.lists.forms import SegmentForm
@@ -58,7 +59,7 @@ def history():
 
 def _form() -> SegmentForm:
     form = SegmentForm()
-    form.list_name.choices = [(d.name, d.title) for d in registry.LISTS.values()]
+    form.list_name.choices = [SelectChoice(d.name, d.title) for d in registry.LISTS.values()]
     return form
 
 
@@ -98,7 +99,8 @@ def segment_count(segment_id: int):
     """The segment's live size for the logged-in user, as JSON."""
     segment = segments.get(segment_id, current_user) or abort(404)
     try:
-        return jsonify(count=segments.size(segment, current_user), list=segment.list_name)
+        sized = exports.sizes(segment.list_name, registry.parse_filter(segment.query), current_user)
+        return jsonify(list=segment.list_name, **sized)
     except registry.ExportError as exc:
         return jsonify(error=str(exc)), 400
 
@@ -108,6 +110,6 @@ def filter_count():
     """How many rows ``list`` with the query-string filters would export, as JSON (live sizes)."""
     name = request.args.get("list", "customers")
     try:
-        return jsonify(count=exports.count(name, request.args, current_user), list=name)
+        return jsonify(list=name, **exports.sizes(name, request.args, current_user))
     except registry.ExportError as exc:
         return jsonify(error=str(exc)), 400

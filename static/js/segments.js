@@ -10,6 +10,8 @@
       .then(function (data) {
         el.textContent = data.error ? '?' : Number(data.count).toLocaleString();
         if (data.error) { el.title = data.error; }
+        var note = el.parentElement && el.parentElement.querySelector('.count-note');
+        if (note) { note.textContent = data.error ? '' : (data.note || ''); }
       })
       .catch(function () { el.textContent = '?'; });
   }

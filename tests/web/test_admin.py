@@ -61,7 +61,7 @@ def test_store_validation_messages(client, login_as):
 def test_settings_validation_keeps_input_and_saves_nothing(client, login_as, db):
     login_as("admin")
     response = post_form(
-        client, "/settings", {"tier.min_frequency": "-3", "churn.high": "0.8", "tier.message.progress": "Hi {nope}"}
+        client, "/settings", {"tier.min_frequency": "-3", "churn.high": "80", "tier.message.progress": "Hi {nope}"}
     )
     html = response.get_data(as_text=True)
     assert response.status_code == 400
@@ -83,7 +83,7 @@ def test_settings_change_is_audited_with_before_after(client, login_as, db):
 
 def test_band_cutoffs_must_be_ordered(client, login_as):
     login_as("admin")
-    response = post_form(client, "/settings", {"churn.low": "0.8", "churn.high": "0.7"})
+    response = post_form(client, "/settings", {"churn.low": "80", "churn.high": "70"})
     assert "below the High band" in response.get_data(as_text=True)
 
 

@@ -28,7 +28,7 @@ from tests.conftest import login
 HEADERS = (
     "customer_id,name,phone,email,store,sms_consent,tier,reward,monetary,frequency,recency,total_quantity,"
     "num_unique_products,avg_price_per_unit,store_visit_frequency,active_days,avg_purchase_gap_days,"
-    "churn_probability,churn_band,p_alive,expected_purchases_90d,clv_12m,scored_at,lifecycle"
+    "churn_probability,churn_band,p_alive,expected_purchases_90d,clv_12m,scored_at,lifecycle,p_return_12m"
 )
 
 
@@ -61,6 +61,7 @@ def scored(make_store, make_customer):
         churn_probability=0.8125,
         churn_band="High",
         p_alive=0.4,
+        p_return_12m=0.35,
         expected_purchases_90d=1.5,
         clv_12m=Decimal("310.00"),
         scored_at=scored_at,
@@ -106,9 +107,10 @@ def test_customer_csv_has_exact_headers_and_rows(client, login_as, scored):
         "310.00",
         "2026-01-20T09:30:00+00:00",
         "",  # lifecycle: set by a scoring run, which this hand-made row never had
+        "0.35",
     ]
     # Not scored yet: model columns are empty; a text cell starting with '-' is neutralised.
-    assert rows[2] == ["C3", "'-Minus", "", "", "Alpha", "unknown", "", ""] + [""] * 16
+    assert rows[2] == ["C3", "'-Minus", "", "", "Alpha", "unknown", "", ""] + [""] * 17
     assert len(rows) == 3  # the opted-out customer is left out by default
 
 

@@ -172,5 +172,5 @@ def test_customer_pages_write_spend_in_the_store_currency(client, login_as, make
 def test_settings_show_each_share_as_a_percentage(client, login_as):
     login_as("admin")
     html = client.get("/settings").get_data(as_text=True)
-    assert "10 %: enter a share between 0 and 1" in html  # sms.control_share = 0.1
-    assert "70 %: enter a share" in html  # churn.high = 0.7
+    assert 'name="sms.control_share" value="10"' in html  # stored 0.1, shown as 10 %
+    assert 'name="churn.high" value="70"' in html  # stored 0.7

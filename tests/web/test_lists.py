@@ -178,7 +178,8 @@ def test_segment_saved_from_list_and_counted_live(client, login_as, shop, db):
     assert response.status_code == 302
     segment = db.session.scalar(select(SavedSegment))
     assert segment.query == "tier=Gold&band=High" and segment.owner_email == user.email
-    assert client.get(f"/segments/{segment.id}/count").get_json() == {"count": 2, "list": "customers"}
+    sized = client.get(f"/segments/{segment.id}/count").get_json()
+    assert (sized["count"], sized["list"], sized["opted_out"]) == (2, "customers", 0)
     html = client.get("/segments").get_data(as_text=True)
     assert "Gold at risk" in html and f'/segments/{segment.id}/count' in html
     assert db.session.scalar(select(AuditEntry).where(AuditEntry.action == "segment.create"))

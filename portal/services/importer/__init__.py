@@ -15,8 +15,10 @@ from portal.services.importer.history import (
     problems_csv,
     refuse,
     runs_for,
+    store_rule,
     undo,
     undo_plan,
+    written_stores,
 )
 from portal.services.importer.runs import (
     CHUNK_ROWS,
@@ -60,6 +62,7 @@ __all__ = [
     "refuse",
     "run_job",
     "runs_for",
+    "store_rule",
     "save_upload",
     "set_mapping",
     "stale_refusal",
@@ -67,4 +70,5 @@ __all__ = [
     "summary",
     "undo",
     "undo_plan",
+    "written_stores",
 ]

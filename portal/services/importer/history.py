@@ -13,7 +13,16 @@ from sqlalchemy import delete, false, func, select
 
 from portal import jobs
 from portal.extensions import db
-from portal.models import ImportProblem, ImportRun, ImportStore, Job, OutboxMessage, PurchaseLine, StockLevel
+from portal.models import (
+    ImportProblem,
+    ImportRun,
+    ImportStore,
+    Job,
+    OutboxMessage,
+    PurchaseLine,
+    StockLevel,
+    Store,
+)
 from portal.security import user_store_id
 from portal.services import audit
 
@@ -36,6 +45,37 @@ def runs_for(user):
     wrote = select(ImportStore.store_id).where(ImportStore.import_id == ImportRun.id)
     elsewhere = wrote.where(ImportStore.store_id != store_id)
     return query.where(~elsewhere.exists(), wrote.exists() | (ImportRun.store_id == store_id))
+
+
+def written_stores(run_ids: list[int]) -> dict[int, list[str]]:
+    """The names of the stores each run wrote to (import_stores), by run id, in name order.
+
+    A multi-store file names every store its rows went to, whatever store the upload form chose
+    for rows without a store column; a run that wrote nothing is absent from the answer.
+    """
+    if not run_ids:
+        return {}
+    rows = db.session.execute(
+        select(ImportStore.import_id, Store.name)
+        .join(Store, Store.id == ImportStore.store_id)
+        .where(ImportStore.import_id.in_(run_ids))
+        .order_by(ImportStore.import_id, Store.name)
+    ).all()
+    found: dict[int, list[str]] = {}
+    for import_id, name in rows:
+        found.setdefault(import_id, []).append(name)
+    return found
+
+
+def store_rule(user) -> str | None:
+    """The sentence a store-bound user reads above the history: which runs they see, and why; None for others."""
+    if user_store_id(user) is None:
+        return None
+    return (
+        "You see the imports whose rows all went to your store. A file whose rows went to several stores "
+        "is listed for the admins (and anyone who sees all of those stores), so nobody opens or undoes "
+        "another store's lines."
+    )
 
 
 def get_for_user(import_id: int, user) -> ImportRun | None:
@@ -109,7 +149,7 @@ class UndoPlan:
 def undo_plan(run: ImportRun) -> UndoPlan:
     """Say what undo would remove, or why it cannot be undone."""
     if run.undone_at is not None:
-        return UndoPlan(False, f"This import was undone on {run.undone_at:%Y-%m-%d %H:%M} by {run.undone_by}.")
+        return UndoPlan(False, f"This import was undone on {run.undone_at:%Y-%m-%d %H:%M} UTC by {run.undone_by}.")
     if run.status != "done":
         return UndoPlan(False, "Only a completed import can be undone (this one wrote nothing).")
     if run.kind == "customers":

@@ -90,3 +90,86 @@ def xlsx_cell(value: Any) -> Any:
     if isinstance(value, date):
         return value
     return neutralise(str(value))
+
+
+# --- XLSX column types -----------------------------------------------------------------------------
+# Export headers are stable (DESIGN.md "Contracts"), so a column's type is keyed by its header: the
+# same name means the same kind of value in every list that has it.
+
+MONEY_COLUMNS = frozenset({"monetary", "avg_price_per_unit", "clv_12m", "stock_value"})
+SHARE_COLUMNS = frozenset({"churn_probability", "p_alive", "p_return_12m", "support", "confidence", "sold_ratio"})
+TIME_COLUMNS = frozenset({"scored_at", "sent_at", "redeemed_at"})
+WHOLE_COLUMNS = frozenset(
+    {
+        "frequency",
+        "recency",
+        "total_quantity",
+        "num_unique_products",
+        "store_visit_frequency",
+        "active_days",
+        "baskets",
+        "campaign_id",
+    }
+)
+DECIMAL_COLUMNS = frozenset({"avg_purchase_gap_days", "expected_purchases_90d", "lift"})
+# Identifiers that look like numbers to a spreadsheet but are not: kept as text cells.
+TEXT_COLUMNS = frozenset({"customer_id", "phone", "product_id", "coupon_code", "message_sid", "error_code"})
+
+SHARE_FORMAT = "0.0%"
+TIME_FORMAT = "yyyy-mm-dd hh:mm:ss"
+WHOLE_FORMAT = "#,##0"
+DECIMAL_FORMAT = "#,##0.00"
+TEXT_FORMAT = "@"
+
+
+def money_format(symbol: str | None) -> str:
+    """An Excel number format for amounts in one currency (``"$"#,##0.00``); no symbol: plain 2 decimals."""
+    if not symbol:
+        return DECIMAL_FORMAT
+    quoted = '"' + symbol.replace('"', "") + '"'
+    return f"{quoted}#,##0.00;-{quoted}#,##0.00"
+
+
+def column_format(header: str, currency_symbol: str | None = None) -> str | None:
+    """The XLSX number format of an export column (None: General)."""
+    if header in MONEY_COLUMNS:
+        return money_format(currency_symbol)
+    if header in SHARE_COLUMNS:
+        return SHARE_FORMAT
+    if header in TIME_COLUMNS:
+        return TIME_FORMAT
+    if header in WHOLE_COLUMNS:
+        return WHOLE_FORMAT
+    if header in DECIMAL_COLUMNS:
+        return DECIMAL_FORMAT
+    if header in TEXT_COLUMNS:
+        return TEXT_FORMAT
+    return None
+
+
+def typed_xlsx_value(header: str, value: Any) -> Any:
+    """``xlsx_cell`` plus the column's type: identifiers stay text, numbers in number columns are numbers."""
+    value = xlsx_cell(value)
+    if value is None:
+        return None
+    if header in TEXT_COLUMNS and not isinstance(value, str):
+        return str(value)
+    if isinstance(value, Decimal) and header not in MONEY_COLUMNS:
+        return float(value)
+    return value
+
+
+def display_width(header: str, values: list[Any], fmt: str | None) -> float:
+    """A column width (in characters) that fits the header and the sampled values, 8 to 50."""
+    widest = len(header)
+    for value in values:
+        if value is None:
+            continue
+        if isinstance(value, datetime):
+            size = 19
+        elif fmt is not None and fmt not in (TEXT_FORMAT,) and isinstance(value, (int, float, Decimal)):
+            size = len(f"{float(value):,.2f}") + (4 if fmt.startswith('"') else 1)
+        else:
+            size = len(str(value))
+        widest = max(widest, size)
+    return float(min(max(widest + 2, 8), 50))

@@ -15,17 +15,19 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from itertools import islice
 from typing import Any
 
 from sqlalchemy import func, select
 
 from portal.extensions import db
-from portal.models import Customer
+from portal.formatting import SYMBOLS
+from portal.models import Customer, Store
 from portal.services import audit
 from portal.services.lists import definitions  # noqa: F401  (importing it registers the lists)
-from portal.services.lists.cells import csv_cell, xlsx_cell
+from portal.services.lists.cells import column_format, csv_cell, display_width, typed_xlsx_value
 from portal.services.lists.registry import ExportError, ListDef, all_values, filter_string, first_value, get, truthy
 
 XLSX_MAX_ROWS = 1_048_575  # Excel's 1,048,576 rows minus the header row
@@ -131,6 +133,29 @@ def count(name: str, params: Mapping, user) -> int:
     return prepare(name, params, user).count()
 
 
+def sizes(name: str, params: Mapping, user) -> dict:
+    """The export's size and, for customer lists that leave opted-out customers out, what that leaves out.
+
+    ``count`` is what an export (and a saved segment's "Size now") holds; ``listed`` is how many the list
+    page shows with the same filter, ``opted_out`` the difference, and ``note`` says so in a sentence.
+    """
+    export = prepare(name, params, user)
+    exported = export.count()
+    answer: dict = {"count": exported, "listed": exported, "opted_out": 0, "note": ""}
+    if export.definition.customer_type and not export.include_opted_out:
+        listed = replace(export, include_opted_out=True).count()
+        left_out = listed - exported
+        answer.update(listed=listed, opted_out=left_out)
+        if left_out:
+            answer["note"] = (
+                f"{exported:,} can be exported: {left_out:,} opted out "
+                f"{'is' if left_out == 1 else 'are'} left out of the {listed:,} on the list"
+            )
+        else:
+            answer["note"] = f"{exported:,} can be exported: nobody on the list has opted out"
+    return answer
+
+
 # --- writers -----------------------------------------------------------------------------------
 
 
@@ -169,13 +194,34 @@ def csv_chunks(
             on_finish(written, completed)
 
 
-def write_xlsx(export: Export, fileobj) -> int:
+def currency_symbol(user) -> str | None:
+    """The currency symbol money columns of ``user``'s exports are shown in: their store's, or the one
+    currency every store uses; None when a chain-wide export mixes currencies (plain numbers then)."""
+    store_id = getattr(user, "store_id", None) if user is not None else None
+    query = select(Store.currency).distinct()
+    if store_id is not None and getattr(user, "role", None) != "admin":
+        query = query.where(Store.id == store_id)
+    codes = [c or "USD" for c in db.session.scalars(query)]
+    if len(set(codes)) != 1:
+        return None if codes else SYMBOLS["USD"]
+    return SYMBOLS.get(codes[0], codes[0] + " ")
+
+
+def write_xlsx(export: Export, fileobj, sample_rows: int = 200) -> int:
     """Write the export as an XLSX workbook (openpyxl write-only) to ``fileobj``; returns the row count.
+
+    Cells are typed by column (``cells.column_format``): money in the store's currency format, shares as
+    percentages, times as dates, identifiers as text. The header row is frozen and filtered; column
+    widths fit the header and the first ``sample_rows`` rows, which are held back until the widths are
+    known (write-only sheets write their columns before the first row); the rest streams.
 
     Raises:
         ExportError: the list has more rows than a worksheet holds (count checked before writing).
     """
     from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.styles import Font
+    from openpyxl.utils import get_column_letter
 
     total = export.count()
     if total > XLSX_MAX_ROWS:
@@ -186,11 +232,56 @@ def write_xlsx(export: Export, fileobj) -> int:
         )
     workbook = Workbook(write_only=True)
     sheet = workbook.create_sheet(export.definition.name[:31])
-    sheet.append(export.columns)
+    symbol = currency_symbol(export.user)
+    headers = export.columns
+    formats = [column_format(h, symbol) for h in headers]
+    rows = export.cells()
+    sample = list(islice(rows, sample_rows))
+    typed_sample = [[typed_xlsx_value(h, v) for h, v in zip(headers, row)] for row in sample]
+    for i, (header, fmt) in enumerate(zip(headers, formats)):
+        width = display_width(header, [r[i] for r in typed_sample], fmt)
+        sheet.column_dimensions[get_column_letter(i + 1)].width = width
+    sheet.freeze_panes = "A2"
+    bold = Font(bold=True)
+    header_cells = []
+    for header in headers:
+        cell = WriteOnlyCell(sheet, value=header)
+        cell.font = bold
+        header_cells.append(cell)
+    sheet.append(header_cells)
+
+    # One styled cell per formatted column, reused for every row: a write-only sheet writes each row out
+    # while it is appended, so the cell object is free again at the next row.
+    templates = []
+    for fmt in formats:
+        if fmt is None:
+            templates.append(None)
+            continue
+        cell = WriteOnlyCell(sheet)
+        cell.number_format = fmt
+        templates.append(cell)
+
+    def styled(values: list) -> list:
+        out = []
+        for template, value in zip(templates, values):
+            if value is None or template is None:
+                out.append(value)
+            else:
+                template.value = value
+                out.append(template)
+        return out
+
     written = 0
-    for row in export.cells():
-        sheet.append([xlsx_cell(v) for v in row])
-        written += 1
+    try:
+        for values in typed_sample:
+            sheet.append(styled(values))
+            written += 1
+        for row in rows:
+            sheet.append(styled([typed_xlsx_value(h, v) for h, v in zip(headers, row)]))
+            written += 1
+    finally:
+        rows.close()
+    sheet.auto_filter.ref = f"A1:{get_column_letter(len(headers))}{written + 1}"
     workbook.save(fileobj)
     return written
 
