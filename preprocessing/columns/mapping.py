@@ -183,6 +183,7 @@ SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
         "store": ("store", "storename", "shop", "branch", "homestore", "location", "storeid"),
         "sms_consent": ("smsconsent", "smsoptin", "consent", "optin", "marketingconsent", "smsmarketing"),
         "sms_consent_date": ("smsconsentdate", "consentdate", "optindate", "smsoptindate", "consentedat"),
+        "birthday": ("birthday", "birthdate", "dateofbirth", "dob", "bday"),
     },
 }
 

@@ -41,6 +41,7 @@ CUSTOMER_COLUMNS = [
     "store",
     "sms_consent",
     "sms_consent_date",
+    "birthday",
     "source_row",
 ]
 _CONSENT = {
@@ -279,6 +280,7 @@ def _customers(cols: _Columns, report, state, region, layout) -> pd.DataFrame:
         "sms_consent must be yes or no",
     )
     consent_date = _parse_dates(cols, "sms_consent_date", state, region, report)
+    birthday = _birthdays(cols, state, region, report)
     return pd.DataFrame(
         {
             "customer_id": customer,
@@ -291,8 +293,26 @@ def _customers(cols: _Columns, report, state, region, layout) -> pd.DataFrame:
             "store": cols.optional("store"),
             "sms_consent": consent,
             "sms_consent_date": consent_date,
+            "birthday": birthday,
         }
     )
+
+
+class _AsWarning:
+    """A report that files every problem as a warning with its own reason (the row is kept without the value)."""
+
+    def __init__(self, report, reason: str):
+        self.report, self.reason = report, reason
+
+    def add(self, mask, target, values, reason, level="error"):
+        self.report.add(mask, target, values, f"{self.reason} ({reason})", level="warning")
+
+
+def _birthdays(cols: _Columns, state: ValidationState, region: str, report) -> pd.Series:
+    """The optional birthday (a date; the year may be a placeholder): unparseable ones are warnings, never refusals."""
+    if "birthday" not in cols:
+        return pd.Series(pd.NaT, index=range(cols.n), dtype="datetime64[ns]")
+    return _parse_dates(cols, "birthday", state, region, _AsWarning(report, "birthday left out"))
 
 
 def _line_numbers(tid: pd.Series, pid: pd.Series, state: ValidationState) -> pd.Series:

@@ -249,8 +249,10 @@ def test_cli_send_dry_run_marks_rows_with_the_exact_body(runner, opted_in, db, a
     assert row.status == "dry-run" and row.body == "CornerShop: Hi Ann. Reply STOP to opt out"
     assert row.message_sid.startswith("DRY")
     assert db.session.get(Campaign, campaign.id).status == "done"
-    # A dry run sent nothing, so it does not count against the frequency cap.
-    assert row.customer_id and db.session.get(campaigns.Customer, row.customer_id).last_sms_at is None
+    # A dry run rehearses the real send: it counts against the frequency cap like one (issue 21 item 12).
+    assert row.customer_id and db.session.get(campaigns.Customer, row.customer_id).last_sms_at is not None
+    again = campaigns.build_audience({}, now=datetime.now(timezone.utc))
+    assert not again.eligible and again.exclusions["frequency_cap"] == 1
 
 
 def test_cli_send_refuses_a_finished_campaign(runner, opted_in, no_quiet_hours):

@@ -12,7 +12,7 @@ campaign_messages.py; their public names are re-exported here, where callers imp
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -56,6 +56,7 @@ __all__ = [
     "cancel_campaign",
     "compile_template",
     "create_campaign",
+    "missing_customer",
     "new_codes",
     "phone_type",
     "preview_bodies",
@@ -72,7 +73,7 @@ EXCLUSIONS = {
     "no_opt_in": "No recorded opt-in",
     "no_valid_phone": "No valid mobile number",
     "landline": "Landline",
-    "frequency_cap": "Messaged within the frequency cap",
+    "frequency_cap": "Messaged (or dry-run messaged) within the frequency cap",
 }
 
 
@@ -99,6 +100,8 @@ def build_audience(
     cap_days: int | None = None,
     stores: dict[int, Store] | None = None,
     limit: int | None = None,
+    customer_ids: Collection[int] | None = None,
+    reasons: dict[int, str] | None = None,
 ) -> Audience:
     """Apply the lifecycle, consent, phone and frequency rules to a customer filter (DESIGN.md: SMS consent).
 
@@ -110,6 +113,9 @@ def build_audience(
         now: the clock (tests freeze it). cap_days: frequency cap (default: the setting).
         limit: stop once this many customers are eligible (previews); total and exclusions
             then count only the customers looked at so far.
+        customer_ids: only these customers (an automation's candidates, portal/services/flows/);
+            everyone else in the filter is neither counted nor eligible.
+        reasons: when given, filled with customer id -> exclusion key for everyone excluded.
     Returns:
         Audience with one dict per eligible customer (customer_id, phone, first_name, tier,
         store_id) ordered by customer id, and counts per exclusion reason.
@@ -133,31 +139,41 @@ def build_audience(
         )
         .order_by(Customer.id)
     )
+    if customer_ids is not None and len(customer_ids) <= 5000:  # a few candidates: read only them
+        query = query.where(Customer.id.in_(sorted(customer_ids)))
     keep_lost = includes_lost(params)
     exclusions = dict.fromkeys(EXCLUSIONS, 0)
     eligible: list[dict] = []
     total = 0
+
+    def exclude(key: str) -> None:
+        exclusions[key] += 1
+        if reasons is not None:
+            reasons[cid] = key
+
     for cid, name, phone, store_id, consent, last_sms_at, tier, status in db.session.execute(query):
+        if customer_ids is not None and cid not in customer_ids:
+            continue
         total += 1
         if status == "Lost" and not keep_lost:  # gone for good: an offer is money spent on nobody
-            exclusions["lost"] += 1
+            exclude("lost")
             continue
         if consent == "opted_out":
-            exclusions["opted_out"] += 1
+            exclude("opted_out")
             continue
         if consent != "opted_in":
-            exclusions["no_opt_in"] += 1
+            exclude("no_opt_in")
             continue
         store = stores.get(store_id)
         e164, kind = phone_type(phone, store.phone_region if store else "US")
         if e164 is None:
-            exclusions["no_valid_phone"] += 1
+            exclude("no_valid_phone")
             continue
         if kind == PhoneNumberType.FIXED_LINE:
-            exclusions["landline"] += 1
+            exclude("landline")
             continue
         if cap_cutoff is not None and last_sms_at is not None and aware(last_sms_at) > cap_cutoff:
-            exclusions["frequency_cap"] += 1
+            exclude("frequency_cap")
             continue
         eligible.append(
             {
@@ -173,9 +189,27 @@ def build_audience(
     return Audience(total=total, eligible=eligible, exclusions=exclusions)
 
 
+def missing_customer(params: Mapping[str, str], total: int) -> str:
+    """The reason an audience naming one customer (``customer=<external id>``) is empty; "" otherwise.
+
+    An id that does not exist and another store's customer read the same (store users never learn
+    whether another store has that customer).
+    """
+    external_id = (params.get("customer") or "").strip()
+    if not external_id or total:
+        return ""
+    return (
+        f"No customer with the id “{external_id[:60]}” in your stores (or not matching the other filters): "
+        "check the id, or remove it to build the audience from the filters."
+    )
+
+
 def _campaign_store_id(params: Mapping[str, str], user) -> int | None:
     if user is not None and getattr(user, "role", None) != "admin" and user.store_id:
         return user.store_id
+    one = (params.get("customer") or "").strip()
+    if one and not (params.get("store") or "").strip():  # one customer: their home store's zone and texts
+        return db.session.scalar(select(Customer.store_id).where(Customer.external_id == one))
     store = (params.get("store") or "").strip()
     if not store:
         return None
@@ -229,6 +263,9 @@ def create_campaign(
     expires_at = aware(expires_at) or now + timedelta(days=DEFAULT_EXPIRY_DAYS)
     stores = {s.id: s for s in db.session.scalars(select(Store))}
     audience = build_audience(params, user, now=now, stores=stores)
+    missing = missing_customer(params, audience.total)
+    if missing:
+        raise CampaignError(missing)
     if not audience.eligible:
         reasons = ", ".join(f"{n} {EXCLUSIONS[k].lower()}" for k, n in audience.exclusions.items() if n)
         raise CampaignError(

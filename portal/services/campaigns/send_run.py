@@ -400,11 +400,13 @@ class SendRun:
                 .values(**values),
                 execution_options=NO_SYNC,
             )
-            if result.rowcount == 1 and not dry_run:
+            if result.rowcount == 1:
+                # A dry-run send is a rehearsal of the real one: it counts toward the frequency cap too.
                 db.session.execute(
                     update(Customer).where(Customer.id == row.customer_id).values(last_sms_at=now),
                     execution_options=NO_SYNC,
                 )
+            if result.rowcount == 1 and not dry_run:
                 apply_pending_events(sid)
             db.session.commit()
         except IntegrityError:  # a SID already on another row: keep the fact it was sent

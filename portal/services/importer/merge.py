@@ -255,8 +255,8 @@ def customers(
     created = _run(
         conn,
         """
-        INSERT INTO customers (external_id, name, phone, email, store_id, sms_consent, created_at)
-        SELECT customer_ext, name, phone, email, store_id, 'unknown', :now FROM _stage_customers
+        INSERT INTO customers (external_id, name, phone, email, store_id, sms_consent, created_at, birthday)
+        SELECT customer_ext, name, phone, email, store_id, 'unknown', :now, birthday FROM _stage_customers
         WHERE 1 = 1
         ON CONFLICT (external_id) DO NOTHING""",
         now=now,
@@ -266,7 +266,8 @@ def customers(
         """
         UPDATE customers SET name = COALESCE(s.name, customers.name), phone = COALESCE(s.phone, customers.phone),
                              email = COALESCE(s.email, customers.email),
-                             store_id = COALESCE(s.store_id, customers.store_id)
+                             store_id = COALESCE(s.store_id, customers.store_id),
+                             birthday = COALESCE(s.birthday, customers.birthday)
         FROM _stage_customers s
         WHERE s.customer_ext = customers.external_id AND customers.erased_at IS NULL"""
         + _scoped(only_store_id)
@@ -274,7 +275,8 @@ def customers(
           AND ((s.name IS NOT NULL AND s.name IS DISTINCT FROM customers.name)
                OR (s.phone IS NOT NULL AND s.phone IS DISTINCT FROM customers.phone)
                OR (s.email IS NOT NULL AND s.email IS DISTINCT FROM customers.email)
-               OR (s.store_id IS NOT NULL AND s.store_id IS DISTINCT FROM customers.store_id))""",
+               OR (s.store_id IS NOT NULL AND s.store_id IS DISTINCT FROM customers.store_id)
+               OR (s.birthday IS NOT NULL AND s.birthday IS DISTINCT FROM customers.birthday))""",
     )
     # An earlier opt-out is never overridden by a file's "yes": say so in the report.
     consent_col = (mapping.get("sms_consent") or "sms_consent")[:100]

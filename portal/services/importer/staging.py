@@ -58,6 +58,7 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("store_id", "INTEGER"),
         ("consent", "VARCHAR(3)"),
         ("consent_at", "TIMESTAMP"),
+        ("birthday", "DATE"),
     ],
     "_stage_problems": [
         ("src_row", "INTEGER"),
@@ -325,6 +326,8 @@ def prepare(clean: pd.DataFrame, ctx: Context) -> tuple[dict[str, pd.DataFrame],
                     "store_id": store_ids,
                     "consent": c["sms_consent"],
                     "consent_at": c["sms_consent_date"],
+                    # ISO text ('1990-05-01'): a DATE for COPY, and SQLAlchemy's own Date format on SQLite.
+                    "birthday": c["birthday"].dt.strftime("%Y-%m-%d") if "birthday" in c else None,
                 }
             )
         }
