@@ -11,16 +11,11 @@ from portal.models import Customer, Product, PurchaseLine, Store
 CHUNK = 200_000
 
 
-def load_lines(store_id: int | None = None, until=None) -> pd.DataFrame:
-    """All purchase lines (anonymous ones included) as a canonical frame, read in chunks.
+def lines_query(customers_only: bool = False):
+    """SELECT of the canonical line columns; ``customers_only`` leaves out anonymous sales (inner join).
 
-    Ids are categoricals so millions of lines stay small in memory.
-
-    Returns:
-        Columns customer_id (external id, NaN for anonymous sales), transaction_id, purchase_date,
-        product_id, product_name, quantity, price_per_unit, total_amount, store.
+    Numbers are cast to float in SQL: building Decimal objects per value costs more than the query.
     """
-    # Numbers are cast to float in SQL: building Decimal objects per value costs more than the query.
     query = (
         select(
             Customer.external_id.label("customer_id"),
@@ -35,8 +30,22 @@ def load_lines(store_id: int | None = None, until=None) -> pd.DataFrame:
         .select_from(PurchaseLine)
         .join(Product, Product.id == PurchaseLine.product_id)
         .join(Store, Store.id == PurchaseLine.store_id)
-        .outerjoin(Customer, Customer.id == PurchaseLine.customer_id)
     )
+    if customers_only:
+        return query.join(Customer, Customer.id == PurchaseLine.customer_id)
+    return query.outerjoin(Customer, Customer.id == PurchaseLine.customer_id)
+
+
+def load_lines(store_id: int | None = None, until=None) -> pd.DataFrame:
+    """All purchase lines (anonymous ones included) as a canonical frame, read in chunks.
+
+    Ids are categoricals so millions of lines stay small in memory.
+
+    Returns:
+        Columns customer_id (external id, NaN for anonymous sales), transaction_id, purchase_date,
+        product_id, product_name, quantity, price_per_unit, total_amount, store.
+    """
+    query = lines_query()
     if store_id is not None:
         query = query.where(PurchaseLine.store_id == store_id)
     if until is not None:
