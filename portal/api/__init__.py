@@ -79,6 +79,10 @@ class NoSessionForApi(SessionInterface):
     def is_null_session(self, obj) -> bool:
         return self.inner.is_null_session(obj)
 
+    def __getattr__(self, name):
+        """Everything else (the signing serializer, cookie settings) is the wrapped interface's."""
+        return getattr(self.inner, name)
+
 
 def _rate_key() -> str:
     """Rate limits count per token (a hash of the presented secret), else per client address."""

@@ -10,7 +10,6 @@ from wtforms import (
     DateField,
     DateTimeLocalField,
     HiddenField,
-    IntegerField,
     RadioField,
     SelectField,
     StringField,
@@ -19,6 +18,7 @@ from wtforms import (
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 
+from portal.params import DaysField
 from portal.services.campaigns import campaigns as campaign_service
 from portal.services.customers.customers import LIFECYCLES
 from portal.services.settings import BANDS, TIERS
@@ -47,24 +47,6 @@ class SendForm(FlaskForm):
     """The confirm step's send button; ``expected`` is the number of messages the user was shown."""
 
     expected = HiddenField()
-
-
-class _Days(IntegerField):
-    """Whole days, with one clear message when the text is not a number."""
-
-    def process_formdata(self, valuelist):
-        if not valuelist or not str(valuelist[0]).strip():
-            self.data = None
-            return
-        text = str(valuelist[0]).strip()
-        if len(text.lstrip("+-")) > 6:  # no share or day count needs more; bounds floats and timedeltas
-            self.data = None
-            raise ValueError("That number is too large.")
-        try:
-            self.data = int(text)
-        except ValueError:
-            self.data = None
-            raise ValueError("Enter a whole number of days, e.g. 60.") from None
 
 
 class BuilderForm(FlaskForm):
@@ -100,9 +82,9 @@ class BuilderForm(FlaskForm):
         + [SelectChoice("none", "No tier")],
     )
     store = SelectField("Store", choices=[SelectChoice("", "All stores")])
-    min_recency = _Days("Days since last purchase: at least", validators=[Optional(), NumberRange(0, 36500)])
-    max_recency = _Days("Days since last purchase: at most", validators=[Optional(), NumberRange(0, 36500)])
-    days_since_sms = _Days(
+    min_recency = DaysField("Days since last purchase: at least", validators=[Optional(), NumberRange(0, 36500)])
+    max_recency = DaysField("Days since last purchase: at most", validators=[Optional(), NumberRange(0, 36500)])
+    days_since_sms = DaysField(
         "Not messaged in the last (days)",
         validators=[Optional(), NumberRange(0, 3650)],
         description="Leave empty to rely on the frequency cap alone.",
@@ -117,7 +99,7 @@ class BuilderForm(FlaskForm):
         + ", ".join("{%s}" % p for p in campaign_service.PLACEHOLDERS)
         + ". The store's sender name and “Reply STOP to opt out” are added when missing.",
     )
-    control = _Days(
+    control = DaysField(
         "Control group (% of the audience, never messaged)",
         validators=[InputRequired("Enter a share between 0 and 90."), NumberRange(0, 90)],
     )
