@@ -16,7 +16,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 import churn_app
 from portal import errors, formatting, login_sessions, logs
 from portal.config import Config
-from portal.extensions import csrf, db, login_manager, migrate
+from portal.extensions import csrf, db, login_manager, mail, migrate
 from portal.security import reject_nul_bytes, remember_client_address, require_login, set_security_headers
 
 NAV = [
@@ -26,6 +26,7 @@ NAV = [
     ("bundles.index", "Bundles"),
     ("churn.index", "Churn"),
     ("campaigns.index", "Campaigns"),
+    ("flows.index", "Automations"),
     ("imports.index", "Imports"),
     ("registry.index", "Models"),
     ("help.index", "Help"),
@@ -86,6 +87,7 @@ def register_extensions(app: Flask) -> None:
     login_manager.login_message = "Please log in to see this page."
     login_manager.session_protection = "strong"
     csrf.init_app(app)
+    mail.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:
@@ -119,7 +121,20 @@ def register_blueprints(app: Flask) -> None:
         app.register_blueprint(bp)
     app.register_blueprint(lists_bp)
     app.register_blueprint(help_bp)
+    from portal.mail.views import bp as mail_bp
+
+    app.register_blueprint(mail_bp)  # /account/mail, /mail/unsubscribe/<token> (no login), /admin/mail
+    from portal.flows.views import bp as flows_bp
+
+    app.register_blueprint(flows_bp)  # /flows: automations (portal/services/flows/)
     csrf.exempt(webhooks.bp)  # Twilio signs these instead (X-Twilio-Signature)
+    from portal import api
+    from portal.account.views import bp as account_bp
+    from portal.account.webhooks import bp as webhooks_admin_bp
+
+    app.register_blueprint(account_bp)  # /account/tokens
+    app.register_blueprint(webhooks_admin_bp)  # /admin/webhooks (outgoing webhooks)
+    api.init_app(app)  # /api/v1: bearer tokens, no session, no CSRF, JSON errors (portal/api/__init__.py)
 
 
 def register_commands(app: Flask) -> None:
@@ -133,6 +148,14 @@ def register_commands(app: Flask) -> None:
     for module in (cli, import_commands, registry_commands, list_commands, campaign_commands, jobs_cli):
         for command in module.commands:
             app.cli.add_command(command)
+    from portal.flows import commands as flow_commands
+
+    for command in flow_commands.commands:
+        app.cli.add_command(command)
+    from portal.mail import commands as mail_commands
+
+    for command in mail_commands.commands:
+        app.cli.add_command(command)
 
 
 def register_jobs() -> None:
@@ -141,8 +164,11 @@ def register_jobs() -> None:
     from portal.services import bundles  # noqa: F401
     from portal.services.campaigns import resuming, sending  # noqa: F401
     from portal.services.dashboard import summary  # noqa: F401
+    from portal.services.flows import jobs as flow_jobs  # noqa: F401
     from portal.services.importer import history, runs  # noqa: F401
+    from portal.services.mail import alerts, digest  # noqa: F401
     from portal.services.scores import training  # noqa: F401
+    from portal.services.webhooks_out import delivery  # noqa: F401
 
 
 def register_security(app: Flask) -> None:

@@ -45,6 +45,10 @@ def post_worker_init(worker):
     site still starts and `flask campaign resume` still works.
     """
     app = getattr(worker, "wsgi", None)
+    if app is not None and hasattr(app, "app_context"):
+        from portal.services.mail import clock
+
+        clock.start(app)  # queues the hourly mail jobs (one process claims each hour; docs/mail.md)
     if app is None or not hasattr(app, "app_context") or app.config.get("REDIS_URL"):
         return
     try:

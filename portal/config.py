@@ -65,6 +65,18 @@ def _jobs_nice() -> int:
     return _count("JOBS_NICE", "10", "a niceness step from 0 (off) to 19", maximum=19)
 
 
+def _rate_limit() -> str:
+    """API_RATE_LIMIT: requests per API token (Flask-Limiter syntax, e.g. "600 per minute"), checked at start."""
+    from limits import parse_many
+
+    raw = (os.environ.get("API_RATE_LIMIT") or "600 per minute").strip()
+    try:
+        parse_many(raw)
+    except ValueError:
+        raise ValueError(f"API_RATE_LIMIT must be a rate such as '600 per minute', not {raw!r}") from None
+    return raw
+
+
 class Config:
     """Settings for a real run; every value can come from the environment."""
 
@@ -101,6 +113,16 @@ class Config:
         # decompressed megabytes of a .gz and data rows of any file; beyond them the file is refused unread.
         self.IMPORT_MAX_EXPANDED_MB = _count("IMPORT_MAX_EXPANDED_MB", "1024", "a number of megabytes")
         self.IMPORT_MAX_ROWS = _count("IMPORT_MAX_ROWS", "5000000", "a number of rows")
+        self.API_RATE_LIMIT = _rate_limit()
+        # E-mail (alerts, weekly digest): without MAIL_SERVER mail is written to the log on /admin/mail only.
+        self.MAIL_SERVER = os.environ.get("MAIL_SERVER") or None
+        self.MAIL_PORT = _count("MAIL_PORT", "587", "a port number", maximum=65535)
+        self.MAIL_USE_TLS = os.environ.get("MAIL_USE_TLS", "1").lower() not in {"0", "false", "no"}
+        self.MAIL_USERNAME = os.environ.get("MAIL_USERNAME") or None
+        self.MAIL_PASSWORD = os.environ.get("MAIL_PASSWORD") or None
+        self.MAIL_FROM = os.environ.get("MAIL_FROM") or "Loyalist <no-reply@localhost>"
+        # Absolute links in e-mails (built by jobs, outside any request); falls back to PUBLIC_BASE_URL.
+        self.PORTAL_URL = os.environ.get("PORTAL_URL") or None
         self.TESTING = False
 
     def as_dict(self) -> dict:
@@ -120,6 +142,8 @@ class TestConfig(Config):
         self.PASSWORD_HASH_METHOD = "scrypt:1024:8:1"  # cheap scrypt: same code path, fast tests
         self.SECRET_KEY = "test-only-secret"
         self.PROXY_FIX = 0  # a developer's PROXY_FIX must not change what the suite's client sees
+        self.MAIL_SERVER = None  # tests/mail/ point it at their own SMTP server
+        self.PORTAL_URL = "https://loyalist.example.com"
         if database_url:
             self.SQLALCHEMY_DATABASE_URI = database_url
         if models_dir:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -82,11 +82,22 @@ def _user_tz() -> ZoneInfo:
         return ZoneInfo("UTC")
 
 
-def fmt_datetime(value) -> str:
-    """A UTC timestamp in the user's store time zone (UTC for admins), e.g. 2026-11-21 14:05 EST."""
+def fmt_datetime(value, tz=None) -> str:
+    """A UTC timestamp in the user's store time zone (UTC for admins), e.g. 2026-11-21 14:05 EST.
+
+    ``tz`` (a ZoneInfo or a zone name), e.g. a campaign's store zone: the value is a stored UTC
+    timestamp (naive when SQLite returns it) shown in that zone, labelled, whoever looks at it.
+    """
     if value is None:
         return "—"
     if isinstance(value, datetime):
+        if tz is not None:
+            try:
+                zone = tz if isinstance(tz, ZoneInfo) else ZoneInfo(str(tz))
+            except Exception:
+                zone = ZoneInfo("UTC")
+            utc = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+            return utc.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
         if value.tzinfo is None:
             return value.strftime("%Y-%m-%d %H:%M")  # store-local wall time, as imported
         local = value.astimezone(_user_tz())

@@ -13,6 +13,7 @@ from flask_login import UserMixin
 from sqlalchemy import (
     JSON,
     Boolean,
+    Computed,
     Date,
     DateTime,
     Float,
@@ -147,12 +148,23 @@ class Customer(db.Model):
     churn_priority: Mapped[float | None] = mapped_column(Float)
     churn_reasons: Mapped[list | None] = mapped_column(JSON)
     p_alive: Mapped[float | None] = mapped_column(Float)
+    # Chance of at least one purchase in the next 12 months (what the pages show as "still a customer").
+    p_return_12m: Mapped[float | None] = mapped_column(Float)
     expected_purchases_90d: Mapped[float | None] = mapped_column(Float)
     clv_12m: Mapped[Decimal | None] = mapped_column(MONEY)
     # New / Active / At risk / Lapsing / Lost (preprocessing.lifecycle), set at scoring.
     lifecycle: Mapped[str | None] = mapped_column(String(10))
     scored_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_sms_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # From the customers file's optional `birthday` column (the year may be a placeholder); the birthday flow reads it.
+    birthday: Mapped[date | None] = mapped_column(Date)
+    # Search keys kept by the database itself (generated columns: every writer, the importer's SQL included,
+    # keeps them right): lower-case id, name and e-mail, and the phone's digits. Prefix searches read them
+    # through b-tree indexes (services/customers/search.py); PostgreSQL's use text_pattern_ops.
+    search_id: Mapped[str | None] = mapped_column(String(64), Computed("lower(external_id)", persisted=True))
+    search_name: Mapped[str | None] = mapped_column(String(200), Computed("lower(name)", persisted=True))
+    search_email: Mapped[str | None] = mapped_column(String(254), Computed("lower(email)", persisted=True))
+    search_phone: Mapped[str | None] = mapped_column(String(20), Computed("replace(phone, '+', '')", persisted=True))
     store: Mapped[Store | None] = relationship()
 
     __table_args__ = (
@@ -187,6 +199,10 @@ class Customer(db.Model):
         ),
         # A tier's lowest spend (the customer page's "how far to the next reward") is one index seek.
         Index("ix_customers_tier_floor", "tier", "erased_at", "monetary"),
+        *(
+            Index(f"ix_customers_{col}", col, postgresql_ops={col: "text_pattern_ops"})
+            for col in ("search_id", "search_name", "search_email", "search_phone")
+        ),
     )
 
     @property
@@ -431,6 +447,8 @@ class Campaign(db.Model):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set on the one campaign per flow per day that carries an automation's messages (portal/services/flows/).
+    flow_id: Mapped[int | None] = mapped_column(ForeignKey("flows.id"), index=True)
 
 
 class OutboxMessage(db.Model):
@@ -477,3 +495,203 @@ class SmsEvent(db.Model):
     dedupe_key: Mapped[str] = mapped_column(String(120), unique=True)
     applied: Mapped[bool] = mapped_column(Boolean, default=False)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Inbound replies that are not STOP/HELP/START stay unread for the store's managers until viewed.
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    read_by: Mapped[str | None] = mapped_column(String(254))
+
+    # A customer's replies on their page's timeline: kind=inbound rows for one phone, newest first.
+    __table_args__ = (
+        Index("ix_sms_events_phone", "from_phone", "received_at"),
+        # The unread-replies badge (portal/services/flows/replies.py) reads inbound rows only.
+        Index("ix_sms_events_kind_read", "kind", "read_at"),
+    )
+
+
+class Flow(db.Model):
+    """An automation of one store (win-back, near next tier, ...): its switch, template, cooldown and limits."""
+
+    __tablename__ = "flows"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id"))
+    kind: Mapped[str] = mapped_column(String(20))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    template: Mapped[str] = mapped_column(Text)
+    cooldown_days: Mapped[int] = mapped_column(Integer, default=30)
+    params: Mapped[dict | None] = mapped_column(JSON)
+    control_share: Mapped[float] = mapped_column(Float, default=0.1)
+    daily_limit: Mapped[int] = mapped_column(Integer, default=500)
+    expiry_days: Mapped[int] = mapped_column(Integer, default=14)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(254))
+    __table_args__ = (UniqueConstraint("store_id", "kind", name="uq_flow_store_kind"),)
+
+
+class FlowEntry(db.Model):
+    """A customer entering a flow's episode: the exactly-once key, the random group, the day's campaign row."""
+
+    __tablename__ = "flow_entries"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    flow_id: Mapped[int] = mapped_column(ForeignKey("flows.id"))
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    episode_key: Mapped[str] = mapped_column(String(60))
+    group: Mapped[str] = mapped_column(String(8))  # message | control
+    entered_on: Mapped[date] = mapped_column(Date)  # the store-local day of the run
+    entered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id"))
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"))
+    __table_args__ = (
+        UniqueConstraint("flow_id", "customer_id", "episode_key", name="uq_flow_entry_episode"),
+        Index("ix_flow_entries_flow_day", "flow_id", "entered_on"),
+    )
+
+
+class MessageTemplate(db.Model):
+    """An admin's version of a library message template (win-back, tier-up…) for all stores or one store.
+
+    Purposes and their default texts live in portal/services/campaigns/templates.py; a row with no
+    store overrides the default for every store, a row with a store overrides it for that store only.
+    """
+
+    __tablename__ = "message_templates"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(32))
+    store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"))
+    body: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(254))
+    __table_args__ = (UniqueConstraint("purpose", "store_id", name="uq_message_template_purpose_store"),)
+
+
+class ApiToken(db.Model):
+    """A user's API token: only the sha256 of its secret is kept; it sees exactly what its user sees.
+
+    Revocation, expiry and the user's deactivation take effect on the next request (checked every time).
+    """
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(80))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # shown on the tokens page to tell tokens apart
+    created_by: Mapped[str | None] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    user: Mapped[User] = relationship()
+
+
+class ApiIdempotencyKey(db.Model):
+    """The first answer to an API write sent with an ``Idempotency-Key``: a replay gets it back unchanged."""
+
+    __tablename__ = "api_idempotency_keys"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_id: Mapped[int] = mapped_column(ForeignKey("api_tokens.id"), index=True)
+    key: Mapped[str] = mapped_column(String(200))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    __table_args__ = (UniqueConstraint("token_id", "key", name="uq_api_idempotency_token_key"),)
+
+
+class MailPreference(db.Model):
+    """Which e-mails a user gets. No row means the defaults: every alert, the digest on Monday at 08:00."""
+
+    __tablename__ = "mail_preferences"
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    digest: Mapped[bool] = mapped_column(Boolean, default=True)
+    risk: Mapped[bool] = mapped_column(Boolean, default=True)
+    failures: Mapped[bool] = mapped_column(Boolean, default=True)
+    paused: Mapped[bool] = mapped_column(Boolean, default=True)
+    optouts: Mapped[bool] = mapped_column(Boolean, default=True)
+    digest_weekday: Mapped[int] = mapped_column(Integer, default=0)  # 0 Monday … 6 Sunday, store-local
+    digest_hour: Mapped[int] = mapped_column(Integer, default=8)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class MailEvent(db.Model):
+    """Something that may deserve an e-mail (a valuable customer turning High, a failed import, a pause),
+    recorded once: UNIQUE (kind, event_key), inserted with ON CONFLICT DO NOTHING."""
+
+    __tablename__ = "mail_events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    event_key: Mapped[str] = mapped_column(String(120))
+    store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"))
+    data: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    __table_args__ = (UniqueConstraint("kind", "event_key", name="uq_mail_event_kind_key"),)
+
+
+class MailMessage(db.Model):
+    """One e-mail to one user: UNIQUE (user, kind, event or period key), claimed before it is sent.
+
+    status: pending → sending (claimed, committed before SMTP) → sent | logged (no MAIL_SERVER) | failed;
+    a row left in sending by a dead worker becomes unknown and is never re-sent by itself.
+    """
+
+    __tablename__ = "mail_outbox"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    to_address: Mapped[str] = mapped_column(String(254))
+    kind: Mapped[str] = mapped_column(String(20))
+    event_key: Mapped[str] = mapped_column(String(120))
+    store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"))
+    subject: Mapped[str] = mapped_column(String(300))
+    body_text: Mapped[str] = mapped_column(Text, default="")
+    body_html: Mapped[str] = mapped_column(Text, default="")
+    unsubscribe_url: Mapped[str | None] = mapped_column(String(600))
+    status: Mapped[str] = mapped_column(String(12), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(80))
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(String(500))
+    message_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    __table_args__ = (UniqueConstraint("user_id", "kind", "event_key", name="uq_mail_user_kind_key"),)
+
+
+class MailSlot(db.Model):
+    """An hour whose mail jobs were queued (one process claims each hour: its INSERT is the claim)."""
+
+    __tablename__ = "mail_slots"
+    slot: Mapped[str] = mapped_column(String(20), primary_key=True)  # "2026-12-07T08" (UTC)
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookEndpoint(db.Model):
+    """An admin's URL that receives signed event notifications (portal/services/webhooks_out/)."""
+
+    __tablename__ = "webhook_endpoints"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(String(500))
+    events: Mapped[list] = mapped_column(JSON)
+    # The signing key must be readable to sign with, so it is stored as is; the page shows it once.
+    secret: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(String(200), default="")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[str | None] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookDelivery(db.Model):
+    """One event sent (or to be sent) to one endpoint, with its attempts and the last response."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id"), index=True)
+    event: Mapped[str] = mapped_column(String(40))
+    event_id: Mapped[str] = mapped_column(String(36), index=True)
+    payload: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(12), default="pending")  # pending|retrying|delivered|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_response: Mapped[str | None] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

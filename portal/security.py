@@ -18,6 +18,7 @@ PUBLIC_ENDPOINTS = {
     "static",
     "webhooks.sms_inbound",
     "webhooks.sms_status",
+    "mail.unsubscribe",  # the signed link in every e-mail works without logging in
 }
 
 

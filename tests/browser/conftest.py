@@ -144,13 +144,9 @@ def gunicorn(env: dict, tmp: Path, port: int, what: str, start_timeout: float):
         log.close()
 
 
-def serve_demo(tmp: Path, prepare=()):
-    """Yield the base URL of the portal over a database filled by ``flask demo`` (data imported, models trained).
-
-    A fresh SQLite file and Models directory under ``tmp``; quiet hours off; then each ``prepare(env)`` runs
-    (e.g. CLI commands that add a campaign) before gunicorn starts. Used by module-scoped fixtures, so each
-    test module gets a demo store of its own and never sees another module's campaigns or imports.
-    """
+def server_env(tmp: Path, name: str) -> tuple[int, dict]:
+    """A free port and the environment of a portal served from ``tmp``: a fresh SQLite file ``<name>.db``,
+    Models and uploads under ``tmp``, the test admin, no Redis, no PostgreSQL, no Twilio credentials."""
     port = _free_port()
     env = {
         k: v
@@ -158,8 +154,8 @@ def serve_demo(tmp: Path, prepare=()):
         if k not in {"REDIS_URL", "DATABASE_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM"}
     }
     env.update(
-        DATABASE_URL=f"sqlite:///{tmp / 'demo.db'}",
-        SECRET_KEY="browser-demo-secret",
+        DATABASE_URL=f"sqlite:///{tmp / (name + '.db')}",
+        SECRET_KEY=f"browser-{name}-secret",
         FLASK_APP="app.py",
         ADMIN_EMAIL=ADMIN[0],
         ADMIN_PASSWORD=ADMIN[1],
@@ -168,6 +164,17 @@ def serve_demo(tmp: Path, prepare=()):
         UPLOAD_DIR=str(tmp / "uploads"),
         PYTHONUNBUFFERED="1",
     )
+    return port, env
+
+
+def serve_demo(tmp: Path, prepare=()):
+    """Yield the base URL of the portal over a database filled by ``flask demo`` (data imported, models trained).
+
+    A fresh SQLite file and Models directory under ``tmp``; quiet hours off; then each ``prepare(env)`` runs
+    (e.g. CLI commands that add a campaign) before gunicorn starts. Used by module-scoped fixtures, so each
+    test module gets a demo store of its own and never sees another module's campaigns or imports.
+    """
+    port, env = server_env(tmp, "demo")
     run_long(["-m", "flask", "demo"], env, DEMO_TIMEOUT)
     run_long(["-"], env, 120, input=NO_QUIET_HOURS)
     for step in prepare:
@@ -212,23 +219,7 @@ def chromium_path():
 def live_server(chromium_path, tmp_path_factory):
     """The portal served by gunicorn on a free port with a fresh, seeded SQLite database."""
     tmp = tmp_path_factory.mktemp("live")
-    port = _free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"REDIS_URL", "DATABASE_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"}
-    }
-    env.update(
-        DATABASE_URL=f"sqlite:///{tmp / 'browser.db'}",
-        SECRET_KEY="browser-tests-secret",
-        FLASK_APP="app.py",
-        ADMIN_EMAIL=ADMIN[0],
-        ADMIN_PASSWORD=ADMIN[1],
-        BIND=f"127.0.0.1:{port}",
-        MODELS_DIR=str(tmp / "Models"),
-        UPLOAD_DIR=str(tmp / "uploads"),
-        PYTHONUNBUFFERED="1",
-    )
+    port, env = server_env(tmp, "browser")
     _run(["-m", "flask", "init-db"], env)
     _run(["-"], env, input=SEED)
     for (email, password), role, store in ((MARKETER, "marketer", None), (MANAGER, "manager", "North")):

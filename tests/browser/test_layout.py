@@ -45,6 +45,15 @@ PAGES = [
     ("/segments", "segments"),
     ("/exports", None),
     ("/account/password", None),
+    ("/flows", None),
+    ("/flows/1", None),
+    ("/flows/replies", None),
+    ("/campaigns/templates", None),
+    ("/account/tokens", None),
+    ("/account/mail", None),
+    ("/admin/mail", None),
+    ("/admin/webhooks", None),
+    ("/api/v1/docs", None),
 ]
 
 

@@ -67,6 +67,7 @@ def test_login_customer_filter_export_segment_logout(page, log_in, shot, tmp_pat
     assert page.locator("tbody tr").count() == 1 and "tier=Gold" in page.locator("tbody").inner_text()
     shot(page, "exports")
 
+    page.locator(".account-menu").click()  # the account menu holds "Log out"
     page.get_by_role("button", name="Log out").click()
     page.wait_for_url(re.compile(r".*/login.*"))
     page.goto("/customers")

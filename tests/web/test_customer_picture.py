@@ -106,6 +106,6 @@ def test_lost_customers_are_left_out_of_retention_by_default(db, scored_demo):
     assert campaign_service.build_audience({"band": "High", "include_lost": "1"}, None).exclusions["lost"] == 0
     # the list filter and the export column
     listed = registry.get("customers")
-    assert listed.headers[-1] == "lifecycle"
+    assert listed.headers[-2:] == ("lifecycle", "p_return_12m")
     only_new = db.session.scalars(listed.query({"lifecycle": "New"}, None)).all()
     assert only_new and {c.lifecycle for c in only_new} == {"New"}

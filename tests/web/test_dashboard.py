@@ -153,7 +153,7 @@ def test_every_kpi_link_lands_on_a_list_with_the_same_count(client, login_as, db
             checked += 1
         elif path.startswith("/campaigns/"):
             detail = client.get(href).get_data(as_text=True)
-            progress = detail.split("Progress</h2>")[1].split("</p>")[0]
+            progress = detail.split('id="campaign-progress-detail">')[1].split("</p>")[0]
             counts = {s: int(n) for s, n in re.findall(r"(\w[\w -]*): (\d+)", progress)}
             assert _number(value) == counts["sent"] + counts["delivered"] == 5
             checked += 1

@@ -20,6 +20,7 @@ from portal.params import parse_id
 from portal.security import scope_to_user
 from portal.services import settings as settings_service
 from portal.services.customers import customers as customer_service
+from portal.services.customers import search as customer_search
 from portal.services.lists.cells import e164
 from portal.services.lists.registry import ExportError, ListDef, first_value, register
 
@@ -48,6 +49,7 @@ CUSTOMER_HEADERS = (
     "clv_12m",
     "scored_at",
     "lifecycle",
+    "p_return_12m",
 )
 BUNDLE_HEADERS = ("antecedents", "consequents", "support", "confidence", "lift", "baskets")
 DEAD_STOCK_HEADERS = ("product_id", "product_name", "initial_stock", "total_sold", "sold_ratio", "stock_value")
@@ -111,6 +113,7 @@ def _customer_columns() -> tuple:
         c.clv_12m,
         c.scored_at,
         c.lifecycle,
+        c.p_return_12m,
     )
 
 
@@ -277,14 +280,24 @@ def _dead_stock_query(params: Mapping, user):
     if user is not None:
         query = scope_to_user(query, StockLevel.store_id, user)
     q = first_value(params, "q")
-    if q:
-        query = query.where(or_(Product.external_id == q, Product.name.ilike(f"%{q}%")))
+    if q:  # a product id by its start, any case, or a word of its name (a few thousand products: no index needed)
+        query = query.where(
+            or_(
+                Product.external_id.ilike(_like_prefix(q), escape="\\"),
+                Product.name.ilike("%" + _like_prefix(q), escape="\\"),
+            )
+        )
     store = first_value(params, "store")
     if store:
         query = query.join(Store, StockLevel.store_id == Store.id).where(
             or_(Store.name == store, Store.id == (parse_id(store) if parse_id(store) is not None else -1))
         )
     return query
+
+
+def _like_prefix(text: str) -> str:
+    """A LIKE pattern for "starts with ``text``" (its own % and _ taken literally; escape character \\)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def _dead_stock_columns() -> tuple:
@@ -348,8 +361,8 @@ def _recipients_query(params: Mapping, user):
         if value:
             query = query.where(col == value)
     q = first_value(params, "q")
-    if q:
-        query = query.where(or_(Customer.external_id == q, OutboxMessage.phone.like(f"%{q.replace(' ', '')}%")))
+    if q:  # the same prefix search as the customer list (id, name, e-mail, phone)
+        query = query.where(customer_search.condition(q))
     return query
 
 

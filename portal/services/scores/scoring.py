@@ -17,6 +17,7 @@ from threadpoolctl import threadpool_limits
 from portal import model_store
 from portal.services import settings as settings_service
 from portal.services.dashboard import summary as dashboard_summary
+from portal.services.mail import events as mail_events
 from portal.services.scores import aggregates
 from portal.services.scores import store as score_store
 from portal.services.scores.dataset import load_lines
@@ -96,7 +97,9 @@ def churn_for(inputs: ScoringInputs, values: dict) -> pd.DataFrame | None:
 
 
 def clv_for(inputs: ScoringInputs, values: dict, churn: pd.DataFrame | None = None) -> pd.DataFrame | None:
-    """P(alive), expected purchases in 90 days and 12-month CLV, or None without a CLV model.
+    """P(alive), the chance of a purchase within 12 months, expected purchases in 90 days and 12-month CLV.
+
+    None without a CLV model.
 
     With churn scores, all three come from one P(alive) reconciled with the churn probability
     (``preprocessing.coherence.customer_picture``), so the customer page never shows "High risk"
@@ -119,10 +122,12 @@ def clv_for(inputs: ScoringInputs, values: dict, churn: pd.DataFrame | None = No
             horizon_days=int(values["churn.horizon_days"]),
             discount_rate_annual=values["clv.discount_rate"],
         )
-        return picture[["p_alive", "expected_purchases_90d", "clv_12m"]]
+        return picture[["p_alive", "p_return_12m", "expected_purchases_90d", "clv_12m"]]
+    alive = clv.p_alive(bg, summary)
     return pd.DataFrame(
         {
-            "p_alive": clv.p_alive(bg, summary),
+            "p_alive": alive,
+            "p_return_12m": alive * (1.0 - clv.p_quiet_if_alive(bg, 365, summary)),
             "expected_purchases_90d": clv.expected_purchases(bg, 90, summary),
             "clv_12m": clv.clv(bg, gg, summary, months=12, discount_rate_annual=values["clv.discount_rate"]),
         },
@@ -211,6 +216,9 @@ def rescore_all(reason: str = "rescored", progress=None) -> dict:
     with threadpool_limits(limits=1):  # single-threaded BLAS/OpenMP: predictable on a shared host
         counts = _rescore_all(reason, progress)
     dashboard_summary.refresh_after_rescore()  # the dashboard's stored line-level numbers follow the new data
+    from portal.services.flows.jobs import run_after_rescore  # here: flows read scores, scores must not import flows
+
+    run_after_rescore()  # the automations run on the new scores (nightly rescore or an import's); never raises
     return counts
 
 
@@ -250,6 +258,7 @@ def _rescore_all(reason: str, progress) -> dict:
         frame = frame.join(clv_frame)
     frame["lifecycle"] = lifecycle_for(frame, values)
     progress(0.8, "saving scores")
+    mail_events.note_rescore(frame)  # e-mail alerts: who became High risk or Lapsing, read before it is overwritten
     counts = score_store.store(frame, tiers is not None, reason)
     counts["as_of"] = as_of.isoformat()
     return counts
