@@ -161,5 +161,11 @@ def test_send_an_offer_progress_and_the_real_reason(browser, campaign_server, sh
     expect(row.locator("td[data-label='Revenue']")).to_have_text("$0.00")
     expect(row.locator("td[data-label='Lift']")).to_have_text("too few customers")
     _fits(page)
+
+    # --- a dry run is a rehearsal of the real thing: the 18 it "sent" are now inside the frequency cap
+    page.goto("/campaigns?band=High")
+    cap = page.locator("[data-exclusion='frequency_cap']")
+    expect(cap).to_contain_text("Messaged (or dry-run messaged) within the frequency cap: 18")
+    expect(summary.locator("[data-audience='eligible']")).to_have_text("2")  # the control group got nothing
     assert page.js_errors == []
     page.context.close()
