@@ -71,7 +71,13 @@ def detail(customer_id: int):
     )
     purpose = customer_service.offer_purpose(customer, insights["progress"])
     offer_url = (
-        url_for("campaigns.index", customer=customer.external_id, purpose=purpose)
+        # A lost customer is left out of audiences unless asked for: choosing this one customer is asking.
+        url_for(
+            "campaigns.index",
+            customer=customer.external_id,
+            purpose=purpose,
+            include_lost="1" if customer.lifecycle == "Lost" else None,
+        )
         if purpose and current_user.role in SENDERS
         else None
     )

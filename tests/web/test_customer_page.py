@@ -232,6 +232,18 @@ def test_send_an_offer_only_for_senders(client, make_user, story, role, shown):
         assert "purpose=win_back" in link  # a High-risk customer: a win-back
 
 
+def test_an_offer_to_a_lost_customer_keeps_them_in_the_audience(client, login_as, db, story):
+    login_as("admin")
+    ann = story["ann"]
+    ann.lifecycle = "Lost"
+    db.session.commit()
+    html = client.get(f"/customers/{ann.id}").get_data(as_text=True)
+    link = re.search(r'id="send-offer" href="([^"]+)"', html).group(1).replace("&amp;", "&")
+    assert "include_lost=1" in link  # else the builder leaves the one chosen customer out as Lost
+    page = client.get(link).get_data(as_text=True)
+    assert re.search(r'data-audience="total">1<', page) and re.search(r'data-audience="excluded">0<', page)
+
+
 def test_no_offer_for_opted_out_customers_and_tier_up_for_the_near_next_tier(
     client, login_as, db, story, make_customer
 ):
