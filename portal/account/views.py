@@ -7,10 +7,9 @@ from flask_login import current_user
 from flask_wtf import FlaskForm
 
 from portal.account.forms import TokenForm
-from portal.extensions import db
 from portal.models import User
 from portal.params import parse_id
-from portal.services import api_tokens
+from portal.services import accounts, api_tokens
 
 bp = Blueprint("account", __name__)
 
@@ -23,7 +22,7 @@ def _owner() -> User:
     user_id = parse_id(raw)
     if current_user.role != "admin" or user_id is None:
         abort(404)
-    user = db.session.get(User, user_id)
+    user = accounts.get_user(user_id)
     if user is None:
         abort(404)
     return user

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
-from sqlalchemy import select
 
 from portal.campaigns.forms import TemplateForm
-from portal.extensions import db
-from portal.models import Store
 from portal.params import parse_id
 from portal.security import user_store_id
+from portal.services import stores as stores_service
 from portal.services.campaigns import campaigns as campaign_service
 from portal.services.campaigns import templates
 
@@ -26,17 +24,17 @@ def _store_arg(value: str | None) -> int | None:
     if current_user.role != "admin":
         return own
     store_id = parse_id(value)
-    if store_id is not None and db.session.get(Store, store_id) is None:
+    if store_id is not None and stores_service.get(store_id) is None:
         abort(404)
     return store_id
 
 
 def _render(store_id: int | None, errors: dict | None = None, typed: dict | None = None, status: int = 200):
-    stores = list(db.session.scalars(select(Store).order_by(Store.name))) if current_user.role == "admin" else []
+    stores = stores_service.all_stores() if current_user.role == "admin" else []
     return render_template(
         "campaigns/templates.html",
         entries=templates.library(store_id, with_stats=True),
-        store=db.session.get(Store, store_id) if store_id is not None else None,
+        store=stores_service.get(store_id) if store_id is not None else None,
         store_id=store_id,
         stores=stores,
         can_edit=current_user.role == "admin",
