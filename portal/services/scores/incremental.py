@@ -165,24 +165,7 @@ def _store(frame: pd.DataFrame, ids: list[int], with_tiers: bool, reason: str) -
         cid = by_external.get(str(external_id))
         if cid is None:
             continue
-        row = {
-            "id": cid,
-            "scored_at": now,
-            "first_purchase_at": score_store._wall(rec["first_purchase"]),
-            "last_purchase_at": score_store._wall(rec["last_purchase"]),
-        }
-        for col in columns + optional:
-            row[col] = none(rec[col])
-        for col in ("frequency", "recency", "num_unique_products", "store_visit_frequency", "active_days"):
-            if row[col] is not None:
-                row[col] = int(row[col])
-        for col in ("monetary", "spend_12m", "clv_12m"):
-            if row.get(col) is not None:
-                row[col] = round(float(row[col]), 2)
-        if "churn_probability" in row:
-            value = row.get("clv_12m") if row.get("clv_12m") is not None else (row["spend_12m"] or 0.0)
-            p = row["churn_probability"]
-            row["churn_priority"] = None if p is None else float(p) * float(value)
+        row = score_store.score_row(cid, rec, columns + optional, now)
         if with_tiers:
             new, old = none(rec["tier"]), old_tiers.get(cid)
             row["tier"] = new

@@ -64,27 +64,7 @@ def store(frame: pd.DataFrame, with_tiers: bool, reason: str) -> dict:
         cid = ids.get(str(external_id))
         if cid is None:
             continue
-        row = {
-            "id": cid,
-            "scored_at": now,
-            "first_purchase_at": _wall(rec["first_purchase"]),
-            "last_purchase_at": _wall(rec["last_purchase"]),
-        }
-        for col in columns + optional:
-            row[col] = _none(rec[col])
-        for col in ("frequency", "recency", "num_unique_products", "store_visit_frequency", "active_days"):
-            if row[col] is not None:
-                row[col] = int(row[col])
-        if row["monetary"] is not None:
-            row["monetary"] = round(float(row["monetary"]), 2)
-        if row["spend_12m"] is not None:
-            row["spend_12m"] = round(float(row["spend_12m"]), 2)
-        if row.get("clv_12m") is not None:
-            row["clv_12m"] = round(float(row["clv_12m"]), 2)
-        if "churn_probability" in row:
-            value = row.get("clv_12m") if row.get("clv_12m") is not None else (row["spend_12m"] or 0.0)
-            p = row["churn_probability"]
-            row["churn_priority"] = None if p is None else float(p) * float(value)
+        row = score_row(cid, rec, columns + optional, now)
         if with_tiers:
             new = _none(rec["tier"])
             row["tier"] = new
@@ -183,6 +163,31 @@ def _clear_unscored(scored: set[int], old_tiers: dict, now: datetime, reason: st
         for cid in gone
         if old_tiers.get(cid) is not None
     ]
+
+
+def score_row(cid: int, rec: dict, columns: list[str], now: datetime) -> dict:
+    """One customer's stored score row from a scoring frame's record: the given columns (NaN -> None),
+    whole counts as int, money rounded to cents, and the at-risk list's priority (churn x value).
+    The full rescore and the incremental one write the same row through this."""
+    row = {
+        "id": cid,
+        "scored_at": now,
+        "first_purchase_at": _wall(rec["first_purchase"]),
+        "last_purchase_at": _wall(rec["last_purchase"]),
+    }
+    for col in columns:
+        row[col] = _none(rec[col])
+    for col in ("frequency", "recency", "num_unique_products", "store_visit_frequency", "active_days"):
+        if row[col] is not None:
+            row[col] = int(row[col])
+    for col in ("monetary", "spend_12m", "clv_12m"):
+        if row.get(col) is not None:
+            row[col] = round(float(row[col]), 2)
+    if "churn_probability" in row:
+        value = row.get("clv_12m") if row.get("clv_12m") is not None else (row["spend_12m"] or 0.0)
+        p = row["churn_probability"]
+        row["churn_priority"] = None if p is None else float(p) * float(value)
+    return row
 
 
 def _wall(value):
