@@ -51,12 +51,29 @@ def models_dir() -> Path:
     return Path(current_app.config["MODELS_DIR"])
 
 
+_HASHED: dict[tuple, str] = {}  # (path, inode, size, mtime_ns) -> sha256 of the file as it was then
+
+
 def _sha256(path: Path) -> str:
+    """The file's sha256; re-read only when the file changed (another inode, size or mtime).
+
+    Hashing a churn model of a few MB on every load cost more than an incremental rescore's own work.
+    Safety does not rest on this cache: ``load`` unpickles only bytes whose hash it computed, and keeps
+    the unpickled object under that hash, so a file swapped behind an unchanged stamp is never unpickled.
+    """
+    stat = path.stat()
+    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    known = _HASHED.get(key)
+    if known is not None:
+        return known
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
+    if len(_HASHED) > 256:
+        _HASHED.clear()
+    _HASHED[key] = digest.hexdigest()
+    return _HASHED[key]
 
 
 def library_versions() -> dict[str, str]:
@@ -80,16 +97,30 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+_MANIFESTS: dict[str, tuple[tuple, dict]] = {}  # path -> (file stamp, parsed manifest)
+
+
 def read_manifest() -> dict[str, dict]:
-    """The manifest as {file name: entry}; empty when no model was trained yet."""
+    """The manifest as {file name: entry}; empty when no model was trained yet.
+
+    Parsed again only when the file changed (inode, size, mtime). Callers get their own outer dict
+    (``save`` adds to it); the entries are shared between callers and read only.
+    """
     path = models_dir() / MANIFEST
-    if not path.exists():
-        return {}
     try:
-        data = json.loads(path.read_text())
-    except ValueError as exc:
-        raise ModelIntegrityError(f"{path} is not valid JSON ({exc}); retrain the models to rewrite it.") from None
-    return {entry["file"]: entry for entry in data.get("models", [])}
+        stat = path.stat()
+    except FileNotFoundError:
+        return {}
+    stamp = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    cached = _MANIFESTS.get(str(path))
+    if cached is None or cached[0] != stamp:
+        try:
+            data = json.loads(path.read_text())
+        except ValueError as exc:
+            raise ModelIntegrityError(f"{path} is not valid JSON ({exc}); retrain the models to rewrite it.") from None
+        cached = (stamp, {entry["file"]: entry for entry in data.get("models", [])})
+        _MANIFESTS[str(path)] = cached
+    return dict(cached[1])
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -202,8 +233,10 @@ def load(file_name: str) -> Any:
     cache = _cache()
     key = (file_name, sha)
     if key not in cache:
-        with path.open("rb") as fh:
-            cache[key] = pickle.load(fh)  # safe: the bytes are exactly the ones we wrote (sha256 checked)
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != sha:  # the very bytes unpickled are the ones checked
+            raise ModelIntegrityError(f"{file_name} changed while it was being loaded; try again or retrain it.")
+        cache[key] = pickle.loads(data)  # noqa: S301 (safe: exactly the bytes we wrote, sha256 checked)
     return cache[key]
 
 

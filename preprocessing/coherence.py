@@ -95,14 +95,16 @@ def customer_picture(
     alive = reconciled_p_alive(c, p_quiet_if_alive(bg, horizon_days * day, s), model_alive)
     out = pd.DataFrame({"p_alive": alive, "p_alive_model": model_alive}, index=s.index)
     out["p_return_12m"] = alive * (1.0 - p_quiet_if_alive(bg, 365 * day, s))
-    for days in (30, 90, 365):
-        out[f"expected_purchases_{days}d"] = alive * expected_purchases_if_alive(bg, days * day, s)
+    month = DAYS_PER_MONTH * day
+    horizons = [days * day for days in (30, 90, 365)] + [k * month for k in range(1, 13)]
+    if_alive = expected_purchases_if_alive(bg, horizons, s)  # one pass: customers x horizons
+    for j, days in enumerate((30, 90, 365)):
+        out[f"expected_purchases_{days}d"] = alive * if_alive[:, j]
     out["expected_spend"] = clv.expected_spend(gg, s)
     d = (1.0 + discount_rate_annual) ** (1.0 / 12.0) - 1.0
-    month = DAYS_PER_MONTH * day
     value, previous = np.zeros(len(s)), np.zeros(len(s))
     for k in range(1, 13):  # month by month (vectorised over customers), as clv.clv discounts
-        cumulative = alive * expected_purchases_if_alive(bg, k * month, s)
+        cumulative = alive * if_alive[:, 2 + k]
         value += (cumulative - previous) / (1.0 + d) ** k
         previous = cumulative
     out["clv_12m"] = value * out["expected_spend"].to_numpy()

@@ -30,9 +30,9 @@ import pandas as pd
 from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
 
 from preprocessing.features import FEATURE_COLUMNS
+from preprocessing.threads import single_threaded
 
 SEGMENT_FEATURES: tuple[str, ...] = (
     "monetary",
@@ -216,7 +216,7 @@ def fit_segmentation(
         )
     scaler = StandardScaler().fit(_signed_log1p(chosen))
     z = scaler.transform(_signed_log1p(chosen))
-    with threadpool_limits(limits=1, user_api="openmp"):
+    with single_threaded("openmp"):
         kmeans = KMeans(n_clusters=k, n_init=N_INIT, random_state=random_state).fit(z)
     labels = kmeans.labels_
     cluster_tiers = map_clusters_to_tiers(labels, chosen["monetary"], k)
@@ -228,7 +228,7 @@ def fit_segmentation(
     n_labels = len(np.unique(labels))
     if 2 <= n_labels < len(z):
         sample = min(len(z), SILHOUETTE_SAMPLE)
-        with threadpool_limits(limits=1):
+        with single_threaded():
             sil = float(silhouette_score(z, labels, sample_size=sample, random_state=random_state))
     else:
         sil = float("nan")
@@ -273,7 +273,7 @@ def assign_tiers(
     mask = eligible(features, min_frequency, min_monetary).to_numpy()
     tiers = pd.Series(np.nan, index=features.index, dtype="str", name="tier")
     if mask.any():
-        with threadpool_limits(limits=1, user_api="openmp"):
+        with single_threaded("openmp"):
             labels = kmeans.predict(_transform(features.loc[mask], scaler))
         lookup = np.array([cluster_tiers[c] for c in range(kmeans.n_clusters)], dtype=object)
         tiers[mask] = lookup[labels]

@@ -82,6 +82,8 @@ def trend_windows(lines: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     window = pd.Timedelta(days=TREND_WINDOW_DAYS)
     when = lines["purchase_date"]
     known = lines[lines["customer_id"].notna() & (when <= as_of) & (when > as_of - 2 * window)]
+    if 0 < len(known) <= SMALL_LINES:
+        return _trend_windows_small(known, as_of - window)
     when = known["purchase_date"]
     parts = {"last": known[when > as_of - window], "prev": known[when <= as_of - window]}
     sums = {}
@@ -98,6 +100,29 @@ def trend_windows(lines: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
         },
         index=index.rename("customer_id"),
     )
+
+
+SMALL_LINES = 100_000
+"""Up to this many lines in the windows ``trend_windows`` sums with numpy (``_trend_windows_small``):
+pandas' four groupbys cost ~10 ms however few the lines (an incremental rescore of one customer)."""
+
+
+def _trend_windows_small(known: pd.DataFrame, split: pd.Timestamp) -> pd.DataFrame:
+    """``trend_windows``' frame from its window lines (named, in the 180 days) with bincounts: the same index
+    (sorted ids as str), columns and dtypes; spend equal up to rounding. ``split``: as_of - 90 days."""
+    customer = known["customer_id"].astype(str)
+    codes, uniques = pd.factorize(customer, sort=True)
+    k = len(uniques)
+    last = (known["purchase_date"] > split).to_numpy()
+    amount = known["total_amount"].to_numpy(dtype=float)
+    bought = known["quantity"].to_numpy() > 0
+    tx_codes, tx_uniques = pd.factorize(known["transaction_id"])
+    columns = {}
+    for name, part in (("last", last), ("prev", ~last)):
+        columns[f"spend_{name}_90d"] = np.bincount(codes[part], weights=amount[part], minlength=k).astype(float)
+        pairs = np.unique(codes[part & bought].astype(np.int64) * len(tx_uniques) + tx_codes[part & bought])
+        columns[f"purchases_{name}_90d"] = np.bincount(pairs // len(tx_uniques), minlength=k).astype(np.int64)
+    return pd.DataFrame({c: columns[c] for c in WINDOW_COLUMNS}, index=pd.Index(uniques, name="customer_id"))
 
 
 def churn_features_from(features: pd.DataFrame, windows: pd.DataFrame) -> pd.DataFrame:

@@ -247,18 +247,27 @@ def p_quiet_if_alive(params: BGNBDParams, t: float, summary: pd.DataFrame) -> np
     return np.exp((params.r + x) * (np.log(params.alpha + T) - np.log(params.alpha + T + float(t))))
 
 
-def expected_purchases_if_alive(params: BGNBDParams, t: float, summary: pd.DataFrame) -> np.ndarray:
+def expected_purchases_if_alive(params: BGNBDParams, t, summary: pd.DataFrame) -> np.ndarray:
     """Expected repeat purchases in the next ``t`` time units for a customer known to be alive.
 
     ``expected_purchases`` = ``p_alive`` x this; keeping the factors apart lets a caller use another,
     better-evidenced P(alive) (``preprocessing.coherence``) and still forecast consistently with it.
+    ``t`` may be a sequence of horizons: the result is then (customers x horizons), every column the
+    value for that horizon alone (one vectorised pass instead of one per horizon).
     """
     _check_unit(params, summary)
     x, _, T = _summary_arrays(summary)
     shift = 1.0 if params.model == "mbgnbd" else 0.0
     codes = _group_codes(x, T)
     first = np.unique(codes, return_index=True)[1]
+    many = np.ndim(t) > 0
+    horizons = np.asarray(t, dtype=float).reshape(1, -1) if many else float(t)
+    column = (lambda v: v[:, None]) if many else (lambda v: v)
     values, _ = _given_alive(
-        params.r + x[first], params.alpha + T[first], params.a, params.b + x[first] + shift, float(t)
+        column(params.r + x[first]),
+        column(params.alpha + T[first]),
+        params.a,
+        column(params.b + x[first] + shift),
+        horizons,
     )
     return values[codes]

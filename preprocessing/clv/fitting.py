@@ -30,7 +30,7 @@ def _compress(*columns: np.ndarray, sum_of: np.ndarray | None = None):
 
     Exact, and worth it: daily data repeats (frequency, recency, T) a lot.
     """
-    codes = _group_codes(*columns)
+    codes = _group_codes(*columns, small=0)  # fitting: always collapse (the likelihood's sums)
     counts = np.bincount(codes).astype(float)
     unique = [np.empty(len(counts)) for _ in columns]
     for u, c in zip(unique, columns):
@@ -40,8 +40,19 @@ def _compress(*columns: np.ndarray, sum_of: np.ndarray | None = None):
     return unique, counts, np.bincount(codes, weights=sum_of, minlength=len(counts))
 
 
-def _group_codes(*columns: np.ndarray) -> np.ndarray:
-    """Group number of each row's combination of values (hash-based, first-seen order)."""
+SMALL_GROUPING = 512
+
+
+def _group_codes(*columns: np.ndarray, small: int = SMALL_GROUPING) -> np.ndarray:
+    """Group number of each row's combination of values (hash-based, first-seen order).
+
+    Below ``small`` rows (default ``SMALL_GROUPING``) every row is its own group: grouping exists to save work on large
+    inputs, and for a handful of customers (an incremental rescore) pandas' groupby costs more than it
+    saves. The values computed per group are elementwise, so the results are the same either way.
+    """
+    n = len(columns[0]) if columns else 0
+    if n < small:
+        return np.arange(n)
     frame = pd.DataFrame({str(i): c for i, c in enumerate(columns)})
     return frame.groupby(list(frame.columns), sort=False).ngroup().to_numpy()
 

@@ -61,8 +61,65 @@ def rfm_summary(lines: pd.DataFrame, as_of=None, freq: str = "D") -> pd.DataFram
         as_of_day = reference_date(latest).normalize()  # never after today: a typo must not age everyone
     else:
         as_of_day = pd.Timestamp(as_of).normalize()
+    if len(lines) <= SMALL_LINES:
+        small = _rfm_summary_small(lines, as_of_day, freq)
+        if small is not None:
+            return small
     daily = _purchase_days(lines)
     return rfm_summary_from_day_totals(_day_totals(daily[daily["day"] <= as_of_day]), as_of_day, freq)
+
+
+SMALL_LINES = 100_000
+"""Up to this many lines ``rfm_summary`` reduces them with numpy (``_rfm_summary_small``): pandas'
+groupbys cost ~25 ms however few the lines, which was a fifth of an incremental rescore."""
+
+
+def _rfm_summary_small(lines: pd.DataFrame, as_of_day: pd.Timestamp, freq: str) -> pd.DataFrame | None:
+    """``rfm_summary`` by sorting and ``np.add.reduceat`` instead of groupbys; the same frame (index in
+    the groupby's order and dtype, same columns and dtypes; sums equal up to rounding). None when no
+    line counts (the groupby path then builds the empty frame)."""
+    missing = {"customer_id", "purchase_date", "total_amount"} - set(lines.columns)
+    if missing:
+        raise ValueError(f"purchase lines lack column(s): {', '.join(sorted(missing))}")
+    customer = lines["customer_id"]
+    day = pd.to_datetime(lines["purchase_date"]).dt.normalize()
+    amount = pd.to_numeric(lines["total_amount"], errors="coerce")
+    keep = (customer.notna() & day.notna() & (amount > 0) & (day <= as_of_day)).to_numpy()
+    if not keep.any():
+        return None
+    codes, uniques = pd.factorize(customer[keep], sort=True)  # groupby(sort=True)'s order
+    days = day.to_numpy(dtype="datetime64[ns]")[keep]
+    spend = amount.to_numpy(dtype=float)[keep]
+    order = np.lexsort((days, codes))
+    codes, days, spend = codes[order], days[order], spend[order]
+    new_day = np.r_[True, (codes[1:] != codes[:-1]) | (days[1:] != days[:-1])]
+    day_starts = np.flatnonzero(new_day)
+    day_spend = np.add.reduceat(spend, day_starts)
+    day_code, day_date = codes[day_starts], days[day_starts]
+    starts = np.flatnonzero(np.r_[True, day_code[1:] != day_code[:-1]])
+    ends = np.r_[starts[1:], len(day_code)] - 1
+    n_days = np.diff(np.r_[starts, len(day_code)])
+    first, last = day_date[starts], day_date[ends]
+    frequency = (n_days - 1).astype("int64")
+    repeat_spend = np.add.reduceat(day_spend, starts) - day_spend[starts]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        monetary = np.where(frequency > 0, repeat_spend / np.maximum(frequency, 1), 0.0)
+    unit = _unit_days(freq)
+    one_day = np.timedelta64(1, "D")
+    index = pd.Index(uniques, name="customer_id")
+    if isinstance(customer.dtype, pd.CategoricalDtype):
+        index = pd.CategoricalIndex(uniques, dtype=customer.dtype, name="customer_id")
+    summary = pd.DataFrame(
+        {
+            "frequency": frequency,
+            "recency": ((last - first) // one_day).astype(float) / unit,
+            "T": ((np.datetime64(as_of_day.as_unit("ns").asm8) - first) // one_day).astype(float) / unit,
+            "monetary_value": monetary.astype(float),
+        },
+        index=index,
+    )
+    summary.attrs = {"as_of": as_of_day, "time_unit": freq}
+    return summary
 
 
 def _day_totals(daily: pd.DataFrame) -> pd.DataFrame:
