@@ -1,6 +1,7 @@
 """Load test: 50 logged-in users against gunicorn on loopback, with the demo store scaled to 100k customers.
 
     python -m bench.load [--quick] [--postgres] [--users 50] [--seconds 60] [--think 1.0] [--customers 100000]
+    python -m bench.load --no-background   # the users alone, no import or campaign (load.<db>.quiet.*)
 
 What it does (every process it starts is stopped at the end, every loop is bounded in time):
 
@@ -616,6 +617,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--import-lines", type=int, default=5_000)
     parser.add_argument("--redis-url", default=os.environ.get("LOAD_REDIS_URL", REDIS_DEFAULT))
     parser.add_argument("--no-ceiling", action="store_true", help="skip the bare-Flask comparison")
+    parser.add_argument(
+        "--no-background", action="store_true", help="users only: no import and no campaign running meanwhile"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the run folder (logs, locust CSVs)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -640,20 +644,24 @@ def main(argv: list[str] | None = None) -> None:
         sessions_file = workdir / "sessions.json"
         sessions_file.write_text(json.dumps(sessions))
         # the CLI commands start first: their interpreters need a few seconds to import before they work
-        background = Background(env, import_file, redis=bool(extra), budget=args.lead + args.seconds + 15, delay=0)
-        background.start()
-        time.sleep(args.lead)
-        log(f"locust: {args.users} users for {args.seconds} s (think {args.think} s) + import + campaign")
+        if not args.no_background:
+            budget = args.lead + args.seconds + 15
+            background = Background(env, import_file, redis=bool(extra), budget=budget, delay=0)
+            background.start()
+            time.sleep(args.lead)
+        work = "no background work" if args.no_background else "import + campaign"
+        log(f"locust: {args.users} users for {args.seconds} s (think {args.think} s), {work}")
         started = time.perf_counter()
         rows = run_locust(server.url, sessions_file, args.users, args.seconds, args.think, workdir / "locust")
         elapsed = round(time.perf_counter() - started, 1)
-        background.join(timeout=900)
+        if background is not None:
+            background.join(timeout=900)
         rss = server.peak_rss_mb()
         for row in rows:
             name = "total" if row["Name"] == "Aggregated" else row["Name"]
             emit(
                 {
-                    "name": f"load.{backend}.{name}",
+                    "name": f"load.{backend}{'.quiet' if args.no_background else ''}.{name}",
                     "n": args.customers,
                     "users": args.users,
                     "seconds": args.seconds,
@@ -672,7 +680,7 @@ def main(argv: list[str] | None = None) -> None:
         if failures.exists():
             for row in list(csv.DictReader(failures.open()))[:10]:
                 log(f"failure: {row}")
-        for result in background.results:
+        for result in background.results if background is not None else []:
             emit({**result, "name": f"load.{backend}.background.{result['name']}", "n": args.customers})
         if not args.no_ceiling:
             server.stop()

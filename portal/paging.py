@@ -6,7 +6,7 @@ The web half of ``portal.services.lists.paging`` (which runs the queries without
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from flask import abort, request, url_for
@@ -58,10 +58,14 @@ class Page:
         return cls(items, nxt is not None, cursor is not None, next_url, prev_url, label)
 
 
-def list_page(name: str, params: Mapping, user, size: int | None = None) -> Page:
-    """The keyset ``Page`` of list ``name`` for the current request (filters, sort, store scoping)."""
+def list_page(name: str, params: Mapping, user, size: int | None = None, options: Sequence = ()) -> Page:
+    """The keyset ``Page`` of list ``name`` for the current request (filters, sort, store scoping).
+
+    ``options``: loader options for the list's entity, e.g. ``load_only`` of the columns the page shows.
+    """
     definition = registry.get(name)
     sort, descending, _ = exports.sort_of(definition, params)
-    return Page.from_request(
-        definition.query(params, user), key=definition.key, sort=sort, descending=descending, size=size
-    )
+    query = definition.query(params, user)
+    if options:
+        query = query.options(*options)
+    return Page.from_request(query, key=definition.key, sort=sort, descending=descending, size=size)

@@ -5,20 +5,40 @@ from datetime import datetime, time, timezone
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
+from sqlalchemy.orm import load_only
 from wtforms import BooleanField
 from wtforms.validators import DataRequired
 
 from portal.campaigns.views import SENDERS
 from portal.customers.forms import ConsentForm
 from portal.lists.exporting import export_response
+from portal.models import Customer
 from portal.paging import list_page
 from portal.security import roles_required
 from portal.services import settings as settings_service
+from portal.services import stores as stores_service
 from portal.services.customers import customers as customer_service
-from portal.services.customers import privacy, timeline
+from portal.services.customers import floors, privacy, timeline
 from portal.services.scores import tiers as tier_service
 
 bp = Blueprint("customers", __name__)
+
+# The columns the list shows (or sorts by). Loading only these keeps each row cheap: no JSON reasons, no dates to
+# parse; any other column read in the template raises instead of quietly costing a query per row.
+LIST_COLUMNS = (
+    Customer.id,
+    Customer.external_id,
+    Customer.name,
+    Customer.store_id,
+    Customer.lifecycle,
+    Customer.tier,
+    Customer.monetary,
+    Customer.frequency,
+    Customer.recency,
+    Customer.churn_probability,
+    Customer.churn_band,
+    Customer.sms_consent,
+)
 
 
 @bp.route("/customers")
@@ -28,10 +48,20 @@ def index():
     if response is not None:
         return response
     params = request.args
-    page = list_page("customers", params, current_user)
+    page = list_page("customers", params, current_user, options=[load_only(*LIST_COLUMNS, raiseload=True)])
     stores = customer_service.store_choices(current_user)
     filtered = any((params.get(k) or "").strip() for k in customer_service.FILTER_KEYS)
-    return render_template("customers/index.html", page=page, params=params, stores=stores, filtered=filtered)
+    return render_template(
+        "customers/index.html",
+        page=page,
+        params=params,
+        stores=stores,
+        filtered=filtered,
+        # Each row's home store (name, currency) by id: at most a few, from the session's identity map.
+        homes={sid: stores_service.get(sid) for sid in {c.store_id for c in page.items}},
+        # Row links are this prefix + the id: one url_for per page, not one per row (url_for's cost adds up).
+        detail_prefix=url_for("customers.index") + "/",
+    )
 
 
 @bp.route("/customers/<int:customer_id>", methods=["GET", "POST"])
@@ -58,7 +88,7 @@ def detail(customer_id: int):
     values = settings_service.all_values()
     insights = {
         "reward": values.get(f"reward.{customer.tier}") if customer.tier else None,
-        "progress": tier_service.progress_message(customer, values),
+        "progress": tier_service.progress_message(customer, values, floors.next_tier_floor(customer)),
         "action": values.get(f"churn.action.{customer.churn_band}") if customer.churn_band else None,
         "lifecycle": customer_service.LIFECYCLE_MEANING.get(customer.lifecycle or ""),
         "horizon": values["churn.horizon_days"],

@@ -7,6 +7,9 @@ source are enough to know the newest ``limit`` of them all, and whether there ar
 Times: purchase lines hold the store's wall time as imported (naive); everything else is UTC. Events keep
 the value the ``datetime`` filter shows (wall time for a basket, UTC otherwise) and sort on UTC, the
 baskets' wall time read in the store's time zone.
+
+Every page view runs these queries, so each statement is built once (module level, values bound per call:
+``:customer_id``, ``:n``): building and hashing a statement costs more than running it on an index.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from portal.extensions import db
 from portal.models import (
@@ -98,38 +101,48 @@ def build(customer: Customer, limit: int = DEFAULT_LIMIT) -> Timeline:
     """The newest ``limit`` events of ``customer`` across every source, newest first (see the module doc)."""
     limit = clamp_limit(limit)
     events: list[Event] = []
-    for source in (_baskets, _messages, _redemptions, _replies, _consent, _tiers):
+    for source in (_baskets, _outbox, _replies, _consent, _tiers):
         events += source(customer, limit + 1)
     events.sort(key=lambda e: e.sort_at, reverse=True)
     return Timeline(events=events[:limit], has_more=len(events) > limit, limit=limit)
 
 
+_CUSTOMER = bindparam("customer_id")
+_N = bindparam("n")
+
+_LATEST_BASKETS = (
+    select(
+        PurchaseLine.transaction_ref,
+        func.max(PurchaseLine.purchased_at).label("at"),
+        func.count().label("lines"),
+        func.sum(PurchaseLine.amount).label("total"),
+        func.max(PurchaseLine.coupon_code).label("coupon"),
+    )
+    .where(PurchaseLine.customer_id == _CUSTOMER)
+    .group_by(PurchaseLine.transaction_ref)
+    .order_by(func.max(PurchaseLine.purchased_at).desc(), PurchaseLine.transaction_ref.desc())
+    .limit(_N)
+)
+_BASKET_LINES = (
+    select(PurchaseLine.transaction_ref, Product.name, PurchaseLine.quantity)
+    .join(Product, PurchaseLine.product_id == Product.id)
+    .where(PurchaseLine.customer_id == _CUSTOMER, PurchaseLine.transaction_ref.in_(bindparam("refs", expanding=True)))
+    .order_by(PurchaseLine.transaction_ref, PurchaseLine.id)
+    .limit(_N)
+)
+
+
 def _baskets(customer: Customer, n: int) -> list[Event]:
     """Purchases grouped per invoice/basket (transaction_ref): when, how many lines, total, products, coupon."""
-    latest = (
-        select(
-            PurchaseLine.transaction_ref,
-            func.max(PurchaseLine.purchased_at).label("at"),
-            func.count().label("lines"),
-            func.sum(PurchaseLine.amount).label("total"),
-            func.max(PurchaseLine.coupon_code).label("coupon"),
-        )
-        .where(PurchaseLine.customer_id == customer.id)
-        .group_by(PurchaseLine.transaction_ref)
-        .order_by(func.max(PurchaseLine.purchased_at).desc(), PurchaseLine.transaction_ref.desc())
-        .limit(n)
-    )
-    baskets = db.session.execute(latest).all()
+    baskets = db.session.execute(_LATEST_BASKETS, {"customer_id": customer.id, "n": n}).all()
     if not baskets:
         return []
     refs = [b.transaction_ref for b in baskets]
     names: dict[str, list[str]] = {}
     lines = db.session.execute(
-        select(PurchaseLine.transaction_ref, Product.name, PurchaseLine.quantity)
-        .join(Product, PurchaseLine.product_id == Product.id)
-        .where(PurchaseLine.customer_id == customer.id, PurchaseLine.transaction_ref.in_(refs))
-        .order_by(PurchaseLine.transaction_ref, PurchaseLine.id)
-        .limit(n * PRODUCTS_SHOWN * 4)  # bounded even for a basket of thousands of lines
+        # bounded even for a basket of thousands of lines
+        _BASKET_LINES,
+        {"customer_id": customer.id, "refs": refs, "n": n * PRODUCTS_SHOWN * 4},
     ).all()
     for ref, name, quantity in lines:
         shown = names.setdefault(ref, [])
@@ -163,15 +176,41 @@ def _message_time(row: OutboxMessage, campaign: Campaign) -> datetime:
     return _utc(row.sent_at or row.claimed_at or campaign.started_at or campaign.created_at)
 
 
-def _messages(customer: Customer, n: int) -> list[Event]:
+_MESSAGES = (
+    select(OutboxMessage, Campaign)
+    .join(Campaign, OutboxMessage.campaign_id == Campaign.id)
+    .where(OutboxMessage.customer_id == _CUSTOMER)
+    .order_by(OutboxMessage.id.desc())
+    .limit(_N)
+)
+_REDEMPTIONS = (
+    select(OutboxMessage.coupon_code, OutboxMessage.redeemed_at, OutboxMessage.redeemed_by, Campaign.name)
+    .join(Campaign, OutboxMessage.campaign_id == Campaign.id)
+    .where(OutboxMessage.customer_id == _CUSTOMER, OutboxMessage.redeemed_at.isnot(None))
+    .order_by(OutboxMessage.redeemed_at.desc())
+    .limit(_N)
+)
+
+
+def _outbox(customer: Customer, n: int) -> list[Event]:
+    """Campaign messages and control-group holds, and coupons redeemed, from the customer's outbox rows.
+
+    The newest ``n`` rows give the messages; when the customer has fewer than ``n`` rows they are all of
+    them, so the redemptions come from the same rows (one query instead of two, the usual case).
+    """
+    rows = db.session.execute(_MESSAGES, {"customer_id": customer.id, "n": n}).all()
+    events = _messages(rows)
+    if len(rows) < n:
+        redeemed = sorted((r for r, _ in rows if r.redeemed_at is not None), key=lambda r: _utc(r.redeemed_at))
+        by_campaign = {r.id: c.name for r, c in rows}
+        found = [(r.coupon_code, r.redeemed_at, r.redeemed_by, by_campaign[r.id]) for r in reversed(redeemed)]
+    else:
+        found = db.session.execute(_REDEMPTIONS, {"customer_id": customer.id, "n": n}).all()
+    return events + _redemptions(found[:n])
+
+
+def _messages(rows) -> list[Event]:
     """Campaign messages (dry runs included) with their status, and control-group holds."""
-    rows = db.session.execute(
-        select(OutboxMessage, Campaign)
-        .join(Campaign, OutboxMessage.campaign_id == Campaign.id)
-        .where(OutboxMessage.customer_id == customer.id)
-        .order_by(OutboxMessage.id.desc())
-        .limit(n)
-    ).all()
     events = []
     for row, campaign in rows:
         at = _message_time(row, campaign)
@@ -203,15 +242,8 @@ def _messages(customer: Customer, n: int) -> list[Event]:
     return events
 
 
-def _redemptions(customer: Customer, n: int) -> list[Event]:
-    """Coupons redeemed (at the till by staff, or matched from an import)."""
-    rows = db.session.execute(
-        select(OutboxMessage.coupon_code, OutboxMessage.redeemed_at, OutboxMessage.redeemed_by, Campaign.name)
-        .join(Campaign, OutboxMessage.campaign_id == Campaign.id)
-        .where(OutboxMessage.customer_id == customer.id, OutboxMessage.redeemed_at.isnot(None))
-        .order_by(OutboxMessage.redeemed_at.desc())
-        .limit(n)
-    ).all()
+def _redemptions(rows) -> list[Event]:
+    """Coupons redeemed (at the till by staff, or matched from an import): (code, at, by, campaign name) rows."""
     events = []
     for code, at, by, name in rows:
         how = "at the till" if (by or "").startswith("staff:") else "with a purchase"
@@ -228,16 +260,19 @@ def _redemptions(customer: Customer, n: int) -> list[Event]:
     return events
 
 
+_REPLIES = (
+    select(SmsEvent)
+    .where(SmsEvent.from_phone == bindparam("phone"), SmsEvent.kind == "inbound")
+    .order_by(SmsEvent.received_at.desc())
+    .limit(_N)
+)
+
+
 def _replies(customer: Customer, n: int) -> list[Event]:
     """Inbound SMS from the customer's phone (STOP, HELP or any text)."""
     if not customer.phone:
         return []
-    rows = db.session.scalars(
-        select(SmsEvent)
-        .where(SmsEvent.from_phone == customer.phone, SmsEvent.kind == "inbound")
-        .order_by(SmsEvent.received_at.desc())
-        .limit(n)
-    ).all()
+    rows = db.session.scalars(_REPLIES, {"phone": customer.phone, "n": n}).all()
     events = []
     for e in rows:
         body = str((e.payload or {}).get("Body") or "").strip()
@@ -254,13 +289,16 @@ def _replies(customer: Customer, n: int) -> list[Event]:
     return events
 
 
+_CONSENT = (
+    select(ConsentEvent)
+    .where(ConsentEvent.customer_id == _CUSTOMER)
+    .order_by(ConsentEvent.effective_at.desc(), ConsentEvent.id.desc())
+    .limit(_N)
+)
+
+
 def _consent(customer: Customer, n: int) -> list[Event]:
-    rows = db.session.scalars(
-        select(ConsentEvent)
-        .where(ConsentEvent.customer_id == customer.id)
-        .order_by(ConsentEvent.effective_at.desc(), ConsentEvent.id.desc())
-        .limit(n)
-    ).all()
+    rows = db.session.scalars(_CONSENT, {"customer_id": customer.id, "n": n}).all()
     events = []
     for e in rows:
         who = f" by {e.user_email}" if e.user_email and e.user_email != "sms-reply" else ""
@@ -277,10 +315,11 @@ def _consent(customer: Customer, n: int) -> list[Event]:
     return events
 
 
+_TIERS = select(TierChange).where(TierChange.customer_id == _CUSTOMER).order_by(TierChange.id.desc()).limit(_N)
+
+
 def _tiers(customer: Customer, n: int) -> list[Event]:
-    rows = db.session.scalars(
-        select(TierChange).where(TierChange.customer_id == customer.id).order_by(TierChange.id.desc()).limit(n)
-    ).all()
+    rows = db.session.scalars(_TIERS, {"customer_id": customer.id, "n": n}).all()
     return [
         Event(
             kind="tier",

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, time, timezone
+from datetime import date, datetime, time, timedelta, timezone
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select
 
 from portal.extensions import db
 from portal.models import AuditEntry, Campaign, OutboxMessage, Store
@@ -95,23 +95,38 @@ def budget_for(store: Store, now: datetime) -> Budget:
     return Budget(budget=float(settings.get("sms.monthly_budget")), spent=segments * price, price=price)
 
 
+def stops_since(now: datetime) -> datetime:
+    """A time before the start of the month of ``now`` in every time zone: budget stops after it may count."""
+    return now.astimezone(timezone.utc) - timedelta(days=32)
+
+
+# Built once (the banner asks on every page): the latest budget stop per store since :since.
+_BUDGET_STOPS = (
+    select(AuditEntry.target, func.max(AuditEntry.at))
+    .where(AuditEntry.action == "flows.budget_reached", AuditEntry.at >= bindparam("since", type_=AuditEntry.at.type))
+    .group_by(AuditEntry.target)
+)
+
+
 def paused_stores(now: datetime, store_ids: list[int] | None = None) -> list[dict]:
-    """Stores whose automations stopped for the budget this month: [{store, at, budget}] (the dashboard banner)."""
-    stores = db.session.scalars(select(Store).order_by(Store.name)).all()
+    """Stores whose automations stopped for the budget this month: [{store, at, budget}] (the dashboard banner).
+
+    Every page's banner asks this, so it is one query on the audit log's ``at`` index (the latest stop per
+    store since the earliest month start any time zone can have), then each store's own month start.
+    """
+    latest = dict(db.session.execute(_BUDGET_STOPS, {"since": stops_since(now)}).all())
+    if not latest:
+        return []
     out = []
-    for store in stores:
+    for store in db.session.scalars(select(Store).order_by(Store.name)):
         if store_ids is not None and store.id not in store_ids:
             continue
-        at = db.session.scalar(
-            select(AuditEntry.at)
-            .where(
-                AuditEntry.action == "flows.budget_reached",
-                AuditEntry.target == f"store:{store.id}",
-                AuditEntry.at >= month_start(store, now),
-            )
-            .order_by(AuditEntry.at.desc())
-            .limit(1)
-        )
-        if at is not None:
+        at = latest.get(f"store:{store.id}")
+        if at is not None and _aware(at) >= month_start(store, now):
             out.append({"store": store, "at": at, "budget": float(settings.get("sms.monthly_budget"))})
     return out
+
+
+def _aware(value: datetime) -> datetime:
+    """A stored UTC time as an aware datetime (SQLite gives it back naive)."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
