@@ -168,6 +168,8 @@ def register_jobs() -> None:
     from portal.services.importer import history, runs  # noqa: F401
     from portal.services.mail import alerts, digest  # noqa: F401
     from portal.services.scores import training  # noqa: F401
+    from portal.services.summaries import campaigns as campaign_summaries  # noqa: F401
+    from portal.services.summaries import customers as customer_summaries  # noqa: F401
     from portal.services.webhooks_out import delivery  # noqa: F401
 
 

@@ -41,6 +41,8 @@ JobFunc = Callable[..., "dict | None"]
 _REGISTRY: dict[str, JobFunc] = {}
 # The modules a child process must import to see the same jobs as its parent (tests declare their own).
 MODULES_ENV = "LOYALIST_JOB_MODULES"
+# Set on the app in the embedded runner's child process (``flask jobs run``): see ``enqueue``.
+CHILD = "loyalist_job_child"
 
 
 def job(name: str) -> Callable[[JobFunc], JobFunc]:
@@ -105,6 +107,10 @@ def enqueue(
 
     ``scope_store_id`` is the store whose data the job reads or writes (None: chain-wide), which decides
     who may see the job (``visible_to``); ``kwargs`` go to the job function.
+
+    From a job in the embedded runner's child process the job is only recorded: the child holds the
+    database's job lock, so its own job thread would wait for it forever (and keep the child from
+    exiting); the parent hands it to its job thread when the child ends (``_take_over``).
     """
     _check_declared(name)
     job = Job(
@@ -121,6 +127,8 @@ def enqueue(
     app = current_app._get_current_object()
     if app.config.get("JOBS_INLINE"):
         run_job(job.id)
+    elif app.extensions.get(CHILD):
+        pass  # recorded as queued; the parent process runs it after this child (see the docstring)
     elif app.config.get("REDIS_URL"):
         _rq_queue(app).enqueue(
             "portal.jobs.run_job",
@@ -180,7 +188,7 @@ def schedule_at(
             result_ttl=3600,
             failure_ttl=7 * 24 * 3600,
         )
-    else:
+    elif not app.extensions.get(CHILD):  # a child's timer would die with it: its parent arms it (``_take_over``)
         _arm(app, job.id, when_utc)
     return job
 
@@ -260,7 +268,9 @@ def _run_in_app(app: Flask, job_id: str) -> None:
         with database_lock(app, "jobs") as lock, app.app_context():
             try:
                 if app.config.get("JOBS_PROCESS"):
+                    started = _now()
                     _run_in_child(app, job_id, lock.fileno())
+                    _take_over(app, started)
                 else:
                     run_job(job_id)
             finally:
@@ -302,6 +312,21 @@ def _run_in_child(app: Flask, job_id: str, lock_fd: int) -> None:
         ).rowcount
     if moved == 1:
         _audit_end(job_id, "failed", message)
+
+
+def _take_over(app: Flask, since: datetime) -> None:
+    """After a child process: give this process's job thread the jobs the child queued (they run after the
+    current one), and arm timers for the jobs it scheduled (a webhook's retry); a failure is logged."""
+    try:
+        queued = db.session.scalars(
+            select(Job.id).where(Job.status == "queued", Job.created_at >= since).order_by(Job.created_at)
+        ).all()
+        db.session.rollback()
+        for queued_id in queued:
+            _executor(app).submit(_run_in_app, app, queued_id)
+        restore_scheduled()
+    except Exception:
+        log.exception("jobs queued by job process not handed over")
 
 
 def _write(job_id: str, **values) -> None:

@@ -48,6 +48,7 @@ def run_command(job_id: str):
 
     lower_priority(current_app)
     jobs.import_modules(os.environ.get(jobs.MODULES_ENV))  # the jobs its parent declared beyond the app's
+    current_app.extensions[jobs.CHILD] = True  # jobs this one queues are run by the parent (jobs.enqueue)
     jobs.run_job(job_id)
 
 

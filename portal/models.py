@@ -405,6 +405,21 @@ class DashboardSummary(db.Model):
     data: Mapped[dict] = mapped_column(JSON)
 
 
+class CustomerSummary(db.Model):
+    """One store's customer-level summary cube: per (tier, band, lifecycle), counts (all, scored, active,
+    recent, priced) and sums (spend, 12-month spend, value at risk), and the latest score time.
+
+    Computed when the store's customers change (scoring, imports, erasure, API upserts) so the dashboard,
+    /tiers and /churn read a few stored rows instead of aggregating the customers table per request.
+    See ``portal/services/summaries/customers.py``.
+    """
+
+    __tablename__ = "customer_summaries"
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id", ondelete="CASCADE"), primary_key=True)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    data: Mapped[dict] = mapped_column(JSON)
+
+
 class BundleRule(db.Model):
     __tablename__ = "bundle_rules"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -477,7 +492,26 @@ class OutboxMessage(db.Model):
     __table_args__ = (
         UniqueConstraint("campaign_id", "customer_id", name="uq_outbox_campaign_customer"),
         Index("ix_outbox_campaign_status", "campaign_id", "status"),
+        # The campaign page's recipients, a page at a time in id order (keyset): no sort of 100k rows.
+        Index("ix_outbox_campaign_id", "campaign_id", "id"),
     )
+
+
+class CampaignSummary(db.Model):
+    """A campaign's numbers (delivery, results window, list figures), computed when its data changes.
+
+    Pages read this row instead of aggregating the outbox and purchase lines per request;
+    ``changed_at`` marks a change not yet folded in (a refresh job clears it); ``lines_changed`` says
+    that it touched purchase lines (the window's purchases are measured again, not only the outbox).
+    See ``portal/services/summaries/campaigns.py``.
+    """
+
+    __tablename__ = "campaign_summaries"
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lines_changed: Mapped[bool] = mapped_column(Boolean, default=False)
+    data: Mapped[dict] = mapped_column(JSON)
 
 
 class SmsEvent(db.Model):
@@ -695,3 +729,15 @@ class WebhookDelivery(db.Model):
     last_error: Mapped[str | None] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RescoreQueue(db.Model):
+    """A customer whose purchases changed outside a full rescore (an API batch), waiting for an incremental rescore.
+
+    One row per customer however many batches named them (a re-queue moves ``queued_at``); the rescore job
+    deletes a row only if ``queued_at`` is still the one it read, so a batch arriving mid-rescore is rescored again.
+    """
+
+    __tablename__ = "rescore_queue"
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True)
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

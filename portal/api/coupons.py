@@ -10,7 +10,6 @@ from portal.api.common import abort_with, api_user, make_blueprint
 from portal.extensions import db
 from portal.models import Customer
 from portal.security import scope_to_user, user_store_id
-from portal.services import webhooks_out
 from portal.services.campaigns import redemption
 from portal.services.customers import customers as customer_service
 
@@ -40,24 +39,10 @@ class Redeem(MethodView):
         if len(code) > 100:
             abort_with(422, "The coupon code is too long.", {"path": {"code": ["longer than 100 characters"]}})
         try:
-            row = redemption.redeem_by_staff(code, customer, f"api:{user.email}", user_store_id(user))
+            # the service sends the coupon.redeemed webhook (by "api"), as for the page and imports
+            row = redemption.redeem_by_staff(code, customer, f"api:{user.email}", user_store_id(user), channel="api")
         except redemption.RedemptionError as exc:
             abort_with(409, str(exc))
-        webhooks_out.notify(
-            [
-                (
-                    "coupon.redeemed",
-                    {
-                        "code": row.coupon_code,
-                        "campaign_id": row.campaign_id,
-                        "customer_id": row.customer_id,
-                        "external_id": customer.external_id,
-                        "redeemed_at": row.redeemed_at.isoformat(),
-                        "by": "api",
-                    },
-                )
-            ]
-        )
         return {
             "code": row.coupon_code,
             "campaign_id": row.campaign_id,

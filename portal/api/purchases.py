@@ -1,4 +1,4 @@
-"""/api/v1/purchases: batches of purchase lines from a till or a shop, idempotent, rescored at once."""
+"""/api/v1/purchases: batches of purchase lines from a till or a shop, idempotent, rescored within seconds."""
 
 from __future__ import annotations
 
@@ -31,7 +31,9 @@ class Purchases(MethodView):
         (`row` = the line's index in `lines`, `column`, `value`, `reason`). Send a unique
         `Idempotency-Key` per batch: a retry with the same key and body returns the first answer
         (nothing is written twice); the same key with another body is a 409. The customers the lines
-        name are rescored (features, tier, churn, CLV, lifecycle) before the answer.
+        name are queued for an incremental rescore (features, tier, churn, CLV, lifecycle), which a
+        background job runs within seconds, together with the customers of other batches that arrive
+        meanwhile; `rescore.status` says whether it has already run (`done`) or is `queued`.
         """
         key = headers["idempotency_key"]
         token, user = api_token(), api_user()
@@ -44,23 +46,34 @@ class Purchases(MethodView):
         if result.replayed:
             return result.body, result.status
         body = dict(result.body)
-        events = []
         if current_app.config.get("API_RESCORE", True) and result.customer_ids:
             try:
-                done = incremental.rescore_customers(
-                    result.customer_ids, reason=f"rescored after API import #{body['import_id']}"
-                )
-                body["rescored"] = {"customers": done["scored"], "seconds": done["seconds"], "mode": "incremental"}
-                events += done.get("transitions", [])
-            except Exception:  # the lines are committed; a scoring failure must not make the batch look failed
-                log.exception("incremental rescore after API import #%s failed", body["import_id"])
-                body["rescored"] = None
+                queued = incremental.queue(result.customer_ids)
+                waiting = incremental.waiting_among(result.customer_ids)
+                body["rescore"] = {
+                    "customers": queued,
+                    "status": "queued" if waiting else "done",
+                    "mode": "incremental",
+                }
+            except Exception:  # the lines are committed; a queueing failure must not make the batch look failed
+                log.exception("could not queue the rescore after API import #%s", body["import_id"])
+                body["rescore"] = None
         batch.record_answer(token.id, key, body)
-        events.append(
-            (
-                "import.finished",
-                {"import_id": body["import_id"], "source": "api", "lines": body["accepted"], "new": body["new"]},
-            )
+        webhooks_out.notify(
+            [
+                (
+                    "import.finished",
+                    {
+                        "import_id": body["import_id"],
+                        "source": "api",
+                        "kind": "transactions",
+                        "status": "done",
+                        "lines": body["accepted"],
+                        "new": body["new"],
+                        "rejected": 0,
+                        "message": None,
+                    },
+                )
+            ]
         )
-        webhooks_out.notify(events)
         return body

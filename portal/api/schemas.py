@@ -345,9 +345,11 @@ class PurchaseIdempotencyHeaders(Schema):
 
 
 class RescoreSchema(Schema):
-    customers = fields.Integer()
-    seconds = fields.Float()
-    mode = fields.String()
+    customers = fields.Integer(metadata={"description": "Customers of the batch queued for an incremental rescore."})
+    status = fields.String(
+        metadata={"description": "`done` when the rescore has already run, `queued` when it will run within seconds."}
+    )
+    mode = fields.String(metadata={"description": "Always `incremental` (those customers only)."})
 
 
 class PurchaseResultSchema(Schema):
@@ -357,7 +359,7 @@ class PurchaseResultSchema(Schema):
     customers_new = fields.Integer()
     import_id = fields.Integer()
     warnings = fields.List(fields.Dict())
-    rescored = fields.Nested(RescoreSchema, allow_none=True)
+    rescore = fields.Nested(RescoreSchema, allow_none=True)
 
 
 # --- other resources ---------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from portal.paging import Page
 from portal.params import parse_id
 from portal.security import is_safe_next, roles_required, user_store_id
 from portal.services import settings
-from portal.services.campaigns import builder, overview, redemption, resuming, send_options, templates
+from portal.services.campaigns import builder, redemption, resuming, send_options, templates
 from portal.services.campaigns import campaigns as campaign_service
 from portal.services.campaigns import results as campaign_results
 from portal.services.campaigns import test_send as test_send_service
@@ -33,6 +33,7 @@ from portal.services.campaigns.progress import campaign_progress
 from portal.services.clock import aware, utcnow
 from portal.services.customers.customers import get_for_user
 from portal.services.lists import registry, segments
+from portal.services.summaries import campaigns as campaign_summaries
 
 bp = Blueprint("campaigns", __name__)
 SENDERS = ("admin", "manager")
@@ -147,7 +148,7 @@ def _render_index(form: BuilderForm, audience=None, preview=None, status: int = 
     page = Page.from_request(
         campaign_service.visible_campaigns(current_user), key=Campaign.id, sort=Campaign.created_at, descending=True
     )
-    numbers = overview.campaign_numbers(page.items)
+    numbers, numbers_as_of = campaign_summaries.numbers(page.items)  # stored, computed when the data changed
     note = builder.quiet_note(form.time_zone, _scheduled_for(form)) if form.time_zone else ""
     _zone, store = builder.campaign_zone(form.filter_params(), current_user)
     params = form.filter_params()
@@ -157,6 +158,7 @@ def _render_index(form: BuilderForm, audience=None, preview=None, status: int = 
         numbers=numbers,
         campaign_stores=builder.campaign_stores(page.items),
         result_days=int(settings.get("sms.result_days")),
+        numbers_as_of=numbers_as_of,
         form=form,
         target=builder.target_customer(params, current_user),
         without_customer=url_for(
@@ -296,7 +298,8 @@ def confirm(campaign_id: int):
 @bp.route("/campaigns/<int:campaign_id>")
 def detail(campaign_id: int):
     campaign = _campaign_or_404(campaign_id)
-    progress = campaign_progress(campaign)
+    stored = campaign_summaries.read(campaign)  # the numbers as computed when the outbox or purchases changed
+    progress = campaign_progress(campaign, stored.counts)
     counts = progress["counts"]
     rows = (
         select(OutboxMessage, Customer.external_id, Customer.name, Customer.sms_consent)
@@ -322,7 +325,8 @@ def detail(campaign_id: int):
         dry_run=_dry_run(),
         can_send=current_user.role in SENDERS,
         left=progress["left"],
-        results=campaign_results.campaign_results(campaign),
+        results=stored.results(),
+        numbers_as_of=stored.as_of,
         no_results=campaign_results.no_results_reason(campaign),
         zone=builder.zone_of_campaign(campaign)[0],
         export_available=export_available,

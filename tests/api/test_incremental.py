@@ -5,9 +5,10 @@ from __future__ import annotations
 import pandas as pd
 from sqlalchemy import select
 
-from portal.models import Customer
+from portal.models import Customer, Job, RescoreQueue
 from portal.services import settings as settings_service
 from portal.services.scores import aggregates, incremental, scoring, training
+from portal.services.scores import store as score_store
 from tests.api.conftest import line
 from tests.conftest import synthetic_lines
 
@@ -85,7 +86,7 @@ def test_incremental_rescore_equals_a_full_rescore_for_the_touched_customers(app
     assert after_full["tier"].notna().any()
 
 
-def test_a_batch_through_the_api_rescores_its_customers_before_answering(app, db, seed_lines, api_as):
+def test_a_batch_through_the_api_queues_its_customers_and_the_job_rescores_them(app, db, seed_lines, api_as):
     store = seed_lines(synthetic_lines(n_customers=80, days=600, seed=5))
     training.train_all()
     api = api_as("admin")
@@ -95,7 +96,9 @@ def test_a_batch_through_the_api_rescores_its_customers_before_answering(app, db
         headers={"Idempotency-Key": "inc-2"},
     )
     assert response.status_code == 200, response.json
-    assert response.json["rescored"]["mode"] == "incremental" and response.json["rescored"]["customers"] == 1
+    # Tests run jobs inline, so the draining job has run by the time the answer is written.
+    assert response.json["rescore"] == {"customers": 1, "status": "done", "mode": "incremental"}
+    assert incremental.queued() == 0
     customer = db.session.scalar(select(Customer).where(Customer.external_id == "C0001"))
     db.session.refresh(customer)
     assert customer.recency == 0 and customer.last_purchase_at.date().isoformat() == "2026-10-31"
@@ -122,7 +125,7 @@ def test_transitions_name_tier_moves_new_high_risk_and_newly_lost_customers():
         {"id": 3, "churn_band": "Medium", "churn_probability": 0.5, "lifecycle": "Lapsing"},
     ]
     changes = [{"customer_id": 3, "old_tier": "Gold", "new_tier": "Silver", "reason": "rescored"}]
-    events = incremental._transitions(rows, changes, old_state)
+    events = score_store.transitions(rows, changes, old_state)
     assert ("customer.high_risk", {"customer_id": 1, "external_id": "C1", "churn_probability": 0.8}) in events
     assert ("customer.lost", {"customer_id": 2, "external_id": "C2"}) in events
     assert [e for e, _ in events].count("customer.high_risk") == 1  # C2 was High already
@@ -130,3 +133,47 @@ def test_transitions_name_tier_moves_new_high_risk_and_newly_lost_customers():
     assert tier == [
         {"customer_id": 3, "external_id": "C3", "old_tier": "Gold", "new_tier": "Silver", "reason": "rescored"}
     ]
+
+
+def _queue_rows(db) -> dict[int, object]:
+    return dict(db.session.execute(select(RescoreQueue.customer_id, RescoreQueue.queued_at)).all())
+
+
+def test_batches_arriving_while_a_job_waits_join_it_and_one_drain_rescores_them_all(app, db, seed_lines):
+    seed_lines(synthetic_lines(n_customers=30, days=400, seed=4))
+    training.train_all()
+    scoring.rescore_all()
+    ids = list(db.session.scalars(select(Customer.id).order_by(Customer.id)))
+    db.session.execute(Customer.__table__.update().where(Customer.id.in_(ids[:6])).values(churn_probability=None))
+    db.session.add(Job(id="waiting", func=incremental.QUEUE_JOB, title="queued", status="queued", kwargs={}))
+    db.session.commit()
+    assert incremental.queue(ids[:4]) == 4
+    assert incremental.queue(ids[2:6]) == 4  # two of them again: still one row each
+    assert db.session.scalar(select(db.func.count()).select_from(Job)) == 1  # the waiting job takes them all
+    assert sorted(_queue_rows(db)) == ids[:6]
+    out = incremental.drain()
+    assert out["customers"] == 6 and out["passes"] == 1 and incremental.queued() == 0
+    scores = db.session.scalars(select(Customer.churn_probability).where(Customer.id.in_(ids[:6]))).all()
+    assert all(p is not None for p in scores)
+
+
+def test_a_customer_queued_again_during_a_rescore_is_rescored_by_the_next_pass(app, db, seed_lines, monkeypatch):
+    seed_lines(synthetic_lines(n_customers=20, days=300, seed=6))
+    training.train_all()
+    ids = list(db.session.scalars(select(Customer.id).order_by(Customer.id)))[:3]
+    db.session.add(Job(id="waiting", func=incremental.QUEUE_JOB, title="queued", status="queued", kwargs={}))
+    db.session.commit()
+    incremental.queue(ids)
+    real, calls = incremental.rescore_customers, []
+
+    def rescore_while_a_batch_arrives(customer_ids, reason="x"):
+        calls.append(sorted(customer_ids))
+        out = real(customer_ids, reason)
+        if len(calls) == 1:  # a new batch names the first customer while this pass runs
+            incremental.queue([ids[0]])
+        return out
+
+    monkeypatch.setattr(incremental, "rescore_customers", rescore_while_a_batch_arrives)
+    out = incremental.drain()
+    assert calls == [sorted(ids), [ids[0]]] and out["passes"] == 2
+    assert incremental.queued() == 0

@@ -83,6 +83,25 @@ def test_process_runner_runs_the_job_in_a_child_process(app):
         app.config["JOBS_PROCESS"] = False
 
 
+@jobs.job("tests.web.test_jobs.queueing_job")
+def queueing_job(progress):
+    """Queues another job from inside a job (as a rescore queues its webhook deliveries)."""
+    queued = jobs.enqueue("tests.web.test_jobs.pid_job", "Pid, queued by a job")
+    return {"message": "queued one", "queued": queued.id, "pid": os.getpid()}
+
+
+def test_a_job_queued_by_a_job_process_runs_after_it(app):
+    """The child holds the job lock: were its job handed to its own job thread, the child would never exit."""
+    app.config["JOBS_PROCESS"] = True
+    try:
+        first = _wait(app, jobs.enqueue("tests.web.test_jobs.queueing_job", "Queue one").id, timeout=120)
+        assert first.status == "done" and first.result["pid"] != os.getpid()
+        second = _wait(app, first.result["queued"], timeout=120)
+    finally:
+        app.config["JOBS_PROCESS"] = False
+    assert second.status == "done" and second.result["pid"] not in (os.getpid(), first.result["pid"])
+
+
 @jobs.job("tests.web.test_jobs.nice_job")
 def nice_job(progress):
     """Reports the CPU priority (niceness) of the process it ran in."""

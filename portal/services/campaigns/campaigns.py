@@ -449,6 +449,9 @@ def cancel_campaign(campaign_id: int, user_email: str | None = None) -> int:
     campaign.finished_at = datetime.now(timezone.utc)
     audit.record("campaign.cancel", f"campaign:{campaign_id}", {"rows": result.rowcount}, user_email)
     db.session.commit()
+    from portal.services.summaries import campaigns as campaign_summaries  # here: it imports this package
+
+    campaign_summaries.changed([campaign_id])
     return result.rowcount
 
 

@@ -19,7 +19,7 @@ from portal import sms
 from portal.extensions import db
 from portal.models import Customer, OutboxMessage, SmsEvent
 from portal.services.clock import aware
-from portal.services.customers.customers import set_consent
+from portal.services.customers.customers import announce_opt_outs, set_consent
 
 IN_PROGRESS = ("pending", "claimed", "sending", "in_doubt", "checking")
 DELIVERED_LIKE = ("sent", "delivered", "undelivered", "failed")
@@ -130,7 +130,17 @@ def record_status_callback(form: Mapping[str, str]) -> None:
     )
     if event is not None:
         message = db.session.scalar(select(OutboxMessage).where(OutboxMessage.message_sid == sid))
+        customer = None
         if message is not None:
+            if code == sms.OPT_OUT_ERROR_CODE:  # the webhook below: did this callback opt them out?
+                customer = db.session.get(Customer, message.customer_id)
+                customer = customer if customer is not None and customer.sms_consent != "opted_out" else None
             apply_status(message, status, code, datetime.now(timezone.utc))
             event.applied = True
         db.session.commit()
+        if customer is not None and customer.sms_consent == "opted_out":
+            announce_opt_outs([customer], "twilio")
+        if message is not None:  # the campaign's stored numbers; a 21610 opt-out counts in the customer's others
+            from portal.services.summaries import campaigns as campaign_summaries
+
+            campaign_summaries.changed([message.campaign_id], [message.customer_id] if customer is not None else [])

@@ -41,8 +41,27 @@ class CampaignNumbers:
 
 
 def campaign_numbers(campaigns: list[Campaign], now: datetime | None = None) -> dict[int, CampaignNumbers]:
-    """Numbers for each of ``campaigns`` (a page of the list), keyed by campaign id."""
+    """Numbers for each of ``campaigns`` (a page of the list), keyed by campaign id, computed from the tables.
+
+    Pages read the stored copy (portal/services/summaries/campaigns.py), which keeps ``measured``'s
+    values and finishes them with ``conclude``, as this does.
+    """
     now = now or datetime.now(timezone.utc)
+    out = measured(campaigns, now)
+    for row in out.values():
+        conclude(row)
+    return out
+
+
+def measured(campaigns: list[Campaign], now: datetime) -> dict[int, CampaignNumbers]:
+    """The counted parts of each campaign's numbers (outbox counts, first send, revenue, buyers), cut at ``now``."""
+    out = counted(campaigns)
+    _purchases(out, now)
+    return out
+
+
+def counted(campaigns: list[Campaign]) -> dict[int, CampaignNumbers]:
+    """The outbox parts alone (counts per status, redeemed, first send): one grouped query."""
     out = {c.id: CampaignNumbers() for c in campaigns}
     if not campaigns:
         return out
@@ -65,14 +84,29 @@ def campaign_numbers(campaigns: list[Campaign], now: datetime | None = None) -> 
         first = aware(first)
         if first is not None and (row.first_send is None or first < row.first_send):
             row.first_send = first
-    for row in out.values():
-        row.control = row.counts.get("control", 0)
-        row.recipients = sum(row.counts.values()) - row.control
-        row.sent = sum(row.counts.get(s, 0) for s in ACCEPTED)
-        row.delivered = row.counts.get("delivered", 0)
-        row.failed = row.counts.get("failed", 0) + row.counts.get("undelivered", 0)
-    _purchases(out, now)
     return out
+
+
+def conclude(row: CampaignNumbers) -> None:
+    """Fill the derived figures (recipients, sent, delivered, failed) and the lift or its note from the counts."""
+    row.control = row.counts.get("control", 0)
+    row.recipients = sum(row.counts.values()) - row.control
+    row.sent = sum(row.counts.get(s, 0) for s in ACCEPTED)
+    row.delivered = row.counts.get("delivered", 0)
+    row.failed = row.counts.get("failed", 0) + row.counts.get("undelivered", 0)
+    if row.first_send is None:
+        row.lift_note = "not sent"
+        return
+    n1, n0 = row.recipients, row.control
+    b1, b0 = row.buyers.get("message", 0), row.buyers.get("control", 0)
+    if n0 == 0:
+        row.lift_note = "no control group"
+    elif n1 < MIN_GROUP or n0 < MIN_GROUP:
+        row.lift_note = "too few customers"
+    elif min(b1, b0, n1 - b1, n0 - b0) < MIN_OUTCOMES:
+        row.lift_note = "too early" if b1 + b0 == 0 or min(b1, b0) < MIN_OUTCOMES else "not enough data"
+    else:
+        row.lift = (b1 / n1 - b0 / n0) * 100
 
 
 def _purchases(out: dict[int, CampaignNumbers], now: datetime) -> None:
@@ -82,7 +116,6 @@ def _purchases(out: dict[int, CampaignNumbers], now: datetime) -> None:
     windows = []
     for cid, row in out.items():
         if row.first_send is None:
-            row.lift_note = "not sent"
             continue
         upto = min(row.first_send + timedelta(days=days), now)
         for store in stores:  # purchase times are store-local wall times
@@ -121,16 +154,3 @@ def _purchases(out: dict[int, CampaignNumbers], now: datetime) -> None:
         row.buyers[group] = int(buyers or 0)
         if group == "message":
             row.revenue = float(amount or 0)
-    for row in out.values():
-        if row.first_send is None:
-            continue
-        n1, n0 = row.recipients, row.control
-        b1, b0 = row.buyers.get("message", 0), row.buyers.get("control", 0)
-        if n0 == 0:
-            row.lift_note = "no control group"
-        elif n1 < MIN_GROUP or n0 < MIN_GROUP:
-            row.lift_note = "too few customers"
-        elif min(b1, b0, n1 - b1, n0 - b0) < MIN_OUTCOMES:
-            row.lift_note = "too early" if b1 + b0 == 0 or min(b1, b0) < MIN_OUTCOMES else "not enough data"
-        else:
-            row.lift = (b1 / n1 - b0 / n0) * 100

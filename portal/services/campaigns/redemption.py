@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 
 from portal.extensions import db
 from portal.models import Campaign, Customer, OutboxMessage, PurchaseLine, Store
-from portal.services import audit
+from portal.services import audit, webhooks_out
 from portal.services.campaigns.test_send import is_test_code
 from portal.services.clock import aware, zone
 
@@ -149,13 +149,20 @@ def _mark(offer: _Offer, at: datetime, by: str) -> bool:
 
 
 def redeem_by_staff(
-    code: str, customer: Customer, user_email: str | None, user_store_id: int | None = None, now: datetime | None = None
+    code: str,
+    customer: Customer,
+    user_email: str | None,
+    user_store_id: int | None = None,
+    now: datetime | None = None,
+    channel: str = "staff",
 ) -> OutboxMessage:
     """Redeem ``code`` for ``customer`` at the till (customer page); audited, commits.
 
     Args:
         user_store_id: the staff member's store (None for admins, who may redeem for any store);
             a manager redeems only for customers of their own store.
+        channel: who redeemed it, as the ``coupon.redeemed`` webhook's ``by`` says ("staff": the
+            customer page, "api": a till through the API).
     Raises:
         RedemptionError: the code is unknown, not this customer's, not sent, expired, already
             redeemed, or of another store. Refusals are audited too.
@@ -191,7 +198,49 @@ def redeem_by_staff(
         user_email,
     )
     db.session.commit()
-    return db.session.get(OutboxMessage, offer.row_id)
+    row = db.session.get(OutboxMessage, offer.row_id)
+    _announce([(row.coupon_code, row.campaign_id, row.customer_id, row.redeemed_at)], channel)
+    _numbers_changed([row.campaign_id])
+    return row
+
+
+def _numbers_changed(campaign_ids) -> None:
+    """The campaigns' stored numbers count redemptions: ask for their refresh (never raises)."""
+    from portal.services.summaries import campaigns as campaign_summaries
+
+    campaign_summaries.changed(campaign_ids)
+
+
+def _announce(redeemed: list[tuple], by: str, import_id: int | None = None) -> None:
+    """The outgoing webhook ``coupon.redeemed`` for each (code, campaign id, customer id, redeemed at); never raises."""
+    try:
+        if not redeemed or not webhooks_out.subscribed(["coupon.redeemed"]):
+            return
+        ids = sorted({customer_id for _, _, customer_id, _ in redeemed})
+        external = {}
+        for i in range(0, len(ids), _CHUNK):
+            external.update(
+                db.session.execute(
+                    select(Customer.id, Customer.external_id).where(Customer.id.in_(ids[i : i + _CHUNK]))
+                ).all()
+            )
+    except Exception:
+        db.session.rollback()
+        return
+    events = []
+    for code, campaign_id, customer_id, at in redeemed:
+        data = {
+            "code": code,
+            "campaign_id": campaign_id,
+            "customer_id": customer_id,
+            "external_id": external.get(customer_id),
+            "redeemed_at": aware(at).isoformat(),
+            "by": by,
+        }
+        if by == "import":
+            data["import_id"] = import_id  # None for lines added without an import run
+        events.append(("coupon.redeemed", data))
+    webhooks_out.notify(events)
 
 
 def _staff_message(reason: str, code: str, offer: _Offer | None) -> str:
@@ -292,6 +341,7 @@ def redeem_from_imports(import_id: int | None = None, user_email: str | None = N
         return result
     offers = _offers(code for code, *_ in transactions)
     refused: Counter[str] = Counter()
+    redeemed = []  # (code, campaign, customer, at, import) for the webhooks
     for code, ref, customer_id, store_id, at, line_import in transactions:
         offer = offers.get(code)
         by = f"import:{line_import}:{ref}"
@@ -306,6 +356,7 @@ def redeem_from_imports(import_id: int | None = None, user_email: str | None = N
         offer.redeemed_at, offer.redeemed_by = at, by[:254]
         result.redeemed += 1
         result.codes.append(code)
+        redeemed.append((code, offer.campaign_id, offer.customer_id, at, line_import))
     result.refused = {k: refused[k] for k in REFUSALS if refused[k]}
     if result.redeemed or result.refused:
         audit.record(
@@ -315,4 +366,11 @@ def redeem_from_imports(import_id: int | None = None, user_email: str | None = N
             user_email or "importer",
         )
     db.session.commit()
+    by_import: dict = {}
+    for code, campaign_id, customer_id, at, line_import in redeemed:
+        by_import.setdefault(line_import, []).append((code, campaign_id, customer_id, at))
+    for line_import, items in by_import.items():
+        _announce(items, "import", import_id=line_import)
+    if redeemed:
+        _numbers_changed({campaign_id for _, campaign_id, *_ in redeemed})
     return result

@@ -11,7 +11,7 @@ from portal import sms_text
 from portal.extensions import db
 from portal.models import Customer, Store
 from portal.services.campaigns.outbox import store_event
-from portal.services.customers.customers import set_consent
+from portal.services.customers.customers import announce_opt_outs, set_consent
 
 
 def record_reply(form: Mapping[str, str]) -> str | None:
@@ -31,6 +31,7 @@ def record_reply(form: Mapping[str, str]) -> str | None:
         dedupe_key=f"inbound:{sid or phone + ':' + body}"[:120],
     )
     text = _contact_line(customers) if reply == "help" else None
+    opted_out = []
     if event is not None:
         now = datetime.now(timezone.utc)
         if reply in ("opt_out", "opt_in"):
@@ -48,8 +49,15 @@ def record_reply(form: Mapping[str, str]) -> str | None:
                     keyword=keyword,
                     detail=f"SMS reply {body.strip()[:40]!r} from {phone}",
                 )
+                if status == "opted_out":
+                    opted_out.append(customer)
         event.applied = True
         db.session.commit()
+    if opted_out:
+        announce_opt_outs(opted_out, "sms_reply")
+        from portal.services.summaries import campaigns as campaign_summaries
+
+        campaign_summaries.changed(customer_ids=[c.id for c in opted_out])  # "opted out since" on their campaigns
     return text
 
 

@@ -253,8 +253,31 @@ def first_send(campaign_id: int) -> datetime | None:
 
 
 def campaign_results(campaign: Campaign, now: datetime | None = None, days: int | None = None) -> Results | None:
-    """Delivery, redemptions and the messaged-vs-control comparison; None before anything was sent."""
+    """Delivery, redemptions and the messaged-vs-control comparison; None before anything was sent.
+
+    Computed from the outbox and purchase lines (``measure``), then worded for ``now`` (``build``).
+    Pages read the stored measurement instead (portal/services/summaries/campaigns.py).
+    """
     now = now or datetime.now(timezone.utc)
+    raw = measure(campaign, now, days)
+    return build(raw, now) if raw is not None else None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _when(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value is not None else None
+
+
+def measure(campaign: Campaign, now: datetime, days: int | None = None) -> dict | None:
+    """Everything ``build`` needs, as JSON-ready values, measured with the window cut at ``now``.
+
+    None before anything was sent. Besides the numbers it keeps ``valid_until``: when the earliest
+    purchase line already on file after the cut (a line dated up to a day ahead) enters the window,
+    after which the numbers must be measured again; None when no such line exists.
+    """
     days = int(settings.get("sms.result_days")) if days is None else days
     start = first_send(campaign.id)
     if start is None:
@@ -262,17 +285,20 @@ def campaign_results(campaign: Campaign, now: datetime | None = None, days: int 
     end = start + timedelta(days=days)
     stores = {s.id: s for s in db.session.scalars(select(Store))}
     store = stores.get(campaign.store_id)
-    currency = store.currency if store else "USD"
     upto = min(end, now)
-    results = Results(
-        days=days,
-        window_start=start,
-        window_end=end,
-        complete=now >= end,
-        days_elapsed=max(0, min(days, (upto - start).days)),
-        currency=currency,
-        delivery=delivery_counts(campaign.id, start),
-    )
+    raw: dict = {
+        "days": days,
+        "start": _iso(start),
+        "end": _iso(end),
+        "upto": _iso(upto),
+        "currency": store.currency if store else "USD",
+        "zone": None,
+        "delivery": delivery_counts(campaign.id, start),
+        "groups": None,
+        "left": 0,
+        "latest_purchase": None,
+        "valid_until": None,
+    }
     sizes = dict(
         db.session.execute(
             select(OutboxMessage.group, func.count())
@@ -290,7 +316,7 @@ def campaign_results(campaign: Campaign, now: datetime | None = None, days: int 
         for sid, s in stores.items()
     ]
     if not windows:
-        return results
+        return raw
     query = (
         select(
             OutboxMessage.group,
@@ -308,8 +334,74 @@ def campaign_results(campaign: Campaign, now: datetime | None = None, days: int 
     per_group: dict[str, list[tuple[float, bool]]] = {"message": [], "control": []}
     for group, _customer, amount, bought in db.session.execute(query):
         per_group.setdefault(group, []).append((float(amount or 0), bool(bought)))
-    message = _group_outcome(sizes.get("message", 0), per_group["message"])
-    control = _group_outcome(sizes.get("control", 0), per_group["control"])
+    raw["groups"] = {g: vars(_group_outcome(sizes.get(g, 0), per_group[g])).copy() for g in ("message", "control")}
+    raw["left"] = messages_left(campaign.id)
+    latest = db.session.scalar(
+        select(func.max(PurchaseLine.purchased_at)).where(
+            PurchaseLine.store_id == campaign.store_id if campaign.store_id else PurchaseLine.store_id.in_(list(stores))
+        )
+    )
+    raw["latest_purchase"] = _iso(latest)
+    raw["zone"] = store.timezone if store else next(iter(stores.values())).timezone
+    if upto < end:
+        raw["valid_until"] = _iso(_next_purchase(campaign.id, stores, upto, end))
+    return raw
+
+
+def _next_purchase(campaign_id: int, stores: dict[int, Store], upto: datetime, end: datetime) -> datetime | None:
+    """The earliest moment (UTC) a recipient's line on file after ``upto`` falls inside the window."""
+    later = [
+        and_(
+            PurchaseLine.store_id == sid,
+            PurchaseLine.purchased_at >= upto.astimezone(zone(s.timezone)).replace(tzinfo=None),
+            PurchaseLine.purchased_at < end.astimezone(zone(s.timezone)).replace(tzinfo=None),
+        )
+        for sid, s in stores.items()
+    ]
+    rows = db.session.execute(
+        select(PurchaseLine.store_id, func.min(PurchaseLine.purchased_at))
+        .join(
+            OutboxMessage,
+            and_(OutboxMessage.customer_id == PurchaseLine.customer_id, OutboxMessage.campaign_id == campaign_id),
+        )
+        .where(or_(*later))
+        .group_by(PurchaseLine.store_id)
+    ).all()
+    moments = [
+        first.replace(tzinfo=zone(stores[sid].timezone)).astimezone(timezone.utc) for sid, first in rows if first
+    ]
+    return min(moments) if moments else None
+
+
+def messages_left(campaign_id: int) -> int:
+    """Outbox rows still to send (pending or in progress)."""
+    return (
+        db.session.scalar(
+            select(func.count()).where(OutboxMessage.campaign_id == campaign_id, OutboxMessage.status.in_(IN_PROGRESS))
+        )
+        or 0
+    )
+
+
+def build(raw: dict, now: datetime) -> Results:
+    """The Results the campaign page shows, from ``measure``'s values, worded for ``now`` (no query)."""
+    start, end = _when(raw["start"]), _when(raw["end"])
+    days = raw["days"]
+    upto = min(end, now)
+    currency = raw["currency"]
+    results = Results(
+        days=days,
+        window_start=start,
+        window_end=end,
+        complete=now >= end,
+        days_elapsed=max(0, min(days, (upto - start).days)),
+        currency=currency,
+        delivery=dict(raw["delivery"]),
+    )
+    if raw["groups"] is None:
+        return results
+    message = GroupOutcome(**raw["groups"]["message"])
+    control = GroupOutcome(**raw["groups"]["control"])
     results.message, results.control = message, control
     if message.n >= 2 and control.n >= 2:
         results.rate = proportion_difference(message.buyers, message.n, control.buyers, control.n)
@@ -320,18 +412,9 @@ def campaign_results(campaign: Campaign, now: datetime | None = None, days: int 
         results.revenue_enough = message.n >= MIN_GROUP and control.n >= MIN_GROUP and results.revenue.se > 0
         results.rate_text = rate_sentence(results.rate, results.rate_enough, message.n, control.n)
         results.revenue_text = revenue_sentence(results.revenue, results.revenue_enough, message.n, control.n, currency)
-    results.left = (
-        db.session.scalar(
-            select(func.count()).where(OutboxMessage.campaign_id == campaign.id, OutboxMessage.status.in_(IN_PROGRESS))
-        )
-        or 0
-    )
-    results.latest_purchase = db.session.scalar(
-        select(func.max(PurchaseLine.purchased_at)).where(
-            PurchaseLine.store_id == campaign.store_id if campaign.store_id else PurchaseLine.store_id.in_(list(stores))
-        )
-    )
-    explain(results, zone(store.timezone) if store else zone(next(iter(stores.values())).timezone))
+    results.left = raw["left"]
+    results.latest_purchase = _when(raw["latest_purchase"])
+    explain(results, zone(raw["zone"]))
     if not results.rate_enough:
         results.rate_text = results.reason
         if not results.revenue_enough:

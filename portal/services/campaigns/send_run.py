@@ -25,7 +25,7 @@ from portal.services.campaigns.outbox import NO_SYNC, apply_pending_events
 from portal.services.campaigns.quiet_hours import window_opens
 from portal.services.campaigns.send_options import SendOptions
 from portal.services.clock import aware, zone
-from portal.services.customers.customers import set_consent
+from portal.services.customers.customers import announce_opt_outs, set_consent
 
 GIVE_UP_LOOKUPS_AFTER = timedelta(days=1)
 
@@ -369,6 +369,7 @@ class SendRun:
                         detail=f"Twilio error 21610 sending campaign {self.campaign_id}",
                     )
                     db.session.commit()
+                    announce_opt_outs([customer], "twilio")
 
     def _record_sent(
         self,

@@ -22,6 +22,7 @@ from portal.services.campaigns.outbox import FINAL, IN_PROGRESS, NO_SYNC
 from portal.services.campaigns.resuming import SEND_JOB, schedule_resume
 from portal.services.campaigns.send_options import SendOptions, options_from_settings
 from portal.services.campaigns.send_run import CampaignStopped, SendRun, TwilioUnreachable
+from portal.services.summaries.campaigns import SendRefresher
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def send_campaign(
     gateway = gateway or sms.gateway_from_config(current_app.config)
     opts = opts or options_from_settings()
     run = SendRun(campaign, gateway, opts, callback_url)
+    refresh_numbers = SendRefresher(campaign_id)  # the pages read the campaign's numbers stored, not the outbox
     if campaign.status != "cancelled":
         campaign.status = "sending"
         campaign.started_at = campaign.started_at or run.now()
@@ -82,26 +84,31 @@ def send_campaign(
             _finish(campaign_id, "stopped", run.now())
             audit.record("campaign.stopped", f"campaign:{campaign_id}", {"reason": str(exc)}, "worker")
             db.session.commit()
+            refresh_numbers(final=True)
             raise
         except TwilioUnreachable as exc:
             _release(run)
             audit.record("campaign.paused", f"campaign:{campaign_id}", {"reason": str(exc)}, "worker")
             db.session.commit()
             due = run.now() + timedelta(seconds=opts.outage_pause_seconds)
+            refresh_numbers(final=True)
             return _wait(campaign_id, due, run, f"Twilio could not be reached: {exc}. Nothing was lost; paused")
         counts = run.counts()
         final = sum(n for status, n in counts.items() if status in FINAL and status != "control")
         if progress:
             progress(final / total, _describe(counts))
         if batch:
+            refresh_numbers()
             continue
         if not any(counts.get(s) for s in IN_PROGRESS):
             status = "cancelled" if cancelled else "done"
             _finish(campaign_id, status, run.now())
+            refresh_numbers(final=True)
             return {"message": f"Campaign {status}: {_describe(counts)}", "counts": counts}
         due = run.next_due()
         wait = (due - run.now()).total_seconds() if due else opts.lease_seconds
         if wait > opts.max_wait_seconds:
+            refresh_numbers(final=True)
             return _wait(campaign_id, due, run, "Waiting", " (quiet hours or retries)")
         opts.sleep(min(max(wait, 0.05), 5.0))
 

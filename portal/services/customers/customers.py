@@ -11,7 +11,7 @@ from portal.extensions import db
 from portal.models import ConsentEvent, Customer, Store
 from portal.params import parse_id
 from portal.security import scope_to_user, user_store_id
-from portal.services import audit
+from portal.services import audit, webhooks_out
 from portal.services.customers import search
 
 SORTS = {
@@ -171,8 +171,28 @@ def record_consent(
     customer: Customer, status: str, source: str, effective_at: datetime | None = None, user_email: str | None = None
 ) -> None:
     """Staff record a customer's SMS consent (``set_consent``, then commit); ConsentError when refused."""
+    before = customer.sms_consent
     set_consent(customer, status, source, effective_at, user_email)
     db.session.commit()
+    if status == "opted_out" and before != "opted_out":
+        announce_opt_outs([customer], "staff")
+        from portal.services.summaries import campaigns as campaign_summaries  # here: it imports this module
+
+        campaign_summaries.changed(customer_ids=[customer.id])  # "opted out since" on their campaigns
+
+
+def announce_opt_outs(customers: list[Customer], source: str) -> None:
+    """The outgoing webhook ``customer.opted_out`` for customers whose opt-out was just committed.
+
+    ``source`` says where it came from: "staff" (the customer page), "sms_reply" (STOP), "twilio"
+    (error 21610), "api". Never raises (the opt-out itself is committed).
+    """
+    webhooks_out.notify(
+        [
+            ("customer.opted_out", {"customer_id": c.id, "external_id": c.external_id, "source": source})
+            for c in customers
+        ]
+    )
 
 
 def store_choices(user) -> list[Store]:

@@ -15,6 +15,7 @@ from sqlalchemy import update
 from portal.extensions import db
 from portal.models import Customer, OutboxMessage
 from portal.services import audit
+from portal.services.summaries import customers as customer_summaries
 
 # Outbox rows no worker has claimed yet: cancelled on erasure. Claimed rows are left to the worker,
 # which re-checks ``erased_at`` before sending (send_run.SendRun.still_allowed) and skips them.
@@ -66,4 +67,8 @@ def erase_customer(customer: Customer, user_email: str | None = None, now: datet
         user_email=user_email,
     )
     db.session.commit()
+    customer_summaries.changed([customer.store_id])  # the store's stored counts no longer include them
+    from portal.services.summaries import campaigns as campaign_summaries
+
+    campaign_summaries.changed(customer_ids=[customer.id])  # their unsent messages were cancelled
     return cancelled

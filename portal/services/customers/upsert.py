@@ -21,6 +21,7 @@ from portal.services import audit
 from portal.services.customers.customers import ConsentError, set_consent
 from portal.services.importer.merge import OTHER_STORES_CUSTOMER
 from portal.services.importer.runs import default_store, find_store
+from portal.services.summaries import customers as customer_summaries
 from preprocessing.columns import Mapping, validate_chunk
 
 
@@ -106,7 +107,18 @@ def upsert(data: dict, user) -> tuple[Customer, bool, str | None]:
     if consent:
         record_consent(customer, consent, user, commit=False)
     db.session.commit()
+    if created or "store_id" in changed:  # a new customer, or one moved between stores: their counts move
+        customer_summaries.changed({before["store_id"], after["store_id"]})
+    if consent and consent.get("status") == "opted_out":
+        _opted_out(customer)
     return customer, created, consent_before
+
+
+def _opted_out(customer: Customer) -> None:
+    """An opt-out counts on the customer's campaigns ("opted out since"): ask for their numbers' refresh."""
+    from portal.services.summaries import campaigns as campaign_summaries
+
+    campaign_summaries.changed(customer_ids=[customer.id])
 
 
 def record_consent(customer: Customer, consent: dict, user, commit: bool = True) -> None:
@@ -137,3 +149,5 @@ def record_consent(customer: Customer, consent: dict, user, commit: bool = True)
         raise UpsertRefused(422, str(exc)) from exc
     if commit:
         db.session.commit()
+        if status == "opted_out":
+            _opted_out(customer)

@@ -9,8 +9,9 @@ Time: "now" for the data is the reference day = the day of the latest purchase l
 (all stores) — the same reference the stored features (recency) are computed against, so "bought
 in the last 30 days" on the dashboard and ``max_recency=29`` on the customers list agree.
 
-When: the numbers read from customers, stock and campaigns (``summary``) are one indexed query
-each and computed per page view; those that read every purchase line (``line_summary``: 30-day
+When: the customer numbers (``customer_kpis``) add up the per-store summaries stored when customers
+change (``summaries.customers``); stock and campaigns are one indexed query each, per page view;
+the numbers that read every purchase line (``line_summary``: 30-day
 revenue, revenue by tier, cohorts) take seconds on a large store, so ``dashboard_summary``
 computes them after each scoring run and the page reads the stored copy.
 """
@@ -25,11 +26,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import Float, Integer, case, cast, func, literal_column, select
 
 from portal.extensions import db
-from portal.models import Campaign, Customer, OutboxMessage, Product, PurchaseLine, StockLevel, Store
+from portal.models import Campaign, Customer, Product, PurchaseLine, StockLevel, Store
 from portal.security import scope_to_user, user_store_id
 from portal.services import settings as settings_service
 from portal.services.customers import customers as customer_service
 from portal.services.customers.customers import LIFECYCLES
+from portal.services.summaries import campaigns as campaign_summaries
+from portal.services.summaries import customers as customer_summaries
 
 TIERS = settings_service.TIERS
 BANDS = settings_service.BANDS
@@ -165,13 +168,55 @@ def _customers(scope: Scope, **filters) -> tuple[dict, object]:
 def customer_kpis(scope: Scope) -> dict:
     """Customers, active in the last 90 days, per tier, per band, per lifecycle status and High risk's 12-month spend.
 
-    One pass over the customers the linked list shows (``filtered_customers`` with the same
-    filters), grouped by (store, tier, band) so the database reads ``ix_customers_summary`` in
-    order; "active" and "recent" count ``recency <= N``, exactly the lists' ``max_recency=N`` filter.
+    Added up from the stored customer summaries of the scope's stores (``summaries.customers``,
+    kept when the data changes; ``as_of`` says when), which count the customers the linked list shows
+    (``filtered_customers`` with the same filters); "active" and "recent" count ``recency <= N``,
+    exactly the lists' ``max_recency=N`` filter. The cube only answers the scope's store filter, which
+    is all the dashboard sets; ``_live_customer_kpis`` is the direct computation it must equal.
     """
+    params, _ = _customers(scope)
+    stored = customer_summaries.for_user(scope.user, params)
+    if stored is None:
+        return _live_customer_kpis(scope)
+    groups, as_of = stored
+    tiers: dict = defaultdict(int)
+    bands: dict = defaultdict(int)
+    statuses: dict = defaultdict(int)
+    high, lost_high, spend_high = 0, 0, []
+    total = scored = active = recent = 0
+    for g in groups:
+        n = g["n"]
+        tiers[g["tier"]] += n
+        bands[g["churn_band"]] += n
+        statuses[g["lifecycle"]] += n
+        total, scored = total + n, scored + g["n_scored"]
+        active += g["n_active"]
+        recent += g["n_recent"]
+        if g["churn_band"] == "High":
+            if g["lifecycle"] == "Lost":
+                lost_high += n
+            else:
+                high += n
+                spend_high.append(g["sum_spend_12m"])
+    counts = {
+        "total": total,
+        "scored": scored,
+        "active": active,
+        "recent": recent,
+        "tiers": tiers,
+        "bands": bands,
+        "as_of": as_of,
+    }
+    return {
+        **_customer_numbers(scope, params, counts),
+        **_lifecycle_numbers(scope, statuses, high, lost_high, spend_high),
+    }
+
+
+def _live_customer_kpis(scope: Scope) -> dict:
+    """``customer_kpis`` computed directly from the customers (one pass grouped by store, tier, band,
+    reading ``ix_customers_summary`` in order); ``as_of`` None."""
     params, query = _customers(scope)
-    active_params = {**params, "max_recency": str(ACTIVE_DAYS - 1)}
-    recent_params = {**params, "max_recency": str(REVENUE_DAYS - 1)}
     base = query.subquery()
     rows = db.session.execute(
         select(
@@ -190,20 +235,35 @@ def customer_kpis(scope: Scope) -> dict:
         tiers[tier] += n
         bands[band] += n
         total, scored, active, recent = total + n, scored + n_scored, active + n_active, recent + n_recent
+    counts = {
+        "total": total,
+        "scored": scored,
+        "active": active,
+        "recent": recent,
+        "tiers": tiers,
+        "bands": bands,
+        "as_of": None,
+    }
+    return {**_customer_numbers(scope, params, counts), **_lifecycle_kpis(scope, query)}
+
+
+def _customer_numbers(scope: Scope, params: dict, counts: dict) -> dict:
+    """The customer KPIs with their lists' links, from totals and per-tier and per-band counts."""
+    tiers, bands = counts["tiers"], counts["bands"]
     return {
-        "total": int(total),
-        "scored": int(scored),
+        "total": int(counts["total"]),
+        "scored": int(counts["scored"]),
         "params": params,
-        "active": int(active),
-        "active_params": active_params,
-        "recent_buyers": int(recent),
-        "recent_params": recent_params,
+        "active": int(counts["active"]),
+        "active_params": {**params, "max_recency": str(ACTIVE_DAYS - 1)},
+        "recent_buyers": int(counts["recent"]),
+        "recent_params": {**params, "max_recency": str(REVENUE_DAYS - 1)},
         "tiers": [{"tier": t, "count": int(tiers.get(t, 0)), "params": {**scope.params, "tier": t}} for t in TIERS],
         "untiered": {"count": int(tiers.get(None, 0)), "params": {**scope.params, "tier": "none"}},
         "has_tiers": any(tiers.get(t) for t in TIERS),
         "bands": [{"band": b, "count": int(bands.get(b, 0)), "params": {**scope.params, "band": b}} for b in BANDS],
         "has_bands": any(bands.get(b) for b in BANDS),
-        **_lifecycle_kpis(scope, query),
+        "as_of": counts["as_of"],
     }
 
 
@@ -233,6 +293,11 @@ def _lifecycle_kpis(scope: Scope, query) -> dict:
             high += n
             if spend is not None:
                 spend_high.append(float(spend))
+    return _lifecycle_numbers(scope, statuses, high, lost_high, spend_high)
+
+
+def _lifecycle_numbers(scope: Scope, statuses: dict, high: int, lost_high: int, spend_high: list) -> dict:
+    """The lifecycle KPIs and the High risk box from their counts and 12-month spend parts."""
     return {
         "lifecycle": [
             {"status": s, "count": int(statuses.get(s, 0)), "params": {**scope.params, "lifecycle": s}}
@@ -311,22 +376,18 @@ def dead_stock_kpi(scope: Scope) -> dict:
 
 
 def last_campaign(scope: Scope) -> dict | None:
-    """The latest campaign the user may see in this scope, with its outbox counts."""
+    """The latest campaign the user may see in this scope, with its outbox counts (stored: ``as_of`` says when)."""
     query = select(Campaign)
     query = scope.restrict(query, Campaign.store_id)
     campaign = db.session.scalars(query.order_by(Campaign.created_at.desc(), Campaign.id.desc()).limit(1)).first()
     if campaign is None:
         return None
-    counts = dict(
-        db.session.execute(
-            select(OutboxMessage.status, func.count())
-            .where(OutboxMessage.campaign_id == campaign.id)
-            .group_by(OutboxMessage.status)
-        ).all()
-    )
+    stored = campaign_summaries.read(campaign)
+    counts = stored.counts
     control = counts.get("control", 0)
     return {
         "campaign": campaign,
+        "as_of": stored.as_of,
         "counts": counts,
         "recipients": sum(counts.values()) - control,
         "control": control,
@@ -452,10 +513,11 @@ def count_chart(items: list[dict], key: str, label: str) -> dict:
 
 
 def summary(scope: Scope) -> dict:
-    """The dashboard's live numbers for ``scope``: those read from customers, stock and campaigns.
+    """The dashboard's numbers for ``scope`` read from customers, stock and campaigns.
 
-    Each is one indexed query, so it is computed per page view and always matches its list. The
-    numbers that read every purchase line (30-day revenue, revenue by tier, cohorts) come from
+    The customer counts add up the stored per-store summaries (``customer_kpis``); stock and the last
+    campaign are one indexed query each, computed per page view. The numbers that read every
+    purchase line (30-day revenue, revenue by tier, cohorts) come from
     ``dashboard_summary.for_scope``, computed after each scoring run.
     """
     customers = customer_kpis(scope)

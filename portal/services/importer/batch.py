@@ -1,11 +1,12 @@
-"""Purchase lines sent through the API: the importer's rules, all or nothing, idempotent, rescored at once.
+"""Purchase lines sent through the API: the importer's rules, all or nothing, idempotent, then rescored.
 
 A batch is checked exactly as a file would be (``preprocessing.columns.validate_chunk`` then
 ``staging.prepare``); any row error refuses the whole batch with every problem listed (row = the
 line's index in the batch). A valid batch is staged and merged by the importer's own SQL in one
 transaction that also records an ``ImportRun`` (source "api", so the imports history lists it and an
 admin can undo it) and the ``Idempotency-Key`` with the answer: a replay gets that answer back, a
-different body under the same key is refused. Then the touched customers are rescored incrementally.
+different body under the same key is refused. Then the touched customers are queued for an incremental
+rescore (``scores.incremental.queue``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from portal.extensions import db
 from portal.models import ApiIdempotencyKey, AuditEntry, Customer, ImportRun, Store
 from portal.services.importer import merge, staging
 from portal.services.importer.runs import _latest_purchase_time, default_store, find_store
+from portal.services.summaries import campaigns as campaign_summaries
 from preprocessing.columns import Mapping, validate_chunk
 from preprocessing.columns.validation import TRANSACTION_COLUMNS
 
@@ -200,7 +202,7 @@ def submit(lines: list[dict], store_name: str | None, user, token, key: str, dig
                     "customers_new": merged.customers_new,
                     "import_id": import_id,
                     "warnings": warnings,
-                    "rescored": None,
+                    "rescore": None,
                 }
                 conn.execute(
                     update(ImportRun.__table__)
@@ -241,6 +243,7 @@ def submit(lines: list[dict], store_name: str | None, user, token, key: str, dig
     from portal.services.campaigns import redemption  # coupon codes on the new lines redeem their offers
 
     redemption.redeem_from_imports(import_id, user.email)
+    campaign_summaries.purchases_changed(*campaign_summaries.import_span(import_id))
     ext_ids = sorted({str(x) for x in frames["_stage_lines"]["customer_ext"].dropna()})
     customer_ids = []
     for start in range(0, len(ext_ids), 900):

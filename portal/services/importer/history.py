@@ -25,6 +25,7 @@ from portal.models import (
 )
 from portal.security import user_store_id
 from portal.services import audit
+from portal.services.summaries import campaigns as campaign_summaries
 
 RESCORE_JOB = "import.rescore_after_undo"
 
@@ -200,6 +201,7 @@ def undo(run: ImportRun, user_email: str | None) -> UndoPlan:
     if not plan.allowed:
         raise UndoRefused(plan.message)
     table = StockLevel if run.kind == "stock" else PurchaseLine
+    span = campaign_summaries.import_span(run.id) if run.kind == "transactions" else None
     removed = db.session.execute(delete(table).where(table.import_id == run.id)).rowcount
     run.undone_at = datetime.now(timezone.utc)
     run.undone_by = user_email or "cli"
@@ -211,6 +213,8 @@ def undo(run: ImportRun, user_email: str | None) -> UndoPlan:
         user_email,
     )
     db.session.commit()
+    if span is not None and removed:
+        campaign_summaries.purchases_changed(*span)  # campaigns whose window the removed lines were in
     if run.kind == "transactions" and removed:
         jobs.enqueue(RESCORE_JOB, f"Re-score after undoing import #{run.id}", user_email=user_email, import_id=run.id)
     return plan

@@ -20,13 +20,16 @@ from datetime import date, datetime, timedelta, timezone
 
 import pandas as pd
 from flask import current_app
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, or_, select, update
 
 from portal import jobs
 from portal.extensions import db
-from portal.models import AuditEntry, ImportRun, Store
+from portal.models import AuditEntry, ConsentEvent, Customer, ImportRun, Store
+from portal.services import webhooks_out
 from portal.services.importer import merge, prescan, staging
 from portal.services.scores import scoring
+from portal.services.summaries import campaigns as campaign_summaries
+from portal.services.summaries import customers as customer_summaries
 from preprocessing.columns import (
     KINDS,
     SYNONYMS,
@@ -390,6 +393,8 @@ def execute(import_id: int, progress=None) -> ImportRun:
         redemption.redeem_from_imports(run.id, run.user_email)
     if run.status == "done" and (merged.new or merged.updated or merged.consent_changes):
         _rescore(run.id)
+    campaign_summaries.after_import(import_id)  # campaigns whose window its lines reach, or whose opt-outs moved
+    _announce(db.session.get(ImportRun, import_id))  # after the rescore, as the API's batch: scores are current
     progress(1.0, summary(run))
     return run
 
@@ -562,7 +567,58 @@ def _database_fault(exc: BaseException) -> str | None:
 def _finish(run: ImportRun, status: str, message: str) -> ImportRun:
     run.status, run.message, run.finished_at = status, message, _now()
     db.session.commit()
+    _announce(run)
     return run
+
+
+def _announce(run: ImportRun) -> None:
+    """The outgoing webhook ``import.finished`` for a file import that ended (done, refused or failed), after
+    ``customer.opted_out`` for each customer a customers file opted out.
+
+    The same ``data`` as an API batch's (docs/api.md), with the file's own fields; never raises.
+    """
+    try:
+        wanted = webhooks_out.subscribed(["import.finished", "customer.opted_out"])
+        if not wanted:
+            return
+        data = {
+            "import_id": run.id,
+            "source": "file",
+            "kind": run.kind,
+            "status": run.status,
+            "lines": run.valid_rows or 0,
+            "new": run.new_rows or 0,
+            "rejected": run.rejected_rows or 0,
+            "message": run.message,
+        }
+        events = _opt_outs(run) if "customer.opted_out" in wanted else []
+        if "import.finished" in wanted:
+            events.append(("import.finished", data))
+    except Exception:  # the run's outcome is committed; a database hiccup here must not change it
+        db.session.rollback()
+        log.exception("import #%s: webhook event not recorded", run.id)
+        return
+    webhooks_out.notify(events)
+
+
+def _opt_outs(run: ImportRun) -> list[tuple[str, dict]]:
+    """``customer.opted_out`` for each customer a customers file opted out (its consent events name the run)."""
+    if run.kind != "customers" or run.status != "done":
+        return []
+    rows = db.session.execute(
+        select(ConsentEvent.customer_id, Customer.external_id)
+        .join(Customer, Customer.id == ConsentEvent.customer_id)
+        .where(
+            ConsentEvent.source == "import",
+            ConsentEvent.status == "opted_out",
+            or_(ConsentEvent.detail == f"import #{run.id}", ConsentEvent.detail.like(f"import #{run.id};%")),
+        )
+        .order_by(ConsentEvent.customer_id)
+    )
+    return [
+        ("customer.opted_out", {"customer_id": cid, "external_id": ext, "source": "import", "import_id": run.id})
+        for cid, ext in rows
+    ]
 
 
 def _rescore(import_id: int) -> None:
@@ -571,6 +627,7 @@ def _rescore(import_id: int) -> None:
         scoring.rescore_after_import(import_id)
     except Exception:  # the import is committed; a scoring failure must not make it look failed
         log.exception("re-scoring after import #%s failed", import_id)
+        customer_summaries.refresh_after_rescore()  # the rescore did not: the import's new customers still count
 
 
 def _estimate_rows(path: str) -> int | None:

@@ -23,6 +23,7 @@ from portal.models import MailSlot
 from portal.services.clock import utcnow
 from portal.services.flows import jobs as flow_jobs
 from portal.services.mail import alerts, digest, outbox
+from portal.services.summaries import campaigns as campaign_summaries
 
 log = logging.getLogger(__name__)
 KEEP_SLOTS = timedelta(days=30)
@@ -51,6 +52,7 @@ def tick(now: datetime | None = None) -> list[str]:
     # that died with a recycled web process (any scheduled job: flows, campaigns) is armed again here.
     flow_jobs.ensure_scheduled()
     jobs.restore_scheduled()
+    campaign_summaries.retry_changed()  # campaign numbers whose refresh could not be queued (Redis down, ...)
     return [job.id for job in queued]
 
 

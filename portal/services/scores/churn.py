@@ -12,6 +12,7 @@ from portal.extensions import db
 from portal.models import Customer
 from portal.services import settings as settings_service
 from portal.services.customers import customers as customer_service
+from portal.services.summaries import customers as customer_summaries
 
 BANDS = settings_service.BANDS
 
@@ -26,11 +27,27 @@ def band_summary(user, params=None) -> dict:
     """Per band: customers, revenue over the last 12 months and value at risk (probability × value).
 
     Lost customers are left out unless ``params`` include them (``include_lost=1``): their value is
-    already gone, not at risk. One pass grouped by (store, tier, band), the order of
-    ``ix_customers_summary``, so the database reads that narrow index instead of every customer row;
-    the groups are added up here.
+    already gone, not at risk. With the filters the stored customer summaries have (store, tier, band,
+    lifecycle, include_lost) the cards add up those stored rows (``as_of``: when they were computed);
+    any other filter (search, recency, consent, ...) keeps the live query below, ``as_of`` None.
     """
     params = params or {}
+    stored = customer_summaries.for_user(user, params)
+    if stored is not None:
+        groups, as_of = stored
+        lost = customer_service.includes_lost(params)
+        groups = [g for g in groups if g["churn_band"] is not None and (lost or g["lifecycle"] != "Lost")]
+        rows = [(g["churn_band"], g["n"], g["sum_spend_12m"], g["sum_value_at_risk"]) for g in groups]
+        return _band_cards(rows, customer_summaries.latest_score(groups), params, as_of)
+    return _live_band_summary(user, params)
+
+
+def _live_band_summary(user, params) -> dict:
+    """``band_summary`` from the customers, for filters the stored summaries cannot answer.
+
+    One pass grouped by (store, tier, band), the order of ``ix_customers_summary``, so the database
+    reads that narrow index instead of every customer row; the groups are added up here.
+    """
     query = customer_service.filtered_customers(params, user).where(Customer.churn_band.isnot(None))
     base = customer_service.savable(query, params).subquery()
     value = func.coalesce(base.c.clv_12m, base.c.spend_12m, 0)
@@ -43,10 +60,16 @@ def band_summary(user, params=None) -> dict:
             func.max(base.c.scored_at),
         ).group_by(base.c.store_id, base.c.tier, base.c.churn_band)
     ).all()
+    scored = [r[4] for r in rows if r[4] is not None]
+    return _band_cards([r[:4] for r in rows], max(scored) if scored else None, params, None)
+
+
+def _band_cards(rows, scored_at, params, as_of) -> dict:
+    """The band cards from (band, customers, 12-month spend, value at risk) parts."""
     counts: dict = defaultdict(int)
     revenue: dict = defaultdict(list)
     at_risk: dict = defaultdict(list)
-    for band, n, spend, risk, _ in rows:
+    for band, n, spend, risk in rows:
         counts[band] += n
         revenue[band].append(float(spend or 0))
         at_risk[band].append(float(risk or 0))
@@ -61,10 +84,10 @@ def band_summary(user, params=None) -> dict:
         }
         for b in BANDS
     ]
-    scored = [r[4] for r in rows if r[4] is not None]
     return {
         "cards": cards,
-        "scored_at": max(scored) if scored else None,
+        "scored_at": scored_at,
+        "as_of": as_of,
         "high": values["churn.high"],
         "low": values["churn.low"],
         "include_lost": customer_service.includes_lost(params),

@@ -20,21 +20,27 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 
 import pandas as pd
-from sqlalchemy import bindparam, func, select, update
-from threadpoolctl import threadpool_limits
+from sqlalchemy import bindparam, delete, func, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
 
+from portal import jobs
 from portal.extensions import db
-from portal.models import Customer, PurchaseLine, Store, TierChange
+from portal.models import Customer, Job, PurchaseLine, RescoreQueue, Store, TierChange
 from portal.services import settings as settings_service
 from portal.services.scores import aggregates, dataset, scoring
 from portal.services.scores import store as score_store
+from portal.services.summaries import customers as customer_summaries
 from preprocessing import churn as churn_model
 from preprocessing import clv
 from preprocessing.features import FEATURE_COLUMNS, compute_features, reference_date
+from preprocessing.threads import single_threaded
 
 log = logging.getLogger(__name__)
 
 MAX_CUSTOMERS = 20_000  # beyond this a full rescore is the better tool
+QUEUE_JOB = "scores.rescore_queued"
+GROUP_MOVES_OVER = 20  # a pass with more moves than this sends them grouped (webhooks_out.notify_rescore)
+QUEUE_CHUNK = 5_000  # customers per incremental rescore when draining the queue
 IN_CHUNK = 900  # ids per IN (...) list: under SQLite's bound-parameter limit
 
 
@@ -70,10 +76,20 @@ def rescore_customers(customer_ids: Iterable[int], reason: str = "rescored after
         raise ValueError(f"An incremental rescore takes at most {MAX_CUSTOMERS:,} customers; run a full rescore.")
     result = {"customers": len(ids), "scored": 0, "up": 0, "down": 0, "as_of": None}
     if ids:
-        with threadpool_limits(limits=1):
+        with single_threaded():
             result.update(_rescore(ids, reason))
+        customer_summaries.changed(_stores_of(ids))  # their stores' stored tier/band/KPI counts follow
     result["seconds"] = round(time.perf_counter() - started, 4)
     return result
+
+
+def _stores_of(ids: list[int]) -> set[int]:
+    """The stores of these customers (whose stored summaries their new scores change)."""
+    stores: set[int] = set()
+    for start in range(0, len(ids), IN_CHUNK):
+        chunk = ids[start : start + IN_CHUNK]
+        stores.update(db.session.scalars(select(Customer.store_id).where(Customer.id.in_(chunk)).distinct()))
+    return stores
 
 
 def reference_moment() -> pd.Timestamp | None:
@@ -104,7 +120,8 @@ def _rescore(ids: list[int], reason: str) -> dict:
         as_of,
         features,
         spend_12m.reindex(features.index).fillna(0.0),
-        lambda: churn_model.churn_features(lines, as_of),
+        # = churn_model.churn_features(lines, as_of), reusing the features computed above
+        lambda: churn_model.churn_features_from(features, churn_model.trend_windows(lines, as_of)),
         lambda: clv.rfm_summary(lines, as_of=as_of),
     )
     values = settings_service.all_values()
@@ -187,6 +204,7 @@ def _store(frame: pd.DataFrame, ids: list[int], with_tiers: bool, reason: str) -
         db.session.execute(TierChange.__table__.insert(), changes)
     # Customers given but without a line now (e.g. all their lines undone) lose their old scores.
     gone = sorted(set(ids) - {row["id"] for row in rows})
+    moved = []
     if gone:
         values = {column: None for column in score_store.SCORE_COLUMNS} | {"scored_at": now}
         if with_tiers:
@@ -203,35 +221,106 @@ def _store(frame: pd.DataFrame, ids: list[int], with_tiers: bool, reason: str) -
             update(Customer).where(Customer.id.in_(gone), Customer.scored_at.isnot(None)).values(**values)
         )
     db.session.commit()
-    return {"scored": len(rows), "up": up, "down": down, "transitions": _transitions(rows, changes, old_state)}
+    moves = score_store.transitions(rows, changes + moved, old_state)
+    return {"scored": len(rows), "up": up, "down": down, "transitions": moves}
 
 
-def _transitions(rows: list[dict], changes: list[dict], old_state: dict) -> list[tuple[str, dict]]:
-    """What moved for the outgoing webhooks: (event, data) for tier changes, new High risk, newly Lost."""
-    out = []
-    for change in changes:
-        ext = old_state[change["customer_id"]][0]
-        out.append(
-            (
-                "customer.tier_changed",
-                {
-                    "customer_id": change["customer_id"],
-                    "external_id": ext,
-                    "old_tier": change["old_tier"],
-                    "new_tier": change["new_tier"],
-                    "reason": change["reason"],
-                },
-            )
+# --------------------------------------------------------------------------- the queue (API batches)
+
+
+def queue(customer_ids: Iterable[int]) -> int:
+    """Put customers on the rescore queue and make sure a draining job is queued; commits.
+
+    Why a queue: an incremental rescore costs a fixed ~50 ms plus a little per customer, so rescoring
+    each API batch on its own answer capped a till or shop at ~1,000 lines/s. Queued, the customers of
+    every batch that arrives while a rescore runs are rescored together by the next one (within
+    seconds), and the batch's answer does not wait for the models.
+
+    Returns how many customers were queued.
+    """
+    ids = sorted({int(i) for i in customer_ids})
+    if not ids:
+        return 0
+    now = datetime.now(timezone.utc)
+    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
+    table = RescoreQueue.__table__
+    statement = dialect.insert(table)
+    statement = statement.on_conflict_do_update(
+        index_elements=[table.c.customer_id], set_={"queued_at": statement.excluded.queued_at}
+    )
+    for start in range(0, len(ids), IN_CHUNK):
+        db.session.execute(statement, [{"customer_id": i, "queued_at": now} for i in ids[start : start + IN_CHUNK]])
+    db.session.commit()
+    waiting = db.session.scalar(select(Job.id).where(Job.func == QUEUE_JOB, Job.status == "queued").limit(1))
+    if waiting is None:  # a queued job will read these rows; a running one may be past its last read
+        jobs.enqueue(QUEUE_JOB, "Rescore customers with new purchases", scope_store_id=None)
+    return len(ids)
+
+
+def waiting_among(customer_ids: Iterable[int]) -> int:
+    """How many of these customers are still waiting on the queue."""
+    ids = sorted({int(i) for i in customer_ids})
+    return sum(
+        db.session.scalar(
+            select(func.count()).select_from(RescoreQueue).where(RescoreQueue.customer_id.in_(ids[s : s + IN_CHUNK]))
         )
-    for row in rows:
-        ext, band, status = old_state[row["id"]]
-        if row.get("churn_band") == "High" and band != "High":
-            out.append(
-                (
-                    "customer.high_risk",
-                    {"customer_id": row["id"], "external_id": ext, "churn_probability": row["churn_probability"]},
+        or 0
+        for s in range(0, len(ids), IN_CHUNK)
+    )
+
+
+def queued() -> int:
+    """Customers waiting for their incremental rescore."""
+    return db.session.scalar(select(func.count()).select_from(RescoreQueue)) or 0
+
+
+def drain(progress=None) -> dict:
+    """Rescore every queued customer, ``QUEUE_CHUNK`` at a time, oldest first; commits after each chunk.
+
+    A row is removed only if nobody re-queued its customer meanwhile (same ``queued_at``), so lines that
+    arrive during a rescore are rescored by the next pass. Webhook events of the moves are sent.
+    """
+    from portal.services import webhooks_out  # the webhooks import the API's scoring helpers
+
+    done = {"customers": 0, "scored": 0, "up": 0, "down": 0, "passes": 0}
+    started = time.perf_counter()
+    while True:
+        claimed = db.session.execute(
+            select(RescoreQueue.customer_id, RescoreQueue.queued_at)
+            .order_by(RescoreQueue.queued_at, RescoreQueue.customer_id)
+            .limit(QUEUE_CHUNK)
+        ).all()
+        db.session.commit()
+        if not claimed:
+            break
+        out = rescore_customers([cid for cid, _ in claimed], reason="rescored after new purchases (API)")
+        for start in range(0, len(claimed), IN_CHUNK):
+            part = claimed[start : start + IN_CHUNK]
+            db.session.execute(
+                delete(RescoreQueue).where(
+                    tuple_(RescoreQueue.customer_id, RescoreQueue.queued_at).in_([(c, q) for c, q in part])
                 )
             )
-        if row.get("lifecycle") == "Lost" and status != "Lost":
-            out.append(("customer.lost", {"customer_id": row["id"], "external_id": ext}))
+        db.session.commit()
+        moves = out.get("transitions", [])
+        if len(moves) > GROUP_MOVES_OVER:  # a busy pass: grouped deliveries, as a full rescore sends them
+            webhooks_out.notify_rescore(moves, "rescored after new purchases (API)", mode="incremental")
+        else:
+            webhooks_out.notify(moves)
+        done["passes"] += 1
+        for key in ("customers", "scored", "up", "down"):
+            done[key] += out[key]
+        if progress is not None:
+            progress(0.5, f"rescored {done['customers']:,} customers")
+    done["seconds"] = round(time.perf_counter() - started, 3)
+    return done
+
+
+@jobs.job(QUEUE_JOB)
+def drain_job(progress=None, **_kwargs) -> dict:
+    """Job entry point: drain the rescore queue."""
+    out = drain(progress)
+    out["message"] = (
+        f"Rescored {out['customers']:,} customers with new purchases ({out['up']} up, {out['down']} down a tier)."
+    )
     return out

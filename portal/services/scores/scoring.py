@@ -12,18 +12,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
-from threadpoolctl import threadpool_limits
 
 from portal import model_store
 from portal.services import settings as settings_service
+from portal.services import webhooks_out
 from portal.services.dashboard import summary as dashboard_summary
 from portal.services.mail import events as mail_events
 from portal.services.scores import aggregates
 from portal.services.scores import store as score_store
 from portal.services.scores.dataset import load_lines
+from portal.services.summaries import customers as customer_summaries
 from preprocessing import churn as churn_model
 from preprocessing import clv, coherence, lifecycle, segmentation
 from preprocessing.features import compute_features, reference_date
+from preprocessing.threads import single_threaded
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,7 @@ def churn_for(inputs: ScoringInputs, values: dict) -> pd.DataFrame | None:
     out = pd.DataFrame(
         {"churn_probability": p, "churn_band": churn_model.band(p, values["churn.high"], values["churn.low"])}
     )
-    reasons = churn_model.explain(model, features, top=3, high=values["churn.high"])
+    reasons = churn_model.explain(model, features, top=3, high=values["churn.high"], probability=p.to_numpy())
     out["churn_reasons"] = [[r for r in row if r] for row in reasons.itertuples(index=False)]
     return out
 
@@ -213,9 +215,13 @@ def rescore_all(reason: str = "rescored", progress=None) -> dict:
     Returns:
         Counts for the caller's summary: scored customers, tier moves up/down, as_of.
     """
-    with threadpool_limits(limits=1):  # single-threaded BLAS/OpenMP: predictable on a shared host
+    with single_threaded():  # single-threaded BLAS/OpenMP: predictable on a shared host
         counts = _rescore_all(reason, progress)
+    moves = counts.pop("transitions", None)
+    if moves:  # who moved, for the outgoing webhooks (computed only when an endpoint wants them)
+        webhooks_out.notify_rescore(moves, reason)
     dashboard_summary.refresh_after_rescore()  # the dashboard's stored line-level numbers follow the new data
+    customer_summaries.refresh_after_rescore()  # so do the stored tier, band and KPI counts of every store
     from portal.services.flows.jobs import run_after_rescore  # here: flows read scores, scores must not import flows
 
     run_after_rescore()  # the automations run on the new scores (nightly rescore or an import's); never raises
@@ -233,7 +239,8 @@ def _rescore_all(reason: str, progress) -> dict:
         progress(0.2, "computing features")
         inputs = inputs_from_lines(lines)
     if inputs is None:  # no customer has a purchase (left): nobody keeps scores from lines now gone
-        return {**score_store.store(pd.DataFrame(), True, reason), "as_of": None}
+        wanted = bool(webhooks_out.subscribed(webhooks_out.RESCORE_EVENTS))
+        return {**score_store.store(pd.DataFrame(), True, reason, with_transitions=wanted), "as_of": None}
     as_of, features = inputs.as_of, inputs.features
     values = settings_service.all_values()
     frame = features.copy()
@@ -259,7 +266,8 @@ def _rescore_all(reason: str, progress) -> dict:
     frame["lifecycle"] = lifecycle_for(frame, values)
     progress(0.8, "saving scores")
     mail_events.note_rescore(frame)  # e-mail alerts: who became High risk or Lapsing, read before it is overwritten
-    counts = score_store.store(frame, tiers is not None, reason)
+    wanted = bool(webhooks_out.subscribed(webhooks_out.RESCORE_EVENTS))
+    counts = score_store.store(frame, tiers is not None, reason, with_transitions=wanted)
     counts["as_of"] = as_of.isoformat()
     return counts
 

@@ -14,8 +14,8 @@ from portal.extensions import db
 from portal.formatting import money
 from portal.models import Customer, ModelRecord
 from portal.services import settings as settings_service
-from portal.services.customers import customers as customer_service
 from portal.services.scores import scoring
+from portal.services.summaries import customers as customer_summaries
 
 TIERS = settings_service.TIERS  # best first
 
@@ -24,29 +24,23 @@ def summary(user, store: str | None = None) -> dict:
     """Per tier: members, revenue share, average spend and reward, for the user's stores (or the one of them
     named by ``store``, the list filter: it narrows within the user's scope, never beyond).
 
-    One pass grouped by (store, tier, band), the order of ``ix_customers_summary``, so the database
-    reads that narrow index instead of every customer row; the groups are added up here. Spend is
-    money (cents), so the sums are rounded to cents.
+    Read from the stored customer summaries (``summaries.customers``, kept per store when the data
+    changes), never by grouping the customers per request; ``as_of`` says when they were computed.
+    Spend is money (cents), so the sums are rounded to cents.
     """
-    base = customer_service.filtered_customers({"store": store} if store else {}, user).subquery()
-    rows = db.session.execute(
-        select(
-            base.c.tier,
-            func.count(),
-            func.sum(base.c.monetary),
-            func.count(base.c.monetary),
-            func.max(base.c.scored_at),
-        ).group_by(base.c.store_id, base.c.tier, base.c.churn_band)
-    ).all()
+    groups, as_of = customer_summaries.for_user(user, {"store": store} if store else {})
     members: dict = defaultdict(int)
     spend: dict = defaultdict(list)
     priced: dict = defaultdict(int)
-    scored = [r[4] for r in rows if r[4] is not None]
-    for tier, n, total, n_spend, _ in rows:
-        members[tier] += n
-        priced[tier] += n_spend
-        if total is not None:
-            spend[tier].append(float(total))
+    for group in groups:
+        members[group["tier"]] += group["n"]
+        priced[group["tier"]] += group["n_monetary"]
+        spend[group["tier"]].append(group["sum_monetary"])
+    return {**_cards(members, spend, priced), "scored_at": customer_summaries.latest_score(groups), "as_of": as_of}
+
+
+def _cards(members: dict, spend: dict, priced: dict) -> dict:
+    """The tier cards from members, spend parts and priced members per tier."""
     revenue = {tier: round(math.fsum(parts), 2) for tier, parts in spend.items()}
     values = settings_service.all_values()
     total_revenue = sum(revenue.values()) or 1.0
@@ -65,7 +59,7 @@ def summary(user, store: str | None = None) -> dict:
                 "reward": values.get(f"reward.{tier}") if tier else None,
             }
         )
-    return {"cards": cards, "scored_at": max(scored) if scored else None}
+    return {"cards": cards}
 
 
 def tier_floors() -> dict[str, float]:

@@ -1,4 +1,8 @@
-"""Events to deliveries: one row per (event, endpoint), sent by the ``webhooks.deliver`` job with retries.
+"""Events to deliveries: one row per (event, endpoint), sent by ``webhooks.deliver`` jobs with retries.
+
+The rows of one ``emit_many`` are written with one INSERT; one job sends up to ``PER_JOB`` of them to
+an endpoint, in order (a job each would keep the embedded runner, one job at a time, busy for hours
+after a large import). A full rescore's moves go out grouped (``notify_rescore``).
 
 A delivery is a POST of the JSON event with ``Loyalist-Signature``; a 2xx answer delivers it. Any
 other answer, or no answer (timeout, refused connection), schedules the next attempt after
@@ -16,7 +20,7 @@ import urllib.request
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from portal import jobs
 from portal.extensions import db
@@ -32,11 +36,23 @@ EVENTS = {
     "customer.lost": "A customer's lifecycle became Lost.",
     "coupon.redeemed": "A campaign's coupon was redeemed.",
     "customer.opted_out": "A customer opted out of SMS.",
-    "import.finished": "A purchases import (a file or an API batch) finished.",
+    "import.finished": "An import (a file, or an API batch of purchases) finished: done, refused or failed.",
 }
 BACKOFF = (timedelta(seconds=30), timedelta(minutes=2), timedelta(minutes=10), timedelta(hours=1), timedelta(hours=6))
 TIMEOUT_SECONDS = 10
 KEPT_RESPONSE = 2000
+PER_JOB = 100  # deliveries to one endpoint sent by one job, in order (one job each would hold the runner)
+
+
+def subscribed(events=None) -> set[str]:
+    """The events (of ``events``, default all) that at least one active endpoint wants: one small query.
+
+    Callers check this before computing what to send, so a store without webhooks pays nothing more.
+    """
+    wanted = set()
+    for names in db.session.scalars(select(WebhookEndpoint.events).where(WebhookEndpoint.active.is_(True))):
+        wanted.update(names or [])
+    return wanted & set(EVENTS if events is None else events)
 
 
 def emit(event: str, data: dict) -> list[int]:
@@ -44,40 +60,107 @@ def emit(event: str, data: dict) -> list[int]:
 
     Returns the delivery ids (none when no endpoint wants the event).
     """
-    if event not in EVENTS:
-        raise ValueError(f"unknown webhook event {event!r}")
-    wanted = [
-        e
-        for e in db.session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.active.is_(True)))
-        if event in (e.events or [])
-    ]
-    if not wanted:
+    return emit_many([(event, data)])
+
+
+def emit_many(events: list[tuple[str, dict]]) -> list[int]:
+    """Record each (event, data) for every active endpoint subscribed to it, in one INSERT, then queue
+    ``webhooks.deliver`` jobs (one per endpoint and ``PER_JOB`` deliveries); commits.
+
+    Returns the delivery ids, in order (none when no endpoint wants any of the events).
+    """
+    unknown = sorted({event for event, _ in events} - set(EVENTS))
+    if unknown:
+        raise ValueError(f"unknown webhook event {unknown[0]!r}")
+    if not events:
         return []
+    endpoints = list(db.session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.active.is_(True))))
     now = datetime.now(timezone.utc)
-    event_id = str(uuid.uuid4())
-    payload = {"id": event_id, "type": event, "created_at": now.isoformat(), "data": data}
-    rows = [
-        WebhookDelivery(endpoint_id=e.id, event=event, event_id=event_id, payload=payload, created_at=now)
-        for e in wanted
-    ]
-    db.session.add_all(rows)
+    rows = []
+    for event, data in events:
+        wanted = [e for e in endpoints if event in (e.events or [])]
+        if not wanted:
+            continue
+        event_id = str(uuid.uuid4())
+        payload = {"id": event_id, "type": event, "created_at": now.isoformat(), "data": data}
+        rows += [
+            {"endpoint_id": e.id, "event": event, "event_id": event_id, "payload": payload, "created_at": now}
+            for e in wanted
+        ]
+    if not rows:
+        return []
+    table = WebhookDelivery.__table__
+    ids = list(
+        db.session.scalars(
+            insert(table).returning(table.c.id, sort_by_parameter_order=True),
+            [{**row, "status": "pending", "attempts": 0} for row in rows],
+        )
+    )
     db.session.commit()
-    ids = [row.id for row in rows]
-    for delivery_id in ids:
-        jobs.enqueue(JOB, f"Webhook {event} #{delivery_id}", None, delivery_id=delivery_id)
+    per_endpoint: dict[int, list[tuple[int, str]]] = {}
+    for delivery_id, row in zip(ids, rows):
+        per_endpoint.setdefault(row["endpoint_id"], []).append((delivery_id, row["event"]))
+    for batch in per_endpoint.values():
+        for start in range(0, len(batch), PER_JOB):
+            part = batch[start : start + PER_JOB]
+            if len(part) == 1:
+                jobs.enqueue(JOB, f"Webhook {part[0][1]} #{part[0][0]}", None, delivery_id=part[0][0])
+            else:
+                title = f"Webhooks #{part[0][0]}–#{part[-1][0]} ({len(part)} events)"
+                jobs.enqueue(JOB, title, None, delivery_ids=[delivery_id for delivery_id, _ in part])
     return ids
 
 
 def notify(events: list[tuple[str, dict]]) -> int:
-    """``emit`` each (event, data); a failure is logged, never raised (the change itself is committed)."""
-    sent = 0
-    for event, data in events:
-        try:
-            sent += len(emit(event, data))
-        except Exception:
-            db.session.rollback()
-            log.exception("could not record webhook event %s", event)
-    return sent
+    """``emit_many`` the (event, data) pairs; a failure is logged, never raised (the change itself is committed).
+
+    Returns how many deliveries were queued.
+    """
+    if not events:
+        return 0
+    try:
+        return len(emit_many(events))
+    except Exception:
+        db.session.rollback()
+        log.exception("could not record webhook events %s", sorted({event for event, _ in events}))
+        return 0
+
+
+RESCORE_EVENTS = ("customer.tier_changed", "customer.high_risk", "customer.lost")
+RESCORE_GROUP = 1000  # customers per delivery from a full rescore
+
+
+def notify_rescore(transitions: list[tuple[str, dict]], reason: str, mode: str = "full") -> int:
+    """A full rescore's moves, grouped: per event type, deliveries of up to ``RESCORE_GROUP`` customers.
+
+    A full rescore can move tens of thousands of customers at once; one delivery (and one job, and
+    one POST) per customer would keep the job runner busy for an hour. Each delivery's ``data`` is
+    ``{"rescore": mode ("full", or "incremental" for a large pass of the API's rescore queue), "reason",
+    "count", "part", "parts", "customers": [...]}``, every item the
+    data of the single-customer event (docs/api.md). Never raises; returns the deliveries queued.
+    """
+    by_event: dict[str, list[dict]] = {}
+    for event, data in transitions:
+        by_event.setdefault(event, []).append(data)
+    grouped = []
+    for event, items in by_event.items():
+        parts = (len(items) + RESCORE_GROUP - 1) // RESCORE_GROUP
+        for part in range(parts):
+            chunk = items[part * RESCORE_GROUP : (part + 1) * RESCORE_GROUP]
+            grouped.append(
+                (
+                    event,
+                    {
+                        "rescore": mode,
+                        "reason": reason,
+                        "count": len(items),
+                        "part": part + 1,
+                        "parts": parts,
+                        "customers": chunk,
+                    },
+                )
+            )
+    return notify(grouped)
 
 
 def _post(url: str, body: bytes, signature: str) -> tuple[int | None, str, str | None]:
@@ -98,8 +181,45 @@ def _post(url: str, body: bytes, signature: str) -> tuple[int | None, str, str |
 
 
 @jobs.job(JOB)
-def deliver_job(progress=None, delivery_id: int = 0) -> dict:
-    """Send one delivery (an attempt); on failure schedule the next one with backoff."""
+def deliver_job(progress=None, delivery_id: int = 0, delivery_ids: list[int] | None = None) -> dict:
+    """Send one delivery, or several to one endpoint in order (an attempt each); a failed one schedules
+    its own next attempt with backoff.
+
+    Once the endpoint gave no answer at all (timeout, refused), the rest of the list is not tried now:
+    each is scheduled for the first backoff step without counting an attempt, so an endpoint that is
+    down holds the job runner for one timeout, not one per event.
+    """
+    if not delivery_ids:
+        return _deliver_one(delivery_id)
+    outcomes: dict[str, int] = {}
+    unreachable = False
+    for i, one in enumerate(delivery_ids):
+        result = _postpone(one) if unreachable else _deliver_one(one)
+        key = result.get("status", "skipped")
+        outcomes[key] = outcomes.get(key, 0) + 1
+        unreachable = unreachable or result.get("unreachable", False)
+        if progress is not None:
+            progress((i + 1) / len(delivery_ids))
+    return {"deliveries": outcomes}
+
+
+def _postpone(delivery_id: int) -> dict:
+    """Schedule a delivery for the first backoff step without an attempt (its endpoint just gave no answer)."""
+    delivery = db.session.get(WebhookDelivery, delivery_id)
+    if delivery is None or delivery.status in ("delivered", "failed"):
+        return {"skipped": True}
+    delivery.status = "retrying"
+    delivery.next_attempt_at = datetime.now(timezone.utc) + BACKOFF[0]
+    delivery.last_error = "not tried: the endpoint did not answer the delivery before it"
+    db.session.commit()
+    jobs.schedule_at(
+        delivery.next_attempt_at, JOB, f"Webhook {delivery.event} #{delivery.id} (retry)", None, delivery_id=delivery.id
+    )
+    return {"status": "postponed"}
+
+
+def _deliver_one(delivery_id: int) -> dict:
+    """One attempt of one delivery; on failure schedule the next one with backoff."""
     delivery = db.session.get(WebhookDelivery, delivery_id)
     if delivery is None or delivery.status in ("delivered", "failed"):
         return {"skipped": True}
@@ -127,7 +247,7 @@ def deliver_job(progress=None, delivery_id: int = 0) -> dict:
     jobs.schedule_at(
         delivery.next_attempt_at, JOB, f"Webhook {delivery.event} #{delivery.id} (retry)", None, delivery_id=delivery.id
     )
-    return {"status": "retrying", "attempts": delivery.attempts}
+    return {"status": "retrying", "attempts": delivery.attempts, "unreachable": status is None}
 
 
 def recent_deliveries(limit: int = 200) -> list[tuple[WebhookDelivery, WebhookEndpoint]]:
