@@ -34,7 +34,20 @@ BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 
 # Every module listed here accepts --quick (checked against each module's argparse).
-DEFAULT_MODULES = ("features", "churn", "clv", "bundles", "sms", "import", "lists", "coherence", "flows")
+DEFAULT_MODULES = (
+    "features",
+    "churn",
+    "clv",
+    "bundles",
+    "sms",
+    "import",
+    "lists",
+    "coherence",
+    "flows",
+    "api",
+    "pages",
+    "webhooks",
+)
 OPT_IN_MODULES = {"load": "--with-load", "heavy": "--with-heavy"}
 QUICK_FLAG = "--quick"
 

@@ -39,6 +39,9 @@ def test_list_names_every_benchmark_and_which_need_a_flag():
         "bench.lists",
         "bench.coherence",
         "bench.flows",
+        "bench.api",
+        "bench.pages",
+        "bench.webhooks",
     ]
     assert listed["bench.load"]["flag"] == "--with-load" and listed["bench.heavy"]["flag"] == "--with-heavy"
     assert "bench.scale_demo" not in listed

@@ -24,11 +24,17 @@ _FLOOR = (
 )
 
 
+def floor_of(tier: str) -> float | None:
+    """The lowest spend among ``tier``'s current members (None: no member), by one index seek."""
+    low = db.session.scalar(_FLOOR, {"tier": tier})
+    return None if low is None else float(low)
+
+
 def next_tier_floor(customer: Customer) -> dict[str, float] | None:
     """``{next tier: its lowest member's spend}`` for a tier holder below the top tier, ``{}`` when the next tier
     has no member, None for others (``tiers.progress_message(floors=...)`` needs no floor for them)."""
     if customer.tier not in TIERS[1:]:
         return None
     above = TIERS[TIERS.index(customer.tier) - 1]
-    low = db.session.scalar(_FLOOR, {"tier": above})
-    return {} if low is None else {above: float(low)}
+    low = floor_of(above)
+    return {} if low is None else {above: low}
