@@ -198,15 +198,7 @@ def customer_kpis(scope: Scope) -> dict:
             else:
                 high += n
                 spend_high.append(g["sum_spend_12m"])
-    counts = {
-        "total": total,
-        "scored": scored,
-        "active": active,
-        "recent": recent,
-        "tiers": tiers,
-        "bands": bands,
-        "as_of": as_of,
-    }
+    counts = dict(total=total, scored=scored, active=active, recent=recent, tiers=tiers, bands=bands, as_of=as_of)
     return {
         **_customer_numbers(scope, params, counts),
         **_lifecycle_numbers(scope, statuses, high, lost_high, spend_high),
@@ -235,15 +227,7 @@ def _live_customer_kpis(scope: Scope) -> dict:
         tiers[tier] += n
         bands[band] += n
         total, scored, active, recent = total + n, scored + n_scored, active + n_active, recent + n_recent
-    counts = {
-        "total": total,
-        "scored": scored,
-        "active": active,
-        "recent": recent,
-        "tiers": tiers,
-        "bands": bands,
-        "as_of": None,
-    }
+    counts = dict(total=total, scored=scored, active=active, recent=recent, tiers=tiers, bands=bands, as_of=None)
     return {**_customer_numbers(scope, params, counts), **_lifecycle_kpis(scope, query)}
 
 
