@@ -72,6 +72,7 @@ def reference(db, store_ids) -> dict:
             "n_active": 0,
             "n_recent": 0,
             "n_monetary": 0,
+            "n_opted_out": 0,
             "sum_monetary": Decimal(0),
             "sum_spend_12m": Decimal(0),
             "risk": [],
@@ -87,6 +88,7 @@ def reference(db, store_ids) -> dict:
         g["n_active"] += c.recency is not None and c.recency < 90
         g["n_recent"] += c.recency is not None and c.recency < 30
         g["n_scored"] += c.scored_at is not None
+        g["n_opted_out"] += c.sms_consent == "opted_out"
         if c.monetary is not None:
             g["n_monetary"] += 1
             g["sum_monetary"] += Decimal(c.monetary)
@@ -117,7 +119,7 @@ def assert_same(db, stores) -> None:
         assert set(got) == set(want), name
         for key, w in want.items():
             g = got[key]
-            for count in ("n", "n_scored", "n_active", "n_recent", "n_monetary"):
+            for count in ("n", "n_scored", "n_active", "n_recent", "n_monetary", "n_opted_out"):
                 assert g[count] == w[count], (name, key, count)
             assert Decimal(str(g["sum_monetary"])) == w["sum_monetary"].quantize(Decimal("0.01")), (name, key)
             assert Decimal(str(g["sum_spend_12m"])) == w["sum_spend_12m"].quantize(Decimal("0.01")), (name, key)
@@ -270,19 +272,56 @@ def test_an_erasure_refreshes_the_store(client, db, world, login_as):
     assert [(j.store_id, j.status) for j in privacy_job] == [(north.id, "done")]
 
 
-def test_an_opt_out_leaves_the_summaries_right_without_a_refresh(client, db, world, login_as):
-    """The cube has no consent measure, so an opt-out cannot change it: nothing is recomputed."""
+def _summary_jobs(db) -> list[tuple]:
+    return [(j.store_id, j.status) for j in db.session.scalars(select(Job).where(Job.func == summaries.JOB))]
+
+
+def test_an_opt_out_and_an_opt_in_on_the_page_refresh_the_store(client, db, world, login_as):
+    """The cube counts opted-out customers (the export panel's "can be exported"): a staff opt-out, then the
+    customer's new opt-in, each refresh the customer's store only."""
     north, south = world
     login_as("admin")
     customer = db.session.scalar(select(Customer).where(Customer.store_id == south.id).limit(1))
-    rows = {r.store_id: r.computed_at for r in db.session.scalars(select(CustomerSummary))}
+    north_row = db.session.get(CustomerSummary, north.id).computed_at
     response = post_form(client, f"/customers/{customer.id}", {"status": "opted_out", "source": "phone call"})
     assert response.status_code == 302
     db.session.expire_all()
     assert db.session.get(Customer, customer.id).sms_consent == "opted_out"
+    assert sum(g["n_opted_out"] for g in reference(db, {south.id}).values()) >= 1
     assert_same(db, [north, south])
-    assert {r.store_id: r.computed_at for r in db.session.scalars(select(CustomerSummary))} == rows
-    assert db.session.scalars(select(Job).where(Job.func == summaries.JOB)).all() == []
+    assert _summary_jobs(db) == [(south.id, "done")]
+    response = post_form(
+        client,
+        f"/customers/{customer.id}",
+        {"status": "opted_in", "source": "signed form", "effective": ""},
+    )
+    assert response.status_code == 302
+    db.session.expire_all()
+    assert db.session.get(Customer, customer.id).sms_consent == "opted_in"
+    assert_same(db, [north, south])
+    assert _summary_jobs(db) == [(south.id, "done"), (south.id, "done")]
+    assert db.session.get(CustomerSummary, north.id).computed_at == north_row
+
+
+def test_stop_and_start_replies_and_an_api_opt_out_refresh_the_store(client, app, db, world, make_user):
+    from portal.services.campaigns import replies
+
+    north, south = world
+    one, two = db.session.scalars(select(Customer).where(Customer.store_id == north.id).order_by(Customer.id).limit(2))
+    one.phone, two.phone = "+12025550101", "+12025550102"
+    db.session.commit()
+    replies.record_reply({"From": one.phone, "Body": "STOP", "MessageSid": "SM-stop-1"})
+    db.session.expire_all()
+    assert db.session.get(Customer, one.id).sms_consent == "opted_out"
+    assert_same(db, [north, south])
+    replies.record_reply({"From": one.phone, "Body": "START", "MessageSid": "SM-start-1"})
+    db.session.expire_all()
+    assert db.session.get(Customer, one.id).sms_consent == "opted_in"
+    assert_same(db, [north, south])
+    admin = make_user("admin", email="consent-admin@example.com")
+    upsert.record_consent(db.session.get(Customer, two.id), {"status": "opted_out", "source": "till"}, admin)
+    assert_same(db, [north, south])
+    assert {s for s, _ in _summary_jobs(db)} == {north.id}
 
 
 def test_a_burst_of_changes_queues_one_refresh_per_store(db, world, monkeypatch):
@@ -399,3 +438,49 @@ def test_chain_numbers_add_up_the_stores_and_equal_the_lists(db, world, make_use
     for store in (north, south):
         picked = dashboard_service.customer_kpis(dashboard_service.resolve_scope(admin, store.name))
         assert picked["total"] == sum(g["n"] for g in reference(db, {store.id}).values())
+
+
+# --------------------------------------------------------------------------- the export panel's counts
+
+SIZE_FILTERS = [
+    {},
+    {"tier": "Gold"},
+    {"tier": "none"},
+    {"band": "High"},
+    {"lifecycle": "Lost"},
+    {"include_lost": "1"},
+    {"band": "Medium", "include_lost": "1"},
+    {"store": "South"},
+    {"include_opted_out": "1"},
+]
+
+
+@pytest.mark.parametrize("role", ["admin", "manager"])
+def test_export_sizes_from_the_summary_equal_the_live_counts(db, world, make_user, role):
+    """The list pages' "N can be exported: M opted out are left out" comes from the stored summary for the
+    filters it answers; it equals the two live COUNTs the export itself runs, for each list and scope."""
+    from dataclasses import replace
+
+    from portal.services.lists import exports
+
+    north, south = world
+    user = make_user(role, email=f"sizes-{role}@example.com", store=north if role == "manager" else None)
+    for customer in db.session.scalars(select(Customer).order_by(Customer.id).limit(200)).all()[::7]:
+        customer_service.set_consent(customer, "opted_out", "test")
+    db.session.commit()
+    customer_service.consent_committed()  # the refresh jobs run inline
+    for name in ("customers", "at-risk"):
+        for params in SIZE_FILTERS:
+            got = exports.sizes(name, params, user)
+            outside = role == "manager" and params.get("store") == "South"  # another store: nothing, no stored row
+            assert (got["as_of"] is None) == outside, (name, params)  # else answered by the stored rows
+            export = exports.prepare(name, params, user)
+            listed = replace(export, include_opted_out=True).count()
+            assert (got["count"], got["listed"]) == (export.count(), listed), (name, params)
+            if "include_opted_out" not in params:
+                assert got["opted_out"] == listed - export.count()
+                assert ("counts as of" in got["note"]) != outside
+    assert exports.sizes("customers", {}, user)["opted_out"] > 0
+    live = exports.sizes("customers", {"q": "S"}, user)  # a search: counted live
+    export = exports.prepare("customers", {"q": "S"}, user)
+    assert live["as_of"] is None and live["count"] == export.count()

@@ -11,7 +11,7 @@ from portal import sms_text
 from portal.extensions import db
 from portal.models import Customer, Store
 from portal.services.campaigns.outbox import store_event
-from portal.services.customers.customers import announce_opt_outs, set_consent
+from portal.services.customers.customers import announce_opt_outs, consent_committed, set_consent
 
 
 def record_reply(form: Mapping[str, str]) -> str | None:
@@ -53,6 +53,7 @@ def record_reply(form: Mapping[str, str]) -> str | None:
                     opted_out.append(customer)
         event.applied = True
         db.session.commit()
+        consent_committed()  # START and STOP move the store's stored opted-out count
     if opted_out:
         announce_opt_outs(opted_out, "sms_reply")
         from portal.services.summaries import campaigns as campaign_summaries

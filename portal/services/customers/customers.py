@@ -13,6 +13,7 @@ from portal.params import parse_id
 from portal.security import scope_to_user, user_store_id
 from portal.services import audit, webhooks_out
 from portal.services.customers import search
+from portal.services.summaries import customers as customer_summaries
 
 SORTS = {
     "name": Customer.name,
@@ -36,6 +37,7 @@ FILTER_KEYS = (
     "include_lost",
     "customer",  # exactly one customer, by their external id (the "Send an offer" links)
 )
+CONSENT_MOVED = "loyalist.consent_moved_stores"  # session.info key: stores whose opted-out count changed
 LIFECYCLES = ("New", "Active", "At risk", "Lapsing", "Lost")  # preprocessing.lifecycle.STATUSES, in this order
 LIFECYCLE_MEANING = {
     "New": "First purchase in the last 90 days: a welcome, not a win-back.",
@@ -147,6 +149,8 @@ def set_consent(
     if status == "opted_in" and not source:
         raise ConsentError("An opt-in needs its source (e.g. signed form at the till).")
     before = customer.sms_consent
+    if (before == "opted_out") != (status == "opted_out"):  # the store's stored "opted out" count moves
+        db.session.info.setdefault(CONSENT_MOVED, set()).add(customer.store_id)
     customer.sms_consent = status
     customer.sms_consent_at = effective_at
     customer.sms_consent_source = source
@@ -167,6 +171,15 @@ def set_consent(
     )
 
 
+def consent_committed() -> None:
+    """Call after committing ``set_consent`` changes: the stores whose customers moved into or out of "opted out"
+    get their stored summary refreshed (its ``n_opted_out``: the export panel's "can be exported"), by a
+    coalesced background job. Never raises."""
+    stores = db.session.info.pop(CONSENT_MOVED, None)
+    if stores:
+        customer_summaries.changed(stores)
+
+
 def record_consent(
     customer: Customer, status: str, source: str, effective_at: datetime | None = None, user_email: str | None = None
 ) -> None:
@@ -174,6 +187,7 @@ def record_consent(
     before = customer.sms_consent
     set_consent(customer, status, source, effective_at, user_email)
     db.session.commit()
+    consent_committed()
     if status == "opted_out" and before != "opted_out":
         announce_opt_outs([customer], "staff")
         from portal.services.summaries import campaigns as campaign_summaries  # here: it imports this module
@@ -185,8 +199,9 @@ def announce_opt_outs(customers: list[Customer], source: str) -> None:
     """The outgoing webhook ``customer.opted_out`` for customers whose opt-out was just committed.
 
     ``source`` says where it came from: "staff" (the customer page), "sms_reply" (STOP), "twilio"
-    (error 21610), "api". Never raises (the opt-out itself is committed).
+    (error 21610), "api". Never raises (the opt-out itself is committed). Also ``consent_committed``.
     """
+    consent_committed()
     webhooks_out.notify(
         [
             ("customer.opted_out", {"customer_id": c.id, "external_id": c.external_id, "source": source})

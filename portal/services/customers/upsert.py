@@ -18,7 +18,7 @@ from portal.extensions import db
 from portal.models import Customer, Store
 from portal.security import user_store_id
 from portal.services import audit
-from portal.services.customers.customers import ConsentError, set_consent
+from portal.services.customers.customers import ConsentError, consent_committed, set_consent
 from portal.services.importer.merge import OTHER_STORES_CUSTOMER
 from portal.services.importer.runs import default_store, find_store
 from portal.services.summaries import customers as customer_summaries
@@ -107,6 +107,7 @@ def upsert(data: dict, user) -> tuple[Customer, bool, str | None]:
     if consent:
         record_consent(customer, consent, user, commit=False)
     db.session.commit()
+    consent_committed()
     if created or "store_id" in changed:  # a new customer, or one moved between stores: their counts move
         customer_summaries.changed({before["store_id"], after["store_id"]})
     if consent and consent.get("status") == "opted_out":
@@ -149,5 +150,6 @@ def record_consent(customer: Customer, consent: dict, user, commit: bool = True)
         raise UpsertRefused(422, str(exc)) from exc
     if commit:
         db.session.commit()
+        consent_committed()
         if status == "opted_out":
             _opted_out(customer)

@@ -23,12 +23,14 @@ from typing import Any
 from sqlalchemy import func, select
 
 from portal.extensions import db
-from portal.formatting import SYMBOLS
+from portal.formatting import SYMBOLS, fmt_datetime
 from portal.models import Customer, Store
 from portal.services import audit
+from portal.services.customers import customers as customer_service
 from portal.services.lists import definitions  # noqa: F401  (importing it registers the lists)
 from portal.services.lists.cells import column_format, csv_cell, display_width, typed_xlsx_value
 from portal.services.lists.registry import ExportError, ListDef, all_values, filter_string, first_value, get, truthy
+from portal.services.summaries import customers as customer_summaries
 
 XLSX_MAX_ROWS = 1_048_575  # Excel's 1,048,576 rows minus the header row
 BATCH = 2000  # rows fetched per round trip (server-side cursor on PostgreSQL)
@@ -138,18 +140,23 @@ def sizes(name: str, params: Mapping, user) -> dict:
 
     ``count`` is what an export (and a saved segment's "Size now") holds; ``listed`` is how many the list
     page shows with the same filter, ``opted_out`` the difference, and ``note`` says so in a sentence.
+    For the customer lists with filters the stored summary answers (store, tier, band, lifecycle,
+    include_lost) the numbers are added up from it and ``as_of`` says when it was computed (ISO, UTC); other
+    filters count live (two COUNTs over the filter) and ``as_of`` is None.
     """
-    # TODO(issue 25): the list pages fetch this on every view (two COUNTs over the filter: ~50 ms at 100k
-    # customers unfiltered, bench/pages.py "customers.export_count"). Read it from the stored summary instead
-    # (portal.services.summaries.customers.for_user / read) once the cube has a consent measure (opted-out split)
-    # for the filters it answers (store, tier, band, lifecycle); other filters keep the live count.
-    export = prepare(name, params, user)
-    exported = export.count()
-    answer: dict = {"count": exported, "listed": exported, "opted_out": 0, "note": ""}
-    if export.definition.customer_type and not export.include_opted_out:
-        listed = replace(export, include_opted_out=True).count()
+    stored = _stored_sizes(name, params, user)
+    if stored is not None:
+        listed, left_out, stamp = stored
+        as_of = stamp.isoformat() if stamp is not None else None
+        exported = listed if _includes_opted_out(name, params) else listed - left_out
+    else:
+        export = prepare(name, params, user)
+        exported, as_of = export.count(), None
+        listed = replace(export, include_opted_out=True).count() if _leaves_out_opted_out(export) else exported
+    answer: dict = {"count": exported, "listed": listed, "opted_out": 0, "note": "", "as_of": as_of}
+    if get(name).customer_type and not _includes_opted_out(name, params):
         left_out = listed - exported
-        answer.update(listed=listed, opted_out=left_out)
+        answer["opted_out"] = left_out
         if left_out:
             answer["note"] = (
                 f"{exported:,} can be exported: {left_out:,} opted out "
@@ -157,7 +164,49 @@ def sizes(name: str, params: Mapping, user) -> dict:
             )
         else:
             answer["note"] = f"{exported:,} can be exported: nobody on the list has opted out"
+    if stored is not None and stamp is not None and answer["note"]:
+        answer["note"] += f" (counts as of {fmt_datetime(stamp)})"
     return answer
+
+
+def _leaves_out_opted_out(export: Export) -> bool:
+    return export.definition.customer_type and not export.include_opted_out
+
+
+def _includes_opted_out(name: str, params: Mapping) -> bool:
+    """``prepare``'s rule: opted-out customers are exported on request, or when asked for by name."""
+    return truthy(first_value(params, "include_opted_out")) or first_value(params, "consent") == "opted_out"
+
+
+# Customer lists whose rows the stored summary can count: name -> (scored customers only, Lost left out by default).
+STORED_COUNTS = {"customers": (False, False), "at-risk": (True, True)}
+
+
+def _stored_sizes(name: str, params: Mapping, user) -> tuple[int, int, datetime | None] | None:
+    """(listed, opted out among them, as_of) from the stored customer summary, or None when it cannot answer.
+
+    Same rows as the lists' queries (``definitions``): ``customers`` is ``filtered_customers``; ``at-risk``
+    adds "has a churn band" and leaves Lost customers out unless ``includes_lost``. Raises ExportError for
+    an unknown list (as ``prepare`` does)."""
+    definition = get(name)  # ExportError for an unknown list
+    if name not in STORED_COUNTS or not definition.customer_type:
+        return None
+    wanted = [c.strip() for raw in all_values(params, "columns") for c in (raw or "").split(",") if c.strip()]
+    if any(c not in definition.headers for c in wanted):
+        return None  # let prepare() say which column is unknown
+    flat = {key: first_value(params, key) or "" for key in definition.filter_keys}
+    found = customer_summaries.for_user(user, flat)
+    if found is None:
+        return None
+    groups, as_of = found
+    scored_only, savable_only = STORED_COUNTS[name]
+    if scored_only:
+        groups = [g for g in groups if g["churn_band"] is not None]
+    if savable_only and not customer_service.includes_lost(flat):
+        groups = [g for g in groups if g["lifecycle"] != "Lost"]
+    listed = sum(g["n"] for g in groups)
+    left_out = sum(g["n_opted_out"] for g in groups)
+    return listed, left_out, as_of
 
 
 # --- writers -----------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ When it is refreshed:
   refresh job per store (``request_refresh``; one queued per store at a time, so a burst of changes
   costs one computation); the pages may lag by the time that job waits (under a minute when the
   job runner is free).
-Consent changes (opt-outs) move nothing in the cube (it has no consent measure), so they refresh nothing.
+- after a consent change into or out of "opted out" (``n_opted_out``, the export panel's "can be
+  exported"): the same coalesced refresh job, queued by ``customers.announce_opt_outs`` and the opt-in paths.
 
 Customers without a store (tests, hand-made rows) are not in any store's row; chain-wide reads add
 them from a live query on ``store_id IS NULL`` (an index seek, empty in production data).
@@ -40,11 +41,11 @@ from portal.security import user_store_id
 log = logging.getLogger(__name__)
 
 JOB = "summaries.refresh_customers"
-VERSION = 3  # the cube's layout; a stored row of another layout is recomputed on read
+VERSION = 4  # the cube's layout; a stored row of another layout is recomputed on read
 ACTIVE_DAYS = 90  # "active": recency <= 89, the dashboard's "Active, last 90 days" (list filter max_recency=89)
 RECENT_DAYS = 30  # "recent": recency <= 29, the dashboard's 30-day buyers
 KEYS = ("tier", "churn_band", "lifecycle")
-COUNTS = ("n", "n_scored", "n_active", "n_recent", "n_monetary")
+COUNTS = ("n", "n_scored", "n_active", "n_recent", "n_monetary", "n_opted_out")
 MONEY = ("sum_monetary", "sum_spend_12m")  # sums of money columns: rounded to cents
 # Filters the cube answers; any other list filter (search, recency ranges, consent, ...) needs the live query.
 CUBE_FILTERS = frozenset({"store", "tier", "band", "lifecycle", "include_lost"})
@@ -84,6 +85,7 @@ def _groups(where) -> list[list]:
             func.count(case((Customer.recency <= literal_column(str(ACTIVE_DAYS - 1)), one))),
             func.count(case((Customer.recency <= literal_column(str(RECENT_DAYS - 1)), one))),
             func.count(Customer.monetary),
+            func.count(case((Customer.sms_consent == literal_column("'opted_out'"), one))),
             func.sum(Customer.monetary),
             func.sum(Customer.spend_12m),
             func.sum(Customer.churn_probability * value),
@@ -93,7 +95,7 @@ def _groups(where) -> list[list]:
         .group_by(Customer.tier, Customer.churn_band, Customer.lifecycle)
     ).all()
     out = []
-    for tier, band, status, n, n_scored, n_active, n_recent, n_monetary, monetary, spend, risk, scored in rows:
+    for tier, band, status, n, n_scored, n_active, n_recent, n_monetary, n_out, monetary, spend, risk, scored in rows:
         scored = _aware(scored)
         out.append(
             [
@@ -105,6 +107,7 @@ def _groups(where) -> list[list]:
                 int(n_active),
                 int(n_recent),
                 int(n_monetary),
+                int(n_out),
                 round(float(monetary or 0), 2),  # money: cents
                 round(float(spend or 0), 2),
                 float(risk or 0),  # an expected value, not a sum of cents: unrounded, as the band cards add it
