@@ -168,7 +168,8 @@ class Customer(db.Model):
     store: Mapped[Store | None] = relationship()
 
     __table_args__ = (
-        Index("ix_customers_store_tier", "store_id", "tier"),
+        # A store's list filtered by tier (and band) in id order: one index range (keyset pages).
+        Index("ix_customers_store_tier_band", "store_id", "tier", "churn_band", "id"),
         Index("ix_customers_store_band", "store_id", "churn_band"),
         Index("ix_customers_churn_probability", "churn_probability"),
         Index("ix_customers_monetary", "monetary"),
@@ -407,7 +408,7 @@ class DashboardSummary(db.Model):
 
 class CustomerSummary(db.Model):
     """One store's customer-level summary cube: per (tier, band, lifecycle), counts (all, scored, active,
-    recent, priced) and sums (spend, 12-month spend, value at risk), and the latest score time.
+    recent, priced, opted out) and sums (spend, 12-month spend, value at risk), and the latest score time.
 
     Computed when the store's customers change (scoring, imports, erasure, API upserts) so the dashboard,
     /tiers and /churn read a few stored rows instead of aggregating the customers table per request.
