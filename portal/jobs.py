@@ -10,8 +10,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -280,13 +278,16 @@ def _run_in_app(app: Flask, job_id: str) -> None:
 
 
 def _run_in_child(app: Flask, job_id: str, lock_fd: int) -> None:
-    """Run the job in ``flask jobs run`` (a child process with this app's folders and database);
-    a child that dies leaves the job failed, not 'running' until the heartbeat check notices.
+    """Run the job in a process of its own, forked from a warm server (``portal.job_host``) with this app's
+    folders and database; a process that dies leaves the job failed, not 'running' until the heartbeat
+    check notices.
 
-    The child inherits the job lock (``lock_fd``): should this web process die, the lock is still
-    held until the child ends, so no other job starts beside it. A child that exits cleanly has
+    The process inherits the job lock (``lock_fd``): should this web process die, the lock is still
+    held until the job's process ends, so no other job starts beside it. A process that exits cleanly has
     written its job's outcome, or found the job claimed by another process: its row is left alone.
     """
+    from portal import job_host  # imports the whole app: not at this module's import
+
     env = dict(
         os.environ,
         DATABASE_URL=app.config["SQLALCHEMY_DATABASE_URI"],
@@ -298,11 +299,10 @@ def _run_in_child(app: Flask, job_id: str, lock_fd: int) -> None:
         **{MODULES_ENV: ",".join(extra_modules())},
     )
     env.pop("REDIS_URL", None)
-    command = [sys.executable, "-m", "flask", "--app", "app:create_app", "jobs", "run", job_id]
-    child = subprocess.run(command, cwd=app.root_path, env=env, capture_output=True, text=True, pass_fds=(lock_fd,))
-    if child.returncode == 0:
+    code = job_host.run(env, job_id, lock_fd)
+    if code == 0:
         return
-    log.error("job %s: child process exited with %s: %s", job_id, child.returncode, child.stderr[-2000:])
+    log.error("job %s: its process exited with %s (its output is in this server's error log)", job_id, code)
     message = "The job's process stopped unexpectedly (logged); nothing it was writing was kept. Start it again."
     with db.engine.begin() as conn:
         moved = conn.execute(

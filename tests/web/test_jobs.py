@@ -83,6 +83,35 @@ def test_process_runner_runs_the_job_in_a_child_process(app):
         app.config["JOBS_PROCESS"] = False
 
 
+@jobs.job("tests.web.test_jobs.lock_job")
+def lock_job(progress):
+    """Reports which files this process holds open (the job lock must be one: it travels with the job)."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            held.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue
+    return {"message": "ran", "pid": os.getpid(), "open": held, "parent": os.getppid()}
+
+
+def test_a_job_process_is_forked_from_the_warm_server_and_holds_the_job_lock(app):
+    """Forked from ``portal.job_host``'s server (not the web process, not a fresh interpreter), with the job
+    lock's descriptor: the lock stays held while the job runs even if the web process dies."""
+    app.config["JOBS_PROCESS"] = True
+    try:
+        first = _wait(app, jobs.enqueue("tests.web.test_jobs.lock_job", "Lock").id, timeout=120)
+        second = _wait(app, jobs.enqueue("tests.web.test_jobs.lock_job", "Lock").id, timeout=120)
+    finally:
+        app.config["JOBS_PROCESS"] = False
+    lock = str(job_processes._lock_path(app, "jobs"))
+    for done in (first, second):
+        assert done.status == "done" and lock in done.result["open"]
+        assert done.result["pid"] != os.getpid() and done.result["parent"] != os.getpid()
+    assert first.result["pid"] != second.result["pid"]  # a fresh process per job
+    assert first.result["parent"] == second.result["parent"]  # forked by the same server
+
+
 @jobs.job("tests.web.test_jobs.queueing_job")
 def queueing_job(progress):
     """Queues another job from inside a job (as a rescore queues its webhook deliveries)."""
