@@ -30,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 
 
 def _url(raw: str) -> str:
@@ -154,6 +155,20 @@ def emit(**fields) -> None:
     print(json.dumps(fields), flush=True)
 
 
+def _jobs_since(since) -> dict:
+    """The background jobs that ran since ``since``, by name: how many, and their seconds from start to end."""
+    from portal.extensions import db
+    from portal.models import Job
+
+    out: dict = {}
+    for job in db.session.scalars(db.select(Job).where(Job.created_at >= since)):
+        entry = out.setdefault(job.func, {"count": 0, "seconds": 0.0})
+        entry["count"] += 1
+        if job.started_at is not None and job.finished_at is not None:
+            entry["seconds"] = round(entry["seconds"] + (job.finished_at - job.started_at).total_seconds(), 3)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20,000 customers instead of 100,000")
@@ -196,6 +211,7 @@ def main() -> int:
             app.config["JOBS_INLINE"] = False
             app.config["JOBS_PROCESS"] = not args.thread
             times = []
+            wall_start = datetime.now(timezone.utc)
             started = time.perf_counter()
             for i, lines in enumerate(work):
                 t0 = time.perf_counter()
@@ -212,6 +228,7 @@ def main() -> int:
                 db.session.commit()  # a fresh read each time
             total = time.perf_counter() - started
             total_lines = sum(len(b) for b in work)
+            ran = _jobs_since(wall_start)
             app.config["JOBS_INLINE"] = True
             stale = db.session.scalar(
                 db.select(db.func.count())
@@ -233,6 +250,7 @@ def main() -> int:
                 rescored_after_last_answer_seconds=round(total - posted, 3),
                 target_lines_per_second=5000,
                 database=db.engine.dialect.name,
+                jobs_run=ran,
             )
             t0 = time.perf_counter()
             replay = client.post(

@@ -114,8 +114,12 @@ def record_stores(conn: Connection, kind: str, import_id: int, only_store_id: in
         ],
     }[kind]
     if kind == "transactions" and only_store_id is None:
-        sources.append("""SELECT c.store_id FROM customers c JOIN _stage_custs s ON c.external_id = s.customer_ext
-                          WHERE c.erased_at IS NULL AND c.phone IS NULL AND s.phone IS NOT NULL""")
+        # The staging table first: SQLite has no statistics for it and otherwise starts from customers
+        # through the phone index ("phone IS NULL": every customer without one, 21 ms of a 1,000-line API
+        # batch at 100k customers). SQLite's CROSS JOIN keeps the order written; PostgreSQL plans by cost.
+        join = "CROSS JOIN" if conn.dialect.name == "sqlite" else "JOIN"
+        sources.append(f"""SELECT c.store_id FROM _stage_custs s {join} customers c ON c.external_id = s.customer_ext
+                           WHERE s.phone IS NOT NULL AND c.erased_at IS NULL AND c.phone IS NULL""")
     for source in sources:
         _run(
             conn,
