@@ -32,7 +32,8 @@ logger_class = "portal.access_log.MaskingAccessLogger"
 
 
 def post_worker_init(worker):
-    """Embedded job runner only (no REDIS_URL): catch up on campaigns left waiting.
+    """Embedded job runner only (no REDIS_URL): start the warm server job processes fork from
+    (portal/job_host.py), and catch up on campaigns left waiting.
 
     Runs in each worker process right after it loaded the app: that process owns a job thread
     and its timers, and a timer armed by a previous process died with it. So queue campaigns
@@ -51,6 +52,12 @@ def post_worker_init(worker):
         clock.start(app)  # queues the hourly mail jobs (one process claims each hour; docs/mail.md)
     if app is None or not hasattr(app, "app_context") or app.config.get("REDIS_URL"):
         return
+    if app.config.get("JOBS_PROCESS"):  # the server jobs are forked from: started now, not by the first job
+        import threading
+
+        from portal import job_host
+
+        threading.Thread(target=job_host.start, name="job-host-start", daemon=True).start()
     try:
         from portal import job_processes
         from portal.services.campaigns import resuming

@@ -210,6 +210,10 @@ def main() -> int:
             # rescore, and a background job drains the queue, coalescing the batches that arrive meanwhile.
             app.config["JOBS_INLINE"] = False
             app.config["JOBS_PROCESS"] = not args.thread
+            if not args.thread:  # as gunicorn's workers do at start-up: the job processes' warm server
+                from portal import job_host
+
+                job_host.start()
             times = []
             wall_start = datetime.now(timezone.utc)
             started = time.perf_counter()

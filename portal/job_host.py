@@ -36,6 +36,18 @@ def _context() -> multiprocessing.context.BaseContext:
     return _CONTEXT
 
 
+def start() -> None:
+    """Start the warm server now, so the first job does not wait for it (about 1.5 s: it imports the app);
+    gunicorn's workers call this at start-up, in a thread. Calling it again does nothing."""
+    process = _context().Process(target=_ready, name="loyalist-job-host-ready")
+    process.start()  # the server imports this module before it forks anything: this waits for that
+    process.join()
+
+
+def _ready() -> None:
+    """A process that does nothing: forking it shows the server is up and has imported the app."""
+
+
 class _InheritedFd:
     """A file descriptor handed to the forked job process (``DupFd``: sent to the server with the job)."""
 
