@@ -206,8 +206,8 @@ def customer_kpis(scope: Scope) -> dict:
 
 
 def _live_customer_kpis(scope: Scope) -> dict:
-    """``customer_kpis`` computed directly from the customers (one pass grouped by store, tier, band,
-    reading ``ix_customers_summary`` in order); ``as_of`` None."""
+    """``customer_kpis`` computed directly from the customers (one pass grouped by store, tier, band);
+    ``as_of`` None. The reference the stored summaries are tested against."""
     params, query = _customers(scope)
     base = query.subquery()
     rows = db.session.execute(

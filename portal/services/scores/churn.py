@@ -45,8 +45,8 @@ def band_summary(user, params=None) -> dict:
 def _live_band_summary(user, params) -> dict:
     """``band_summary`` from the customers, for filters the stored summaries cannot answer.
 
-    One pass grouped by (store, tier, band), the order of ``ix_customers_summary``, so the database
-    reads that narrow index instead of every customer row; the groups are added up here.
+    One pass grouped by (store, tier, band) over the filtered customers (a search narrows them through
+    its own index first); the groups are added up here.
     """
     query = customer_service.filtered_customers(params, user).where(Customer.churn_band.isnot(None))
     base = customer_service.savable(query, params).subquery()
