@@ -537,7 +537,12 @@ def ceiling(
     app_dir.mkdir(exist_ok=True)
     (app_dir / "bare_table.py").write_text(BARE_APP)
     bare = Gunicorn(
-        env, app="bare_table:app", cwd=app_dir, extra=["--chdir", str(app_dir)], log_to=workdir / "bare-gunicorn.log"
+        env,
+        app="bare_table:app",
+        cwd=app_dir,
+        # the same gunicorn.conf.py: its access logger (portal.access_log) must be importable from the bare app's folder
+        extra=["--chdir", str(app_dir), "--pythonpath", str(REPO)],
+        log_to=workdir / "bare-gunicorn.log",
     )
     try:
         bare.wait_ready()
