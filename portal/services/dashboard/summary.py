@@ -46,10 +46,14 @@ def data_version() -> str:
     New lines raise the largest line id; an undone import removes lines (and is counted); tiers
     change only by scoring, which records a TierChange. Each part is an index probe.
     """
-    last_line = db.session.scalar(select(func.max(PurchaseLine.id))) or 0
-    last_tier_change = db.session.scalar(select(func.max(TierChange.id))) or 0
-    undone = db.session.scalar(select(func.count(ImportRun.id)).where(ImportRun.undone_at.isnot(None))) or 0
-    return f"lines:{last_line};tiers:{last_tier_change};undone:{undone}"
+    last_line, last_tier_change, undone = db.session.execute(
+        select(  # one round trip: three scalar subqueries
+            select(func.max(PurchaseLine.id)).scalar_subquery(),
+            select(func.max(TierChange.id)).scalar_subquery(),
+            select(func.count(ImportRun.id)).where(ImportRun.undone_at.isnot(None)).scalar_subquery(),
+        )
+    ).one()
+    return f"lines:{last_line or 0};tiers:{last_tier_change or 0};undone:{undone or 0}"
 
 
 def storage_key(scope: dashboard.Scope) -> str | None:
