@@ -405,7 +405,7 @@ def test_a_store_managers_pages_use_their_store_only(client, db, world, login_as
     manager = login_as("manager", store=north)
     read = []
     original = summaries._read
-    monkeypatch.setattr(summaries, "_read", lambda ids: read.append(sorted(ids)) or original(ids))
+    monkeypatch.setattr(summaries, "_read", lambda ids, *rest: read.append(sorted(ids)) or original(ids, *rest))
     for path in ("/", "/tiers", "/churn"):
         page = client.get(path).get_data(as_text=True)
         row = db.session.get(CustomerSummary, north.id)
@@ -484,3 +484,29 @@ def test_export_sizes_from_the_summary_equal_the_live_counts(db, world, make_use
     live = exports.sizes("customers", {"q": "S"}, user)  # a search: counted live
     export = exports.prepare("customers", {"q": "S"}, user)
     assert live["as_of"] is None and live["count"] == export.count()
+
+
+def test_customers_without_a_store_count_for_the_chain_only(db, world, make_user):
+    """Their rows are computed live, and only when the summaries' own read finds that any exist."""
+    north, south = world
+    admin = make_user("admin", email="storeless-admin@example.com")
+    manager = make_user("manager", email="storeless-manager@example.com", store=north)
+    grouped = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        text = " ".join(statement.split()).lower()
+        if "group by" in text and "customers.store_id is null" in text:
+            grouped.append(text)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        chain = dashboard_service.customer_kpis(dashboard_service.resolve_scope(admin, None))["total"]
+        assert chain == 200 and grouped == []  # none without a store: no live query
+        db.session.add(Customer(external_id="NO-STORE-1", sms_consent="unknown"))
+        db.session.commit()
+        assert dashboard_service.customer_kpis(dashboard_service.resolve_scope(admin, None))["total"] == 201
+        assert len(grouped) == 1
+        assert dashboard_service.customer_kpis(dashboard_service.resolve_scope(manager, None))["total"] == 120
+        assert sum(c["members"] for c in tier_service.summary(admin)["cards"]) == 201  # the "no tier" card too
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)

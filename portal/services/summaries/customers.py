@@ -240,16 +240,17 @@ def read(store_ids: Iterable[int]) -> tuple[list[dict], datetime | None]:
     return merge(rows), as_of
 
 
-def _read(store_ids: Iterable[int]) -> tuple[list[list], datetime | None]:
-    """The stored cube rows of ``store_ids`` (not added up) and the oldest time they were computed."""
+def _read(store_ids: Iterable[int], with_storeless: bool = False) -> tuple[list[list], datetime | None]:
+    """The stored cube rows of ``store_ids`` (not added up) and the oldest time they were computed; with
+    ``with_storeless``, the live rows of customers without a store added (see ``storeless``)."""
     ids = sorted({int(i) for i in store_ids})
     if not ids:
-        return [], None
-    rows = db.session.execute(
-        select(CustomerSummary.store_id, CustomerSummary.computed_at, CustomerSummary.data).where(
-            CustomerSummary.store_id.in_(ids)
-        )
-    ).all()
+        return (storeless() if with_storeless else []), None
+    columns = [CustomerSummary.store_id, CustomerSummary.computed_at, CustomerSummary.data]
+    if with_storeless:  # asked in the same round trip: are there any (none in imported data)?
+        columns.append(_ANY_STORELESS)
+    rows = db.session.execute(select(*columns).where(CustomerSummary.store_id.in_(ids))).all()
+    any_storeless = with_storeless and (not rows or bool(rows[0][-1]))
     found = {r.store_id: r for r in rows if (r.data or {}).get("version") == VERSION}
     missing = [i for i in ids if i not in found]
     if missing:
@@ -260,10 +261,16 @@ def _read(store_ids: Iterable[int]) -> tuple[list[list], datetime | None]:
             )
         ).all()
         found.update({r.store_id: r for r in rows})
+    extra = storeless() if any_storeless else []
     if not found:
-        return [], None
+        return extra, None
     rows = [g for r in found.values() for g in r.data["rows"]]
-    return rows, min(_aware(r.computed_at) for r in found.values())
+    return [*rows, *extra], min(_aware(r.computed_at) for r in found.values())
+
+
+_ANY_STORELESS = (
+    select(Customer.id).where(Customer.store_id.is_(None), Customer.erased_at.is_(None)).exists().label("any_storeless")
+)
 
 
 def storeless() -> list[list]:
@@ -312,8 +319,8 @@ def for_user(user, params: Mapping[str, str] | None = None) -> tuple[list[dict],
     if not answers(params):
         return None
     store_ids, with_storeless = scope(user, params.get("store"))
-    rows, as_of = _read(store_ids)
-    groups = merge([*rows, *storeless()] if with_storeless else rows)
+    rows, as_of = _read(store_ids, with_storeless)
+    groups = merge(rows)
     tier = (params.get("tier") or "").strip()
     band = (params.get("band") or "").strip()
     status = (params.get("lifecycle") or "").strip()
