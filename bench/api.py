@@ -39,11 +39,11 @@ def _url(raw: str) -> str:
 
 def _app(url: str, models_dir: str):
     from app import create_app
-    from portal.config import TestConfig
+    from portal.config import Config, TestConfig
 
     config = TestConfig(database_url=url, models_dir=models_dir)
-    config.SQLALCHEMY_ENGINE_OPTIONS = {}
     config.API_RATE_LIMIT = "1000000 per minute"
+    config.JOBS_NICE = Config().JOBS_NICE  # job processes at the deployed priority (the tests' config sets 0)
     return create_app(config)
 
 

@@ -34,7 +34,6 @@ def _app(url: str):
 
     config = TestConfig(database_url=url)
     config.WTF_CSRF_ENABLED = False  # the bench logs in with a plain POST
-    config.SQLALCHEMY_ENGINE_OPTIONS = {}
     return create_app(config)
 
 
