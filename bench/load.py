@@ -28,7 +28,9 @@ What it does (every process it starts is stopped at the end, every loop is bound
 
 One JSON line per measurement on stdout: name, n (customers), seconds, requests, rps, p50_ms, p95_ms,
 p99_ms, errors, peak_rss_mb (the gunicorn processes), ratio (to the bare-Flask ceiling where it applies),
-plus load_avg_1m (the machine is shared; a high load average means slower numbers). Progress on stderr.
+plus load_avg_1m (the machine is shared; a high load average means slower numbers). ``load.<db>.cores`` says
+where the cores went during the users' run: CPU seconds / wall seconds per group (gunicorn's workers and the job
+processes they fork, the load generator, the background CLI commands, PostgreSQL, the rest), from /proc. Progress on stderr.
 Needs locust (``pip install locust``; 2.47.0 was used) and optionally wrk (``apt-get install wrk``).
 """
 
@@ -471,6 +473,55 @@ def run_locust(
         return list(csv.DictReader(fh))
 
 
+def cpu_snapshot() -> dict[int, tuple[str, int, float, float]]:
+    """Every process's (group, session id, its own CPU seconds so far, its reaped children's), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        own = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        children = (int(fields[13]) + int(fields[14])) / tick  # cutime, cstime: children it reaped
+        if "locust" in command:
+            group = "load generator (locust)"
+        elif name.startswith("postgres"):
+            group = "postgresql"
+        elif "redis" in name:
+            group = "redis"
+        elif " -m flask " in command or "flask " in command:
+            group = "background CLI (import, campaign send)"
+        else:
+            group = "other"
+        out[int(entry.name)] = (group, int(fields[3]), own, children)  # fields[3]: the session id
+    return out
+
+
+def cores_used(before: dict, after: dict, server_session: int, seconds: float) -> dict:
+    """CPU used during the run, in cores (CPU seconds / wall seconds), by group: the gunicorn session (its workers,
+    the job processes' server and the jobs it forked and reaped meanwhile) apart from the rest. Elsewhere a
+    process that ended before the second snapshot is not counted (a short CLI command: an underestimate)."""
+    used: dict[str, float] = {}
+    for pid, (group, session, own, children) in after.items():
+        start = before.get(pid)
+        delta = own - (start[2] if start is not None else 0.0)
+        if session == server_session:  # the job processes it forked and reaped meanwhile count too
+            group = "web (gunicorn workers and their job processes)"
+            delta += children - (start[3] if start is not None else 0.0)
+        used[group] = used.get(group, 0.0) + max(delta, 0.0)
+    return {
+        "cores": {group: round(value / seconds, 2) for group, value in sorted(used.items()) if value > 0.05},
+        "cores_total": round(sum(used.values()) / seconds, 2),
+        "machine_cores": os.cpu_count(),
+    }
+
+
 def _f(value: str) -> float | None:
     try:
         return round(float(value), 1)
@@ -657,8 +708,10 @@ def main(argv: list[str] | None = None) -> None:
         work = "no background work" if args.no_background else "import + campaign"
         log(f"locust: {args.users} users for {args.seconds} s (think {args.think} s), {work}")
         started = time.perf_counter()
+        before = cpu_snapshot()
         rows = run_locust(server.url, sessions_file, args.users, args.seconds, args.think, workdir / "locust")
         elapsed = round(time.perf_counter() - started, 1)
+        cores = cores_used(before, cpu_snapshot(), server.proc.pid, elapsed)
         if background is not None:
             background.join(timeout=900)
         rss = server.peak_rss_mb()
@@ -685,6 +738,7 @@ def main(argv: list[str] | None = None) -> None:
         if failures.exists():
             for row in list(csv.DictReader(failures.open()))[:10]:
                 log(f"failure: {row}")
+        emit({"name": f"load.{backend}{'.quiet' if args.no_background else ''}.cores", "n": args.customers, **cores})
         for result in background.results if background is not None else []:
             emit({**result, "name": f"load.{backend}.background.{result['name']}", "n": args.customers})
         if not args.no_ceiling:
