@@ -30,7 +30,8 @@ One JSON line per measurement on stdout: name, n (customers), seconds, requests,
 p99_ms, errors, peak_rss_mb (the gunicorn processes), ratio (to the bare-Flask ceiling where it applies),
 plus load_avg_1m (the machine is shared; a high load average means slower numbers). ``load.<db>.cores`` says
 where the cores went during the users' run: CPU seconds / wall seconds per group (gunicorn's workers and the job
-processes they fork, the load generator, the background CLI commands, PostgreSQL, the rest), from /proc. Progress on stderr.
+processes they fork, the load generator, the background CLI commands, PostgreSQL, the rest), from /proc.
+Progress on stderr.
 Needs locust (``pip install locust``; 2.47.0 was used) and optionally wrk (``apt-get install wrk``).
 """
 
@@ -43,6 +44,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -503,11 +505,12 @@ def cpu_snapshot() -> dict[int, tuple[str, int, float, float]]:
     return out
 
 
-def cores_used(before: dict, after: dict, server_session: int, seconds: float) -> dict:
+def cores_used(before: dict, after: dict, server_session: int, seconds: float, reaped: float = 0.0) -> dict:
     """CPU used during the run, in cores (CPU seconds / wall seconds), by group: the gunicorn session (its workers,
     the job processes' server and the jobs it forked and reaped meanwhile) apart from the rest. Elsewhere a
-    process that ended before the second snapshot is not counted (a short CLI command: an underestimate)."""
-    used: dict[str, float] = {}
+    process that ended before the second snapshot counts only if this process reaped it (``reaped``: CPU seconds of
+    this process's children that ended meanwhile, i.e. locust itself and the short CLI commands)."""
+    used: dict[str, float] = {"load generator (locust) and short CLI commands that ended": reaped}
     for pid, (group, session, own, children) in after.items():
         start = before.get(pid)
         delta = own - (start[2] if start is not None else 0.0)
@@ -708,10 +711,12 @@ def main(argv: list[str] | None = None) -> None:
         work = "no background work" if args.no_background else "import + campaign"
         log(f"locust: {args.users} users for {args.seconds} s (think {args.think} s), {work}")
         started = time.perf_counter()
-        before = cpu_snapshot()
+        before, reaped = cpu_snapshot(), resource.getrusage(resource.RUSAGE_CHILDREN)
         rows = run_locust(server.url, sessions_file, args.users, args.seconds, args.think, workdir / "locust")
         elapsed = round(time.perf_counter() - started, 1)
-        cores = cores_used(before, cpu_snapshot(), server.proc.pid, elapsed)
+        ended = resource.getrusage(resource.RUSAGE_CHILDREN)
+        ours = (ended.ru_utime + ended.ru_stime) - (reaped.ru_utime + reaped.ru_stime)
+        cores = cores_used(before, cpu_snapshot(), server.proc.pid, elapsed, ours)
         if background is not None:
             background.join(timeout=900)
         rss = server.peak_rss_mb()
