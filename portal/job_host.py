@@ -24,16 +24,12 @@ import app as app_module
 
 app_module.register_jobs()  # in the server: every module that declares a job, imported once
 
-_CONTEXT: multiprocessing.context.BaseContext | None = None
-
 
 def _context() -> multiprocessing.context.BaseContext:
-    global _CONTEXT
-    if _CONTEXT is None:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
-        _CONTEXT = context
-    return _CONTEXT
+    """multiprocessing's forkserver context (one per process), its server to import this module first."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])  # read when the server starts; later calls change nothing
+    return context
 
 
 def start() -> None:

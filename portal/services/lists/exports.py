@@ -144,17 +144,19 @@ def sizes(name: str, params: Mapping, user) -> dict:
     include_lost) the numbers are added up from it and ``as_of`` says when it was computed (ISO, UTC); other
     filters count live (two COUNTs over the filter) and ``as_of`` is None.
     """
-    stored = _stored_sizes(name, params, user)
+    export = prepare(name, params, user)  # ExportError for an unknown list or column
+    leaves_out = export.definition.customer_type and not export.include_opted_out
+    stored = _stored_sizes(export)
     if stored is not None:
         listed, left_out, stamp = stored
-        as_of = stamp.isoformat() if stamp is not None else None
-        exported = listed if _includes_opted_out(name, params) else listed - left_out
+        exported = listed - left_out if leaves_out else listed
     else:
-        export = prepare(name, params, user)
-        exported, as_of = export.count(), None
-        listed = replace(export, include_opted_out=True).count() if _leaves_out_opted_out(export) else exported
-    answer: dict = {"count": exported, "listed": listed, "opted_out": 0, "note": "", "as_of": as_of}
-    if get(name).customer_type and not _includes_opted_out(name, params):
+        stamp, exported = None, export.count()
+        listed = replace(export, include_opted_out=True).count() if leaves_out else exported
+    answer: dict = {"count": exported, "listed": listed, "opted_out": 0, "note": "", "as_of": None}
+    if stamp is not None:
+        answer["as_of"] = stamp.isoformat()
+    if leaves_out:
         left_out = listed - exported
         answer["opted_out"] = left_out
         if left_out:
@@ -164,49 +166,34 @@ def sizes(name: str, params: Mapping, user) -> dict:
             )
         else:
             answer["note"] = f"{exported:,} can be exported: nobody on the list has opted out"
-    if stored is not None and stamp is not None and answer["note"]:
-        answer["note"] += f" (counts as of {fmt_datetime(stamp)})"
+        if stamp is not None:
+            answer["note"] += f" (counts as of {fmt_datetime(stamp)})"
     return answer
-
-
-def _leaves_out_opted_out(export: Export) -> bool:
-    return export.definition.customer_type and not export.include_opted_out
-
-
-def _includes_opted_out(name: str, params: Mapping) -> bool:
-    """``prepare``'s rule: opted-out customers are exported on request, or when asked for by name."""
-    return truthy(first_value(params, "include_opted_out")) or first_value(params, "consent") == "opted_out"
 
 
 # Customer lists whose rows the stored summary can count: name -> (scored customers only, Lost left out by default).
 STORED_COUNTS = {"customers": (False, False), "at-risk": (True, True)}
 
 
-def _stored_sizes(name: str, params: Mapping, user) -> tuple[int, int, datetime | None] | None:
+def _stored_sizes(export: Export) -> tuple[int, int, datetime | None] | None:
     """(listed, opted out among them, as_of) from the stored customer summary, or None when it cannot answer.
 
     Same rows as the lists' queries (``definitions``): ``customers`` is ``filtered_customers``; ``at-risk``
-    adds "has a churn band" and leaves Lost customers out unless ``includes_lost``. Raises ExportError for
-    an unknown list (as ``prepare`` does)."""
-    definition = get(name)  # ExportError for an unknown list
-    if name not in STORED_COUNTS or not definition.customer_type:
+    adds "has a churn band" and leaves Lost customers out unless ``includes_lost``."""
+    definition = export.definition
+    if definition.name not in STORED_COUNTS or not definition.customer_type:
         return None
-    wanted = [c.strip() for raw in all_values(params, "columns") for c in (raw or "").split(",") if c.strip()]
-    if any(c not in definition.headers for c in wanted):
-        return None  # let prepare() say which column is unknown
-    flat = {key: first_value(params, key) or "" for key in definition.filter_keys}
-    found = customer_summaries.for_user(user, flat)
+    flat = {key: first_value(export.params, key) or "" for key in definition.filter_keys}
+    found = customer_summaries.for_user(export.user, flat)
     if found is None:
         return None
     groups, as_of = found
-    scored_only, savable_only = STORED_COUNTS[name]
+    scored_only, savable_only = STORED_COUNTS[definition.name]
     if scored_only:
         groups = [g for g in groups if g["churn_band"] is not None]
     if savable_only and not customer_service.includes_lost(flat):
         groups = [g for g in groups if g["lifecycle"] != "Lost"]
-    listed = sum(g["n"] for g in groups)
-    left_out = sum(g["n_opted_out"] for g in groups)
-    return listed, left_out, as_of
+    return sum(g["n"] for g in groups), sum(g["n_opted_out"] for g in groups), as_of
 
 
 # --- writers -----------------------------------------------------------------------------------
