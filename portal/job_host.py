@@ -5,9 +5,10 @@ never holds the web process's GIL. Started as ``flask jobs run ID`` that process
 the portal, pandas and scikit-learn before doing anything: more than a small job's own work (a summary
 refresh, a webhook delivery, the rescore of one API batch's customers).
 
-How: multiprocessing's ``forkserver`` start method. The first job starts one server process that imports
-this module (and with it the whole app: every module that declares a job, the model libraries) once;
-each job is then a fork of that server, which has all of it already, and builds its app from the
+How: multiprocessing's ``forkserver`` start method. One server process per web process (started by gunicorn's
+worker at start-up, ``start``, or else by the first job) imports this module, and with it the whole app
+(every module that declares a job, the model libraries), once; each job is then a fork of that server,
+which has all of it already, and builds its app from the
 environment the web process hands it (``create_app``, about 0.2 s). Each job still gets a fresh process
 (its memory is returned when it ends; a crash ends only it); the server holds no database connection or
 app, only imported modules. The job lock's file descriptor travels with the job (``_InheritedFd``), so
@@ -34,7 +35,7 @@ def _context() -> multiprocessing.context.BaseContext:
 
 def start() -> None:
     """Start the warm server now, so the first job does not wait for it (about 1.5 s: it imports the app);
-    gunicorn's workers call this at start-up, in a thread. Calling it again does nothing."""
+    gunicorn's workers call this at start-up, in a thread. Called again, it only forks one more empty process."""
     process = _context().Process(target=_ready, name="loyalist-job-host-ready")
     process.start()  # the server imports this module before it forks anything: this waits for that
     process.join()
