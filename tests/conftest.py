@@ -232,6 +232,16 @@ def synthetic_lines(n_customers=300, days=900, seed=7, end="2026-10-31"):
     )
 
 
+def prefixed_lines(frame, prefix: str):
+    """The same kind of store data under other ids (customers, transactions, products), so two stores can be
+    seeded side by side."""
+    out = frame.copy()
+    for col in ("customer_id", "transaction_id", "product_id"):
+        out[col] = prefix + out[col].astype(str)
+    out["product_name"] = prefix + out["product_name"]
+    return out
+
+
 @pytest.fixture()
 def seed_lines(db, make_store):
     """Insert a canonical lines frame straight into the tables (no importer), for model tests."""

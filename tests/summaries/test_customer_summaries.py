@@ -29,24 +29,16 @@ from portal.services.scores import churn as churn_service
 from portal.services.scores import incremental, scoring, training
 from portal.services.scores import tiers as tier_service
 from portal.services.summaries import customers as summaries
-from tests.conftest import post_form, synthetic_lines
+from tests.conftest import post_form, prefixed_lines, synthetic_lines
 
 KEYS = ("tier", "churn_band", "lifecycle")
-
-
-def _prefixed(frame: pd.DataFrame, prefix: str) -> pd.DataFrame:
-    out = frame.copy()
-    for col in ("customer_id", "transaction_id", "product_id"):
-        out[col] = prefix + out[col].astype(str)
-    out["product_name"] = prefix + out["product_name"]
-    return out
 
 
 @pytest.fixture()
 def world(db, seed_lines, make_store):
     """Two scored stores (tiers, churn, lifecycle) whose summaries the rescore stored."""
     north = seed_lines(synthetic_lines(n_customers=120, seed=3), store=make_store("North"))
-    south = seed_lines(_prefixed(synthetic_lines(n_customers=80, seed=5), "S"), store=make_store("South"))
+    south = seed_lines(prefixed_lines(synthetic_lines(n_customers=80, seed=5), "S"), store=make_store("South"))
     settings_service.update({"tiers.bar": "fixed", "tier.min_frequency": "5", "tier.min_monetary": "2000"})
     training.train_segmentation(rescore=False)
     training.train_churn(rescore=False)

@@ -20,18 +20,9 @@ from portal.services import settings as settings_service
 from portal.services.dashboard import numbers as dashboard_service
 from portal.services.scores import outlook as outlook_service
 from portal.services.scores import scoring, training
-from tests.conftest import synthetic_lines
+from tests.conftest import prefixed_lines, synthetic_lines
 
 KPI = re.compile(r'<a class="kpi" href="([^"]+)">([^<]+)</a>')
-
-
-def _prefixed(frame: pd.DataFrame, prefix: str) -> pd.DataFrame:
-    """The same kind of store data under other ids, so two stores can be seeded side by side."""
-    out = frame.copy()
-    for col in ("customer_id", "transaction_id", "product_id"):
-        out[col] = prefix + out[col].astype(str)
-    out["product_name"] = prefix + out["product_name"]
-    return out
 
 
 def _number(text: str) -> float:
@@ -201,7 +192,7 @@ def _by_link(kpis) -> dict[str, str]:
 
 def test_manager_sees_only_their_store(client, login_as, db, seed_lines, make_store, make_user):
     north = _trained(seed_lines, synthetic_lines(n_customers=200, seed=3), store=make_store("North"))
-    south = seed_lines(_prefixed(synthetic_lines(n_customers=90, seed=5), "S"), store=make_store("South"))
+    south = seed_lines(prefixed_lines(synthetic_lines(n_customers=90, seed=5), "S"), store=make_store("South"))
     scoring.rescore_all()
     _stock_and_campaign(db, south)
     manager = login_as("manager", store=north)
@@ -231,7 +222,7 @@ def test_manager_sees_only_their_store(client, login_as, db, seed_lines, make_st
 
 def test_admin_switches_store_and_links_keep_the_store(client, login_as, db, seed_lines, make_store):
     seed_lines(synthetic_lines(n_customers=200, seed=3), store=make_store("North"))
-    south = seed_lines(_prefixed(synthetic_lines(n_customers=90, seed=5), "S"), store=make_store("South"))
+    south = seed_lines(prefixed_lines(synthetic_lines(n_customers=90, seed=5), "S"), store=make_store("South"))
     scoring.rescore_all()
     _stock_and_campaign(db, south)
     login_as("admin")
@@ -362,7 +353,7 @@ def test_cohort_retention_on_a_hand_made_example(client, login_as, db, seed_line
 
 def _two_stores_with_clv(seed_lines, make_store):
     north = seed_lines(synthetic_lines(n_customers=250, seed=7), store=make_store("North"))
-    south = seed_lines(_prefixed(synthetic_lines(n_customers=120, seed=9), "S"), store=make_store("South"))
+    south = seed_lines(prefixed_lines(synthetic_lines(n_customers=120, seed=9), "S"), store=make_store("South"))
     return north, south
 
 

@@ -22,7 +22,7 @@ from portal.services.dashboard import summary as dashboard_summary
 from portal.services.scores import churn as churn_service
 from portal.services.scores import scoring, training
 from portal.services.scores import tiers as tier_service
-from tests.conftest import synthetic_lines
+from tests.conftest import prefixed_lines, synthetic_lines
 
 COLUMNS = [
     "customer_id",
@@ -36,19 +36,11 @@ COLUMNS = [
 ]
 
 
-def _prefixed(frame: pd.DataFrame, prefix: str) -> pd.DataFrame:
-    out = frame.copy()
-    for col in ("customer_id", "transaction_id", "product_id"):
-        out[col] = prefix + out[col].astype(str)
-    out["product_name"] = prefix + out["product_name"]
-    return out
-
-
 @pytest.fixture()
 def two_stores(db, seed_lines, make_store):
     """Two stores with lines, tiers and churn scores (the summary stored by the rescore)."""
     north = seed_lines(synthetic_lines(n_customers=160, seed=3), store=make_store("North"))
-    south = seed_lines(_prefixed(synthetic_lines(n_customers=90, seed=5), "S"), store=make_store("South"))
+    south = seed_lines(prefixed_lines(synthetic_lines(n_customers=90, seed=5), "S"), store=make_store("South"))
     settings_service.update({"tiers.bar": "fixed", "tier.min_frequency": "5", "tier.min_monetary": "2000"})
     training.train_segmentation(rescore=False)
     training.train_churn(rescore=False)
